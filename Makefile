@@ -1,0 +1,35 @@
+# Two commands on a fresh machine: `make demo` (the main job) and `make test` (the test suite).
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: venv demo test test-fast lint clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+## The main job: generate the dancing-figure dataset, train a small model, test it.
+demo: $(STAMP)
+	$(BIN)/cvae data synth --out data/synth
+	$(BIN)/cvae train --config configs/small.yaml
+	$(BIN)/cvae test --DR data/synth --save_root runs/small/test --ckpt_path runs/small/best.ckpt
+
+## The whole test suite, slow end-to-end tests included (what CI runs).
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+## Without the slow end-to-end tests.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow"
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+clean:
+	rm -rf $(VENV) data/synth runs

@@ -1,0 +1,214 @@
+"""``cvae data``, ``cvae train``, ``cvae test``: thin wrappers around core's functions."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Any, get_args, get_origin
+
+from core.config import FIELD_TYPES, FLAT_KEYS, ConfigError, field_docs, resolve_config
+
+log = logging.getLogger("cvae")
+
+EXIT_BAD_INPUT = 2
+EXIT_FAILED = 1
+
+LAB_ONLY_FLAGS = {
+    "gpu": "accepted for the lab's scripts and ignored: choose the GPU with --device cuda:N",
+    "store_visualization": "accepted for the lab's scripts: the validation GIF and PSNR plot are always written",
+}
+
+
+def fail(command: str, message: str, code: int = EXIT_BAD_INPUT) -> int:
+    """Print one error line and return the exit code."""
+    print(f"cvae {command}: error: {message}", file=sys.stderr)
+    return code
+
+
+def _add_config_flags(parser: argparse.ArgumentParser) -> None:
+    docs = field_docs()
+    groups: dict[str, argparse._ArgumentGroup] = {}
+    for key, section in FLAT_KEYS.items():
+        group = groups.setdefault(section, parser.add_argument_group(f"{section} options"))
+        hint = FIELD_TYPES[key]
+        help_text = docs.get(key, "")
+        if hint is bool:
+            group.add_argument(f"--{key}", action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
+                               help=help_text)
+        elif get_origin(hint) is tuple:
+            group.add_argument(f"--{key}", nargs="+", default=argparse.SUPPRESS, metavar="V", help=help_text)
+        else:
+            choices = get_args(hint) if get_origin(hint) is not None and "Literal" in str(hint) else None
+            metavar = "{" + ",".join(choices) + "}" if choices else key.upper()
+            group.add_argument(f"--{key}", default=argparse.SUPPRESS, metavar=metavar, help=help_text)
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(level=getattr(logging, level.upper()), format="%(message)s", stream=sys.stderr)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add ``data``, ``train`` and ``test`` to the ``cvae`` command."""
+    data = sub.add_parser("data", help="generate or check a dataset in the lab's layout")
+    data_sub = data.add_subparsers(dest="data_command", required=True)
+    synth = data_sub.add_parser(
+        "synth", help="generate the dancing-figure dataset",
+        description="Write a generated dataset of an articulated 2D dancer in the lab's layout "
+        "(train/train_img, train/train_label, val/..., test/test_img/<i>, test/test_label/<i>).",
+    )
+    synth.add_argument("--out", required=True, help="output folder")
+    synth.add_argument("--train-frames", type=int, default=1600, help="training frames (default 1600)")
+    synth.add_argument("--train-video-len", type=int, default=400, help="frames per training video (default 400)")
+    synth.add_argument("--val-frames", type=int, default=630, help="validation frames (default 630)")
+    synth.add_argument("--test-sequences", type=int, default=5, help="test sequences (default 5)")
+    synth.add_argument("--test-frames", type=int, default=630, help="poses per test sequence (default 630)")
+    synth.add_argument("--size", default="64x128", help="HxW of the written PNGs (default 64x128)")
+    synth.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    synth.add_argument("--workers", type=int, default=1, help="processes (default 1)")
+    synth.set_defaults(func=_cmd_synth)
+    check = data_sub.add_parser("check", help="check a dataset's layout and decode it into the cache")
+    check.add_argument("--DR", required=True, help="dataset root")
+    check.add_argument("--frame_H", type=int, default=32)
+    check.add_argument("--frame_W", type=int, default=64)
+    check.add_argument("--test_vi_len", type=int, default=630)
+    check.set_defaults(func=_cmd_check)
+
+    train = sub.add_parser(
+        "train", help="train a cVAE (the lab's Trainer.py flags, or --config FILE.yaml)",
+        description="Train the Lab-4 cVAE. Every option is also a key of --config FILE.yaml (flat, same "
+        "names). Precedence: defaults < YAML < flags.",
+    )
+    train.add_argument("--config", help="YAML file of flat config keys")
+    train.add_argument("--test", action="store_true",
+                       help="the lab's --test: only roll out the validation video of --ckpt_path")
+    train.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    for flag, text in LAB_ONLY_FLAGS.items():
+        train.add_argument(f"--{flag}", nargs="?", const=True, default=None, help=text)
+    _add_config_flags(train)
+    train.set_defaults(func=_cmd_train)
+
+    test = sub.add_parser(
+        "test", help="the lab Tester's job: test-set GIFs + submission.csv, validation PSNR per frame",
+        description="Roll out 630 frames for each test sequence from a checkpoint (ours or the lab's), "
+        "write pred_seq{i}.gif and submission.csv, and on the validation video write the PSNR per frame "
+        "(CSV and plot).",
+    )
+    test.add_argument("--DR", required=True, help="dataset root")
+    test.add_argument("--save_root", required=True, help="output folder")
+    test.add_argument("--ckpt_path", required=True, help="checkpoint (ours or the lab's)")
+    for key in ("frame_H", "frame_W", "F_dim", "L_dim", "N_dim", "D_out_dim"):
+        test.add_argument(f"--{key}", type=int, default=None, help="default: from the checkpoint")
+    test.add_argument("--device", default="auto")
+    test.add_argument("--seed", type=int, default=0, help="seed of z (default 0)")
+    test.add_argument("--test_vi_len", type=int, default=630, help="poses per test sequence (default 630)")
+    test.add_argument("--val_vi_len", type=int, default=630, help="validation rollout length (default 630)")
+    test.add_argument("--num_workers", type=int, default=4)
+    test.add_argument("--no-val", dest="do_val", action="store_false", help="skip the validation video")
+    test.add_argument("--no-test", dest="do_test", action="store_false", help="skip the test set")
+    test.add_argument("--no-progress", dest="progress", action="store_false")
+    test.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    test.set_defaults(func=_cmd_test)
+
+
+def _cmd_synth(args: argparse.Namespace) -> int:
+    from core.synth import generate_dataset
+
+    try:
+        h, w = (int(v) for v in args.size.lower().split("x"))
+    except ValueError:
+        return fail("data synth", f"--size {args.size!r} is not HxW, e.g. 64x128")
+    try:
+        summary = generate_dataset(
+            args.out, train_frames=args.train_frames, val_frames=args.val_frames,
+            test_sequences=args.test_sequences, test_frames=args.test_frames, size=(h, w), seed=args.seed,
+            train_video_len=args.train_video_len, workers=args.workers, progress=sys.stderr.isatty(),
+        )
+    except ValueError as err:
+        return fail("data synth", str(err))
+    print(f"dataset in {summary['root']}: {summary}")
+    return 0
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    from core.data import DatasetError, load_split, load_test
+
+    size = (args.frame_H, args.frame_W)
+    try:
+        train = load_split(args.DR, "train", size)
+        val = load_split(args.DR, "val", size)
+        tests = load_test(args.DR, size, expected_len=args.test_vi_len)
+    except DatasetError as err:
+        return fail("data check", str(err))
+    print(f"{args.DR}: train {len(train)} frames, val {len(val)} frames, {len(tests)} test sequences "
+          f"({', '.join(str(len(t.poses)) for t in tests)} poses); decoded at {size[0]}x{size[1]}")
+    return 0
+
+
+def _train_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    return {k: v for k, v in vars(args).items() if k in FLAT_KEYS}
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from core.checkpoint import CheckpointError
+    from core.data import DatasetError
+    from core.trainer import DivergenceError, fit
+
+    _configure_logging(args.log_level)
+    try:
+        cfg = resolve_config(args.config, _train_overrides(args))
+        if args.test:
+            if cfg.run.ckpt_path is None:
+                raise ConfigError("--test needs --ckpt_path")
+            from core.model import ModelDims
+            from core.tester import run_test
+
+            m = cfg.model
+            result = run_test(
+                cfg.data.DR, cfg.run.save_root or ".", cfg.run.ckpt_path, frame_H=cfg.data.frame_H,
+                frame_W=cfg.data.frame_W, dims=ModelDims(m.F_dim, m.L_dim, m.N_dim, m.D_out_dim),
+                device=cfg.run.device, seed=cfg.run.val_seed, val_vi_len=cfg.data.val_vi_len,
+                num_workers=cfg.data.num_workers, cache_dir=cfg.data.cache_dir, progress=cfg.run.progress,
+                do_test=False,
+            )
+            print(f"validation: {result.val_psnr:.3f} dB average PSNR")
+            return 0
+        from tqdm.contrib.logging import logging_redirect_tqdm
+
+        with logging_redirect_tqdm():
+            run = fit(cfg)
+    except (ConfigError, DatasetError, CheckpointError) as err:
+        return fail("train", str(err))
+    except DivergenceError as err:
+        return fail("train", str(err), EXIT_FAILED)
+    print(f"{run.status}: {run.epochs_run} epoch(s) in {run.save_root}; best val PSNR {run.best_val_psnr:.3f} dB "
+          f"at epoch {run.best_epoch}")
+    return 0
+
+
+def _cmd_test(args: argparse.Namespace) -> int:
+    from core.checkpoint import CheckpointError
+    from core.data import DatasetError
+    from core.model import ModelDims
+    from core.tester import run_test
+
+    _configure_logging(args.log_level)
+    given = [getattr(args, k) for k in ("F_dim", "L_dim", "N_dim", "D_out_dim")]
+    dims = None
+    if any(v is not None for v in given):
+        if not all(v is not None for v in given):
+            return fail("test", "give all of --F_dim --L_dim --N_dim --D_out_dim, or none (inferred)")
+        dims = ModelDims(*given)
+    try:
+        result = run_test(
+            args.DR, args.save_root, args.ckpt_path, frame_H=args.frame_H, frame_W=args.frame_W, dims=dims,
+            device=args.device, seed=args.seed, test_vi_len=args.test_vi_len, val_vi_len=args.val_vi_len,
+            num_workers=args.num_workers, progress=args.progress, do_test=args.do_test, do_val=args.do_val,
+        )
+    except (ConfigError, DatasetError, CheckpointError) as err:
+        return fail("test", str(err))
+    if result.submission:
+        print(f"wrote {result.submission} and {len(result.gifs)} GIF(s) in {args.save_root}")
+    if result.val_csv:
+        print(f"validation: {result.val_psnr:.3f} dB average PSNR ({result.val_csv})")
+    return 0

@@ -1,0 +1,398 @@
+"""Typed, frozen training configuration.
+
+One dataclass per section (data, model, schedule, optim, run). Users speak in the lab's flat key names
+(``N_dim: 32``, ``kl_anneal_type: cyclical``), on the command line and in YAML alike: every field name is
+unique across sections, so a flat mapping resolves to exactly one field. Precedence, stated once:
+defaults < YAML file < command-line flags.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin, get_type_hints
+
+import yaml
+
+KL_ANNEAL_ALIASES: dict[str, str] = {
+    "cyclical": "cyclical",
+    "monotonic": "monotonic",
+    "linear": "monotonic",
+    "none": "none",
+    "constant": "none",
+    "without": "none",
+    "hybrid": "hybrid",
+}
+"""Spellings used by the lab and the reports, case-insensitive, mapped to the canonical names."""
+
+OPTIM_ALIASES = {"adam": "Adam", "adamw": "AdamW"}
+
+
+class ConfigError(ValueError):
+    """Invalid configuration; the message names every offending key and value."""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    DR: str | None = None
+    """Dataset root in the lab's layout (``train/train_img``, ``val/val_img``, ...)."""
+    frame_H: int = 32
+    """Height the frames are resized to."""
+    frame_W: int = 64
+    """Width the frames are resized to."""
+    train_vi_len: int = 16
+    """Frames per training clip (consecutive, non-overlapping, as the lab's Dataset_Dance cuts them)."""
+    val_vi_len: int = 630
+    """Frames of the validation rollout."""
+    partial: float = 1.0
+    """Fraction of the training frames used."""
+    fast_train: bool = False
+    """Train on ``fast_partial`` of the data for the first epochs (the lab's --fast_train)."""
+    fast_partial: float = 0.4
+    """Fraction used while fast_train is on."""
+    fast_train_epoch: int = 5
+    """fast_train switches off after this epoch (the lab's exact rule: see schedules.train_fraction)."""
+    num_workers: int = 4
+    """Threads that decode PNGs when the frame cache is built."""
+    shuffle: bool = True
+    """Shuffle clip order every epoch (the lab did not; seeded, so resumes are exact)."""
+    augment: bool = False
+    """Report 001's joint augmentation: RandomResizedCrop + horizontal flip, identical over a clip."""
+    aug_crop_scale: tuple[float, float] = (0.08, 1.0)
+    """RandomResizedCrop's area range (torchvision's default, which report 001 used)."""
+    cache_dir: str | None = None
+    """Where decoded frames are cached; default ``$CVAE_CACHE_DIR`` or ``~/.cache/cvae``."""
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    F_dim: int = 128
+    """Frame feature channels."""
+    L_dim: int = 32
+    """Pose feature channels."""
+    N_dim: int = 12
+    """Latent (noise) channels."""
+    D_out_dim: int = 192
+    """Decoder-fusion output channels."""
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    kl_anneal_type: Literal["cyclical", "monotonic", "none", "hybrid"] = "cyclical"
+    """KL weight schedule. Aliases: Cyclical, Monotonic, linear, constant, None."""
+    kl_anneal_cycle: int = 10
+    """Number of cycles over the whole training (cyclical, hybrid)."""
+    kl_anneal_ratio: float = 1.0
+    """Fraction of a cycle spent ramping β from 0 to 1 (cyclical, monotonic, hybrid)."""
+    kl_hybrid_switch: float = 0.5
+    """Hybrid: fraction of the epochs run cyclically before β is held at 1 (report 000)."""
+    tfr: float = 1.0
+    """Initial teacher-forcing ratio, in [0, 1]."""
+    tfr_sde: int = 10
+    """Epoch from which the ratio decays."""
+    tfr_d_step: float = 0.1
+    """Decay of the ratio per epoch."""
+    tf_per: Literal["batch", "epoch"] = "batch"
+    """Draw teacher forcing per batch (report 001) or once per epoch (the lab template)."""
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    optim: Literal["Adam", "AdamW"] = "Adam"
+    """Optimizer."""
+    lr: float = 0.001
+    """Learning rate."""
+    weight_decay: float | None = None
+    """Default: 0 for Adam, 0.01 for AdamW."""
+    lr_scheduler: Literal["multistep", "cosine", "none"] = "multistep"
+    """MultiStepLR (the lab's), cosine annealing to 0 over num_epoch, or none."""
+    lr_milestones: tuple[int, ...] = (2, 5)
+    """MultiStepLR milestones (epochs)."""
+    lr_gamma: float = 0.1
+    """MultiStepLR decay factor."""
+    grad_clip: float = 1.0
+    """Gradient-norm clipping."""
+    batch_size: int = 2
+    """Clips per batch."""
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    save_root: str | None = None
+    """Output folder: checkpoints, config.yaml, metrics.csv, psnr_per_frame.csv."""
+    num_epoch: int = 70
+    """Epochs to train."""
+    per_save: int = 3
+    """Keep an ``epoch={e}.ckpt`` every per_save epochs (``last.ckpt`` is written every epoch)."""
+    ckpt_path: str | None = None
+    """Checkpoint to start from: ours resumes exactly, the lab's loads weights for fine-tuning."""
+    resume: bool = False
+    """Resume from ``save_root/last.ckpt`` when it exists."""
+    device: str = "auto"
+    """auto (CUDA when available), cpu, cuda, cuda:N."""
+    amp: Literal["none", "bf16"] = "none"
+    """bf16 autocast (CUDA only)."""
+    seed: int = 1
+    """Seed of everything random in training."""
+    val_seed: int = 0
+    """Seed of z in the validation rollout, so every epoch and run is compared on the same noise."""
+    num_threads: int | None = None
+    """torch CPU threads (default: torch's choice)."""
+    progress: bool = True
+    """Progress bars."""
+    validate: bool = True
+    """Roll out the validation video every epoch."""
+
+
+SECTIONS: dict[str, type] = {
+    "data": DataConfig,
+    "model": ModelConfig,
+    "schedule": ScheduleConfig,
+    "optim": OptimConfig,
+    "run": RunConfig,
+}
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """The whole training configuration."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def to_flat(self) -> dict[str, Any]:
+        """Flat ``{key: value}`` with YAML-friendly values (lists, not tuples)."""
+        out: dict[str, Any] = {}
+        for name in SECTIONS:
+            for key, value in dataclasses.asdict(getattr(self, name)).items():
+                out[key] = list(value) if isinstance(value, tuple) else value
+        return out
+
+    @classmethod
+    def from_flat(cls, values: Mapping[str, Any], *, source: str = "config") -> ExperimentConfig:
+        """Build and validate a config from flat keys (defaults fill the rest).
+
+        Raises:
+            ConfigError: unknown keys, values of the wrong type, or values out of range; all of them at once.
+        """
+        errors: list[str] = []
+        unknown = sorted(set(values) - set(FLAT_KEYS))
+        if unknown:
+            errors.append(
+                f"{source}: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(FLAT_KEYS))}"
+            )
+        sections: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
+        for key, raw in values.items():
+            if key not in FLAT_KEYS:
+                continue
+            section = FLAT_KEYS[key]
+            try:
+                sections[section][key] = _coerce(key, raw, FIELD_TYPES[key])
+            except ConfigError as err:
+                errors.append(f"{source}: {err}")
+        if errors:
+            raise ConfigError("; ".join(errors))
+        cfg = cls(**{name: SECTIONS[name](**kw) for name, kw in sections.items()})
+        problems = cfg.problems()
+        if problems:
+            raise ConfigError(f"{source}: " + "; ".join(problems))
+        return cfg
+
+    def replace(self, **flat: Any) -> ExperimentConfig:
+        """A copy with some flat keys changed (validated)."""
+        merged = self.to_flat()
+        merged.update(flat)
+        return ExperimentConfig.from_flat(merged)
+
+    def problems(self) -> list[str]:
+        """Every range and cross-field violation, as messages naming key and value."""
+        d, m, s, o, r = self.data, self.model, self.schedule, self.optim, self.run
+        p: list[str] = []
+
+        def need(ok: bool, msg: str) -> None:
+            if not ok:
+                p.append(msg)
+
+        need(d.frame_H >= 4 and d.frame_W >= 4, f"frame_H/frame_W must be >= 4 (got {d.frame_H}x{d.frame_W})")
+        need(d.train_vi_len >= 2, f"train_vi_len must be >= 2 (got {d.train_vi_len})")
+        need(d.val_vi_len >= 2, f"val_vi_len must be >= 2 (got {d.val_vi_len})")
+        need(0 < d.partial <= 1, f"partial must be in (0, 1] (got {d.partial})")
+        need(0 < d.fast_partial <= 1, f"fast_partial must be in (0, 1] (got {d.fast_partial})")
+        need(d.fast_train_epoch >= 0, f"fast_train_epoch must be >= 0 (got {d.fast_train_epoch})")
+        need(d.num_workers >= 0, f"num_workers must be >= 0 (got {d.num_workers})")
+        lo, hi = d.aug_crop_scale
+        need(0 < lo <= hi <= 1, f"aug_crop_scale must be 0 < min <= max <= 1 (got {list(d.aug_crop_scale)})")
+        need(m.F_dim >= 8, f"F_dim must be >= 8 (got {m.F_dim})")
+        need(m.L_dim >= 2, f"L_dim must be >= 2 (got {m.L_dim})")
+        need(m.N_dim >= 4, f"N_dim must be >= 4 (got {m.N_dim})")
+        need(m.D_out_dim >= 8, f"D_out_dim must be >= 8 (got {m.D_out_dim})")
+        need(s.kl_anneal_cycle >= 1, f"kl_anneal_cycle must be >= 1 (got {s.kl_anneal_cycle})")
+        need(s.kl_anneal_ratio > 0, f"kl_anneal_ratio must be > 0 (got {s.kl_anneal_ratio})")
+        need(0 <= s.kl_hybrid_switch <= 1, f"kl_hybrid_switch must be in [0, 1] (got {s.kl_hybrid_switch})")
+        need(0 <= s.tfr <= 1, f"tfr must be in [0, 1] (got {s.tfr})")
+        need(s.tfr_sde >= 0, f"tfr_sde must be >= 0 (got {s.tfr_sde})")
+        need(s.tfr_d_step >= 0, f"tfr_d_step must be >= 0 (got {s.tfr_d_step})")
+        need(o.lr > 0, f"lr must be > 0 (got {o.lr})")
+        need(o.weight_decay is None or o.weight_decay >= 0, f"weight_decay must be >= 0 (got {o.weight_decay})")
+        need(o.lr_gamma > 0, f"lr_gamma must be > 0 (got {o.lr_gamma})")
+        need(o.grad_clip > 0, f"grad_clip must be > 0 (got {o.grad_clip})")
+        need(o.batch_size >= 1, f"batch_size must be >= 1 (got {o.batch_size})")
+        need(all(e >= 0 for e in o.lr_milestones), f"lr_milestones must be >= 0 (got {list(o.lr_milestones)})")
+        need(r.num_epoch >= 1, f"num_epoch must be >= 1 (got {r.num_epoch})")
+        need(r.per_save >= 1, f"per_save must be >= 1 (got {r.per_save})")
+        need(r.num_threads is None or r.num_threads >= 1, f"num_threads must be >= 1 (got {r.num_threads})")
+        need(
+            r.device == "auto" or r.device == "cpu" or r.device == "cuda" or r.device.startswith("cuda:"),
+            f"device must be auto, cpu, cuda or cuda:N (got {r.device!r})",
+        )
+        # A decay that was asked for but can never start is a misconfigured run, not a constant ratio.
+        if s.tfr > 0 and s.tfr_d_step > 0 and s.tfr_sde >= r.num_epoch:
+            p.append(
+                f"tfr_sde={s.tfr_sde} >= num_epoch={r.num_epoch}: the teacher-forcing decay "
+                f"(tfr_d_step={s.tfr_d_step}) would never start; lower tfr_sde, or set tfr_d_step: 0 "
+                "for a constant ratio"
+            )
+        return p
+
+
+FLAT_KEYS: dict[str, str] = {f.name: section for section, cls in SECTIONS.items() for f in fields(cls)}
+"""Flat key -> the section that holds it."""
+
+FIELD_TYPES: dict[str, Any] = {
+    name: hint for cls in SECTIONS.values() for name, hint in get_type_hints(cls).items()
+}
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def _coerce(key: str, raw: Any, hint: Any) -> Any:
+    """Convert a YAML/CLI value to the field's type, or raise ConfigError naming the key and value."""
+    origin = get_origin(hint)
+    args = get_args(hint)
+    if raw is None:
+        if type(None) in args:
+            return None
+        raise ConfigError(f"{key} must not be null")
+    if origin is Literal:
+        text = str(raw)
+        if key == "kl_anneal_type":
+            text = KL_ANNEAL_ALIASES.get(text.lower(), text)
+        elif key == "optim":
+            text = OPTIM_ALIASES.get(text.lower(), text)
+        else:
+            text = text.lower()
+        if text not in args:
+            choices = sorted(KL_ANNEAL_ALIASES) if key == "kl_anneal_type" else list(args)
+            raise ConfigError(f"{key}={raw!r} is not one of {', '.join(choices)}")
+        return text
+    if type(None) in args:  # Optional[X]
+        (inner,) = [a for a in args if a is not type(None)]
+        return _coerce(key, raw, inner)
+    if origin is tuple:
+        items = raw
+        if isinstance(raw, str):
+            items = [x for x in raw.replace("[", "").replace("]", "").split(",") if x.strip()]
+        if not isinstance(items, list | tuple):
+            raise ConfigError(f"{key}={raw!r} must be a list")
+        elem = args[0]
+        values = tuple(_coerce(key, x, elem) for x in items)
+        if args[-1] is not Ellipsis and len(values) != len(args):
+            raise ConfigError(f"{key}={raw!r} must have {len(args)} items")
+        return values
+    if hint is bool:
+        if isinstance(raw, bool):
+            return raw
+        if str(raw).lower() in _TRUE:
+            return True
+        if str(raw).lower() in _FALSE:
+            return False
+        raise ConfigError(f"{key}={raw!r} is not a boolean")
+    if hint is int:
+        if isinstance(raw, bool):
+            raise ConfigError(f"{key}={raw!r} is not an integer")
+        try:
+            value = float(raw)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{key}={raw!r} is not an integer") from None
+        if not value.is_integer():
+            raise ConfigError(f"{key}={raw!r} is not an integer")
+        return int(value)
+    if hint is float:
+        if isinstance(raw, bool):
+            raise ConfigError(f"{key}={raw!r} is not a number")
+        try:
+            value = float(raw)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{key}={raw!r} is not a number") from None
+        if not math.isfinite(value):
+            raise ConfigError(f"{key}={raw!r} is not a finite number")
+        return value
+    if hint is str:
+        if isinstance(raw, dict | list):
+            raise ConfigError(f"{key}={raw!r} must be a string")
+        return os.fspath(raw) if isinstance(raw, os.PathLike) else str(raw)
+    raise TypeError(f"no coercion for {key}: {hint}")  # a programming error, not user input
+
+
+def load_yaml_config(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a flat YAML config file.
+
+    Raises:
+        ConfigError: the file is missing, not valid YAML (with line and column), or not a mapping.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read config file ({err.strerror})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or str(err)
+        raise ConfigError(f"{path}: invalid YAML{where}: {problem}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a config file must be a mapping of keys to values, not {type(data).__name__}")
+    return data
+
+
+def resolve_config(
+    yaml_path: str | os.PathLike | None = None, overrides: Mapping[str, Any] | None = None
+) -> ExperimentConfig:
+    """defaults < YAML file < overrides (e.g. command-line flags), validated once."""
+    merged: dict[str, Any] = {}
+    source = "config"
+    if yaml_path is not None:
+        merged.update(load_yaml_config(yaml_path))
+        source = str(yaml_path)
+    merged.update(overrides or {})
+    return ExperimentConfig.from_flat(merged, source=source)
+
+
+def field_docs() -> dict[str, str]:
+    """The attribute docstrings of every config field (the CLI's help texts), read from this module's source."""
+    import ast
+    import inspect
+    import sys
+
+    tree = ast.parse(inspect.getsource(sys.modules[__name__]))
+    docs: dict[str, str] = {}
+    for node in tree.body:
+        if not (isinstance(node, ast.ClassDef) and node.name in {c.__name__ for c in SECTIONS.values()}):
+            continue
+        for prev, cur in zip(node.body, node.body[1:], strict=False):
+            if (isinstance(prev, ast.AnnAssign) and isinstance(prev.target, ast.Name)
+                    and isinstance(cur, ast.Expr) and isinstance(cur.value, ast.Constant)):
+                docs[prev.target.id] = str(cur.value.value)
+    return docs

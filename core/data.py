@@ -1,0 +1,284 @@
+"""The lab's dataset layout, read once into uint8 tensors.
+
+Layout (the lab's ``Dataset_Dance``):
+
+- ``train/train_img/frame{N}.png`` with ``train/train_label/frame{N}.png``, numeric order;
+- ``val/val_img`` with ``val/val_label`` (one 630-frame video);
+- ``test/test_img/<i>/`` (the first frame) with ``test/test_label/<i>/`` (630 poses), i = 0, 1, ...
+
+Every PNG is decoded and resized once (PIL bilinear, exactly the lab's ``transforms.Resize`` on a PIL
+image, so the cached uint8 values are the lab's ``ToTensor()`` values times 255) and cached on disk, keyed
+by the file list, sizes, modification times and the frame size; any change to the files rebuilds it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import tempfile
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+CACHE_FORMAT = 1
+_FRAME_RE = re.compile(r"^frame(\d+)\.png$", re.IGNORECASE)
+
+
+class DatasetError(ValueError):
+    """A dataset that does not follow the lab's layout; the message names the path."""
+
+
+@dataclass(frozen=True)
+class FrameSequence:
+    """Frames and their pose images as uint8 tensors of shape (N, 3, H, W)."""
+
+    frames: torch.Tensor
+    poses: torch.Tensor
+
+    def __len__(self) -> int:
+        return self.frames.shape[0]
+
+
+def default_cache_dir() -> Path:
+    """``$CVAE_CACHE_DIR``, else ``$XDG_CACHE_HOME/cvae``, else ``~/.cache/cvae``."""
+    if os.environ.get("CVAE_CACHE_DIR"):
+        return Path(os.environ["CVAE_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(Path.home(), ".cache")
+    return Path(base) / "cvae"
+
+
+def list_frames(folder: Path) -> list[Path]:
+    """``frame{N}.png`` files of a folder in numeric order.
+
+    Raises:
+        DatasetError: the folder is missing, empty, or holds a PNG not named ``frame{N}.png``.
+    """
+    if not folder.is_dir():
+        raise DatasetError(f"{folder}: folder not found")
+    numbered = []
+    for entry in os.scandir(folder):
+        if not entry.name.lower().endswith(".png"):
+            continue
+        match = _FRAME_RE.match(entry.name)
+        if match is None:
+            raise DatasetError(f"{folder / entry.name}: expected frame files named frame<N>.png")
+        numbered.append((int(match.group(1)), Path(entry.path)))
+    if not numbered:
+        raise DatasetError(f"{folder}: no frame<N>.png files")
+    numbered.sort()
+    return [p for _, p in numbered]
+
+
+def _paired(img_dir: Path, label_dir: Path) -> tuple[list[Path], list[Path]]:
+    images = list_frames(img_dir)
+    if not label_dir.is_dir():
+        raise DatasetError(f"{label_dir}: folder not found")
+    labels = [label_dir / p.name for p in images]
+    for image, label in zip(images, labels, strict=True):
+        if not label.is_file():
+            raise DatasetError(f"{image}: frame has no pose image {label}")
+    return images, labels
+
+
+def _decode(path: Path, size: tuple[int, int]) -> np.ndarray:
+    try:
+        with Image.open(path) as im:
+            rgb = im.convert("RGB")
+            if rgb.size != (size[1], size[0]):
+                # PIL's bilinear filter is what torchvision's Resize uses on PIL images.
+                rgb = rgb.resize((size[1], size[0]), Image.BILINEAR)
+            return np.asarray(rgb, dtype=np.uint8).transpose(2, 0, 1)
+    except (UnidentifiedImageError, OSError, SyntaxError) as err:
+        raise DatasetError(f"{path}: unreadable image ({err})") from None
+
+
+def _cache_key(paths: list[Path], size: tuple[int, int]) -> str:
+    digest = hashlib.sha256(f"cvae-frames/{CACHE_FORMAT}/{size[0]}x{size[1]}".encode())
+    for p in paths:
+        st = p.stat()
+        digest.update(f"{p.resolve()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:32]
+
+
+_MEMORY: dict[str, torch.Tensor] = {}
+"""Decoded tensors already loaded in this process (a sweep worker runs many trials on the same data)."""
+
+
+def decode_frames(paths: list[Path], size: tuple[int, int], *, workers: int = 4,
+                  cache_dir: str | os.PathLike | None = None, desc: str = "") -> torch.Tensor:
+    """Decode PNGs to a (N, 3, H, W) uint8 tensor, through the in-process and on-disk caches.
+
+    Raises:
+        DatasetError: a file cannot be read as an image.
+    """
+    key = _cache_key(paths, size)
+    if key in _MEMORY:
+        return _MEMORY[key]
+    cache_root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    cache_file = cache_root / f"{key}.pt"
+    if cache_file.is_file():
+        try:
+            tensor = torch.load(cache_file, weights_only=True, mmap=True)
+            if tensor.dtype == torch.uint8 and tuple(tensor.shape) == (len(paths), 3, *size):
+                _MEMORY[key] = tensor
+                return tensor
+        except Exception:  # noqa: BLE001 - a truncated or foreign cache file is rebuilt, never trusted
+            pass
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        arrays = list(pool.map(lambda p: _decode(p, size), paths))
+    tensor = torch.from_numpy(np.stack(arrays))
+    try:
+        cache_root.mkdir(parents=True, exist_ok=True)
+        _atomic_torch_save(tensor, cache_file)
+    except OSError:
+        pass  # a read-only cache location only costs the next run a re-decode
+    _MEMORY[key] = tensor
+    return tensor
+
+
+def _atomic_torch_save(obj: object, path: Path) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(obj, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_split(root: str | os.PathLike, split: str, size: tuple[int, int], *, workers: int = 4,
+               cache_dir: str | os.PathLike | None = None) -> FrameSequence:
+    """Frames and poses of ``train`` or ``val`` (``<root>/<split>/<split>_img`` + ``_label``)."""
+    if split not in ("train", "val"):
+        raise ValueError(f"split must be train or val, not {split!r}")
+    base = Path(root) / split
+    images, labels = _paired(base / f"{split}_img", base / f"{split}_label")
+    return FrameSequence(
+        decode_frames(images, size, workers=workers, cache_dir=cache_dir),
+        decode_frames(labels, size, workers=workers, cache_dir=cache_dir),
+    )
+
+
+@dataclass(frozen=True)
+class TestSequence:
+    """One test sequence: its index, first frame (3, H, W) and poses (T, 3, H, W), uint8."""
+
+    index: int
+    first_frame: torch.Tensor
+    poses: torch.Tensor
+
+
+def load_test(root: str | os.PathLike, size: tuple[int, int], *, expected_len: int = 630, workers: int = 4,
+              cache_dir: str | os.PathLike | None = None) -> list[TestSequence]:
+    """Every test sequence present: ``test/test_img/<i>/`` (first frame) + ``test/test_label/<i>/``.
+
+    Raises:
+        DatasetError: missing folders, a sequence without poses, or a pose count other than expected_len.
+    """
+    img_root = Path(root) / "test" / "test_img"
+    label_root = Path(root) / "test" / "test_label"
+    if not img_root.is_dir():
+        raise DatasetError(f"{img_root}: folder not found")
+    indices = sorted(int(p.name) for p in img_root.iterdir() if p.is_dir() and p.name.isdigit())
+    if not indices:
+        raise DatasetError(f"{img_root}: no sequence folders 0, 1, ...")
+    sequences = []
+    for i in indices:
+        first = list_frames(img_root / str(i))[0]
+        poses = list_frames(label_root / str(i))
+        if len(poses) != expected_len:
+            raise DatasetError(f"{label_root / str(i)}: {len(poses)} pose frames, expected {expected_len}")
+        sequences.append(
+            TestSequence(
+                i,
+                decode_frames([first], size, workers=1, cache_dir=cache_dir)[0],
+                decode_frames(poses, size, workers=workers, cache_dir=cache_dir),
+            )
+        )
+    return sequences
+
+
+def num_clips(n_frames: int, clip_len: int, fraction: float) -> int:
+    """The lab's dataset length: ``int(n_frames * fraction) // clip_len`` non-overlapping clips."""
+    return int(n_frames * fraction) // clip_len
+
+
+def to_float(x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """uint8 -> float32 in [0, 1] on ``device`` (pinned, asynchronous copies on CUDA)."""
+    if device.type == "cuda":
+        return x.pin_memory().to(device, non_blocking=True).float().div_(255)
+    return x.to(device).float().div_(255)
+
+
+class ClipBatches:
+    """Batches of training clips from a :class:`FrameSequence`, as (frames, poses) float tensors.
+
+    Clip k covers frames ``[k*T, (k+1)*T)``, the lab's non-overlapping cut; the last incomplete batch is
+    dropped (the lab's ``drop_last=True``). Shuffling and augmentation draw from torch's global RNG, which
+    the trainer checkpoints, so a resumed epoch sees the same batches.
+    """
+
+    def __init__(self, seq: FrameSequence, clip_len: int, batch_size: int, fraction: float, *,
+                 shuffle: bool, augment: bool, crop_scale: tuple[float, float], device: torch.device) -> None:
+        self.seq = seq
+        self.clip_len = clip_len
+        self.batch_size = batch_size
+        self.n_clips = num_clips(len(seq), clip_len, fraction)
+        self.shuffle = shuffle
+        self.device = device
+        self.transform = None
+        if augment:
+            from torchvision.transforms import v2
+
+            size = tuple(seq.frames.shape[-2:])
+            self.transform = v2.Compose(
+                [v2.RandomResizedCrop(size, scale=crop_scale, antialias=True), v2.RandomHorizontalFlip(0.5)]
+            )
+
+    def __len__(self) -> int:
+        return self.n_clips // self.batch_size
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        order = torch.randperm(self.n_clips) if self.shuffle else torch.arange(self.n_clips)
+        steps = torch.arange(self.clip_len)
+        for b in range(len(self)):
+            clips = order[b * self.batch_size : (b + 1) * self.batch_size]
+            idx = clips[:, None] * self.clip_len + steps  # (B, T) frame indices
+            frames = to_float(self.seq.frames[idx], self.device)
+            poses = to_float(self.seq.poses[idx], self.device)
+            if self.transform is not None:
+                frames, poses = self._augment(frames, poses)
+            yield frames, poses
+
+    def _augment(self, frames: torch.Tensor, poses: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        from torchvision import tv_tensors
+
+        out_f, out_p = [], []
+        for f, p in zip(frames, poses, strict=True):
+            # One call per clip: v2 draws the crop and flip once and applies them to every frame and pose.
+            tf, tp = self.transform(tv_tensors.Video(f), tv_tensors.Video(p))
+            out_f.append(tf.as_subclass(torch.Tensor))
+            out_p.append(tp.as_subclass(torch.Tensor))
+        return torch.stack(out_f), torch.stack(out_p)
+
+
+def dataset_summary(root: str | os.PathLike) -> str:
+    """A one-line JSON summary of what a dataset root holds (for logs)."""
+    root = Path(root)
+    out = {}
+    for split in ("train", "val"):
+        folder = root / split / f"{split}_img"
+        out[split] = len(list_frames(folder)) if folder.is_dir() else 0
+    test = root / "test" / "test_img"
+    out["test_sequences"] = sum(1 for p in test.iterdir() if p.is_dir()) if test.is_dir() else 0
+    return json.dumps(out)

@@ -1,0 +1,124 @@
+"""Run records on disk: the resolved config, per-epoch metrics, per-frame PSNR, videos.
+
+A run folder (``save_root``) holds:
+
+- ``config.yaml``: the resolved training config, flat keys (``cvae train --config`` reads it back);
+- ``metrics.csv``: one row per epoch (columns :data:`METRIC_COLUMNS`);
+- ``psnr_per_frame.csv``: ``epoch,frame,psnr``, the validation rollout's PSNR of every predicted frame;
+- ``last.ckpt``, ``best.ckpt``, ``epoch={e}.ckpt``: checkpoints (see :mod:`core.checkpoint`).
+
+The CSV files are appended one epoch at a time and flushed; when a run resumes at epoch e, rows of epochs
+>= e (a killed epoch's partial output) are dropped first, so a record never holds an epoch twice.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from PIL import Image
+
+METRIC_COLUMNS = (
+    "epoch", "train_loss", "train_mse", "train_kl", "train_psnr", "val_loss", "val_psnr", "beta", "tfr",
+    "tf_fraction", "lr", "frames_per_s", "train_seconds", "val_seconds", "epoch_seconds",
+)
+
+
+def write_config(cfg_flat: dict[str, Any], path: str | os.PathLike) -> None:
+    """Write a flat config as YAML (key order kept)."""
+    Path(path).write_text(yaml.safe_dump(cfg_flat, sort_keys=False))
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return "" if math.isnan(value) else repr(value)
+    return str(value)
+
+
+class CsvLog:
+    """An append-only CSV whose rows carry an integer ``epoch`` column."""
+
+    def __init__(self, path: str | os.PathLike, columns: Sequence[str]) -> None:
+        self.path = Path(path)
+        self.columns = tuple(columns)
+
+    def truncate_from(self, epoch: int) -> None:
+        """Drop rows of epochs >= ``epoch`` and any unparsable (half-written) row."""
+        if not self.path.exists():
+            return
+        keep = []
+        with self.path.open(newline="") as fh:
+            for row in csv.DictReader(fh):
+                try:
+                    if int(row["epoch"]) < epoch and None not in row.values():
+                        keep.append(row)
+                except (KeyError, TypeError, ValueError):
+                    continue
+        tmp = self.path.with_suffix(".tmp")
+        with tmp.open("w", newline="") as fh:
+            writer = csv.DictWriter(fh, self.columns)
+            writer.writeheader()
+            writer.writerows(keep)
+        os.replace(tmp, self.path)
+
+    def append(self, rows: Sequence[dict[str, Any]]) -> None:
+        new = not self.path.exists()
+        with self.path.open("a", newline="") as fh:
+            if new:
+                fh.write(",".join(self.columns) + "\n")
+            for row in rows:
+                fh.write(",".join(_fmt(row.get(c, "")) for c in self.columns) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+
+
+def read_csv(path: str | os.PathLike) -> list[dict[str, str]]:
+    """Rows of a record CSV as dicts of strings."""
+    with Path(path).open(newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def to_images(video: torch.Tensor) -> list[Image.Image]:
+    """(T, 3, H, W) float in [0, 1] -> PIL images, clamped and rounded to uint8."""
+    arr = (video.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    return [Image.fromarray(np.ascontiguousarray(frame)) for frame in arr]
+
+
+def write_gif(video: torch.Tensor, path: str | os.PathLike, *, fps: int = 25) -> None:
+    """Save a (T, 3, H, W) video as an animated GIF with exactly T frames, looping.
+
+    Unlike the lab's ``make_gif`` (which appends the first frame twice), every frame appears once.
+    """
+    images = to_images(video)
+    # optimize=False and disposal=1 keep PIL from merging identical consecutive frames.
+    images[0].save(
+        path, format="GIF", save_all=True, append_images=images[1:], duration=round(1000 / fps), loop=0,
+        optimize=False, disposal=1,
+    )
+
+
+def write_psnr_plot(psnr_per_frame: Sequence[float], path: str | os.PathLike, *, title: str) -> None:
+    """A PNG line plot of PSNR per frame with the average in the legend."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    values = np.asarray(psnr_per_frame, dtype=float)
+    fig, ax = plt.subplots(figsize=(8, 4), dpi=120)
+    ax.plot(np.arange(1, len(values) + 1), values, lw=1.2, label=f"{np.mean(values):.2f} dB average PSNR")
+    ax.set_xlabel("frame")
+    ax.set_ylabel("PSNR (dB)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

@@ -1,0 +1,501 @@
+"""The training loop, split into small named steps: ``forward_clip``, ``train_step``, ``train_epoch``,
+``validate``, ``fit``.
+
+Core knows nothing of Optuna or W&B: ``fit`` calls the callbacks it is given once per epoch with an
+:class:`EpochResult`; a callback may raise :class:`StopTraining` to end the run after that epoch (its
+checkpoint is already written).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import random
+import time
+import warnings
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from core import checkpoint as ckpt_io
+from core.config import ConfigError, ExperimentConfig
+from core.data import ClipBatches, DatasetError, FrameSequence, load_split, num_clips, to_float
+from core.metrics import kl_divergence, psnr
+from core.model import CVAE, ModelDims, dims_from_state_dict
+from core.records import METRIC_COLUMNS, CsvLog, write_config
+from core.rollout import VideoScore, rollout, score
+from core.schedules import kl_beta, teacher_forcing_ratio, train_fraction
+
+log = logging.getLogger("cvae")
+
+
+class DivergenceError(RuntimeError):
+    """The loss became NaN or infinite; no checkpoint of the diverged state was written."""
+
+
+class StopTraining(Exception):  # noqa: N818 - a control-flow signal, like StopIteration
+    """Raised by a callback to end training after the current epoch (e.g. a pruned trial)."""
+
+    def __init__(self, reason: str = "stopped by a callback") -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class EpochResult:
+    """Everything measured in one epoch; ``val_*`` are NaN when validation is off."""
+
+    epoch: int
+    num_epoch: int
+    train_loss: float
+    train_mse: float
+    train_kl: float
+    train_psnr: float
+    val_loss: float
+    val_psnr: float
+    val_psnr_per_frame: list[float]
+    beta: float
+    tfr: float
+    tf_fraction: float
+    lr: float
+    frames_per_s: float
+    train_seconds: float
+    val_seconds: float
+    epoch_seconds: float
+    is_best: bool
+    best_val_psnr: float
+    save_root: str
+    val_video: torch.Tensor | None = field(default=None, repr=False)
+    """The first validation video's rollout (T, 3, H, W), for callbacks that log a sample."""
+
+    def metrics(self) -> dict[str, float]:
+        """The scalar metrics, keyed as in ``metrics.csv``."""
+        return {k: getattr(self, k) for k in METRIC_COLUMNS}
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """The outcome of :func:`fit`."""
+
+    status: str
+    """``completed`` or ``stopped`` (a callback raised StopTraining)."""
+    reason: str
+    epochs_run: int
+    last_epoch: int
+    best_val_psnr: float
+    best_epoch: int
+    history: list[EpochResult]
+    save_root: str
+    parameters: int
+
+
+class Callback(Protocol):
+    """What ``fit`` calls; every method is optional (see :class:`BaseCallback`)."""
+
+    def on_train_start(self, cfg: ExperimentConfig, start_epoch: int) -> None: ...
+
+    def on_epoch_end(self, result: EpochResult) -> None: ...
+
+    def on_train_end(self, result: RunResult) -> None: ...
+
+
+class BaseCallback:
+    """No-op callback to subclass."""
+
+    def on_train_start(self, cfg: ExperimentConfig, start_epoch: int) -> None:
+        pass
+
+    def on_epoch_end(self, result: EpochResult) -> None:
+        pass
+
+    def on_train_end(self, result: RunResult) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class StepStats:
+    loss: float
+    mse: float
+    kl: float
+    psnr: float
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; a CUDA request without CUDA is an error, not a fallback."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device={name!r}: CUDA is not available on this machine (use device: cpu or auto)")
+    return device
+
+
+def make_autocast(cfg: ExperimentConfig, device: torch.device) -> torch.autocast | None:
+    """bf16 autocast on CUDA when asked for; on a CPU it is refused (no bf16 hardware: ~150x slower here)."""
+    if cfg.run.amp == "none":
+        return None
+    if device.type != "cuda":
+        raise ConfigError("amp=bf16 needs a CUDA device; on a CPU bf16 autocast is far slower than fp32")
+    return torch.autocast("cuda", dtype=torch.bfloat16)
+
+
+def model_dims(cfg: ExperimentConfig) -> ModelDims:
+    m = cfg.model
+    return ModelDims(m.F_dim, m.L_dim, m.N_dim, m.D_out_dim)
+
+
+def build_optimizer(cfg: ExperimentConfig, model: nn.Module) -> torch.optim.Optimizer:
+    o = cfg.optim
+    if o.optim == "AdamW":
+        wd = 0.01 if o.weight_decay is None else o.weight_decay
+        return torch.optim.AdamW(model.parameters(), lr=o.lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=wd)
+    return torch.optim.Adam(model.parameters(), lr=o.lr, weight_decay=o.weight_decay or 0.0)
+
+
+def build_scheduler(cfg: ExperimentConfig, optimizer: torch.optim.Optimizer):
+    o = cfg.optim
+    if o.lr_scheduler == "multistep":
+        return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(o.lr_milestones), gamma=o.lr_gamma)
+    if o.lr_scheduler == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.run.num_epoch, eta_min=0)
+    return None
+
+
+def _scheduler_state(scheduler) -> dict[str, Any] | None:
+    if scheduler is None:
+        return None
+    # MultiStepLR keeps its milestones in a Counter, which weights_only loading refuses: store a dict.
+    return {k: (dict(v) if isinstance(v, Counter) else v) for k, v in scheduler.state_dict().items()}
+
+
+def _load_scheduler_state(scheduler, state: dict[str, Any]) -> None:
+    if isinstance(state.get("milestones"), dict):
+        state = {**state, "milestones": Counter(state["milestones"])}
+    scheduler.load_state_dict(state)
+
+
+def forward_clip(model: CVAE, frames: torch.Tensor, poses: torch.Tensor, teacher_forcing: bool,
+                 eps: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Predict frames 1..T-1 of a clip (the reports' training protocol).
+
+    The math is the lab's step loop; only the order of independent work differs:
+
+    - the frame encoder runs once on all ground-truth frames (no batch-dependent layer), so under teacher
+      forcing f_{t-1} is reused instead of being recomputed as the lab does;
+    - the pose encoder runs one time step at a time, because in train mode its BatchNorm normalises with
+      the statistics of the batch it is given, exactly as in the lab;
+    - the posterior (it depends on ground truth only) runs for all steps in one call, and under teacher
+      forcing so do the decoder and generator;
+    - ``eps`` for every step is drawn up front, shape (B, T-1, N, H, W), so both paths use the same noise.
+
+    Returns:
+        ``(preds, mse_t, kl_t)``: (B, T-1, 3, H, W) predictions and the (T-1,) per-step MSE and KL terms.
+    """
+    batch, steps = frames.shape[:2]
+    size = frames.shape[-2:]
+    gt_feat = model.encode_frames(frames)  # (B, T, F, H, W)
+    pose_feat = torch.stack([model.label_transformation(poses[:, t]) for t in range(1, steps)], dim=1)
+    if eps is None:
+        eps = torch.randn((batch, steps - 1, model.dims.N_dim, *size), device=frames.device)
+    flat_pose = pose_feat.flatten(0, 1)
+    z, mu, logvar = model.Gaussian_Predictor(gt_feat[:, 1:].flatten(0, 1), flat_pose, eps.flatten(0, 1).to(frames.dtype))
+    if teacher_forcing:
+        preds = model.decode(gt_feat[:, :-1].flatten(0, 1), flat_pose, z).unflatten(0, (batch, steps - 1))
+    else:
+        z = z.unflatten(0, (batch, steps - 1))
+        prev = gt_feat[:, 0]
+        out = []
+        for t in range(steps - 1):
+            pred = model.decode(prev, pose_feat[:, t], z[:, t])
+            out.append(pred)
+            if t < steps - 2:
+                prev = model.frame_transformation(pred)
+        preds = torch.stack(out, dim=1)
+    target = frames[:, 1:]
+    mse_t = (preds.float() - target.float()).pow(2).mean(dim=(0, 2, 3, 4))
+    mu = mu.float().unflatten(0, (batch, steps - 1))
+    logvar = logvar.float().unflatten(0, (batch, steps - 1))
+    kl_t = torch.stack([kl_divergence(mu[:, t], logvar[:, t], batch) for t in range(steps - 1)])
+    return preds, mse_t, kl_t
+
+
+def train_step(model: CVAE, optimizer: torch.optim.Optimizer, frames: torch.Tensor, poses: torch.Tensor, *,
+               beta: float, teacher_forcing: bool, grad_clip: float,
+               autocast: torch.autocast | None = None) -> StepStats:
+    """One optimizer step on a batch of clips: loss = mean_t MSE_t + β · mean_t KL_t, gradients clipped.
+
+    Raises:
+        DivergenceError: the loss is NaN or infinite (nothing is stepped).
+    """
+    optimizer.zero_grad(set_to_none=True)
+    if autocast is not None:
+        with autocast:
+            preds, mse_t, kl_t = forward_clip(model, frames, poses, teacher_forcing)
+    else:
+        preds, mse_t, kl_t = forward_clip(model, frames, poses, teacher_forcing)
+    mse, kl = mse_t.mean(), kl_t.mean()
+    loss = mse + beta * kl
+    if not torch.isfinite(loss):
+        raise DivergenceError(
+            f"loss is {loss.item()} (mse={mse.item()}, kl={kl.item()}, beta={beta}): training diverged"
+        )
+    loss.backward()
+    nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    with torch.no_grad():
+        frame_psnr = psnr(preds.detach(), frames[:, 1:]).mean()
+    return StepStats(loss.item(), mse.item(), kl.item(), frame_psnr.item())
+
+
+def validate(model: CVAE, video: FrameSequence, cfg: ExperimentConfig, device: torch.device, *,
+             autocast: torch.autocast | None = None, progress: bool = False) -> tuple[VideoScore, torch.Tensor]:
+    """Roll out every ``val_vi_len``-frame validation video from its first frame, z under ``val_seed``.
+
+    Returns:
+        The score (PSNR per frame averaged over videos) and the (B, T, 3, H, W) rollouts.
+    """
+    length = cfg.data.val_vi_len
+    n = num_clips(len(video), length, 1.0)
+    frames = video.frames[: n * length].unflatten(0, (n, length))
+    poses = video.poses[: n * length].unflatten(0, (n, length))
+    generator = torch.Generator(device=device).manual_seed(cfg.run.val_seed)
+    first = to_float(frames[:, 0], device)
+    pred = rollout(model, first, poses, generator=generator, autocast=autocast, progress=progress,
+                   desc="validation")
+    return score(pred, to_float(frames, device)), pred
+
+
+def _clip_count_check(name: str, seq: FrameSequence, length: int, fraction: float, batch: int) -> None:
+    clips = num_clips(len(seq), length, fraction)
+    if clips // batch < 1:
+        raise DatasetError(
+            f"{name}: {len(seq)} frames give {clips} clip(s) of {length} at fraction {fraction}, "
+            f"fewer than one batch of {batch}"
+        )
+
+
+class Trainer:
+    """State of one training run; :func:`fit` is the usual entry point."""
+
+    def __init__(self, cfg: ExperimentConfig, callbacks: Sequence[Callback] = ()) -> None:
+        if cfg.data.DR is None:
+            raise ConfigError("DR (the dataset root) is required")
+        if cfg.run.save_root is None:
+            raise ConfigError("save_root (the output folder) is required")
+        self.cfg = cfg
+        self.callbacks = list(callbacks)
+        if cfg.run.num_threads:
+            torch.set_num_threads(cfg.run.num_threads)
+        self.device = resolve_device(cfg.run.device)
+        self.autocast = make_autocast(cfg, self.device)
+        self.save_root = Path(cfg.run.save_root)
+        self.save_root.mkdir(parents=True, exist_ok=True)
+        torch.manual_seed(cfg.run.seed)
+        random.seed(cfg.run.seed)
+
+        size = (cfg.data.frame_H, cfg.data.frame_W)
+        kw = {"workers": cfg.data.num_workers, "cache_dir": cfg.data.cache_dir}
+        self.train_data = load_split(cfg.data.DR, "train", size, **kw)
+        min_fraction = min(cfg.data.partial, cfg.data.fast_partial if cfg.data.fast_train else 1.0)
+        _clip_count_check(f"{cfg.data.DR}/train", self.train_data, cfg.data.train_vi_len, min_fraction,
+                          cfg.optim.batch_size)
+        self.val_data = None
+        if cfg.run.validate:
+            self.val_data = load_split(cfg.data.DR, "val", size, **kw)
+            if len(self.val_data) < cfg.data.val_vi_len:
+                raise DatasetError(
+                    f"{cfg.data.DR}/val/val_img: {len(self.val_data)} frames, fewer than val_vi_len="
+                    f"{cfg.data.val_vi_len}"
+                )
+
+        self.model = CVAE(model_dims(cfg)).to(self.device)
+        self.optimizer = build_optimizer(cfg, self.model)
+        self.scheduler = build_scheduler(cfg, self.optimizer)
+        self.start_epoch = 0
+        self.best_val_psnr = -math.inf
+        self.best_epoch = -1
+        self._maybe_resume()
+
+    # -- checkpoints -------------------------------------------------------------------------------------
+    def _maybe_resume(self) -> None:
+        path = self.cfg.run.ckpt_path
+        last = self.save_root / "last.ckpt"
+        if path is None and self.cfg.run.resume and last.is_file():
+            path = str(last)
+        if path is None:
+            return
+        ckpt = ckpt_io.load(path)
+        dims = dims_from_state_dict(ckpt["state_dict"])
+        if dims != self.model.dims:
+            raise ckpt_io.CheckpointError(
+                f"{path}: checkpoint has {dataclasses.asdict(dims)}, the config asks for "
+                f"{dataclasses.asdict(self.model.dims)}"
+            )
+        self.model.load_state_dict(ckpt["state_dict"], strict=True)
+        if ckpt_io.is_ours(ckpt):
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+            if self.scheduler is not None and ckpt.get("scheduler") is not None:
+                _load_scheduler_state(self.scheduler, ckpt["scheduler"])
+            ckpt_io.set_rng_state(ckpt["rng"])
+            self.start_epoch = int(ckpt["next_epoch"])
+            self.best_val_psnr = float(ckpt.get("best_val_psnr", -math.inf))
+            self.best_epoch = int(ckpt.get("best_epoch", -1))
+            log.info("resumed %s at epoch %d", path, self.start_epoch)
+        else:
+            # The lab's checkpoint: weights only. Its last_epoch was completed, so continue after it, with
+            # the schedules (β, tfr, LR) at that epoch as pure functions of the config.
+            self.start_epoch = int(ckpt.get("last_epoch", -1)) + 1
+            if self.scheduler is not None:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", UserWarning)  # stepping the scheduler without a step
+                    for _ in range(self.start_epoch):
+                        self.scheduler.step()
+            log.info("loaded lab checkpoint %s (last_epoch %s): fine-tuning from epoch %d", path,
+                     ckpt.get("last_epoch"), self.start_epoch)
+
+    def checkpoint_state(self, epoch: int, tfr: float, beta: float) -> dict[str, Any]:
+        """The checkpoint after ``epoch`` completed: the lab's five keys plus what a resume needs."""
+        return {
+            "state_dict": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "tfr": tfr,
+            "last_epoch": epoch,
+            "format": ckpt_io.FORMAT,
+            "next_epoch": epoch + 1,
+            "beta": beta,
+            "scheduler": _scheduler_state(self.scheduler),
+            "rng": ckpt_io.rng_state(),
+            "best_val_psnr": self.best_val_psnr,
+            "best_epoch": self.best_epoch,
+            "config": self.cfg.to_flat(),
+            "model_dims": dataclasses.asdict(self.model.dims),
+            "frame_size": [self.cfg.data.frame_H, self.cfg.data.frame_W],
+        }
+
+    # -- epochs ------------------------------------------------------------------------------------------
+    def train_epoch(self, epoch: int) -> tuple[StepStats, float, float, int, float]:
+        """Run one epoch. Returns (mean stats, β, tfr, predicted frames, fraction of TF batches)."""
+        cfg = self.cfg
+        beta = kl_beta(cfg.schedule, cfg.run.num_epoch, epoch)
+        tfr = teacher_forcing_ratio(cfg.schedule, epoch)
+        batches = ClipBatches(
+            self.train_data, cfg.data.train_vi_len, cfg.optim.batch_size, train_fraction(cfg.data, epoch),
+            shuffle=cfg.data.shuffle, augment=cfg.data.augment, crop_scale=cfg.data.aug_crop_scale,
+            device=self.device,
+        )
+        epoch_tf = random.random() < tfr if cfg.schedule.tf_per == "epoch" else None
+        self.model.train()
+        sums = {"loss": 0.0, "mse": 0.0, "kl": 0.0, "psnr": 0.0}
+        n = tf_count = 0
+        bar = tqdm(batches, desc=f"epoch {epoch + 1}/{cfg.run.num_epoch}", disable=not cfg.run.progress,
+                   leave=False, dynamic_ncols=True)
+        for frames, poses in bar:
+            tf = epoch_tf if epoch_tf is not None else random.random() < tfr
+            try:
+                stats = train_step(self.model, self.optimizer, frames, poses, beta=beta, teacher_forcing=tf,
+                                   grad_clip=cfg.optim.grad_clip, autocast=self.autocast)
+            except DivergenceError as err:
+                raise DivergenceError(f"epoch {epoch}, batch {n}: {err}") from None
+            n += 1
+            tf_count += tf
+            for k in sums:
+                sums[k] += getattr(stats, k)
+            bar.set_postfix(loss=f"{sums['loss'] / n:.4f}", psnr=f"{sums['psnr'] / n:.2f}", beta=f"{beta:.3g}",
+                            tfr=f"{tfr:.2f}")
+        mean = StepStats(**{k: v / max(n, 1) for k, v in sums.items()})
+        frames_done = n * cfg.optim.batch_size * (cfg.data.train_vi_len - 1)
+        return mean, beta, tfr, frames_done, tf_count / max(n, 1)
+
+    def fit(self) -> RunResult:
+        cfg = self.cfg
+        for name in ("metrics.csv", "psnr_per_frame.csv"):
+            columns = METRIC_COLUMNS if name == "metrics.csv" else ("epoch", "frame", "psnr")
+            CsvLog(self.save_root / name, columns).truncate_from(self.start_epoch)
+        metrics_log = CsvLog(self.save_root / "metrics.csv", METRIC_COLUMNS)
+        frames_log = CsvLog(self.save_root / "psnr_per_frame.csv", ("epoch", "frame", "psnr"))
+        write_config(cfg.to_flat(), self.save_root / "config.yaml")
+        for cb in self.callbacks:
+            cb.on_train_start(cfg, self.start_epoch)
+
+        history: list[EpochResult] = []
+        status, reason = "completed", ""
+        for epoch in range(self.start_epoch, cfg.run.num_epoch):
+            t0 = time.perf_counter()
+            stats, beta, tfr, frames_done, tf_fraction = self.train_epoch(epoch)
+            train_seconds = time.perf_counter() - t0
+            lr = self.optimizer.param_groups[0]["lr"]
+            if self.scheduler is not None:
+                self.scheduler.step()
+            val, val_video, val_seconds = None, None, 0.0
+            if self.val_data is not None:
+                t1 = time.perf_counter()
+                val, pred = validate(self.model, self.val_data, cfg, self.device, autocast=self.autocast,
+                                     progress=cfg.run.progress)
+                val_seconds = time.perf_counter() - t1
+                val_video = pred[0].cpu()
+                if math.isnan(val.avg_psnr):
+                    raise DivergenceError(f"epoch {epoch}: validation PSNR is NaN: the model diverged")
+            val_psnr = val.avg_psnr if val else math.nan
+            is_best = val is not None and val_psnr > self.best_val_psnr
+            if is_best:
+                self.best_val_psnr, self.best_epoch = val_psnr, epoch
+
+            state = self.checkpoint_state(epoch, tfr, beta)
+            ckpt_io.atomic_save(state, self.save_root / "last.ckpt")
+            if is_best:
+                ckpt_io.atomic_save(state, self.save_root / "best.ckpt")
+            if epoch % cfg.run.per_save == 0 or epoch == cfg.run.num_epoch - 1:
+                ckpt_io.atomic_save(state, self.save_root / f"epoch={epoch}.ckpt")
+
+            result = EpochResult(
+                epoch=epoch, num_epoch=cfg.run.num_epoch, train_loss=stats.loss, train_mse=stats.mse,
+                train_kl=stats.kl, train_psnr=stats.psnr, val_loss=val.mse if val else math.nan,
+                val_psnr=val_psnr, val_psnr_per_frame=val.psnr_per_frame if val else [], beta=beta, tfr=tfr,
+                tf_fraction=tf_fraction, lr=lr, frames_per_s=frames_done / train_seconds,
+                train_seconds=train_seconds, val_seconds=val_seconds,
+                epoch_seconds=time.perf_counter() - t0, is_best=is_best, best_val_psnr=self.best_val_psnr,
+                save_root=str(self.save_root), val_video=val_video,
+            )
+            metrics_log.append([result.metrics()])
+            frames_log.append([{"epoch": epoch, "frame": i + 1, "psnr": v}
+                               for i, v in enumerate(result.val_psnr_per_frame)])
+            history.append(result)
+            log.info(
+                "epoch %d/%d  loss %.5f (mse %.5f kl %.3f)  train psnr %.2f  val psnr %.2f dB  beta %.3g  "
+                "tfr %.2f  lr %.3g  %.1f frames/s", epoch + 1, cfg.run.num_epoch, stats.loss, stats.mse,
+                stats.kl, stats.psnr, val_psnr, beta, tfr, lr, result.frames_per_s,
+            )
+            try:
+                for cb in self.callbacks:
+                    cb.on_epoch_end(result)
+            except StopTraining as stop:
+                status, reason = "stopped", stop.reason
+                break
+
+        last = history[-1].epoch if history else self.start_epoch - 1
+        run = RunResult(
+            status=status, reason=reason, epochs_run=len(history), last_epoch=last,
+            best_val_psnr=self.best_val_psnr, best_epoch=self.best_epoch, history=history,
+            save_root=str(self.save_root), parameters=sum(p.numel() for p in self.model.parameters()),
+        )
+        for cb in self.callbacks:
+            cb.on_train_end(run)
+        return run
+
+
+def fit(cfg: ExperimentConfig, callbacks: Sequence[Callback] = ()) -> RunResult:
+    """Train a cVAE as ``cfg`` says, calling ``callbacks`` every epoch.
+
+    Raises:
+        ConfigError, DatasetError, CheckpointError: bad input, with a message naming it.
+        DivergenceError: the loss became NaN/inf (checkpoints of earlier epochs stay intact).
+    """
+    return Trainer(cfg, callbacks).fit()

@@ -1,0 +1,1 @@
+"""The ``cvae`` command: one entry point, a subcommand per package."""

@@ -1,0 +1,224 @@
+"""Tests of the synthetic dancing-person dataset (core/synth.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from core import synth
+
+SMALL = dict(train_frames=40, val_frames=20, test_sequences=2, test_frames=12, train_video_len=16)
+H, W = 64, 128
+
+
+def _names(n: int) -> set[str]:
+    return {f"frame{i}.png" for i in range(n)}
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*.png"))}
+
+
+def _load(path: Path) -> np.ndarray:
+    return np.asarray(Image.open(path), dtype=np.float64)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("synth") / "data"
+    synth.generate_dataset(root, seed=0, **SMALL)
+    return root
+
+
+def test_layout_counts_and_image_format(dataset: Path) -> None:
+    assert {p.name for p in dataset.iterdir()} == {"train", "val", "test", synth.MANIFEST_NAME}
+    assert {p.name for p in (dataset / "train").iterdir()} == {"train_img", "train_label"}
+    assert {p.name for p in (dataset / "val").iterdir()} == {"val_img", "val_label"}
+    assert {p.name for p in (dataset / "test").iterdir()} == {"test_img", "test_label", "test_gt"}
+    expected = {
+        "train/train_img": 40, "train/train_label": 40, "val/val_img": 20, "val/val_label": 20,
+        "test/test_img/0": 1, "test/test_img/1": 1, "test/test_label/0": 12, "test/test_label/1": 12,
+        "test/test_gt/0": 12, "test/test_gt/1": 12,
+    }  # fmt: skip
+    for folder in ("test/test_img", "test/test_label", "test/test_gt"):
+        assert {p.name for p in (dataset / folder).iterdir()} == {"0", "1"}
+    for folder, n in expected.items():
+        assert {p.name for p in (dataset / folder).iterdir()} == _names(n), folder
+    pngs = list(dataset.rglob("*.png"))
+    assert len(pngs) == sum(expected.values())
+    for path in pngs:
+        with Image.open(path) as img:
+            assert (img.format, img.mode, img.size) == ("PNG", "RGB", (W, H)), path
+    for i in range(2):  # the test input frame is the ground truth's first frame
+        first = (dataset / f"test/test_img/{i}/frame0.png").read_bytes()
+        assert first == (dataset / f"test/test_gt/{i}/frame0.png").read_bytes()
+
+
+def test_summary_and_manifest(tmp_path: Path) -> None:
+    summary = synth.generate_dataset(tmp_path / "d", seed=3, size=(32, 64), **SMALL)
+    assert summary["root"] == str(tmp_path / "d")
+    assert (summary["train_frames"], summary["val_frames"], summary["test_sequences"]) == (40, 20, 2)
+    assert summary["train_videos"] == 3 and summary["size"] == (32, 64) and not summary["cached"]
+    assert summary["frames_written"] == 40 + 20 + 2 * 12 and summary["seconds"] > 0
+    manifest = json.loads((tmp_path / "d" / synth.MANIFEST_NAME).read_text())
+    assert manifest["format_version"] == synth.FORMAT_VERSION and manifest["complete"]
+    assert manifest["args"] == {**SMALL, "seed": 3, "size": [32, 64]}
+    with Image.open(tmp_path / "d/val/val_img/frame0.png") as img:
+        assert img.size == (64, 32)
+
+
+def test_deterministic_and_worker_independent(dataset: Path, tmp_path: Path) -> None:
+    reference = _files(dataset)
+    synth.generate_dataset(tmp_path / "again", seed=0, **SMALL)
+    assert _files(tmp_path / "again") == reference
+    synth.generate_dataset(tmp_path / "pool", seed=0, workers=2, **SMALL)
+    assert _files(tmp_path / "pool") == reference
+    synth.generate_dataset(tmp_path / "other", seed=1, **SMALL)
+    other = _files(tmp_path / "other")
+    assert other.keys() == reference.keys()
+    assert all(other[k] != reference[k] for k in reference)
+
+
+def test_pose_images_are_openpose_style(dataset: Path) -> None:
+    for folder in ("train/train_label", "val/val_label", "test/test_label/1"):
+        pose = _load(dataset / folder / "frame5.png")
+        black = (pose == 0).all(-1)
+        assert black.mean() > 0.8, "pose image background must be black"
+        assert black[0].all() and black[-1].all() and black[:, 0].all() and black[:, -1].all()
+        saturation = pose.max(-1) - pose.min(-1)
+        assert (saturation > 150).sum() > 30, "pose image must contain coloured limbs"
+        # Limbs of both sides: OpenPose's palette gives the right arm orange/yellow and the left leg blue.
+        assert ((pose[..., 0] > 120) & (pose[..., 2] < 60)).any() and (
+            (pose[..., 2] > 120) & (pose[..., 0] < 60)
+        ).any()
+
+
+def test_rgb_frames_have_scene_and_dancer(dataset: Path) -> None:
+    frame = _load(dataset / "train/train_img/frame0.png")
+    assert frame[0].max() > 60 and frame[:, 0].max() > 60, "background must not be black"
+    # The dancer covers a good part of the frame and differs from the background.
+    background = np.median(frame[0], axis=0)
+    assert (np.abs(frame - background).sum(-1) > 60).mean() > 0.05
+
+
+def test_frames_change_smoothly_within_a_video_and_differ_between_videos(dataset: Path) -> None:
+    frames = [_load(dataset / f"train/train_img/frame{i}.png") for i in range(40)]
+    within = [np.abs(frames[i + 1] - frames[i]).mean() for i in range(40 - 1) if (i + 1) % 16]
+    assert min(within) > 0, "consecutive frames must differ (the dancer moves)"
+    assert max(within) < 6, "consecutive frames must be similar"
+    # Every training video (frames 0-15, 16-31, 32-39) has its own look: compare the
+    # top-left background pixel, which the dancer never reaches.
+    corners = [tuple(frames[i][0, 0]) for i in (0, 15, 16, 31, 32, 39)]
+    assert corners[0] == corners[1] and corners[2] == corners[3] and corners[4] == corners[5]
+    assert len({corners[0], corners[2], corners[4]}) == 3
+    across = [np.abs(frames[a] - frames[b]).mean() for a, b in ((15, 16), (31, 32))]
+    assert min(across) > 2 * max(within)
+    val = _load(dataset / "val/val_img/frame0.png")
+    tests = [_load(dataset / f"test/test_gt/{i}/frame0.png") for i in range(2)]
+    looks = {tuple(f[0, 0]) for f in (frames[0], frames[16], frames[32], val, *tests)}
+    assert len(looks) == 6, "every video must have its own appearance"
+
+
+@pytest.mark.parametrize("size", [(64, 128), (32, 64), (64, 64), (96, 40)])
+def test_keypoints_stay_inside_the_frame_and_move_smoothly(size: tuple[int, int]) -> None:
+    height, width = size
+    t = np.arange(2000)
+    for video in range(8):
+        rng = np.random.default_rng(np.random.SeedSequence(video, spawn_key=(9, video)))
+        motion = synth.DancerMotion.sample(rng, size)
+        pts = motion.keypoints(t)
+        assert pts.shape == (2000, 18, 2)
+        assert (pts[..., 0] >= 0).all() and (pts[..., 0] < width).all()
+        assert (pts[..., 1] >= 0).all() and (pts[..., 1] < height).all()
+        step = np.linalg.norm(np.diff(pts, axis=0), axis=-1)
+        assert step.max() < 0.15 * height, "keypoints must move smoothly"
+        torso = np.linalg.norm(pts[:, 1] - (pts[:, 8] + pts[:, 11]) / 2, axis=-1).mean()
+        assert pts[:, 4].std(0).max() > 0.1 * torso, "the wrists must dance"
+        assert np.allclose(motion.keypoints(123), pts[123])
+
+
+def test_render_frame_is_a_function_of_pose_and_appearance() -> None:
+    rng = np.random.default_rng(5)
+    motion, look = synth.DancerMotion.sample(rng, (H, W)), synth.Appearance.sample(rng)
+    pose = motion.keypoints(17)
+    rgb, label = synth.render_frame(pose, look, (H, W))
+    rgb2, label2 = synth.render_frame(pose.copy(), look, (H, W))
+    assert rgb.tobytes() == rgb2.tobytes() and label.tobytes() == label2.tobytes()
+    assert (rgb.mode, rgb.size, label.mode, label.size) == ("RGB", (W, H), "RGB", (W, H))
+    assert synth.render_pose(pose, (H, W)).tobytes() == label.tobytes()
+    with pytest.raises(ValueError, match="pose"):
+        synth.render_frame(pose[:17], look, (H, W))
+
+
+def test_same_arguments_are_a_cached_no_op(dataset: Path) -> None:
+    before = {p: p.stat().st_mtime_ns for p in dataset.rglob("*")}
+    began = time.perf_counter()
+    summary = synth.generate_dataset(dataset, seed=0, workers=2, progress=True, **SMALL)
+    assert time.perf_counter() - began < 0.5
+    assert summary["cached"] and summary["frames_written"] == 0
+    assert {p: p.stat().st_mtime_ns for p in dataset.rglob("*")} == before
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"seed": 1}, {"train_frames": 41}, {"size": (32, 64)}, {"train_video_len": 20}, {"test_frames": 13}],
+)
+def test_different_arguments_are_refused(dataset: Path, change: dict) -> None:
+    with pytest.raises(ValueError, match="different arguments"):
+        synth.generate_dataset(dataset, **{**SMALL, "seed": 0, **change})
+
+
+def test_refuses_foreign_data_and_resumes_interrupted_runs(tmp_path: Path) -> None:
+    (tmp_path / "foreign" / "train").mkdir(parents=True)
+    with pytest.raises(ValueError, match="refusing"):
+        synth.generate_dataset(tmp_path / "foreign", **SMALL)
+    # Unrelated content is fine as long as it is not a dataset split.
+    (tmp_path / "mixed").mkdir()
+    (tmp_path / "mixed" / "notes.txt").write_text("hi")
+    synth.generate_dataset(tmp_path / "mixed", **SMALL)
+    assert (tmp_path / "mixed" / "notes.txt").read_text() == "hi"
+    # A run that died before finishing is redone rather than taken as a cache hit.
+    manifest_path = tmp_path / "mixed" / synth.MANIFEST_NAME
+    manifest = json.loads(manifest_path.read_text())
+    manifest_path.write_text(json.dumps({**manifest, "complete": False}))
+    missing = tmp_path / "mixed" / "val" / "val_img" / "frame3.png"
+    missing.unlink()
+    summary = synth.generate_dataset(tmp_path / "mixed", **SMALL)
+    assert not summary["cached"] and missing.exists()
+    assert json.loads(manifest_path.read_text())["complete"]
+
+
+def test_progress_goes_to_stderr(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    synth.generate_dataset(tmp_path / "d", progress=True, **SMALL)
+    captured = capsys.readouterr()
+    assert captured.out == "" and "84/84" in captured.err
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "name"),
+    [
+        ({"train_frames": 0}, "train_frames"),
+        ({"train_frames": 2.5}, "train_frames"),
+        ({"train_frames": True}, "train_frames"),
+        ({"val_frames": 0}, "val_frames"),
+        ({"test_sequences": 0}, "test_sequences"),
+        ({"test_frames": 1}, "test_frames"),
+        ({"size": (0, 128)}, "size"),
+        ({"size": (64, -1)}, "size"),
+        ({"size": (64,)}, "size"),
+        ({"size": (8, 8)}, "size"),
+        ({"seed": -1}, "seed"),
+        ({"train_video_len": 1}, "train_video_len"),
+        ({"workers": 0}, "workers"),
+    ],
+)
+def test_bad_arguments_raise_naming_the_argument(tmp_path: Path, kwargs: dict, name: str) -> None:
+    with pytest.raises(ValueError, match=name):
+        synth.generate_dataset(tmp_path / "d", **{**SMALL, **kwargs})
+    assert not os.path.exists(tmp_path / "d"), "nothing may be written for bad arguments"

@@ -1,0 +1,176 @@
+"""The training loop: exact resume, kills, divergence, callbacks, and the lab's checkpoints."""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from core import checkpoint as ckpt_io
+from core.config import ExperimentConfig
+from core.model import CVAE, ModelDims
+from core.records import read_csv
+from core.trainer import BaseCallback, DivergenceError, StopTraining, Trainer, fit
+
+TINY = {
+    "F_dim": 16, "L_dim": 8, "N_dim": 4, "D_out_dim": 16, "train_vi_len": 4, "val_vi_len": 24,
+    "batch_size": 4, "num_epoch": 3, "tfr": 0.5, "tfr_sde": 1, "tfr_d_step": 0.2, "kl_anneal_cycle": 2,
+    "augment": True, "aug_crop_scale": [0.5, 1.0], "progress": False, "num_workers": 1, "device": "cpu",
+    "num_threads": 1,
+}
+
+
+def tiny_cfg(dataset: Path, out: Path, **kw) -> ExperimentConfig:
+    return ExperimentConfig.from_flat({**TINY, "DR": str(dataset), "save_root": str(out), **kw})
+
+
+class StopAfter(BaseCallback):
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+        self.seen: list[int] = []
+
+    def on_epoch_end(self, result):
+        self.seen.append(result.epoch)
+        if result.epoch == self.epoch:
+            raise StopTraining("test stop")
+
+
+def metric_rows(run: Path) -> list[dict[str, str]]:
+    return read_csv(run / "metrics.csv")
+
+
+LOSS_KEYS = ("epoch", "train_loss", "train_mse", "train_kl", "train_psnr", "val_psnr", "val_loss", "beta", "tfr",
+             "tf_fraction", "lr")
+
+
+def test_resume_equals_uninterrupted_training(tiny_dataset, tmp_path):
+    full = fit(tiny_cfg(tiny_dataset, tmp_path / "full"))
+    assert full.status == "completed" and full.epochs_run == 3
+
+    stopper = StopAfter(1)
+    part = fit(tiny_cfg(tiny_dataset, tmp_path / "part"), [stopper])
+    assert part.status == "stopped" and part.reason == "test stop" and stopper.seen == [0, 1]
+    resumed = fit(tiny_cfg(tiny_dataset, tmp_path / "part", resume=True))
+    assert [r.epoch for r in resumed.history] == [2]
+
+    want = [{k: r[k] for k in LOSS_KEYS} for r in metric_rows(tmp_path / "full")]
+    got = [{k: r[k] for k in LOSS_KEYS} for r in metric_rows(tmp_path / "part")]
+    assert got == want  # bit-identical losses, PSNRs and schedules
+    a = ckpt_io.load(tmp_path / "full" / "last.ckpt")["state_dict"]
+    b = ckpt_io.load(tmp_path / "part" / "last.ckpt")["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_epoch_records_and_checkpoints(tiny_dataset, tmp_path):
+    run = fit(tiny_cfg(tiny_dataset, tmp_path, per_save=2))
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert {"config.yaml", "metrics.csv", "psnr_per_frame.csv", "last.ckpt", "best.ckpt", "epoch=0.ckpt",
+            "epoch=2.ckpt"} <= set(names)
+    assert "epoch=1.ckpt" not in names
+    rows = metric_rows(tmp_path)
+    assert [int(r["epoch"]) for r in rows] == [0, 1, 2]
+    frames = read_csv(tmp_path / "psnr_per_frame.csv")
+    assert len(frames) == 3 * 23  # 24-frame rollout: 23 predicted frames per epoch
+    per_frame = [float(r["psnr"]) for r in frames if r["epoch"] == "2"]
+    assert float(rows[2]["val_psnr"]) == pytest.approx(sum(per_frame) / len(per_frame), rel=1e-5)
+    assert run.best_val_psnr == max(float(r["val_psnr"]) for r in rows)
+    ckpt = torch.load(tmp_path / "last.ckpt")  # default torch.load (weights_only=True), as the lab's Tester
+    assert set(ckpt_io.LAB_KEYS) <= set(ckpt) and ckpt["last_epoch"] == 2 and ckpt["next_epoch"] == 3
+    assert ckpt["tfr"] == float(rows[2]["tfr"])
+    assert ExperimentConfig.from_flat(ckpt["config"]) == tiny_cfg(tiny_dataset, tmp_path, per_save=2)
+
+
+def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_checkpoint(tiny_dataset, tmp_path, monkeypatch):
+    import core.trainer as trainer_mod
+
+    real = trainer_mod.forward_clip
+    calls = {"n": 0}
+
+    def poisoned(model, frames, poses, teacher_forcing, eps=None):
+        preds, mse_t, kl_t = real(model, frames, poses, teacher_forcing, eps)
+        calls["n"] += 1
+        return preds, (mse_t * math.nan if calls["n"] > 6 else mse_t), kl_t  # 6 batches per epoch
+
+    monkeypatch.setattr(trainer_mod, "forward_clip", poisoned)
+    with pytest.raises(DivergenceError, match=r"epoch 1, batch 0: loss is nan"):
+        fit(tiny_cfg(tiny_dataset, tmp_path))
+    ckpt = ckpt_io.load(tmp_path / "last.ckpt")
+    assert ckpt["last_epoch"] == 0
+    assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point())
+    assert [r["epoch"] for r in metric_rows(tmp_path)] == ["0"]
+
+
+def test_atomic_save_keeps_the_previous_file_when_a_save_dies(tmp_path, monkeypatch):
+    path = tmp_path / "last.ckpt"
+    ckpt_io.atomic_save({"state_dict": {"w": torch.ones(3)}}, path)
+
+    def dying_save(obj, fh):
+        fh.write(b"half a checkpoint")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ckpt_io.torch, "save", dying_save)
+    with pytest.raises(KeyboardInterrupt):
+        ckpt_io.atomic_save({"state_dict": {"w": torch.zeros(3)}}, path)
+    monkeypatch.undo()
+    assert torch.equal(ckpt_io.load(path)["state_dict"]["w"], torch.ones(3))
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]  # no temporary file left behind
+
+
+def lab_checkpoint(path: Path, dims: ModelDims, last_epoch: int) -> dict:
+    torch.manual_seed(3)
+    sd = CVAE(dims).state_dict()
+    # The lab's format, including its quirk of storing the model's state again under "optimizer".
+    ckpt = {"state_dict": sd, "optimizer": sd, "lr": 1e-4, "tfr": 0.5, "last_epoch": last_epoch}
+    torch.save(ckpt, path)
+    return ckpt
+
+
+def test_lab_checkpoint_fine_tunes_from_the_epoch_after_its_last(tiny_dataset, tmp_path):
+    lab = lab_checkpoint(tmp_path / "lab.ckpt", ModelDims(16, 8, 4, 16), last_epoch=0)
+    trainer = Trainer(tiny_cfg(tiny_dataset, tmp_path / "ft", ckpt_path=str(tmp_path / "lab.ckpt")))
+    assert trainer.start_epoch == 1
+    assert all(torch.equal(trainer.model.state_dict()[k], v) for k, v in lab["state_dict"].items())
+    run = trainer.fit()
+    assert [r.epoch for r in run.history] == [1, 2]
+
+
+def test_checkpoint_with_other_model_sizes_is_refused(tiny_dataset, tmp_path):
+    lab_checkpoint(tmp_path / "lab.ckpt", ModelDims(), last_epoch=0)
+    with pytest.raises(ckpt_io.CheckpointError, match="lab.ckpt"):
+        Trainer(tiny_cfg(tiny_dataset, tmp_path / "x", ckpt_path=str(tmp_path / "lab.ckpt")))
+
+
+@pytest.mark.slow
+def test_sigkill_mid_training_then_resume_matches_uninterrupted(tiny_dataset, tmp_path):
+    args = [sys.executable, "-m", "cvae", "train", "--DR", str(tiny_dataset), "--num_epoch", "4", "--augment"]
+    for key, value in TINY.items():
+        if key in ("num_epoch", "augment") or isinstance(value, bool):
+            continue
+        args += [f"--{key}", *(map(str, value) if isinstance(value, list) else [str(value)])]
+    args += ["--no-progress", "--aug_crop_scale", "0.5", "1.0"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    subprocess.run([*args, "--save_root", str(tmp_path / "full")], check=True, env=env, capture_output=True)
+
+    run = tmp_path / "killed"
+    proc = subprocess.Popen([*args, "--save_root", str(run)], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (run / "epoch=0.ckpt").exists():
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    done_before = ckpt_io.load(run / "last.ckpt")["next_epoch"]
+    assert done_before < 4, "the run finished before it could be killed"
+    subprocess.run([*args, "--save_root", str(run), "--resume"], check=True, env=env, capture_output=True)
+
+    want = [{k: r[k] for k in LOSS_KEYS} for r in metric_rows(tmp_path / "full")]
+    got = [{k: r[k] for k in LOSS_KEYS} for r in metric_rows(run)]
+    assert got == want
