@@ -176,33 +176,41 @@ class ExperimentConfig:
         return out
 
     @classmethod
-    def from_flat(cls, values: Mapping[str, Any], *, source: str = "config") -> ExperimentConfig:
+    def from_flat(cls, values: Mapping[str, Any], *, source: str = "config",
+                  origins: Mapping[str, str] | None = None) -> ExperimentConfig:
         """Build and validate a config from flat keys (defaults fill the rest).
 
+        Args:
+            values: flat ``{key: value}``.
+            source: where the values come from, the prefix of error messages.
+            origins: per-key sources where they differ (e.g. a YAML file and the command line).
+
         Raises:
-            ConfigError: unknown keys, values of the wrong type, or values out of range; all of them at once.
+            ConfigError: unknown keys, values of the wrong type, and values out of range, all in one
+                message, each prefixed by where its key came from.
         """
+        origins = origins or {}
         errors: list[str] = []
         unknown = sorted(set(values) - set(FLAT_KEYS))
-        if unknown:
+        for where in dict.fromkeys(origins.get(k, source) for k in unknown):
+            keys = [k for k in unknown if origins.get(k, source) == where]
             errors.append(
-                f"{source}: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(FLAT_KEYS))}"
+                f"{where}: unknown key(s) {', '.join(keys)}; valid keys: {', '.join(sorted(FLAT_KEYS))}"
             )
         sections: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
         for key, raw in values.items():
             if key not in FLAT_KEYS:
                 continue
-            section = FLAT_KEYS[key]
             try:
-                sections[section][key] = _coerce(key, raw, FIELD_TYPES[key])
+                sections[FLAT_KEYS[key]][key] = _coerce(key, raw, FIELD_TYPES[key])
             except ConfigError as err:
-                errors.append(f"{source}: {err}")
+                errors.append(f"{origins.get(key, source)}: {err}")
+        # Range checks run on the valid keys (defaults standing in for rejected ones), so one message
+        # lists every problem.
+        cfg = cls(**{name: SECTIONS[name](**kw) for name, kw in sections.items()})
+        errors += [f"{origins.get(key, source)}: {msg}" for key, msg in cfg.keyed_problems()]
         if errors:
             raise ConfigError("; ".join(errors))
-        cfg = cls(**{name: SECTIONS[name](**kw) for name, kw in sections.items()})
-        problems = cfg.problems()
-        if problems:
-            raise ConfigError(f"{source}: " + "; ".join(problems))
         return cfg
 
     def replace(self, **flat: Any) -> ExperimentConfig:
@@ -213,12 +221,16 @@ class ExperimentConfig:
 
     def problems(self) -> list[str]:
         """Every range and cross-field violation, as messages naming key and value."""
+        return [msg for _, msg in self.keyed_problems()]
+
+    def keyed_problems(self) -> list[tuple[str, str]]:
+        """Every range and cross-field violation as (the key it is about, message)."""
         d, m, s, o, r = self.data, self.model, self.schedule, self.optim, self.run
-        p: list[str] = []
+        p: list[tuple[str, str]] = []
 
         def need(ok: bool, msg: str) -> None:
             if not ok:
-                p.append(msg)
+                p.append((msg.split(maxsplit=1)[0].split("/")[0].split("=")[0], msg))
 
         need(d.frame_H >= 4 and d.frame_W >= 4, f"frame_H/frame_W must be >= 4 (got {d.frame_H}x{d.frame_W})")
         need(d.train_vi_len >= 2, f"train_vi_len must be >= 2 (got {d.train_vi_len})")
@@ -254,11 +266,12 @@ class ExperimentConfig:
         )
         # A decay that was asked for but can never start is a misconfigured run, not a constant ratio.
         if s.tfr > 0 and s.tfr_d_step > 0 and s.tfr_sde >= r.num_epoch:
-            p.append(
+            p.append((
+                "tfr_sde",
                 f"tfr_sde={s.tfr_sde} >= num_epoch={r.num_epoch}: the teacher-forcing decay "
                 f"(tfr_d_step={s.tfr_d_step}) would never start; lower tfr_sde, or set tfr_d_step: 0 "
-                "for a constant ratio"
-            )
+                "for a constant ratio",
+            ))
         return p
 
 
@@ -372,12 +385,14 @@ def resolve_config(
 ) -> ExperimentConfig:
     """defaults < YAML file < overrides (e.g. command-line flags), validated once."""
     merged: dict[str, Any] = {}
-    source = "config"
+    origins: dict[str, str] = {}
     if yaml_path is not None:
         merged.update(load_yaml_config(yaml_path))
-        source = str(yaml_path)
-    merged.update(overrides or {})
-    return ExperimentConfig.from_flat(merged, source=source)
+        origins.update(dict.fromkeys(merged, str(yaml_path)))
+    for key, value in (overrides or {}).items():
+        merged[key] = value
+        origins[key] = "command line"
+    return ExperimentConfig.from_flat(merged, source="config", origins=origins)
 
 
 def field_docs() -> dict[str, str]:

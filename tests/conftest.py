@@ -1,0 +1,42 @@
+"""Shared fixtures.
+
+- ``_isolated_env`` (autouse, session): points ``CVAE_CACHE_DIR`` at a per-session temp folder so no test
+  writes the decoded-frame cache to ``~/.cache``, and sets ``WANDB_MODE=offline`` and ``MPLBACKEND=Agg``
+  so nothing reaches the network or opens a window. Subprocesses started by tests inherit them.
+- ``tiny_dataset`` (session): a small generated dataset in the lab's layout (96 training frames in two
+  48-frame videos, 24 validation frames, 2 test sequences of 24 poses, 32x64 PNGs). Treat it as
+  read-only; copy it (``shutil.copytree``) before changing anything in it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+TINY_DATASET = dict(
+    train_frames=96, train_video_len=48, val_frames=24, test_sequences=2, test_frames=24, size=(32, 64), seed=0
+)
+"""The arguments of :func:`core.synth.generate_dataset` behind ``tiny_dataset``."""
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Per-session frame cache and offline tooling; yields the cache folder."""
+    cache = tmp_path_factory.mktemp("cvae-cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CVAE_CACHE_DIR", str(cache))
+        mp.setenv("WANDB_MODE", "offline")
+        mp.setenv("MPLBACKEND", "Agg")
+        yield cache
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Root of a small generated dataset (see ``TINY_DATASET``); read-only."""
+    from core.synth import generate_dataset
+
+    root = tmp_path_factory.mktemp("tiny-dataset") / "data"
+    generate_dataset(root, **TINY_DATASET)
+    return root

@@ -1,0 +1,215 @@
+"""Tests of the ``cvae`` command line (cvae/cli.py, core/cli.py): exit codes, messages, help.
+
+Everything runs in-process through ``cvae.cli.main`` except one subprocess run of the installed
+``cvae`` console script. No test trains: bad input is rejected before any model is built.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from core.cli import _train_overrides
+from core.config import resolve_config
+from cvae.cli import build_parser, main
+
+
+def run(argv: list[str]) -> int:
+    """``cvae argv`` in-process; argparse's SystemExit becomes the returned code."""
+    try:
+        return main(argv)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 1
+
+
+def _one_line(err: str) -> str:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+# -- cvae train ------------------------------------------------------------------------------------------
+
+
+def test_train_unknown_flag_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(["train", "--bogus_flag", "1"]) == 2
+    assert "--bogus_flag" in capsys.readouterr().err
+
+
+def test_train_out_of_range_value_exits_2_with_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(["train", "--tfr", "1.5"]) == 2
+    line = _one_line(capsys.readouterr().err)
+    assert "tfr" in line and "1.5" in line
+
+
+def test_train_config_with_unknown_key_exits_2_naming_key_and_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "run.yaml"
+    config.write_text("lr: 0.01\nnot_a_key: 1\n")
+    assert run(["train", "--config", str(config)]) == 2
+    line = _one_line(capsys.readouterr().err)
+    assert "not_a_key" in line and str(config) in line
+
+
+def test_train_missing_config_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "nope.yaml"
+    assert run(["train", "--config", str(config)]) == 2
+    assert str(config) in _one_line(capsys.readouterr().err)
+
+
+def test_lab_spellings_are_accepted_as_flags() -> None:
+    args = build_parser().parse_args(
+        ["train", "--kl_anneal_type", "Cyclical", "--optim", "AdamW", "--fast_train", "--lr_milestones", "3", "6"]
+    )
+    cfg = resolve_config(args.config, _train_overrides(args))
+    assert cfg.schedule.kl_anneal_type == "cyclical"
+    assert cfg.optim.optim == "AdamW"
+    assert cfg.data.fast_train is True
+    assert cfg.optim.lr_milestones == (3, 6)
+
+
+def test_unset_flags_do_not_override_yaml(tmp_path: Path) -> None:
+    config = tmp_path / "run.yaml"
+    config.write_text("lr: 0.01\nbatch_size: 4\n")
+    args = build_parser().parse_args(["train", "--config", str(config), "--batch_size", "8"])
+    cfg = resolve_config(args.config, _train_overrides(args))
+    assert (cfg.optim.lr, cfg.optim.batch_size) == (0.01, 8)
+
+
+def test_train_missing_dataset_exits_2_naming_path_not_flags(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    dr = tmp_path / "no_such_dataset"
+    argv = ["train", "--DR", str(dr), "--save_root", str(tmp_path / "out"), "--kl_anneal_type", "Cyclical",
+            "--optim", "AdamW", "--device", "cpu", "--no-progress"]  # fmt: skip
+    assert run(argv) == 2
+    line = _one_line(capsys.readouterr().err)
+    assert str(dr) in line
+    assert "kl_anneal_type" not in line and "optim" not in line
+
+
+# -- cvae test -------------------------------------------------------------------------------------------
+
+
+def test_test_missing_checkpoint_exits_2_naming_it(
+    tiny_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ckpt = tmp_path / "missing.ckpt"
+    argv = ["test", "--DR", str(tiny_dataset), "--save_root", str(tmp_path / "out"), "--ckpt_path", str(ckpt),
+            "--device", "cpu", "--no-progress"]  # fmt: skip
+    assert run(argv) == 2
+    assert str(ckpt) in _one_line(capsys.readouterr().err)
+
+
+# -- cvae data -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("size", ["64by128", "64x", "64x128x3", "axb"])
+def test_synth_bad_size_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str], size: str) -> None:
+    out = tmp_path / "ds"
+    assert run(["data", "synth", "--out", str(out), "--size", size]) == 2
+    assert size in _one_line(capsys.readouterr().err)
+    assert not (out / "train").exists()
+
+
+def test_synth_writes_the_lab_layout(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "ds"
+    argv = ["data", "synth", "--out", str(out), "--train-frames", "6", "--train-video-len", "3",
+            "--val-frames", "4", "--test-sequences", "2", "--test-frames", "3", "--size", "16x32"]  # fmt: skip
+    assert run(argv) == 0
+    assert str(out) in capsys.readouterr().out
+    expected = {"train/train_img": 6, "train/train_label": 6, "val/val_img": 4, "val/val_label": 4,
+                "test/test_img/0": 1, "test/test_img/1": 1, "test/test_label/0": 3, "test/test_label/1": 3}
+    for folder, n in expected.items():
+        assert sorted(p.name for p in (out / folder).iterdir()) == sorted(f"frame{i}.png" for i in range(n))
+    with Image.open(out / "train/train_img/frame0.png") as img:
+        assert img.size == (32, 16)
+
+
+def test_synth_invalid_argument_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(["data", "synth", "--out", str(tmp_path / "ds"), "--size", "8x8"]) == 2
+    assert "size" in _one_line(capsys.readouterr().err)
+
+
+def test_check_prints_the_counts(tiny_dataset: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(["data", "check", "--DR", str(tiny_dataset), "--test_vi_len", "24"]) == 0
+    out = capsys.readouterr().out
+    assert "train 96 frames" in out
+    assert "val 24 frames" in out
+    assert "2 test sequences (24, 24 poses)" in out
+
+
+def test_check_wrong_test_length_exits_2_naming_folder(
+    tiny_dataset: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run(["data", "check", "--DR", str(tiny_dataset)]) == 2  # default --test_vi_len 630
+    line = _one_line(capsys.readouterr().err)
+    assert str(tiny_dataset / "test" / "test_label" / "0") in line and "630" in line
+
+
+def test_check_missing_dataset_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(["data", "check", "--DR", str(tmp_path / "none")]) == 2
+    assert str(tmp_path / "none") in _one_line(capsys.readouterr().err)
+
+
+# -- help ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (["--help"], ["data", "train", "test"]),
+        (["train", "--help"], ["--DR", "--kl_anneal_type", "--config", "--tfr_sde", "--optim"]),
+        (["test", "--help"], ["--DR", "--ckpt_path", "--save_root"]),
+        (["data", "synth", "--help"], ["--out", "--size"]),
+        (["data", "check", "--help"], ["--DR", "--test_vi_len"]),
+    ],
+)
+def test_help_exits_0(argv: list[str], expected: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(argv) == 0
+    out = capsys.readouterr().out
+    for word in expected:
+        assert word in out
+
+
+def test_no_command_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run([]) == 2
+    assert "usage" in capsys.readouterr().err
+
+
+# -- the installed console script ------------------------------------------------------------------------
+
+
+def _cvae_script() -> str:
+    candidate = Path(sys.executable).parent / "cvae"
+    if candidate.is_file():
+        return str(candidate)
+    found = shutil.which("cvae")
+    if found is None:
+        pytest.fail("the cvae console script is not installed next to the interpreter nor on PATH")
+    return found
+
+
+def test_console_script_exit_code_and_single_error_line() -> None:
+    proc = subprocess.run(
+        [_cvae_script(), "train", "--tfr", "1.5"], capture_output=True, text=True, timeout=120, env=os.environ.copy()
+    )
+    assert proc.returncode == 2
+    assert proc.stdout == ""
+    line = _one_line(proc.stderr)
+    assert line.startswith("cvae train: error:") and "tfr" in line
+
+
+def test_flag_errors_are_attributed_to_the_command_line_not_the_yaml(tmp_path, capsys):
+    good = tmp_path / "ok.yaml"
+    good.write_text("lr: 0.0002\n")
+    assert main(["train", "--config", str(good), "--tfr", "1.5", "--DR", "x", "--save_root", "y"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "cvae train: error: command line: tfr must be in [0, 1] (got 1.5)"
