@@ -142,6 +142,8 @@ class RunConfig:
     """Seed of z in the validation rollout, so every epoch and run is compared on the same noise."""
     num_threads: int | None = None
     """torch CPU threads (default: torch's choice)."""
+    time_chunk: int | None = None
+    """Time steps per batched call in training (default: 1 on a CPU, the whole clip on CUDA); same math."""
     progress: bool = True
     """Progress bars."""
     validate: bool = True
@@ -260,6 +262,7 @@ class ExperimentConfig:
         need(r.num_epoch >= 1, f"num_epoch must be >= 1 (got {r.num_epoch})")
         need(r.per_save >= 1, f"per_save must be >= 1 (got {r.per_save})")
         need(r.num_threads is None or r.num_threads >= 1, f"num_threads must be >= 1 (got {r.num_threads})")
+        need(r.time_chunk is None or r.time_chunk >= 1, f"time_chunk must be >= 1 (got {r.time_chunk})")
         need(
             r.device == "auto" or r.device == "cpu" or r.device == "cuda" or r.device.startswith("cuda:"),
             f"device must be auto, cpu, cuda or cuda:N (got {r.device!r})",

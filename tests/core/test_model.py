@@ -123,14 +123,15 @@ def lab_loop(model, frames, poses, teacher_forcing, eps):
 
 
 @pytest.mark.parametrize("teacher_forcing", [True, False])
-def test_forward_clip_equals_the_lab_loop(teacher_forcing):
+@pytest.mark.parametrize("time_chunk", [None, 1, 3])
+def test_forward_clip_equals_the_lab_loop(teacher_forcing, time_chunk):
     torch.manual_seed(0)
     dims = ModelDims(F_dim=32, L_dim=16, N_dim=8, D_out_dim=32)
     a, b = CVAE(dims).train(), CVAE(dims).train()
     b.load_state_dict(a.state_dict())
     frames, poses = torch.rand(2, 2, 5, 3, 16, 32).unbind(0)
     eps = torch.randn(2, 4, 8, 16, 32)
-    preds, mse_t, kl_t = forward_clip(a, frames, poses, teacher_forcing, eps)
+    preds, mse_t, kl_t = forward_clip(a, frames, poses, teacher_forcing, eps, time_chunk=time_chunk)
     want_preds, want_mse, want_kl = lab_loop(b, frames, poses, teacher_forcing, eps)
     torch.testing.assert_close(preds, want_preds, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(mse_t, want_mse, rtol=1e-4, atol=1e-6)
