@@ -93,8 +93,8 @@ def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_checkpoint(tiny_da
     real = trainer_mod.forward_clip
     calls = {"n": 0}
 
-    def poisoned(model, frames, poses, teacher_forcing, eps=None):
-        preds, mse_t, kl_t = real(model, frames, poses, teacher_forcing, eps)
+    def poisoned(model, frames, poses, teacher_forcing, eps=None, time_chunk=None):
+        preds, mse_t, kl_t = real(model, frames, poses, teacher_forcing, eps, time_chunk)
         calls["n"] += 1
         return preds, (mse_t * math.nan if calls["n"] > 6 else mse_t), kl_t  # 6 batches per epoch
 
