@@ -10,12 +10,14 @@ from collections.abc import Sequence
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cvae",
-        description="Pose-conditioned video prediction (the Lab-4 cVAE): data, training, testing.",
+        description="Pose-conditioned video prediction (the Lab-4 cVAE): data, training, testing, sweeps.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     from core.cli import register as register_core
+    from sweeps.cli import register as register_sweeps
 
     register_core(sub)
+    register_sweeps(sub)
     return parser
 
 

@@ -28,6 +28,10 @@ def _isolated_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("CVAE_CACHE_DIR", str(cache))
         mp.setenv("WANDB_MODE", "offline")
+        # W&B stages tables and artifacts under $HOME unless told otherwise.
+        mp.setenv("WANDB_DATA_DIR", str(cache / "wandb-data"))
+        mp.setenv("WANDB_CACHE_DIR", str(cache / "wandb-cache"))
+        mp.setenv("WANDB_CONFIG_DIR", str(cache / "wandb-config"))
         mp.setenv("MPLBACKEND", "Agg")
         yield cache
 

@@ -1,0 +1,290 @@
+"""``cvae sweep run | worker | status | best | plan``."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from core.cli import EXIT_BAD_INPUT, EXIT_FAILED, fail
+
+log = logging.getLogger("cvae")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    sweep = sub.add_parser("sweep", help="run a sweep from a YAML spec: an Optuna study of tracked trials")
+    ssub = sweep.add_subparsers(dest="sweep_command", required=True)
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("spec", help="sweep spec (YAML)")
+        p.add_argument("--storage", help="study storage URL (overrides the spec's)")
+
+    run = ssub.add_parser("run", help="create/continue the study and run its workers with a live view")
+    common(run)
+    run.add_argument("--workers", type=int, help="local worker processes (overrides the spec's)")
+    run.add_argument("--no-live", dest="live", action="store_false", help="plain log lines, no live table")
+    run.set_defaults(func=_cmd_run)
+
+    worker = ssub.add_parser("worker", help="join a study from another shell or machine and run trials")
+    common(worker)
+    worker.add_argument("--threads", type=int, default=int(os.environ.get("CVAE_THREADS", 0)) or None,
+                        help="torch CPU threads for this worker's trials (default $CVAE_THREADS, else all cores); "
+                        "with N workers on one machine give cores/N: oversubscribed OpenMP threads are ~10x slower")
+    worker.add_argument("--max-trials", type=int, help="stop after this many trials")
+    worker.set_defaults(func=_cmd_worker)
+
+    for name, text, func in (("status", "a table of the study's trials", _cmd_status),
+                             ("best", "the best trial and its configuration", _cmd_best),
+                             ("plan", "dry run: the trials, branches, epochs and an estimated time", _cmd_plan)):
+        p = ssub.add_parser(name, help=text)
+        common(p)
+        p.set_defaults(func=func)
+
+
+def _setup_logging(prefix: str = "") -> None:
+    logging.basicConfig(level=logging.INFO, format=f"{prefix}%(asctime)s %(message)s", datefmt="%H:%M:%S",
+                        stream=sys.stderr, force=True)
+
+
+def _load(args: argparse.Namespace, workers: int | None = None):
+    from sweeps.spec import load_spec
+
+    return load_spec(args.spec, storage=args.storage, workers=workers)
+
+
+def _prepare_data(spec) -> None:
+    """Generate the spec's dataset (``synth:``) into base.DR when asked for; the manifest makes it a no-op after."""
+    if not spec.synth:
+        return
+    from core.synth import generate_dataset
+
+    root = spec.base.get("DR")
+    if not root:
+        raise ValueError(f"{spec.source}: synth needs base.DR, the folder to generate into")
+    options = dict(spec.synth)
+    if "size" in options and isinstance(options["size"], str):
+        options["size"] = tuple(int(v) for v in options["size"].lower().split("x"))
+    summary = generate_dataset(root, **options)
+    if not summary.get("cached"):
+        log.info("generated dataset %s in %.1f s", root, summary["seconds"])
+
+
+def _errors():
+    from core.data import DatasetError
+    from sweeps.runner import SweepError
+    from sweeps.spec import SpecError
+    from sweeps.storage import StorageError
+
+    return SpecError, StorageError, SweepError, DatasetError
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from sweeps.runner import open_study
+    from sweeps.storage import mask_url, open_storage
+
+    SpecError, StorageError, SweepError, DatasetError = _errors()
+    _setup_logging()
+    try:
+        spec = _load(args, args.workers)
+        _prepare_data(spec)
+        storage = open_storage(spec)
+        study = open_study(spec, storage, fill_queue=True)
+    except (SpecError, StorageError, SweepError, DatasetError, ValueError) as err:
+        return fail("sweep run", str(err))
+    spec.output_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(args.spec, spec.output_dir / "spec.yaml")
+    logs = spec.output_dir / "logs"
+    logs.mkdir(exist_ok=True)
+    threads = max(1, (os.cpu_count() or 1) // spec.workers)
+    print(f"sweep {spec.name}: {spec.method}, {spec.n_configs()} parameter set(s) x {spec.replicates} replicate(s), "
+          f"{spec.workers} worker(s) x {threads} thread(s), storage {mask_url(spec.storage)}, logs in {logs}",
+          flush=True)
+    cmd = [sys.executable, "-m", "cvae", "sweep", "worker", str(args.spec), "--storage", spec.storage,
+           "--threads", str(threads)]
+    procs = []
+    for i in range(spec.workers):
+        fh = open(logs / f"worker-{i}.log", "a")  # noqa: SIM115 - kept open for the child's lifetime
+        procs.append((subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env={**os.environ,
+                                       "CVAE_WORKER": str(i)}), fh))
+    interrupted = False
+    try:
+        _watch(spec, study, [p for p, _ in procs], live=args.live and sys.stdout.isatty())
+    except KeyboardInterrupt:
+        interrupted = True
+        print("\ninterrupted: stopping workers (their running trials are re-queued)...", file=sys.stderr)
+        for p, _ in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGINT)
+        deadline = time.monotonic() + 60
+        for p, _ in procs:
+            try:
+                p.wait(timeout=max(1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                p.kill()
+    for _, fh in procs:
+        fh.close()
+    codes = [p.wait() for p, _ in procs]
+    _final_report(spec, study)
+    if interrupted:
+        return 130
+    if any(c not in (0,) for c in codes):
+        tails = []
+        for i, c in enumerate(codes):
+            if c:
+                last = (logs / f"worker-{i}.log").read_text().strip().splitlines()[-1:]
+                tails.append(f"worker {i} exited {c}: {last[0] if last else ''}")
+        return fail("sweep run", "; ".join(tails), EXIT_FAILED)
+    return 0
+
+
+def _watch(spec, study, procs, *, live: bool) -> None:
+    from sweeps.report import summary_line, trials_table
+
+    if live:
+        from rich.console import Group
+        from rich.live import Live
+
+        with Live(refresh_per_second=1, transient=False) as view:
+            while any(p.poll() is None for p in procs):
+                view.update(Group(trials_table(spec, study), summary_line(spec, study, spec.workers)))
+                time.sleep(2)
+            view.update(Group(trials_table(spec, study), summary_line(spec, study, spec.workers)))
+        return
+    last = 0.0
+    while any(p.poll() is None for p in procs):
+        if time.monotonic() - last > 30:
+            print(summary_line(spec, study, spec.workers), flush=True)
+            last = time.monotonic()
+        time.sleep(1)
+
+
+def _final_report(spec, study) -> None:
+    from rich.console import Console
+
+    from sweeps.report import best_config_text, rows, summary_line, trials_table
+
+    console = Console()
+    console.print(trials_table(spec, study, title=f"sweep {spec.name}: trials"))
+    console.print(summary_line(spec, study, spec.workers))
+    console.print(best_config_text(spec, study))
+    table = rows(study)
+    if table:
+        columns = list(dict.fromkeys(k for r in table for k in r))
+        with (spec.output_dir / "trials.csv").open("w", newline="") as fh:
+            writer = csv.DictWriter(fh, columns)
+            writer.writeheader()
+            writer.writerows(table)
+    _summary_run(spec, study, table)
+
+
+def _summary_run(spec, study, table) -> None:
+    from sweeps.spec import dump_spec_summary
+    from sweeps.tracking import log_sweep_summary, resolve_wandb_mode
+
+    mode = resolve_wandb_mode(spec.wandb["mode"])
+    if mode == "disabled" or not table:
+        return
+    importances: dict[str, float] = {}
+    try:
+        import optuna
+
+        importances = optuna.importance.get_param_importances(study)
+    except Exception as err:  # noqa: BLE001 - too few or too similar trials: no importances, say why
+        log.info("no parameter importances: %s", err)
+    try:
+        log_sweep_summary(project=spec.wandb["project"], entity=spec.wandb.get("entity"), group=spec.name,
+                          name=f"{spec.name}-summary", run_id=f"{spec.name}-{study.user_attrs.get('cvae:uid')}-summary",
+                          mode=mode, trials=table, importances=importances, spec_text=dump_spec_summary(spec))
+    except Exception as err:  # noqa: BLE001 - the trials are recorded; a failed summary run is only reported
+        log.warning("W&B summary run failed: %s", err)
+
+
+def _cmd_worker(args: argparse.Namespace) -> int:
+    from sweeps.runner import run_worker
+    from sweeps.tracking import TrackingError
+
+    SpecError, StorageError, SweepError, DatasetError = _errors()
+    worker = os.environ.get("CVAE_WORKER")
+    _setup_logging(f"[worker {worker}] " if worker else "")
+    # A scheduler's SIGTERM (docker stop, Slurm preemption) stops like Ctrl-C: the trial is re-queued.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        spec = _load(args)
+        stats = run_worker(spec, storage_url=args.storage, num_threads=args.threads, max_trials=args.max_trials)
+    except (SpecError, StorageError) as err:
+        return fail("sweep worker", str(err))
+    except (SweepError, DatasetError, TrackingError) as err:
+        return fail("sweep worker", str(err), EXIT_FAILED)
+    except KeyboardInterrupt:
+        print("worker interrupted: its running trial was re-queued", file=sys.stderr)
+        return 130
+    log.info("worker done: %d trial(s): %d complete, %d pruned, %d failed", stats.trials, stats.complete,
+             stats.pruned, stats.failed)
+    return 0
+
+
+def _open_existing(args: argparse.Namespace):
+    import optuna
+
+    from sweeps.storage import open_storage
+
+    spec = _load(args)
+    storage = open_storage(spec)
+    try:
+        return spec, optuna.load_study(study_name=spec.name, storage=storage)
+    except KeyError:
+        raise ValueError(f"no study {spec.name!r} in {spec.storage}: start it with `cvae sweep run {args.spec}`") from None
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from sweeps.report import summary_line, trials_table
+
+    SpecError, StorageError, SweepError, DatasetError = _errors()
+    try:
+        spec, study = _open_existing(args)
+    except (SpecError, StorageError, ValueError) as err:
+        return fail("sweep status", str(err))
+    Console().print(trials_table(spec, study))
+    print(summary_line(spec, study, spec.workers))
+    return 0
+
+
+def _cmd_best(args: argparse.Namespace) -> int:
+    from sweeps.report import best_config_text, best_trial
+
+    SpecError, StorageError, SweepError, DatasetError = _errors()
+    try:
+        spec, study = _open_existing(args)
+    except (SpecError, StorageError, ValueError) as err:
+        return fail("sweep best", str(err))
+    print(best_config_text(spec, study))
+    best = best_trial(study)
+    if best is not None and best.user_attrs.get("cvae:run_dir"):
+        cfg = Path(best.user_attrs["cvae:run_dir"]) / "config.yaml"
+        if cfg.exists():
+            print(f"\nfull config ({cfg}):\n{cfg.read_text()}")
+    return 0 if best is not None else EXIT_FAILED
+
+
+def _cmd_plan(args: argparse.Namespace) -> int:
+    from sweeps.plan import plan_text
+
+    SpecError, StorageError, SweepError, DatasetError = _errors()
+    try:
+        spec = _load(args)
+        print(plan_text(spec))
+    except (SpecError, ValueError) as err:
+        return fail("sweep plan", str(err))
+    return 0
+
+
+__all__ = ["register", "EXIT_BAD_INPUT"]

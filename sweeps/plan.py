@@ -1,0 +1,87 @@
+"""``cvae sweep plan``: what a sweep will run and roughly how long, before anything runs."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+
+from core.data import list_frames, num_clips
+from core.model import CVAE
+from core.rollout import rollout
+from core.trainer import default_time_chunk, model_dims, train_step
+from sweeps.report import fmt_duration
+from sweeps.spec import SweepSpec
+
+
+def _train_frames(spec: SweepSpec) -> int | None:
+    root = spec.base.get("DR")
+    if root and (Path(root) / "train" / "train_img").is_dir():
+        return len(list_frames(Path(root) / "train" / "train_img"))
+    if spec.synth:
+        return int(spec.synth.get("train_frames", 1600))
+    return None
+
+
+def time_one_epoch(spec: SweepSpec, params: dict, threads: int) -> tuple[float, float]:
+    """(seconds of one training epoch, seconds of one validation rollout) of a trial, from a short timing.
+
+    Times two training steps (the second counts) and 8 rollout steps of the trial's model on random input.
+    """
+    cfg = spec.trial_config(params, save_root="plan")
+    torch.set_num_threads(threads)
+    device = torch.device("cpu")
+    model = CVAE(model_dims(cfg))
+    opt = torch.optim.Adam(model.parameters())
+    b, t, h, w = cfg.optim.batch_size, cfg.data.train_vi_len, cfg.data.frame_H, cfg.data.frame_W
+    frames, poses = torch.rand(b, t, 3, h, w), torch.rand(b, t, 3, h, w)
+    for _ in range(2):
+        t0 = time.perf_counter()
+        train_step(model, opt, frames, poses, beta=1.0, teacher_forcing=False, grad_clip=1.0,
+                   time_chunk=default_time_chunk(device))
+        step = time.perf_counter() - t0
+    n = _train_frames(spec)
+    batches = num_clips(n, t, cfg.data.partial) // b if n else 0
+    val = 0.0
+    if cfg.run.validate:
+        gen = torch.Generator().manual_seed(0)
+        t0 = time.perf_counter()
+        rollout(model, frames[:1, 0], poses[:1, :9], generator=gen)
+        val = (time.perf_counter() - t0) / 8 * (cfg.data.val_vi_len - 1)
+    return step * batches, val
+
+
+def plan_text(spec: SweepSpec) -> str:
+    """The trials a sweep makes, its conditional branches, epochs in total, and an estimated time."""
+    lines = [f"sweep {spec.name}: method {spec.method}, metric {spec.metric} ({spec.goal}), "
+             f"{spec.replicates} replicate(s), {spec.workers} worker(s)"]
+    conditional = [p for p in spec.params if p.when]
+    for p in conditional:
+        lines.append(f"  branch: {p.name} only when " + ", ".join(f"{k} in {list(v)}" for k, v in p.when.items()))
+    if spec.method == "grid":
+        points = spec.grid()[: spec.run_cap] if spec.run_cap else spec.grid()
+        lines.append(f"grid: {len(points)} parameter set(s):")
+        lines += [f"  {i:3d}  " + ", ".join(f"{k}={v}" for k, v in p.items()) for i, p in enumerate(points)]
+        first = points[0] if points else {}
+    else:
+        lines.append(f"{spec.method}: {spec.run_cap} parameter set(s) drawn from:")
+        for p in spec.params:
+            rng = list(p.values) if p.values else f"[{p.low}, {p.high}]" + (f" step {p.q}" if p.q else "")
+            lines.append(f"  {p.name}: {p.distribution} {rng}")
+        first = {p.name: p.boundary_values()[0] for p in spec.params}
+    trials = spec.n_configs() * spec.replicates
+    cfg = spec.trial_config(first, save_root="plan")
+    epochs = trials * cfg.run.num_epoch
+    lines.append(f"trials: {trials}, epochs in total: {epochs} (at most: pruning stops some trials early)")
+    threads = max(1, (torch.get_num_threads() or 1) // spec.workers) if spec.workers > 1 else torch.get_num_threads()
+    train_s, val_s = time_one_epoch(spec, first, threads)
+    if train_s == 0:
+        lines.append("estimated time: unknown (the dataset does not exist yet and the spec has no synth:)")
+    else:
+        per_epoch = train_s + val_s
+        total = per_epoch * epochs / spec.workers
+        lines.append(f"estimated time: {fmt_duration(total)} ({fmt_duration(per_epoch)} per epoch: "
+                     f"{fmt_duration(train_s)} training + {fmt_duration(val_s)} validation, timed on the first "
+                     f"trial's model with {threads} thread(s); other sizes differ)")
+    return "\n".join(lines)

@@ -1,0 +1,115 @@
+"""Reading a study back: trial rows, counts, the best trial, and terminal tables."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from sweeps.runner import CONFIG_ID, REASON, REPLICATE, RUN_DIR, run_key
+from sweeps.spec import SweepSpec
+
+STATE_NAMES = {
+    TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned", TrialState.FAIL: "failed",
+    TrialState.RUNNING: "running", TrialState.WAITING: "waiting",
+}
+
+
+def trial_row(t: FrozenTrial) -> dict[str, Any]:
+    """One trial as a flat dict (for tables, CSV and the W&B summary run)."""
+    start, end = t.datetime_start, t.datetime_complete
+    duration = (end - start).total_seconds() if start and end else None
+    epochs = max(t.intermediate_values) + 1 if t.intermediate_values else 0
+    return {
+        "trial": t.number, "run": f"t{run_key(t):04d}", "state": STATE_NAMES.get(t.state, t.state.name.lower()),
+        "value": t.value, "epochs": epochs, "duration_s": duration, "replicate": t.user_attrs.get(REPLICATE, 0),
+        "config_id": t.user_attrs.get(CONFIG_ID), "run_dir": t.user_attrs.get(RUN_DIR),
+        "reason": t.user_attrs.get(REASON, ""), **{f"param/{k}": v for k, v in t.params.items()},
+    }
+
+
+def counts(study: optuna.Study) -> Counter:
+    return Counter(STATE_NAMES.get(t.state, "other") for t in study.get_trials(deepcopy=False))
+
+
+def best_trial(study: optuna.Study) -> FrozenTrial | None:
+    try:
+        return study.best_trial
+    except ValueError:
+        return None
+
+
+def eta_seconds(study: optuna.Study, workers: int) -> float | None:
+    """Remaining time: mean duration of finished trials x trials left, spread over the workers."""
+    trials = study.get_trials(deepcopy=False)
+    done = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED) and t.datetime_complete]
+    if not done:
+        return None
+    mean = sum((t.datetime_complete - t.datetime_start).total_seconds() for t in done) / len(done)
+    waiting = sum(t.state == TrialState.WAITING for t in trials)
+    running = [t for t in trials if t.state == TrialState.RUNNING and t.datetime_start]
+    now = time.time()
+    left_running = sum(max(0.0, mean - (now - t.datetime_start.timestamp())) for t in running)
+    return (waiting * mean + left_running) / max(1, workers)
+
+
+def fmt_duration(seconds: float | None) -> str:
+    if seconds is None or math.isnan(seconds):
+        return "-"
+    seconds = int(round(seconds))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}h{m:02d}m" if h else (f"{m}m{s:02d}s" if m else f"{s}s")
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return "-" if value is None else str(value)
+
+
+def trials_table(spec: SweepSpec, study: optuna.Study, *, title: str | None = None):
+    """A rich Table of every trial: state, params, metric, epochs, duration."""
+    from rich.table import Table
+
+    trials = study.get_trials(deepcopy=False)
+    names = [p.name for p in spec.params if len({str(t.params.get(p.name)) for t in trials}) > 1 or
+             p.distribution != "constant"]
+    table = Table(title=title or f"sweep {spec.name}", show_lines=False)
+    for col in ("trial", "run", "state", *names, spec.metric, "epochs", "duration", "note"):
+        table.add_column(col, justify="right" if col in ("trial", spec.metric, "epochs") else "left")
+    best = best_trial(study)
+    for t in trials:
+        row = trial_row(t)
+        style = "bold green" if best is not None and t.number == best.number else None
+        table.add_row(
+            str(t.number), row["run"], row["state"], *(_fmt(t.params.get(n)) for n in names), _fmt(t.value),
+            str(row["epochs"]), fmt_duration(row["duration_s"]), row["reason"][:60], style=style,
+        )
+    return table
+
+
+def summary_line(spec: SweepSpec, study: optuna.Study, workers: int) -> str:
+    c = counts(study)
+    best = best_trial(study)
+    best_text = f"best {spec.metric} {best.value:.4f} (trial {best.number})" if best else "best -"
+    return (f"{spec.name}: {c['complete']} complete, {c['pruned']} pruned, {c['failed']} failed, "
+            f"{c['running']} running, {c['waiting']} waiting | {best_text} | ETA {fmt_duration(eta_seconds(study, workers))}")
+
+
+def best_config_text(spec: SweepSpec, study: optuna.Study) -> str:
+    best = best_trial(study)
+    if best is None:
+        return f"{spec.name}: no completed trial yet"
+    lines = [f"best trial {best.number} ({best.user_attrs.get(RUN_DIR)}): {spec.metric} = {best.value:.4f}"]
+    lines += [f"  {k}: {v}" for k, v in best.params.items()]
+    return "\n".join(lines)
+
+
+def rows(study: optuna.Study) -> Sequence[dict[str, Any]]:
+    return [trial_row(t) for t in study.get_trials(deepcopy=False)]

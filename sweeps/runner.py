@@ -1,0 +1,434 @@
+"""Running a sweep: the study and its queue, workers that claim trials, and one trial's life.
+
+The queue. When the study is created, every trial the sweep will run is enqueued as a WAITING trial: the
+grid's points (times ``replicates``), or ``run_cap`` placeholders whose parameters the sampler fills in
+when a worker claims them. Workers claim WAITING trials one at a time with the storage's atomic state
+change (the mechanism Optuna's own ``ask`` uses), and never ask the sampler for trials beyond the queue.
+So ``run_cap`` is exact and a grid point runs once, however many workers on however many machines.
+
+Faults. A worker sends a heartbeat for its running trial. A trial whose heartbeat stops (the worker was
+killed) is failed by whichever worker notices first, and Optuna's ``RetryHeartbeatStaleTrialCallback``
+enqueues a retry with the same parameters. The retry resumes from the trial's last epoch checkpoint, in
+the same run folder and the same W&B run: both are named after the first trial of the retry chain.
+Ctrl-C fails the running trial and enqueues its retry at once, so the next ``cvae sweep run`` resumes it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import math
+import os
+import socket
+import threading
+import time
+import traceback
+import uuid
+import warnings
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.storages import RetryHeartbeatStaleTrialCallback
+from optuna.trial import TrialState
+
+from core.checkpoint import CheckpointError
+from core.config import ConfigError
+from core.data import DatasetError
+from core.records import read_csv, write_gif
+from core.trainer import BaseCallback, DivergenceError, EpochResult, StopTraining, fit
+from sweeps.space import make_pruner, make_sampler, suggest_all
+from sweeps.spec import SweepSpec
+from sweeps.storage import open_storage
+
+log = logging.getLogger("cvae")
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+# Heartbeats and their retry callback are "experimental" in Optuna since 2.x; the warning is noise here.
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+SLOT = "cvae:slot"
+REPLICATE = "cvae:replicate"
+CONFIG_ID = "cvae:config_id"
+RUN_DIR = "cvae:run_dir"
+RUN_ID = "cvae:wandb_run_id"
+REASON = "cvae:fail_reason"
+HEARTBEAT = "cvae:heartbeat"
+READY = "cvae:ready"
+UID = "cvae:uid"
+
+WANDB_KEYS = {
+    "train_loss": "train/loss", "train_mse": "train/mse", "train_kl": "train/kl", "train_psnr": "train/psnr",
+    "val_psnr": "val/psnr", "val_loss": "val/loss", "beta": "schedule/beta", "tfr": "schedule/tfr", "lr": "lr",
+    "frames_per_s": "perf/frames_per_s",
+}
+"""EpochResult field -> the W&B key it is logged under."""
+
+
+class SweepError(RuntimeError):
+    """A sweep cannot go on (e.g. its dataset is missing); the message says why."""
+
+
+# -- the study and its queue ----------------------------------------------------------------------------
+def _create_or_load(spec: SweepSpec, storage: optuna.storages.BaseStorage) -> tuple[optuna.Study, bool]:
+    sampler = make_sampler(spec)
+    num_epoch = int(spec.base.get("num_epoch", 70))
+    pruner = make_pruner(spec, num_epoch)
+    try:
+        study = optuna.create_study(study_name=spec.name, storage=storage, direction=spec.direction,
+                                    sampler=sampler, pruner=pruner)
+        return study, True
+    except optuna.exceptions.DuplicatedStudyError:
+        study = optuna.load_study(study_name=spec.name, storage=storage, sampler=sampler, pruner=pruner)
+        if study.direction.name.lower() != spec.direction:
+            raise SweepError(
+                f"study {spec.name!r} exists with direction {study.direction.name.lower()}, the spec asks "
+                f"{spec.direction}: use another name or storage"
+            ) from None
+        return study, False
+
+
+def open_study(spec: SweepSpec, storage: optuna.storages.BaseStorage, *, fill_queue: bool,
+               wait_ready_s: float = 120.0) -> optuna.Study:
+    """Create or load the sweep's study; the creator (or ``fill_queue``) enqueues the missing trials.
+
+    A worker that loads a study created a moment ago by another process waits until its queue is ready.
+    """
+    study, created = _create_or_load(spec, storage)
+    if created or fill_queue:
+        if created:
+            study.set_user_attr(UID, uuid.uuid4().hex[:8])
+            study.set_user_attr("cvae:spec", {"metric": spec.metric, "goal": spec.goal, "method": spec.method,
+                                              "output_dir": str(spec.output_dir)})
+        fill(study, spec)
+        study.set_user_attr(READY, True)
+        return study
+    deadline = time.monotonic() + wait_ready_s
+    while not study.user_attrs.get(READY):
+        if time.monotonic() > deadline:
+            raise SweepError(f"study {spec.name!r} exists but its queue was never filled: run `cvae sweep run`")
+        time.sleep(0.5)
+    return study
+
+
+def slots(spec: SweepSpec) -> list[tuple[str, dict[str, Any], int]]:
+    """(slot id, fixed params, replicate) of every trial the queue should hold."""
+    out = []
+    if spec.method == "grid":
+        points = spec.grid()[: spec.run_cap] if spec.run_cap else spec.grid()
+        for i, params in enumerate(points):
+            for r in range(spec.replicates):
+                out.append((f"g{i}-r{r}", params, r))
+    else:
+        # Replicates of sampled configs are enqueued when their first replicate has its parameters.
+        out = [(f"s{i}-r0", {}, 0) for i in range(spec.run_cap or 0)]
+    return out
+
+
+def fill(study: optuna.Study, spec: SweepSpec) -> int:
+    """Enqueue the slots no trial holds yet (idempotent: a re-run with a larger run_cap tops up)."""
+    present = {t.user_attrs.get(SLOT) for t in study.get_trials(deepcopy=False)}
+    added = 0
+    for slot, params, replicate in slots(spec):
+        if slot not in present:
+            study.enqueue_trial(params, user_attrs={SLOT: slot, REPLICATE: replicate})
+            added += 1
+    return added
+
+
+def _claim(study: optuna.Study) -> optuna.Trial | None:
+    """Atomically take one WAITING trial (the first by number), or None when the queue is empty."""
+    storage = study._storage  # noqa: SLF001 - the public ask() would sample a new trial when the queue is empty
+    for frozen in storage.get_all_trials(study._study_id, deepcopy=False, states=(TrialState.WAITING,)):  # noqa: SLF001
+        try:
+            if storage.set_trial_state_values(frozen._trial_id, state=TrialState.RUNNING):  # noqa: SLF001
+                return optuna.Trial(study, frozen._trial_id)  # noqa: SLF001
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue  # another worker took it
+    return None
+
+
+def _supports_native_heartbeat(storage: optuna.storages.BaseStorage) -> bool:
+    from optuna.storages._heartbeat import BaseHeartbeat, is_heartbeat_enabled
+
+    return isinstance(storage, BaseHeartbeat) and is_heartbeat_enabled(storage)
+
+
+def reap_stale(study: optuna.Study, spec: SweepSpec) -> list[int]:
+    """Fail trials whose heartbeat stopped and enqueue their retries; returns the failed trial numbers.
+
+    RDB storages use Optuna's heartbeat (server time). Journal files have none, so workers write the time
+    into a system attribute and compare it here with the grace period.
+    """
+    before = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))}
+    storage = study._storage  # noqa: SLF001
+    if _supports_native_heartbeat(storage):
+        optuna.storages.fail_stale_trials(study)
+    else:
+        retry = RetryHeartbeatStaleTrialCallback(max_retry=spec.max_retry, inherit_intermediate_values=True)
+        now = time.time()
+        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            beat = t.system_attrs.get(HEARTBEAT)
+            if beat is not None and now - beat > spec.grace_period:
+                try:
+                    if storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL):  # noqa: SLF001
+                        retry(study, storage.get_trial(t._trial_id))  # noqa: SLF001
+                except optuna.exceptions.UpdateFinishedTrialError:
+                    pass
+    after = study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+    stale = [t.number for t in after if t.number not in before]
+    for number in stale:
+        log.warning("trial %d lost its worker (no heartbeat for %d s): re-queued", number, spec.grace_period)
+    return stale
+
+
+@contextlib.contextmanager
+def heartbeat(study: optuna.Study, trial: optuna.Trial, interval: float) -> Iterator[None]:
+    """Beat for ``trial`` every ``interval`` seconds in a thread while the body runs."""
+    storage = study._storage  # noqa: SLF001
+    native = _supports_native_heartbeat(storage)
+
+    def beat() -> None:
+        if native:
+            storage.record_heartbeat(trial._trial_id)  # noqa: SLF001
+        else:
+            storage.set_trial_system_attr(trial._trial_id, HEARTBEAT, time.time())  # noqa: SLF001
+
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.wait(interval):
+            try:
+                beat()
+            except Exception as err:  # noqa: BLE001 - a missed beat is retried; the trial goes on
+                log.warning("heartbeat failed: %s", err)
+
+    beat()
+    thread = threading.Thread(target=loop, name=f"heartbeat-{trial.number}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+# -- one trial --------------------------------------------------------------------------------------------
+def run_key(trial: optuna.trial.FrozenTrial) -> int:
+    """The number of the first trial of a retry chain: it names the run folder and the W&B run."""
+    return int(trial.system_attrs.get("failed_trial", trial.number))
+
+
+def config_id(params: Mapping[str, Any]) -> str:
+    """A short stable id of a parameter set (replicates share it)."""
+    return hashlib.sha1(json.dumps(dict(params), sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+def run_dir(spec: SweepSpec, key: int) -> Path:
+    return spec.output_dir / f"t{key:04d}"
+
+
+def wandb_run_id(spec: SweepSpec, study: optuna.Study, key: int) -> str:
+    """Deterministic per study and trial chain, so a retry resumes the same W&B run."""
+    return f"{spec.name}-{study.user_attrs.get(UID, 'local')}-t{key}"
+
+
+def metric_value(rows: list[dict[str, str]], field: str, goal: str, summary: str) -> tuple[float, int]:
+    """(value, epoch) of the metric over a run's metrics.csv rows: its best epoch or its last."""
+    values = [(float(r[field]), int(r["epoch"])) for r in rows if r.get(field) not in (None, "", "nan")]
+    values = [(v, e) for v, e in values if not math.isnan(v)]
+    if not values:
+        return math.nan, -1
+    if summary == "last":
+        return values[-1]
+    pick = max if goal == "maximize" else min
+    return pick(values, key=lambda ve: ve[0])
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def write_trial_record(path: Path, record: Mapping[str, Any]) -> None:
+    """``trial.json``, written atomically."""
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(record, indent=2, default=str))
+    os.replace(tmp, path)
+
+
+class TrialCallback(BaseCallback):
+    """Per epoch: track, report to Optuna, prune; remember the latest validation video."""
+
+    def __init__(self, trial: optuna.Trial, spec: SweepSpec, tracker) -> None:
+        self.trial = trial
+        self.spec = spec
+        self.tracker = tracker
+        self.video = None
+        self.pruned_at: int | None = None
+
+    def on_epoch_end(self, result: EpochResult) -> None:
+        self.tracker.log_epoch(result.epoch, {WANDB_KEYS[k]: getattr(result, k) for k in WANDB_KEYS})
+        if result.val_video is not None:
+            self.video = result.val_video
+        value = getattr(result, self.spec.metric_field)
+        if not math.isnan(value):
+            self.trial.report(value, result.epoch)
+            if self.trial.should_prune():
+                self.pruned_at = result.epoch
+                raise StopTraining(f"pruned at epoch {result.epoch}")
+
+
+def make_tracker(spec: SweepSpec, study: optuna.Study, key: int, trial: optuna.Trial, config: dict[str, Any],
+                 params: Mapping[str, Any]):
+    from sweeps.tracking import NullTracker, WandbTrialTracker, resolve_wandb_mode
+
+    mode = resolve_wandb_mode(spec.wandb["mode"])
+    if mode == "disabled":
+        return NullTracker(), mode
+    tags = [f"{k}={v}" for k, v in params.items()] + list(spec.wandb.get("tags") or [])
+    return WandbTrialTracker(
+        project=spec.wandb["project"], entity=spec.wandb.get("entity"), group=spec.name, name=f"{spec.name}-t{key}",
+        run_id=wandb_run_id(spec, study, key), config=config, tags=tags, mode=mode,
+    ), mode
+
+
+def run_trial(study: optuna.Study, trial: optuna.Trial, spec: SweepSpec, *, num_threads: int | None = None) -> str:
+    """Train one claimed trial and tell Optuna its outcome; returns the final state name.
+
+    Raises:
+        SweepError: the sweep cannot go on (bad dataset); the trial is failed first.
+        KeyboardInterrupt: after failing the trial and enqueueing its retry.
+    """
+    params = suggest_all(trial, spec)
+    frozen = study._storage.get_trial(trial._trial_id)  # noqa: SLF001 - a live Trial has no system_attrs
+    key = run_key(frozen)
+    replicate = int(trial.user_attrs.get(REPLICATE, 0))
+    folder = run_dir(spec, key)
+    folder.mkdir(parents=True, exist_ok=True)
+    cid = config_id(params)
+    trial.set_user_attr(CONFIG_ID, cid)
+    trial.set_user_attr(RUN_DIR, str(folder))
+    trial.set_user_attr(RUN_ID, wandb_run_id(spec, study, key))
+    if spec.method != "grid" and replicate == 0 and spec.replicates > 1:
+        _enqueue_replicates(study, trial, params, spec.replicates)
+    cfg = spec.trial_config(params, save_root=folder, replicate=replicate, num_threads=num_threads)
+    history = list(frozen.system_attrs.get("retry_history", []))
+    record: dict[str, Any] = {
+        "study": spec.name, "trial_number": trial.number, "run_key": key, "retry_of": history,
+        "slot": trial.user_attrs.get(SLOT), "replicate": replicate, "config_id": cid, "params": params,
+        "state": "running", "metric": spec.metric, "goal": spec.goal, "value": None, "best_epoch": None,
+        "epochs_done": 0, "reason": "", "wandb_run_id": wandb_run_id(spec, study, key), "started": _now(),
+        "finished": None, "duration_s": None, "worker": {"host": socket.gethostname(), "pid": os.getpid()},
+    }
+    trial_json = folder / "trial.json"
+    if trial_json.exists():  # a retry: keep the first start time
+        record["started"] = json.loads(trial_json.read_text()).get("started", record["started"])
+    write_trial_record(trial_json, record)
+    config = {**cfg.to_flat(), **{f"param/{k}": v for k, v in params.items()}, "study": spec.name,
+              "trial": trial.number, "run_key": key, "replicate": replicate, "config_id": cid}
+    tracker, mode = make_tracker(spec, study, key, trial, config, params)
+    record["wandb_mode"] = mode
+    callback = TrialCallback(trial, spec, tracker)
+    t0 = time.monotonic()
+    state, reason, interrupted = "complete", "", False
+    try:
+        with heartbeat(study, trial, spec.heartbeat_interval):
+            result = fit(cfg, [callback])
+        if result.status == "stopped":
+            state = "pruned"
+            reason = result.reason
+    except DivergenceError as err:
+        state, reason = "failed", f"diverged: {err}"
+    except (DatasetError, ConfigError, CheckpointError) as err:
+        state, reason = "failed", str(err)
+        _finish(study, trial, spec, tracker, record, folder, callback, state, reason, t0)
+        raise SweepError(str(err)) from None
+    except KeyboardInterrupt:
+        state, reason, interrupted = "failed", "interrupted (Ctrl-C): re-queued", True
+    except Exception as err:  # noqa: BLE001 - a crashing trial must not end the sweep
+        state, reason = "failed", f"{type(err).__name__}: {err}"
+        log.error("trial %d crashed:\n%s", trial.number, traceback.format_exc())
+    _finish(study, trial, spec, tracker, record, folder, callback, state, reason, t0)
+    if interrupted:
+        RetryHeartbeatStaleTrialCallback(max_retry=None, inherit_intermediate_values=True)(
+            study, study._storage.get_trial(trial._trial_id)  # noqa: SLF001
+        )
+        raise KeyboardInterrupt
+    return state
+
+
+def _enqueue_replicates(study: optuna.Study, trial: optuna.Trial, params: Mapping[str, Any], replicates: int) -> None:
+    """Queue replicates 1..n-1 of a sampled parameter set (once, even when its first replicate is retried)."""
+    base = str(trial.user_attrs.get(SLOT, f"s{trial.number}-r0")).rsplit("-r", 1)[0]
+    present = {t.user_attrs.get(SLOT) for t in study.get_trials(deepcopy=False)}
+    for r in range(1, replicates):
+        if f"{base}-r{r}" not in present:
+            study.enqueue_trial(dict(params), user_attrs={SLOT: f"{base}-r{r}", REPLICATE: r})
+
+
+def _finish(study, trial, spec, tracker, record, folder, callback, state, reason, t0) -> None:
+    rows = read_csv(folder / "metrics.csv") if (folder / "metrics.csv").exists() else []
+    value, epoch = metric_value(rows, spec.metric_field, spec.goal, spec.summary)
+    video_path = None
+    if callback.video is not None:
+        video_path = folder / "sample.gif"
+        write_gif(callback.video, video_path)
+    per_frame = None
+    frames_csv = folder / "psnr_per_frame.csv"
+    if rows and frames_csv.exists():
+        last = rows[-1]["epoch"]
+        per_frame = [float(r["psnr"]) for r in read_csv(frames_csv) if r["epoch"] == last]
+    if state == "complete" and math.isnan(value):
+        state, reason = "failed", f"no {spec.metric} was recorded"
+    if state == "failed":
+        trial.set_user_attr(REASON, reason)
+    optuna_state = {"complete": TrialState.COMPLETE, "pruned": TrialState.PRUNED, "failed": TrialState.FAIL}[state]
+    try:
+        study.tell(trial, value if state == "complete" else None, state=optuna_state)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        # Another worker declared this trial stale and failed it meanwhile; its retry will resume it.
+        state, reason = "failed", "declared stale by another worker while running"
+    record.update(state=state, reason=reason, value=None if math.isnan(value) else value,
+                  best_epoch=epoch if epoch >= 0 else None, epochs_done=len(rows), finished=_now(),
+                  duration_s=round(time.monotonic() - t0, 3))
+    write_trial_record(folder / "trial.json", record)
+    summary = {spec.metric: record["value"], "best_epoch": record["best_epoch"], "epochs": len(rows),
+               "trial": trial.number}
+    tracker.finish(state=state, summary=summary, psnr_per_frame=per_frame, video=video_path, reason=reason)
+    log.info("trial %d (t%04d) %s%s%s", trial.number, record["run_key"], state,
+             f": {spec.metric} {value:.4f}" if not math.isnan(value) else "", f" ({reason})" if reason else "")
+
+
+# -- a worker -----------------------------------------------------------------------------------------------
+@dataclass
+class WorkerStats:
+    trials: int = 0
+    complete: int = 0
+    pruned: int = 0
+    failed: int = 0
+
+
+def run_worker(spec: SweepSpec, *, storage_url: str | None = None, num_threads: int | None = None,
+               max_trials: int | None = None) -> WorkerStats:
+    """Claim and run trials until the queue is empty and no other worker's trial can still go stale."""
+    storage = open_storage(spec, storage_url)
+    study = open_study(spec, storage, fill_queue=False)
+    stats = WorkerStats()
+    while max_trials is None or stats.trials < max_trials:
+        reap_stale(study, spec)
+        trial = _claim(study)
+        if trial is None:
+            running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+            if not running:
+                break
+            # Another worker is busy; if it dies its trial goes stale and comes back to the queue.
+            time.sleep(min(spec.heartbeat_interval, 5))
+            continue
+        state = run_trial(study, trial, spec, num_threads=num_threads)
+        stats.trials += 1
+        setattr(stats, state, getattr(stats, state) + 1)
+    return stats

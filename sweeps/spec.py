@@ -1,0 +1,530 @@
+"""The sweep spec: a YAML file a W&B Sweeps user reads at a glance, validated whole before anything runs.
+
+W&B's keys keep W&B's meaning (``name``, ``method``, ``metric``, ``run_cap``, ``parameters``,
+``early_terminate``, ``description``); the rest are ours (``base``, ``replicates``, ``workers``, ``storage``,
+``wandb``, ``output_dir``, ``pruner``, ``sampler``, ``synth``, ``heartbeat``, ``max_retry``, ``seed``,
+and a parameter's ``when``). Paths are relative to the working directory, as the lab's flags are; a
+``base`` given as a path is relative to the spec file.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import os
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from core.config import FIELD_TYPES, FLAT_KEYS, ConfigError, ExperimentConfig, load_yaml_config
+
+METHODS = ("grid", "random", "bayes", "tpe", "cmaes", "gp", "qmc")
+METRICS = {
+    "val/psnr": "val_psnr", "val/loss": "val_loss", "train/loss": "train_loss", "train/mse": "train_mse",
+    "train/kl": "train_kl", "train/psnr": "train_psnr",
+}
+"""Sweep metric name (the W&B key) -> the EpochResult field it reads."""
+
+SUPPORTED_DISTRIBUTIONS = (
+    "constant", "categorical", "int_uniform", "uniform", "q_uniform", "log_uniform", "log_uniform_values",
+)
+UNSUPPORTED_DISTRIBUTIONS = (
+    "q_log_uniform", "q_log_uniform_values", "inv_log_uniform", "inv_log_uniform_values", "normal",
+    "q_normal", "log_normal", "q_log_normal", "beta", "q_beta",
+)
+PRUNERS = ("none", "median", "percentile", "hyperband", "successive_halving")
+OWNED_KEYS = ("save_root", "resume", "ckpt_path", "progress")
+"""Training keys the sweep sets for every trial; a spec may not set them."""
+
+TOP_KEYS = (
+    "name", "description", "method", "metric", "run_cap", "parameters", "early_terminate", "pruner", "sampler",
+    "base", "replicates", "workers", "storage", "wandb", "output_dir", "synth", "heartbeat", "max_retry", "seed",
+)
+PARAM_KEYS = ("value", "values", "distribution", "min", "max", "q", "when")
+
+
+class SpecError(ValueError):
+    """An invalid sweep spec; the message names the file, the key and the value."""
+
+
+@dataclass(frozen=True)
+class Param:
+    """One swept parameter (W&B syntax) and its condition."""
+
+    name: str
+    distribution: str
+    values: tuple[Any, ...] = ()
+    """categorical choices, or the constant value (one item)."""
+    low: float | None = None
+    high: float | None = None
+    q: float | None = None
+    when: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)
+
+    @property
+    def is_finite(self) -> bool:
+        """True when the parameter has a finite set of values (it can be part of a grid)."""
+        return self.distribution in ("constant", "categorical", "int_uniform") or (
+            self.distribution == "q_uniform"
+        )
+
+    def grid_values(self) -> list[Any]:
+        """Every value a grid takes, in order."""
+        if self.distribution in ("constant", "categorical"):
+            return list(self.values)
+        if self.distribution == "int_uniform":
+            step = int(self.q or 1)
+            return list(range(int(self.low), int(self.high) + 1, step))
+        if self.distribution == "q_uniform":
+            n = int(math.floor((self.high - self.low) / self.q + 1e-9))
+            return [round(self.low + i * self.q, 12) for i in range(n + 1)]
+        raise SpecError(f"parameter {self.name}: a {self.distribution} distribution has no grid")
+
+    def boundary_values(self) -> list[Any]:
+        """Values that exercise a trial config's validation: every choice, or both ends of a range."""
+        if self.distribution in ("constant", "categorical"):
+            return list(self.values)
+        if self.is_finite:
+            values = self.grid_values()
+            return values if len(values) <= 16 else [values[0], values[-1]]
+        low, high = self.low, self.high
+        if self.distribution == "log_uniform":
+            low, high = math.exp(low), math.exp(high)
+        return [low, high]
+
+    def active(self, chosen: Mapping[str, Any]) -> bool:
+        """Whether this parameter applies given the values chosen so far (its ``when`` condition)."""
+        return all(k in chosen and chosen[k] in allowed for k, allowed in self.when.items())
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    """A validated sweep spec."""
+
+    name: str
+    method: str
+    metric: str
+    goal: str
+    summary: str
+    params: tuple[Param, ...]
+    base: Mapping[str, Any]
+    run_cap: int | None
+    replicates: int
+    workers: int
+    storage: str
+    output_dir: Path
+    wandb: Mapping[str, Any]
+    pruner: Mapping[str, Any]
+    sampler: Mapping[str, Any]
+    synth: Mapping[str, Any] | None
+    heartbeat_interval: int
+    grace_period: int
+    max_retry: int
+    seed: int
+    description: str = ""
+    source: str = "spec"
+
+    @property
+    def direction(self) -> str:
+        return "maximize" if self.goal == "maximize" else "minimize"
+
+    @property
+    def metric_field(self) -> str:
+        return METRICS[self.metric]
+
+    def grid(self) -> list[dict[str, Any]]:
+        """Every parameter combination of the grid, conditional branches expanded, duplicates removed."""
+        out: list[dict[str, Any]] = []
+        seen: set[str] = set()
+        for combo in _expand(self.params, 0, {}):
+            key = json.dumps(combo, sort_keys=True, default=str)
+            if key not in seen:
+                seen.add(key)
+                out.append(combo)
+        return out
+
+    def n_configs(self) -> int:
+        """Parameter sets the sweep runs (each ``replicates`` times)."""
+        if self.method == "grid":
+            n = len(self.grid())
+            return min(n, self.run_cap) if self.run_cap else n
+        return int(self.run_cap or 0)
+
+    def trial_config(self, params: Mapping[str, Any], *, save_root: str | os.PathLike, replicate: int = 0,
+                     num_threads: int | None = None) -> ExperimentConfig:
+        """The full training config of one trial: base < params < what the sweep owns."""
+        flat = dict(self.base)
+        flat.update(params)
+        flat.update(save_root=str(save_root), resume=True, progress=False)
+        if num_threads:
+            flat["num_threads"] = num_threads
+        cfg = ExperimentConfig.from_flat(flat, source=f"{self.source}: trial config")
+        return cfg.replace(seed=cfg.run.seed + replicate) if replicate else cfg
+
+
+def _expand(params: tuple[Param, ...], i: int, chosen: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    if i == len(params):
+        yield dict(chosen)
+        return
+    p = params[i]
+    if not p.active(chosen):
+        yield from _expand(params, i + 1, chosen)
+        return
+    for value in p.grid_values():
+        chosen[p.name] = value
+        yield from _expand(params, i + 1, chosen)
+        del chosen[p.name]
+
+
+def _is_int_key(name: str) -> bool:
+    from typing import get_args
+
+    hint = FIELD_TYPES[name]
+    return hint is int or (int in get_args(hint) and float not in get_args(hint))
+
+
+def _num(where: str, key: str, value: Any, errors: list[str]) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        errors.append(f"{where}.{key}={value!r} is not a number")
+        return None
+    return float(value)
+
+
+def _parse_param(where: str, name: str, raw: Any, errors: list[str]) -> Param | None:
+    if not isinstance(raw, Mapping):
+        errors.append(f"{where}: expected a mapping (value, values or distribution + min/max), got {raw!r}")
+        return None
+    unknown = sorted(set(raw) - set(PARAM_KEYS))
+    if unknown:
+        errors.append(f"{where}: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(PARAM_KEYS)}")
+    dist = raw.get("distribution")
+    if dist is None:
+        if "value" in raw:
+            dist = "constant"
+        elif "values" in raw:
+            dist = "categorical"
+        elif "min" in raw and "max" in raw:
+            both_int = all(isinstance(raw[k], int) and not isinstance(raw[k], bool) for k in ("min", "max"))
+            dist = "int_uniform" if both_int else "uniform"
+        else:
+            errors.append(f"{where}: give value, values, or distribution with min/max")
+            return None
+    if dist in UNSUPPORTED_DISTRIBUTIONS:
+        errors.append(f"{where}.distribution={dist!r} has no Optuna equivalent; supported: "
+                      f"{', '.join(SUPPORTED_DISTRIBUTIONS)}")
+        return None
+    if dist not in SUPPORTED_DISTRIBUTIONS:
+        errors.append(f"{where}.distribution={dist!r} is unknown; supported: {', '.join(SUPPORTED_DISTRIBUTIONS)}")
+        return None
+    when: dict[str, tuple[Any, ...]] = {}
+    if "when" in raw:
+        if not isinstance(raw["when"], Mapping) or not raw["when"]:
+            errors.append(f"{where}.when must map parameter names to lists of values, got {raw['when']!r}")
+        else:
+            for k, v in raw["when"].items():
+                when[str(k)] = tuple(v) if isinstance(v, list | tuple) else (v,)
+    if dist == "constant":
+        if "value" not in raw:
+            errors.append(f"{where}: distribution constant needs value")
+            return None
+        return Param(name, dist, (raw["value"],), when=when)
+    if dist == "categorical":
+        values = raw.get("values")
+        if not isinstance(values, list):
+            errors.append(f"{where}.values must be a list, got {values!r}")
+            return None
+        if not values:
+            errors.append(f"{where}.values is empty")
+            return None
+        lists = [v for v in values if not (v is None or isinstance(v, bool | int | float | str))]
+        if lists:
+            errors.append(f"{where}.values must be scalars (Optuna's categorical choices), not {lists[0]!r}; "
+                          f"a list-valued key takes a string such as '2,5'")
+            return None
+        return Param(name, dist, tuple(values), when=when)
+    if "min" not in raw or "max" not in raw:
+        errors.append(f"{where}: distribution {dist} needs min and max")
+        return None
+    low, high = _num(where, "min", raw["min"], errors), _num(where, "max", raw["max"], errors)
+    q = _num(where, "q", raw["q"], errors) if "q" in raw else None
+    if low is None or high is None or ("q" in raw and q is None):
+        return None
+    if low > high:
+        errors.append(f"{where}: min={raw['min']} > max={raw['max']}")
+        return None
+    if q is not None and q <= 0:
+        errors.append(f"{where}.q={raw['q']} must be > 0")
+        return None
+    if dist == "int_uniform" and not (low.is_integer() and high.is_integer() and (q is None or q.is_integer())):
+        errors.append(f"{where}: int_uniform needs integer min/max/q (got {raw['min']}, {raw['max']})")
+        return None
+    if dist == "q_uniform" and q is None:
+        errors.append(f"{where}: q_uniform needs q")
+        return None
+    if dist == "log_uniform_values" and low <= 0:
+        errors.append(f"{where}: log_uniform_values needs min > 0 (got {raw['min']})")
+        return None
+    return Param(name, dist, (), low, high, q, when)
+
+
+def _mapping(where: str, raw: Any, allowed: tuple[str, ...], errors: list[str]) -> dict[str, Any]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping):
+        errors.append(f"{where} must be a mapping, got {raw!r}")
+        return {}
+    unknown = sorted(set(raw) - set(allowed))
+    if unknown:
+        errors.append(f"{where}: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(allowed)}")
+    return dict(raw)
+
+
+def _int(where: str, raw: Any, errors: list[str], minimum: int) -> int | None:
+    if isinstance(raw, bool) or not isinstance(raw, int) or raw < minimum:
+        errors.append(f"{where}={raw!r} must be an integer >= {minimum}")
+        return None
+    return raw
+
+
+def load_spec(path: str | os.PathLike, *, storage: str | None = None, workers: int | None = None) -> SweepSpec:
+    """Read and validate a sweep spec; ``storage``/``workers`` override the file's.
+
+    Raises:
+        SpecError: every problem found, in one message naming the file and the keys.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise SpecError(f"{path}: cannot read sweep spec ({err.strerror})") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise SpecError(f"{path}: invalid YAML{where}: {getattr(err, 'problem', None) or err}") from None
+    if not isinstance(raw, Mapping):
+        raise SpecError(f"{path}: a sweep spec must be a mapping of keys to values")
+    return parse_spec(raw, source=str(path), base_dir=path.parent, storage=storage, workers=workers)
+
+
+def parse_spec(raw: Mapping[str, Any], *, source: str = "spec", base_dir: Path = Path("."),
+               storage: str | None = None, workers: int | None = None) -> SweepSpec:
+    """Validate a spec already read from YAML (see :func:`load_spec`)."""
+    errors: list[str] = []
+    unknown = sorted(set(raw) - set(TOP_KEYS))
+    if unknown:
+        errors.append(f"unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(TOP_KEYS)}")
+
+    name = raw.get("name")
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name or ""):
+        errors.append(f"name={name!r} is required: letters, digits, '_', '-', '.'")
+        name = "sweep"
+    method = raw.get("method")
+    if method not in METHODS:
+        errors.append(f"method={method!r} is not one of {', '.join(METHODS)}")
+    metric_raw = _mapping("metric", raw.get("metric", {"name": "val/psnr", "goal": "maximize"}),
+                          ("name", "goal", "summary", "target"), errors)
+    metric = metric_raw.get("name", "val/psnr")
+    if metric not in METRICS:
+        errors.append(f"metric.name={metric!r} is not one of {', '.join(METRICS)}")
+    goal = metric_raw.get("goal", "maximize" if metric.endswith("psnr") else "minimize")
+    if goal not in ("maximize", "minimize"):
+        errors.append(f"metric.goal={goal!r} is not maximize or minimize")
+    summary = metric_raw.get("summary", "best")
+    if summary not in ("best", "last"):
+        errors.append(f"metric.summary={summary!r} is not best or last")
+
+    params: list[Param] = []
+    raw_params = raw.get("parameters")
+    if not isinstance(raw_params, Mapping) or not raw_params:
+        errors.append("parameters is required: a mapping of cvae train keys to value/values/distributions")
+        raw_params = {}
+    for pname, praw in raw_params.items():
+        where = f"parameters.{pname}"
+        if pname not in FLAT_KEYS:
+            errors.append(f"{where}: {pname!r} is not a cvae train key; valid keys: {', '.join(sorted(FLAT_KEYS))}")
+            continue
+        if pname in OWNED_KEYS:
+            errors.append(f"{where}: {pname} is set by the sweep for every trial")
+            continue
+        param = _parse_param(where, pname, praw, errors)
+        if param is None:
+            continue
+        if _is_int_key(pname) and param.distribution in ("uniform", "q_uniform", "log_uniform"):
+            errors.append(f"{where}: {pname} is an integer; use int_uniform, log_uniform_values with integer "
+                          f"min/max, or values (not {param.distribution})")
+            continue
+        if _is_int_key(pname) and param.distribution == "log_uniform_values" and not (
+                float(param.low).is_integer() and float(param.high).is_integer()):
+            errors.append(f"{where}: {pname} is an integer; log_uniform_values needs integer min/max")
+            continue
+        params.append(param)
+    names = [p.name for p in params]
+    for i, p in enumerate(params):
+        for ref, allowed in p.when.items():
+            if ref not in names:
+                errors.append(f"parameters.{p.name}.when names unknown parameter {ref!r}; parameters: {', '.join(names)}")
+            elif names.index(ref) > i:
+                errors.append(f"parameters.{p.name}.when names {ref!r}, which must be declared above it")
+            else:
+                target = params[names.index(ref)]
+                if target.is_finite:
+                    bad = [v for v in allowed if v not in target.grid_values()]
+                    if bad:
+                        errors.append(f"parameters.{p.name}.when: {ref} never takes {bad!r}")
+    if method == "grid":
+        for p in params:
+            if not p.is_finite:
+                errors.append(f"parameters.{p.name}: method grid needs values (or int_uniform / q_uniform), "
+                              f"not a continuous {p.distribution} distribution")
+
+    run_cap = raw.get("run_cap")
+    if run_cap is not None:
+        run_cap = _int("run_cap", run_cap, errors, 1)
+    elif method not in (None, "grid") and method in METHODS:
+        errors.append(f"run_cap is required with method {method} (the number of parameter sets to try)")
+    replicates = _int("replicates", raw.get("replicates", 1), errors, 1) or 1
+    n_workers = workers if workers is not None else raw.get("workers", 1)
+    n_workers = _int("workers", n_workers, errors, 1) or 1
+    seed = _int("seed", raw.get("seed", 0), errors, 0) or 0
+    max_retry = _int("max_retry", raw.get("max_retry", 3), errors, 0)
+    heartbeat = _mapping("heartbeat", raw.get("heartbeat"), ("interval", "grace"), errors)
+    interval = _int("heartbeat.interval", heartbeat.get("interval", 10), errors, 1) or 10
+    grace = _int("heartbeat.grace", heartbeat.get("grace", 60), errors, 1) or 60
+    if grace <= interval:
+        errors.append(f"heartbeat.grace={grace} must be greater than heartbeat.interval={interval}")
+
+    output_dir = Path(str(raw.get("output_dir") or f"runs/{name}"))
+    storage_url = storage or raw.get("storage") or f"sqlite:///{output_dir / 'study.db'}"
+    if not isinstance(storage_url, str) or not re.match(r"^(sqlite|postgresql(\+\w+)?|mysql(\+\w+)?|journal):", storage_url):
+        errors.append(f"storage={storage_url!r} must be sqlite:///PATH, postgresql+psycopg2://..., or journal:PATH")
+
+    wandb_cfg = _mapping("wandb", raw.get("wandb"), ("project", "entity", "mode", "tags"), errors)
+    wandb_cfg.setdefault("project", "cvae-sweeps")
+    wandb_cfg.setdefault("mode", "auto")
+    if wandb_cfg["mode"] not in ("auto", "online", "offline", "disabled"):
+        errors.append(f"wandb.mode={wandb_cfg['mode']!r} is not auto, online, offline or disabled")
+
+    pruner = _parse_pruner(raw, errors)
+    sampler = _mapping("sampler", raw.get("sampler"), ("seed", "n_startup_trials", "multivariate", "constant_liar",
+                                                       "scramble", "qmc_type"), errors)
+    synth = raw.get("synth")
+    if synth is not None and not isinstance(synth, Mapping):
+        errors.append(f"synth must be a mapping of `cvae data synth` options, got {synth!r}")
+        synth = None
+
+    base = _parse_base(raw.get("base"), base_dir, errors)
+    if errors:
+        raise SpecError(f"{source}: " + "; ".join(errors))
+
+    spec = SweepSpec(
+        name=name, method="tpe" if method == "bayes" else method, metric=metric, goal=goal, summary=summary,
+        params=tuple(params), base=base, run_cap=run_cap, replicates=replicates, workers=n_workers,
+        storage=storage_url, output_dir=output_dir, wandb=wandb_cfg, pruner=pruner, sampler=sampler,
+        synth=dict(synth) if synth else None, heartbeat_interval=interval, grace_period=grace,
+        max_retry=max_retry if max_retry is not None else 3, seed=seed, description=str(raw.get("description", "")),
+        source=source,
+    )
+    _check_trial_configs(spec)
+    _check_buildable(spec)
+    return spec
+
+
+def _check_buildable(spec: SweepSpec) -> None:
+    """Build the sampler and pruner once, so a wrong option fails here, not when the first trial starts."""
+    from sweeps.space import make_pruner, make_sampler
+
+    for what, build in (("sampler", lambda: make_sampler(spec)),
+                        ("pruner", lambda: make_pruner(spec, int(spec.base.get("num_epoch", 70))))):
+        try:
+            build()
+        except (TypeError, ValueError, ImportError) as err:
+            raise SpecError(f"{spec.source}: {what} for method {spec.method}: {err}") from None
+
+
+def _parse_pruner(raw: Mapping[str, Any], errors: list[str]) -> dict[str, Any]:
+    if "early_terminate" in raw and "pruner" in raw:
+        errors.append("give early_terminate (W&B) or pruner (Optuna), not both")
+        return {"type": "none"}
+    if "early_terminate" in raw:
+        et = _mapping("early_terminate", raw["early_terminate"], ("type", "min_iter", "max_iter", "eta", "s", "strict"),
+                      errors)
+        if et.get("type") != "hyperband":
+            errors.append(f"early_terminate.type={et.get('type')!r}: W&B's only type is hyperband")
+            return {"type": "none"}
+        if "min_iter" not in et and "max_iter" not in et:
+            errors.append("early_terminate needs min_iter or max_iter")
+        return {"type": "hyperband", "min_resource": et.get("min_iter", 1), "reduction_factor": et.get("eta", 3),
+                "max_resource": et.get("max_iter", "auto")}
+    if "pruner" in raw:
+        pr = _mapping("pruner", raw["pruner"], ("type", "n_startup_trials", "n_warmup_steps", "interval_steps",
+                                                "percentile", "min_resource", "max_resource", "reduction_factor",
+                                                "min_early_stopping_rate"), errors)
+        if pr.get("type", "none") not in PRUNERS:
+            errors.append(f"pruner.type={pr.get('type')!r} is not one of {', '.join(PRUNERS)}")
+            return {"type": "none"}
+        if pr.get("type") == "percentile" and "percentile" not in pr:
+            errors.append("pruner.type percentile needs percentile")
+        return {"type": pr.get("type", "none"), **{k: v for k, v in pr.items() if k != "type"}}
+    return {"type": "none"}
+
+
+def _parse_base(raw: Any, base_dir: Path, errors: list[str]) -> dict[str, Any]:
+    if raw is None:
+        return {}
+    if isinstance(raw, str):
+        path = Path(raw) if Path(raw).is_absolute() else base_dir / raw
+        try:
+            raw = load_yaml_config(path)
+        except ConfigError as err:
+            errors.append(f"base: {err}")
+            return {}
+    if not isinstance(raw, Mapping):
+        errors.append(f"base must be a mapping of cvae train keys or a path to one, got {raw!r}")
+        return {}
+    unknown = sorted(set(raw) - set(FLAT_KEYS))
+    if unknown:
+        errors.append(f"base: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(FLAT_KEYS))}")
+    owned = sorted(set(raw) & set(OWNED_KEYS))
+    if owned:
+        errors.append(f"base: {', '.join(owned)} set by the sweep for every trial")
+    return {k: v for k, v in raw.items() if k in FLAT_KEYS and k not in OWNED_KEYS}
+
+
+MAX_CHECKED_CONFIGS = 2048
+
+
+def _check_trial_configs(spec: SweepSpec) -> None:
+    """Reject a spec whose trials `cvae train` would refuse (every grid point, or every range's ends)."""
+    if spec.method == "grid":
+        combos: list[dict[str, Any]] = spec.grid()
+    else:
+        boundary = SweepSpec(**{**spec.__dict__, "params": tuple(
+            Param(p.name, "categorical", tuple(p.boundary_values()), when=p.when) for p in spec.params
+        )})
+        combos = list(itertools.islice(boundary.grid(), MAX_CHECKED_CONFIGS))
+    problems: dict[str, list[dict[str, Any]]] = {}
+    for combo in combos[:MAX_CHECKED_CONFIGS]:
+        try:
+            spec.trial_config(combo, save_root="x")
+        except ConfigError as err:
+            message = str(err).split(": ", 2)[-1]
+            problems.setdefault(message, []).append(combo)
+    if problems:
+        parts = [f"{msg} (e.g. with {examples[0] or 'the base config'})" for msg, examples in problems.items()]
+        raise SpecError(f"{spec.source}: trials would be rejected by cvae train: " + "; ".join(parts))
+
+
+def dump_spec_summary(spec: SweepSpec) -> str:
+    """The spec as YAML-ish text (for logs and the W&B summary run)."""
+    return yaml.safe_dump({
+        "name": spec.name, "method": spec.method, "metric": {"name": spec.metric, "goal": spec.goal},
+        "run_cap": spec.run_cap, "replicates": spec.replicates, "workers": spec.workers,
+        "parameters": {p.name: (list(p.values) if p.values else [p.low, p.high]) for p in spec.params},
+        "base": dict(spec.base), "output_dir": str(spec.output_dir),
+    }, sort_keys=False)

@@ -1,0 +1,318 @@
+"""Sweeps for real: SQLite and PostgreSQL studies, worker processes, kills, W&B offline files read back."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from optuna.trial import TrialState
+
+from core.records import read_csv
+from sweeps.runner import open_study, run_worker
+from sweeps.spec import load_spec
+from sweeps.storage import mask_url, open_storage
+from sweeps.tracking import read_offline_runs_merged
+
+BASE = {
+    "num_epoch": 2, "train_vi_len": 4, "batch_size": 4, "val_vi_len": 24, "F_dim": 16, "L_dim": 8, "N_dim": 4,
+    "D_out_dim": 16, "tfr_sde": 1, "num_workers": 1, "kl_anneal_cycle": 1,
+}
+
+
+def write_spec(tmp_path: Path, dataset: Path, **overrides) -> Path:
+    spec = {
+        "name": "t", "method": "grid", "metric": {"name": "val/psnr", "goal": "maximize"},
+        "parameters": {"kl_anneal_type": {"values": ["cyclical", "none"]}, "N_dim": {"values": [4, 8]}},
+        "base": {"DR": str(dataset), **BASE}, "workers": 1, "output_dir": str(tmp_path / "out"),
+        "wandb": {"project": "test", "mode": "offline"}, "heartbeat": {"interval": 1, "grace": 4},
+    }
+    for key, value in overrides.items():
+        if value is None:
+            spec.pop(key, None)
+        else:
+            spec[key] = value
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    """Offline W&B into tmp_path/wandb; subprocesses inherit it."""
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    return {**os.environ, "PYTHONUNBUFFERED": "1"}
+
+
+def cvae(*args: str, env: dict, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "cvae", *args], env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def load(spec_path: Path, storage: str | None = None):
+    spec = load_spec(spec_path, storage=storage)
+    return spec, optuna.load_study(study_name=spec.name, storage=open_storage(spec))
+
+
+def params_of(trials) -> list[tuple]:
+    return sorted(tuple(sorted(t.params.items())) for t in trials)
+
+
+@pytest.mark.slow
+def test_grid_sweep_with_two_workers_runs_each_point_once_and_tracks_it(tiny_dataset, tmp_path, env):
+    spec_path = write_spec(tmp_path, tiny_dataset, workers=2)
+    done = cvae("sweep", "run", str(spec_path), "--no-live", env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    spec, study = load(spec_path)
+    trials = study.get_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 4
+    assert params_of(trials) == params_of([optuna.trial.create_trial(params=p, distributions={
+        k: optuna.distributions.CategoricalDistribution([v]) for k, v in p.items()}, value=0) for p in spec.grid()])
+    assert "best trial" in done.stdout and "4 complete" in done.stdout
+
+    out = tmp_path / "out"
+    for t in trials:
+        folder = out / f"t{t.number:04d}"
+        record = json.loads((folder / "trial.json").read_text())
+        assert record["state"] == "complete" and record["params"] == t.params
+        assert record["value"] == pytest.approx(t.value)
+        rows = read_csv(folder / "metrics.csv")
+        assert [r["epoch"] for r in rows] == ["0", "1"]
+        assert t.value == pytest.approx(max(float(r["val_psnr"]) for r in rows))
+        assert (folder / "sample.gif").exists() and (folder / "last.ckpt").exists()
+        assert t.intermediate_values.keys() == {0, 1}
+    assert len(read_csv(out / "trials.csv")) == 4
+
+    runs = read_offline_runs_merged(tmp_path / "wandb")
+    trial_runs = {r.run_id: r for r in runs.values() if r.job_type == "trial"}
+    assert len(trial_runs) == 4
+    for t in trials:
+        run = trial_runs[t.user_attrs["cvae:wandb_run_id"]]
+        assert run.group == "t" and run.name == f"t-t{t.number}"
+        assert run.config["param/N_dim"] == t.params["N_dim"] and run.config["N_dim"] == t.params["N_dim"]
+        assert [h["epoch"] for h in run.history if "val/psnr" in h] == [0, 1]
+        assert max(h["val/psnr"] for h in run.history if "val/psnr" in h) == pytest.approx(t.value)
+        assert run.summary["state"] == "complete"
+        assert {"train/loss", "schedule/beta", "schedule/tfr", "lr", "perf/frames_per_s"} <= set(run.history[0])
+    assert any(r.job_type == "sweep-summary" for r in runs.values())
+
+    again = cvae("sweep", "run", str(spec_path), "--no-live", env=env)
+    assert again.returncode == 0
+    assert len(load(spec_path)[1].get_trials()) == 4  # a finished study is not redone
+
+
+def test_run_cap_is_exact_with_random_search_and_tops_up(tiny_dataset, tmp_path, env):
+    params = {"lr": {"distribution": "log_uniform_values", "min": 1e-4, "max": 1e-2}}
+    spec_path = write_spec(tmp_path, tiny_dataset, method="random", run_cap=3, parameters=params,
+                           wandb={"mode": "disabled"}, base={"DR": str(tiny_dataset), **BASE, "num_epoch": 1, "tfr_sde": 0,
+                                                              "validate": True})
+    spec = load_spec(spec_path)
+    study = open_study(spec, open_storage(spec), fill_queue=True)
+    run_worker(spec)
+    assert [t.state for t in study.get_trials()] == [TrialState.COMPLETE] * 3
+    assert len({t.params["lr"] for t in study.get_trials()}) == 3
+    bigger = load_spec(write_spec(tmp_path, tiny_dataset, method="random", run_cap=4, parameters=params,
+                                  wandb={"mode": "disabled"}, base={"DR": str(tiny_dataset), **BASE, "num_epoch": 1, "tfr_sde": 0}))
+    open_study(bigger, open_storage(bigger), fill_queue=True)
+    run_worker(bigger)
+    assert [t.state for t in study.get_trials()] == [TrialState.COMPLETE] * 4
+
+
+def test_replicates_share_parameters_and_differ_in_seed(tiny_dataset, tmp_path, env):
+    params = {"lr": {"distribution": "uniform", "min": 0.001, "max": 0.002}}
+    spec_path = write_spec(tmp_path, tiny_dataset, method="random", run_cap=1, replicates=2, parameters=params,
+                           wandb={"mode": "disabled"}, base={"DR": str(tiny_dataset), **BASE, "num_epoch": 1, "tfr_sde": 0})
+    spec = load_spec(spec_path)
+    study = open_study(spec, open_storage(spec), fill_queue=True)
+    run_worker(spec)
+    trials = study.get_trials()
+    assert len(trials) == 2 and trials[0].params == trials[1].params
+    assert {t.user_attrs["cvae:replicate"] for t in trials} == {0, 1}
+    assert trials[0].user_attrs["cvae:config_id"] == trials[1].user_attrs["cvae:config_id"]
+    seeds = {yaml.safe_load((Path(t.user_attrs["cvae:run_dir"]) / "config.yaml").read_text())["seed"] for t in trials}
+    assert seeds == {1, 2}
+
+
+def test_diverging_trial_fails_with_its_reason_and_the_sweep_goes_on(tiny_dataset, tmp_path, env, monkeypatch):
+    import core.trainer as trainer_mod
+
+    real = trainer_mod.forward_clip
+
+    def nan_for_n_dim_8(model, frames, poses, teacher_forcing, eps=None, time_chunk=None):
+        preds, mse_t, kl_t = real(model, frames, poses, teacher_forcing, eps, time_chunk)
+        return preds, (mse_t * math.nan if model.dims.N_dim == 8 else mse_t), kl_t
+
+    monkeypatch.setattr(trainer_mod, "forward_clip", nan_for_n_dim_8)
+    spec = load_spec(write_spec(tmp_path, tiny_dataset, wandb={"mode": "disabled"}))
+    study = open_study(spec, open_storage(spec), fill_queue=True)
+    stats = run_worker(spec)
+    assert (stats.complete, stats.failed) == (2, 2)
+    for t in study.get_trials():
+        if t.params["N_dim"] == 8:
+            assert t.state == TrialState.FAIL and "diverged" in t.user_attrs["cvae:fail_reason"]
+        else:
+            assert t.state == TrialState.COMPLETE
+    assert not study.get_trials(states=(TrialState.WAITING, TrialState.RUNNING))  # a NaN is not retried
+
+
+def _wait_for(predicate, timeout: float, what: str) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _start_worker(spec_path: Path, env: dict, storage: str | None = None, log: Path | None = None) -> subprocess.Popen:
+    # One thread each: two workers x two OpenMP threads on 2 cores spin against each other (10x slower).
+    args = [sys.executable, "-m", "cvae", "sweep", "worker", str(spec_path), "--threads", "1"] + (
+        ["--storage", storage] if storage else [])
+    out = open(log, "w") if log else subprocess.DEVNULL  # noqa: SIM115
+    return subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT)
+
+
+@pytest.mark.slow
+def test_sigkilled_worker_trial_is_retried_resumed_and_counted_once(tiny_dataset, tmp_path, env):
+    spec_path = write_spec(tmp_path, tiny_dataset, base={"DR": str(tiny_dataset), **BASE, "num_epoch": 4},
+                           parameters={"N_dim": {"values": [4, 8]}})
+    spec = load_spec(spec_path)
+    open_study(spec, open_storage(spec), fill_queue=True)
+    first_run = tmp_path / "out" / "t0000"
+    proc = _start_worker(spec_path, env, log=tmp_path / "killed.log")
+    _wait_for(lambda: (first_run / "epoch=0.ckpt").exists() or (first_run / "last.ckpt").exists(), 120,
+              "the first epoch checkpoint")
+    time.sleep(1.5)  # W&B's writer flushes about once a second: what a SIGKILL cuts is the last second
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    spec_, study = load(spec_path)
+    assert [t.state for t in study.get_trials()][:1] == [TrialState.RUNNING]  # left behind by the kill
+    killed_at = read_csv(first_run / "metrics.csv")
+    assert 1 <= len(killed_at) < 4
+
+    done = cvae("sweep", "run", str(spec_path), "--no-live", env=env)  # waits out the grace period
+    assert done.returncode == 0, done.stderr[-2000:]
+    study = load(spec_path)[1]
+    trials = study.get_trials()
+    states = [t.state for t in trials]
+    assert states.count(TrialState.COMPLETE) == 2 and states.count(TrialState.FAIL) == 1
+    retry = next(t for t in trials if t.system_attrs.get("failed_trial") == 0)
+    assert retry.params == trials[0].params and retry.state == TrialState.COMPLETE
+    assert retry.user_attrs["cvae:run_dir"] == str(first_run)  # the same record folder
+    rows = read_csv(first_run / "metrics.csv")
+    assert [r["epoch"] for r in rows] == ["0", "1", "2", "3"]  # each epoch once
+    assert rows[: len(killed_at)] == killed_at  # epochs done before the kill were kept, not redone
+    record = json.loads((first_run / "trial.json").read_text())
+    assert record["retry_of"] == [0] and record["state"] == "complete"
+    runs = read_offline_runs_merged(tmp_path / "wandb")
+    run = runs[retry.user_attrs["cvae:wandb_run_id"]]
+    assert len(run.paths) == 2  # the killed process's segment and the resumed one, one W&B run id
+    logged = sorted({h["epoch"] for h in run.history if "val/psnr" in h})
+    assert set(range(len(killed_at), 4)) <= set(logged) <= {0, 1, 2, 3}
+
+
+@pytest.mark.slow
+def test_ctrl_c_requeues_the_running_trial_and_leaves_nothing_running(tiny_dataset, tmp_path, env):
+    spec_path = write_spec(tmp_path, tiny_dataset, base={"DR": str(tiny_dataset), **BASE, "num_epoch": 6},
+                           parameters={"N_dim": {"values": [4]}}, wandb={"mode": "disabled"})
+    spec = load_spec(spec_path)
+    open_study(spec, open_storage(spec), fill_queue=True)
+    proc = _start_worker(spec_path, env)
+    _wait_for(lambda: (tmp_path / "out" / "t0000" / "last.ckpt").exists(), 120, "a checkpoint")
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=60) == 130
+    study = load(spec_path)[1]
+    states = [t.state for t in study.get_trials()]
+    assert states == [TrialState.FAIL, TrialState.WAITING]
+    assert "interrupted" in study.get_trials()[0].user_attrs["cvae:fail_reason"]
+    done = cvae("sweep", "run", str(spec_path), "--no-live", env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = read_csv(tmp_path / "out" / "t0000" / "metrics.csv")
+    assert [int(r["epoch"]) for r in rows] == list(range(6))
+
+
+@pytest.mark.slow
+def test_two_workers_on_postgresql_started_before_the_study_exists(tiny_dataset, tmp_path, env, postgres_url):
+    spec_path = write_spec(tmp_path, tiny_dataset, storage=postgres_url, wandb={"mode": "disabled"},
+                           parameters={"kl_anneal_type": {"values": ["cyclical", "none", "monotonic"]},
+                                       "N_dim": {"values": [4, 8]}})
+    workers = [_start_worker(spec_path, env, log=tmp_path / f"w{i}.log") for i in range(2)]
+    codes = [w.wait(timeout=600) for w in workers]
+    logs = [(tmp_path / f"w{i}.log").read_text() for i in range(2)]
+    assert codes == [0, 0], logs
+    spec, study = load(spec_path)
+    trials = study.get_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 6
+    assert len(set(params_of(trials))) == 6
+    assert all("worker done" in text for text in logs)
+    assert sum(int(text.split("worker done: ")[1].split(" ")[0]) for text in logs) == 6  # none twice
+    status = cvae("sweep", "status", str(spec_path), env=env)
+    assert status.returncode == 0 and "6 complete" in status.stdout
+
+
+def test_unreachable_storage_fails_fast_with_the_password_masked(tiny_dataset, tmp_path, env):
+    url = "postgresql+psycopg2://cvae:s3cret@127.0.0.1:1/sweeps"
+    spec_path = write_spec(tmp_path, tiny_dataset, storage=url)
+    t0 = time.monotonic()
+    done = cvae("sweep", "run", str(spec_path), env=env, timeout=120)
+    assert done.returncode == 2
+    assert time.monotonic() - t0 < 45
+    line = done.stderr.strip().splitlines()[-1]
+    assert line.startswith("cvae sweep run: error: cannot open study storage postgresql+psycopg2://cvae:***@127.0.0.1:1")
+    assert "s3cret" not in done.stderr + done.stdout
+
+
+def test_password_from_the_environment_and_masking(monkeypatch, tmp_path):
+    from sweeps.storage import with_password
+
+    assert mask_url("postgresql://u:pw@h:5432/db") == "postgresql://u:***@h:5432/db"
+    monkeypatch.setenv("CVAE_DB_PASSWORD", "p@ss/word")
+    assert with_password("postgresql+psycopg2://u@h/db") == "postgresql+psycopg2://u:p%40ss%2Fword@h/db"
+    monkeypatch.delenv("CVAE_DB_PASSWORD")
+    secret = tmp_path / "pw"
+    secret.write_text("fromfile\n")
+    monkeypatch.setenv("CVAE_DB_PASSWORD_FILE", str(secret))
+    assert with_password("postgresql://u@h/db") == "postgresql://u:fromfile@h/db"
+    assert with_password("postgresql://u:given@h/db") == "postgresql://u:given@h/db"
+
+
+def test_status_best_and_plan_commands(tiny_dataset, tmp_path, env):
+    spec_path = write_spec(tmp_path, tiny_dataset, wandb={"mode": "disabled"},
+                           parameters={"N_dim": {"values": [4, 8]}})
+    missing = cvae("sweep", "status", str(spec_path), env=env)
+    assert missing.returncode == 2 and "cvae sweep run" in missing.stderr
+    plan = cvae("sweep", "plan", str(spec_path), env=env)
+    assert plan.returncode == 0
+    assert "grid: 2 parameter set(s)" in plan.stdout and "epochs in total: 4" in plan.stdout
+    assert "estimated time" in plan.stdout
+    spec = load_spec(spec_path)
+    open_study(spec, open_storage(spec), fill_queue=True)
+    run_worker(spec)
+    best = cvae("sweep", "best", str(spec_path), env=env)
+    assert best.returncode == 0 and "best trial" in best.stdout and "N_dim:" in best.stdout
+    status = cvae("sweep", "status", str(spec_path), env=env)
+    assert "2 complete" in status.stdout
+    listed = subprocess.run([str(Path(sys.executable).parent / "optuna"), "trials", "--storage", spec.storage, "--study-name",
+                             "t", "-f", "json"], env=env, capture_output=True, text=True, timeout=120)
+    assert listed.returncode == 0, listed.stderr
+    assert len(json.loads(listed.stdout)) == 2
+
+
+def test_journal_storage_runs_a_sweep(tiny_dataset, tmp_path, env):
+    spec_path = write_spec(tmp_path, tiny_dataset, storage=f"journal:{tmp_path / 'study.log'}",
+                           wandb={"mode": "disabled"}, parameters={"N_dim": {"values": [4]}})
+    spec = load_spec(spec_path)
+    study = open_study(spec, open_storage(spec), fill_queue=True)
+    run_worker(spec)
+    assert [t.state for t in study.get_trials()] == [TrialState.COMPLETE]

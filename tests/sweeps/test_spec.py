@@ -1,0 +1,523 @@
+"""The sweep spec (``sweeps/spec.py``): W&B's syntax in, a validated :class:`SweepSpec` out, every problem
+reported at once as a :class:`SpecError` naming the file and the key."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+import yaml
+
+from core.config import ExperimentConfig
+from sweeps.space import make_pruner, make_sampler, suggest_all
+from sweeps.spec import UNSUPPORTED_DISTRIBUTIONS, SpecError, SweepSpec, load_spec
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+BASE = {"DR": "data", "num_epoch": 4, "tfr_sde": 1, "F_dim": 16, "L_dim": 8, "N_dim": 4, "D_out_dim": 16}
+"""A small base config that ``cvae train`` accepts (tfr_sde < num_epoch)."""
+
+DROP = object()
+"""An override value that removes the key from the minimal spec."""
+
+ISSUE_EXAMPLE: dict[str, Any] = {
+    "name": "kl-annealing",
+    "method": "grid",
+    "metric": {"name": "val/psnr", "goal": "maximize"},
+    "run_cap": 12,
+    "parameters": {
+        "kl_anneal_type": {"values": ["cyclical", "monotonic", "none"]},
+        "N_dim": {"values": [12, 32]},
+        "tfr": {"distribution": "uniform", "min": 0.0, "max": 1.0},
+        "kl_anneal_cycle": {"values": [4, 10], "when": {"kl_anneal_type": ["cyclical"]}},
+    },
+    "early_terminate": {"type": "hyperband", "min_iter": 2, "eta": 3},
+    "base": {"DR": "data/synth", "num_epoch": 10, "F_dim": 32},
+    "replicates": 1,
+    "workers": 2,
+    "storage": "sqlite:///runs/kl-annealing/study.db",
+    "wandb": {"project": "cvae-sweeps", "mode": "auto"},
+    "output_dir": "runs/kl-annealing",
+}
+"""The example of the sweeps issue, verbatim (key order matters: a ``when`` must follow its parameter)."""
+
+KL_GRID = {
+    "kl_anneal_type": {"values": ["cyclical", "monotonic", "none"]},
+    "N_dim": {"values": [12, 32]},
+    "kl_anneal_cycle": {"values": [4, 10], "when": {"kl_anneal_type": ["cyclical"]}},
+}
+
+
+def write(tmp_path: Path, raw: Any, name: str = "spec.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))  # keep the order: ``when`` depends on it
+    return path
+
+
+def minimal(**overrides: Any) -> dict[str, Any]:
+    """A small valid random-search spec; ``key=DROP`` removes a key."""
+    raw: dict[str, Any] = {"name": "mini", "method": "random", "run_cap": 4, "base": dict(BASE),
+                           "parameters": {"N_dim": {"values": [4, 8]}}}
+    raw.update(overrides)
+    return {k: v for k, v in raw.items() if v is not DROP}
+
+
+def load(tmp_path: Path, **overrides: Any) -> SweepSpec:
+    return load_spec(write(tmp_path, minimal(**overrides)))
+
+
+def error(tmp_path: Path, **overrides: Any) -> str:
+    """The SpecError message of the minimal spec with ``overrides``; it must start with the file's path."""
+    path = write(tmp_path, minimal(**overrides))
+    with pytest.raises(SpecError) as info:
+        load_spec(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: "), message
+    return message
+
+
+# -- the issue's example and the defaults ---------------------------------------------------------------
+
+def test_issue_example_loads(tmp_path: Path) -> None:
+    """The issue's example, made consistent: random search (a grid cannot take a uniform range) and a
+    tfr_sde below num_epoch (the default tfr_sde=10 with num_epoch=10 is a decay that never starts)."""
+    raw = {**ISSUE_EXAMPLE, "method": "random", "base": {**ISSUE_EXAMPLE["base"], "tfr_sde": 2}}
+    spec = load_spec(write(tmp_path, raw))
+    assert (spec.name, spec.method, spec.metric, spec.goal, spec.direction) == (
+        "kl-annealing", "random", "val/psnr", "maximize", "maximize")
+    assert spec.metric_field == "val_psnr"
+    assert spec.run_cap == 12
+    assert [p.name for p in spec.params] == ["kl_anneal_type", "N_dim", "tfr", "kl_anneal_cycle"]
+    kl_type, n_dim, tfr, cycle = spec.params
+    assert (kl_type.distribution, kl_type.values) == ("categorical", ("cyclical", "monotonic", "none"))
+    assert (n_dim.distribution, n_dim.values) == ("categorical", (12, 32))
+    assert (tfr.distribution, tfr.low, tfr.high, tfr.q) == ("uniform", 0.0, 1.0, None)
+    assert (cycle.values, dict(cycle.when)) == ((4, 10), {"kl_anneal_type": ("cyclical",)})
+    assert spec.pruner == {"type": "hyperband", "min_resource": 2, "reduction_factor": 3, "max_resource": "auto"}
+    assert dict(spec.base) == {"DR": "data/synth", "num_epoch": 10, "F_dim": 32, "tfr_sde": 2}
+    assert (spec.replicates, spec.workers) == (1, 2)
+    assert spec.storage == "sqlite:///runs/kl-annealing/study.db"
+    assert dict(spec.wandb) == {"project": "cvae-sweeps", "mode": "auto"}
+    assert spec.output_dir == Path("runs/kl-annealing")
+    assert spec.n_configs() == 12
+
+
+def test_issue_example_verbatim_is_rejected_for_its_grid_over_a_uniform(tmp_path: Path) -> None:
+    path = write(tmp_path, ISSUE_EXAMPLE)
+    with pytest.raises(SpecError, match=r"parameters\.tfr: method grid needs values .* continuous uniform"):
+        load_spec(path)
+
+
+def test_defaults(tmp_path: Path) -> None:
+    spec = load(tmp_path)
+    assert spec.storage == "sqlite:///runs/mini/study.db"
+    assert spec.output_dir == Path("runs/mini")
+    assert dict(spec.wandb) == {"project": "cvae-sweeps", "mode": "auto"}
+    assert (spec.metric, spec.goal, spec.summary) == ("val/psnr", "maximize", "best")
+    assert (spec.replicates, spec.workers, spec.seed, spec.max_retry) == (1, 1, 0, 3)
+    assert (spec.heartbeat_interval, spec.grace_period) == (10, 60)
+    assert spec.pruner == {"type": "none"}
+    assert spec.source == str(tmp_path / "spec.yaml")
+
+
+def test_storage_default_is_under_output_dir(tmp_path: Path) -> None:
+    assert load(tmp_path, output_dir="out/here").storage == "sqlite:///out/here/study.db"
+
+
+def test_load_spec_overrides_storage_and_workers(tmp_path: Path) -> None:
+    url = "postgresql+psycopg2://postgres@127.0.0.1:5432/db"
+    spec = load_spec(write(tmp_path, minimal(workers=2, storage="sqlite:///x.db")), storage=url, workers=5)
+    assert (spec.storage, spec.workers) == (url, 5)
+
+
+@pytest.mark.parametrize(("metric", "goal"), [("val/psnr", "maximize"), ("train/psnr", "maximize"),
+                                               ("val/loss", "minimize"), ("train/kl", "minimize")])
+def test_goal_defaults_from_the_metric(tmp_path: Path, metric: str, goal: str) -> None:
+    spec = load(tmp_path, metric={"name": metric})
+    assert (spec.goal, spec.direction) == (goal, goal)
+
+
+@pytest.mark.parametrize(("method", "expected"), [
+    ("bayes", "tpe"), ("tpe", "tpe"), ("random", "random"), ("grid", "grid"), ("cmaes", "cmaes"), ("gp", "gp"),
+    ("qmc", "qmc"),
+])
+def test_method(tmp_path: Path, method: str, expected: str) -> None:
+    assert load(tmp_path, method=method).method == expected
+
+
+# -- W&B distributions ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("key", "raw", "expected"), [
+    ("N_dim", {"value": 8}, dict(distribution="constant", values=(8,))),
+    ("N_dim", {"distribution": "constant", "value": 8}, dict(distribution="constant", values=(8,))),
+    ("N_dim", {"values": [4, 8]}, dict(distribution="categorical", values=(4, 8))),
+    ("N_dim", {"distribution": "categorical", "values": [4, 8]}, dict(distribution="categorical", values=(4, 8))),
+    ("N_dim", {"distribution": "int_uniform", "min": 4, "max": 32},
+     dict(distribution="int_uniform", low=4, high=32, q=None)),
+    ("N_dim", {"min": 4, "max": 32}, dict(distribution="int_uniform", low=4, high=32, q=None)),
+    ("N_dim", {"distribution": "int_uniform", "min": 4, "max": 32, "q": 4},
+     dict(distribution="int_uniform", low=4, high=32, q=4)),
+    ("lr", {"distribution": "uniform", "min": 0.001, "max": 0.01},
+     dict(distribution="uniform", low=0.001, high=0.01, q=None)),
+    ("lr", {"min": 0.001, "max": 0.01}, dict(distribution="uniform", low=0.001, high=0.01)),
+    ("tfr", {"min": 0, "max": 0.5}, dict(distribution="uniform", low=0.0, high=0.5)),
+    ("tfr", {"distribution": "q_uniform", "min": 0, "max": 1, "q": 0.25},
+     dict(distribution="q_uniform", low=0.0, high=1.0, q=0.25)),
+    ("lr", {"distribution": "log_uniform", "min": -9.2, "max": -4.6},
+     dict(distribution="log_uniform", low=-9.2, high=-4.6)),
+    ("lr", {"distribution": "log_uniform_values", "min": 0.0001, "max": 0.01},
+     dict(distribution="log_uniform_values", low=0.0001, high=0.01)),
+], ids=lambda v: v if isinstance(v, str) else None)
+def test_distribution(tmp_path: Path, key: str, raw: dict, expected: dict) -> None:
+    (param,) = load(tmp_path, parameters={key: raw}).params
+    assert param.name == key
+    for attr, value in expected.items():
+        assert getattr(param, attr) == value, attr
+
+
+@pytest.mark.parametrize("dist", UNSUPPORTED_DISTRIBUTIONS)
+def test_unsupported_wandb_distribution_is_rejected_by_name(tmp_path: Path, dist: str) -> None:
+    raw = {"distribution": dist, "min": 0.001, "max": 0.01, "mu": 0.005, "sigma": 0.001}
+    message = error(tmp_path, parameters={"lr": raw})
+    assert f"parameters.lr.distribution={dist!r} has no Optuna equivalent" in message
+    assert "supported: constant, categorical, int_uniform, uniform" in message
+
+
+def test_unknown_distribution_is_rejected(tmp_path: Path) -> None:
+    message = error(tmp_path, parameters={"lr": {"distribution": "gaussian", "min": 0.1, "max": 0.2}})
+    assert "parameters.lr.distribution='gaussian' is unknown" in message
+
+
+# -- validation: one behaviour per row ------------------------------------------------------------------
+
+VALIDATION_ERRORS = [
+    pytest.param(dict(replicate=2), ["unknown key(s) replicate; valid keys: name, description, method",
+                                     "replicates"], id="unknown-top-level-key"),
+    pytest.param(dict(parameters={"N_dim": {"values": [4], "vals": [8]}}),
+                 ["parameters.N_dim: unknown key(s) vals; valid keys: value, values, distribution, min, max, q, when"],
+                 id="unknown-parameter-key"),
+    pytest.param(dict(parameters={"learning_rate": {"values": [0.1]}}),
+                 ["parameters.learning_rate: 'learning_rate' is not a cvae train key; valid keys:", "lr"],
+                 id="not-a-training-key"),
+    pytest.param(dict(parameters={"N_dim": {"values": []}}), ["parameters.N_dim.values is empty"], id="empty-values"),
+    pytest.param(dict(parameters={"lr": {"min": 0.1, "max": 0.01}}), ["parameters.lr: min=0.1 > max=0.01"],
+                 id="min-above-max"),
+    pytest.param(dict(method="grid", parameters={"lr": {"distribution": "uniform", "min": 0.001, "max": 0.01}}),
+                 ["parameters.lr: method grid needs values", "continuous uniform distribution"], id="grid-uniform"),
+    pytest.param(dict(method="grid", parameters={"lr": {"distribution": "log_uniform_values", "min": 0.001,
+                                                        "max": 0.01}}),
+                 ["parameters.lr: method grid needs values", "continuous log_uniform_values"], id="grid-log-uniform"),
+    pytest.param(dict(parameters={"kl_anneal_type": {"values": ["cyclical", "none"]},
+                                  "kl_anneal_cycle": {"values": [2], "when": {"kl_anneal_typ": ["cyclical"]}}}),
+                 ["parameters.kl_anneal_cycle.when names unknown parameter 'kl_anneal_typ'",
+                  "parameters: kl_anneal_type, kl_anneal_cycle"], id="when-unknown-parameter"),
+    pytest.param(dict(parameters={"kl_anneal_cycle": {"values": [2], "when": {"kl_anneal_type": ["cyclical"]}},
+                                  "kl_anneal_type": {"values": ["cyclical", "none"]}}),
+                 ["parameters.kl_anneal_cycle.when names 'kl_anneal_type', which must be declared above it"],
+                 id="when-declared-below"),
+    pytest.param(dict(parameters={"kl_anneal_type": {"values": ["cyclical", "none"]},
+                                  "kl_anneal_cycle": {"values": [2], "when": {"kl_anneal_type": ["hybrid"]}}}),
+                 ["parameters.kl_anneal_cycle.when: kl_anneal_type never takes ['hybrid']"], id="when-value-never-taken"),
+    pytest.param(dict(run_cap=DROP), ["run_cap is required with method random"], id="run-cap-missing-random"),
+    pytest.param(dict(run_cap=DROP, method="tpe"), ["run_cap is required with method tpe"], id="run-cap-missing-tpe"),
+    pytest.param(dict(run_cap=DROP, method="bayes"), ["run_cap is required with method bayes"],
+                 id="run-cap-missing-bayes"),
+    pytest.param(dict(run_cap=0), ["run_cap=0 must be an integer >= 1"], id="run-cap-zero"),
+    pytest.param(dict(method="bohb"), ["method='bohb' is not one of grid, random, bayes"], id="unknown-method"),
+    pytest.param(dict(storage="redis://localhost/0"), ["storage='redis://localhost/0' must be sqlite:///PATH"],
+                 id="bad-storage-url"),
+    pytest.param(dict(wandb={"mode": "cloud"}), ["wandb.mode='cloud' is not auto, online, offline or disabled"],
+                 id="bad-wandb-mode"),
+    pytest.param(dict(wandb={"project": "p", "team": "x"}), ["wandb: unknown key(s) team; valid keys: project"],
+                 id="unknown-wandb-key"),
+    pytest.param(dict(early_terminate={"type": "envelope", "min_iter": 2}),
+                 ["early_terminate.type='envelope': W&B's only type is hyperband"], id="early-terminate-not-hyperband"),
+    pytest.param(dict(early_terminate={"type": "hyperband"}), ["early_terminate needs min_iter or max_iter"],
+                 id="early-terminate-without-iters"),
+    pytest.param(dict(early_terminate={"type": "hyperband", "min_iter": 2}, pruner={"type": "median"}),
+                 ["give early_terminate (W&B) or pruner (Optuna), not both"], id="early-terminate-and-pruner"),
+    pytest.param(dict(pruner={"type": "asha"}), ["pruner.type='asha' is not one of none, median"], id="bad-pruner"),
+    pytest.param(dict(pruner={"type": "percentile"}), ["pruner.type percentile needs percentile"],
+                 id="percentile-without-percentile"),
+    pytest.param(dict(base={**BASE, "save_root": "runs/x"}), ["base: save_root set by the sweep for every trial"],
+                 id="save-root-in-base"),
+    pytest.param(dict(parameters={"save_root": {"values": ["a", "b"]}}),
+                 ["parameters.save_root: save_root is set by the sweep for every trial"], id="save-root-in-parameters"),
+    pytest.param(dict(parameters={"resume": {"values": [True, False]}}),
+                 ["parameters.resume: resume is set by the sweep"], id="resume-in-parameters"),
+    pytest.param(dict(base={**BASE, "learning_rate": 0.1}), ["base: unknown key(s) learning_rate; valid keys:"],
+                 id="unknown-base-key"),
+    pytest.param(dict(parameters={"lr": {"distribution": "log_uniform_values", "min": 0, "max": 0.1}}),
+                 ["parameters.lr: log_uniform_values needs min > 0"], id="log-uniform-values-min-zero"),
+    pytest.param(dict(parameters={"tfr": {"distribution": "q_uniform", "min": 0, "max": 1}}),
+                 ["parameters.tfr: q_uniform needs q"], id="q-uniform-without-q"),
+    pytest.param(dict(parameters={"N_dim": {"distribution": "int_uniform", "min": 4, "max": 8.5}}),
+                 ["parameters.N_dim: int_uniform needs integer min/max/q"], id="int-uniform-float-bound"),
+    pytest.param(dict(parameters={"N_dim": {"distribution": "uniform"}}),
+                 ["parameters.N_dim: distribution uniform needs min and max"], id="range-without-bounds"),
+    pytest.param(dict(parameters={"N_dim": 8}), ["parameters.N_dim: expected a mapping"], id="bare-parameter-value"),
+    pytest.param(dict(name="my sweep"), ["name='my sweep' is required: letters, digits"], id="bad-name"),
+    pytest.param(dict(heartbeat={"interval": 30, "grace": 30}),
+                 ["heartbeat.grace=30 must be greater than heartbeat.interval=30"], id="grace-not-above-interval"),
+]
+
+
+@pytest.mark.parametrize(("overrides", "expected"), VALIDATION_ERRORS)
+def test_validation_error(tmp_path: Path, overrides: dict, expected: list[str]) -> None:
+    message = error(tmp_path, **overrides)
+    for text in expected:
+        assert text in message
+
+
+def test_several_problems_are_reported_together(tmp_path: Path) -> None:
+    message = error(
+        tmp_path,
+        colour="blue",
+        parameters={"N_dim": {"values": []}, "lr": {"min": 0.1, "max": 0.01}, "learning_rate": {"value": 1}},
+        wandb={"mode": "cloud"},
+        storage="redis://x",
+        run_cap=DROP,
+    )
+    for text in ["unknown key(s) colour", "parameters.N_dim.values is empty", "parameters.lr: min=0.1 > max=0.01",
+                 "'learning_rate' is not a cvae train key", "wandb.mode='cloud'", "storage='redis://x'",
+                 "run_cap is required"]:
+        assert text in message
+    assert message.count(str(tmp_path / "spec.yaml")) == 1, "one message, the file named once"
+
+
+def test_yaml_syntax_error_names_line_and_column(tmp_path: Path) -> None:
+    path = tmp_path / "broken.yaml"
+    path.write_text("name: t\nmethod: random\nparameters:\n  N_dim: {values: [4, 8}\n")
+    with pytest.raises(SpecError) as info:
+        load_spec(path)
+    assert str(info.value).startswith(f"{path}: invalid YAML at line 4, column 24")
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("- a\n- b\n", "a sweep spec must be a mapping"),
+    ("", "a sweep spec must be a mapping"),
+])
+def test_spec_must_be_a_mapping(tmp_path: Path, text: str, expected: str) -> None:
+    path = tmp_path / "spec.yaml"
+    path.write_text(text)
+    with pytest.raises(SpecError, match=expected):
+        load_spec(path)
+
+
+def test_missing_spec_file(tmp_path: Path) -> None:
+    with pytest.raises(SpecError, match=r"nope\.yaml: cannot read sweep spec"):
+        load_spec(tmp_path / "nope.yaml")
+
+
+# -- trial configs cvae train would reject --------------------------------------------------------------
+
+def test_tfr_sde_not_below_num_epoch_is_rejected(tmp_path: Path) -> None:
+    message = error(tmp_path, base={**BASE, "tfr_sde": 4})
+    assert "trials would be rejected by cvae train" in message
+    assert "tfr_sde=4 >= num_epoch=4" in message
+
+
+@pytest.mark.parametrize("fix", [{"tfr": 0.0}, {"tfr_d_step": 0}], ids=["tfr-zero", "no-decay"])
+def test_tfr_sde_not_below_num_epoch_is_fine_without_a_decay(tmp_path: Path, fix: dict) -> None:
+    spec = load(tmp_path, base={**BASE, "tfr_sde": 4, **fix})
+    assert spec.base["tfr_sde"] == 4
+
+
+def test_a_swept_num_epoch_below_tfr_sde_is_rejected(tmp_path: Path) -> None:
+    message = error(tmp_path, method="grid", base={**BASE, "tfr_sde": 3}, parameters={"num_epoch": {"values": [2, 8]}})
+    assert "tfr_sde=3 >= num_epoch=2" in message
+    assert "'num_epoch': 2" in message
+
+
+def test_a_grid_value_out_of_range_is_rejected(tmp_path: Path) -> None:
+    message = error(tmp_path, method="grid", parameters={"tfr": {"values": [0.5, 1.5]}})
+    assert "trials would be rejected by cvae train" in message
+    assert "tfr must be in [0, 1] (got 1.5)" in message
+
+
+def test_a_random_range_beyond_the_valid_one_is_rejected(tmp_path: Path) -> None:
+    message = error(tmp_path, parameters={"tfr": {"distribution": "uniform", "min": 0.5, "max": 1.2}})
+    assert "tfr must be in [0, 1] (got 1.2)" in message
+
+
+def test_a_log_uniform_range_is_checked_at_its_values_not_its_exponents(tmp_path: Path) -> None:
+    # exp(-1) and exp(0) = 1 are valid tfr values, although the exponent -1 is not.
+    spec = load(tmp_path, parameters={"tfr": {"distribution": "log_uniform", "min": -1, "max": 0}})
+    assert spec.params[0].boundary_values() == pytest.approx([math.exp(-1), 1.0])
+    message = error(tmp_path, parameters={"tfr": {"distribution": "log_uniform", "min": -1, "max": 0.5}})
+    assert "tfr must be in [0, 1]" in message
+
+
+def test_a_conditional_value_is_checked_only_where_it_applies(tmp_path: Path) -> None:
+    # tfr=1 with tfr_sde=6 >= num_epoch=4 is rejected, but it only applies with tfr_d_step 0 (no decay).
+    params = {"tfr_d_step": {"values": [0, 0.1]}, "tfr_sde": {"values": [6], "when": {"tfr_d_step": [0]}}}
+    spec = load(tmp_path, method="grid", parameters=params)
+    assert spec.grid() == [{"tfr_d_step": 0, "tfr_sde": 6}, {"tfr_d_step": 0.1}]
+    params["tfr_sde"]["when"] = {"tfr_d_step": [0.1]}
+    assert "tfr_sde=6 >= num_epoch=4" in error(tmp_path, method="grid", parameters=params)
+
+
+# -- grid -----------------------------------------------------------------------------------------------
+
+def test_grid_expands_conditional_branches(tmp_path: Path) -> None:
+    spec = load(tmp_path, method="grid", run_cap=DROP, parameters=KL_GRID)
+    expected = [
+        {"kl_anneal_type": t, "N_dim": n, **({"kl_anneal_cycle": c} if t == "cyclical" else {})}
+        for t in ["cyclical", "monotonic", "none"] for n in [12, 32] for c in ([4, 10] if t == "cyclical" else [None])
+    ]
+    grid = spec.grid()
+    assert len(grid) == 2 * 2 + 2 * 1 + 2 * 1 == 8
+    assert grid == expected
+    assert all(("kl_anneal_cycle" in point) == (point["kl_anneal_type"] == "cyclical") for point in grid)
+    assert spec.n_configs() == 8
+
+
+@pytest.mark.parametrize(("run_cap", "n"), [(DROP, 8), (5, 5), (8, 8), (20, 8)])
+def test_n_configs_of_a_grid_honours_run_cap(tmp_path: Path, run_cap: Any, n: int) -> None:
+    assert load(tmp_path, method="grid", run_cap=run_cap, parameters=KL_GRID).n_configs() == n
+
+
+@pytest.mark.parametrize("method", ["random", "tpe", "qmc"])
+def test_n_configs_of_a_search_is_run_cap(tmp_path: Path, method: str) -> None:
+    assert load(tmp_path, method=method, run_cap=7, parameters=KL_GRID).n_configs() == 7
+
+
+@pytest.mark.parametrize(("raw", "values"), [
+    ({"distribution": "int_uniform", "min": 4, "max": 16, "q": 4}, [4, 8, 12, 16]),
+    ({"min": 4, "max": 7}, [4, 5, 6, 7]),
+    ({"value": 12}, [12]),
+    ({"values": [12, 12, 32]}, [12, 32]),
+])
+def test_grid_values_of_finite_distributions(tmp_path: Path, raw: dict, values: list) -> None:
+    spec = load(tmp_path, method="grid", parameters={"N_dim": raw})
+    assert spec.grid() == [{"N_dim": v} for v in values]
+
+
+def test_grid_of_a_q_uniform_is_its_q_steps(tmp_path: Path) -> None:
+    spec = load(tmp_path, method="grid", parameters={"tfr": {"distribution": "q_uniform", "min": 0, "max": 1,
+                                                             "q": 0.25}})
+    assert [p["tfr"] for p in spec.grid()] == pytest.approx([0.0, 0.25, 0.5, 0.75, 1.0])
+
+
+def test_grid_is_a_product_in_spec_order(tmp_path: Path) -> None:
+    spec = load(tmp_path, method="grid", parameters={"N_dim": {"values": [4, 8]}, "lr": {"values": [0.1, 0.01]},
+                                                     "F_dim": {"value": 16}})
+    assert spec.grid() == [{"N_dim": n, "lr": lr, "F_dim": 16} for n in [4, 8] for lr in [0.1, 0.01]]
+
+
+# -- trial configs --------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("base_seed", "replicate", "seed"), [(None, 0, 1), (None, 2, 3), (7, 0, 7), (7, 3, 10)])
+def test_trial_config(tmp_path: Path, base_seed: int | None, replicate: int, seed: int) -> None:
+    base = {**BASE, "lr": 0.002} if base_seed is None else {**BASE, "lr": 0.002, "seed": base_seed}
+    spec = load(tmp_path, base=base, parameters={"N_dim": {"values": [4, 8]}, "lr": {"values": [0.01]}})
+    cfg = spec.trial_config({"N_dim": 8, "lr": 0.01}, save_root=tmp_path / "t1", replicate=replicate)
+    assert isinstance(cfg, ExperimentConfig)
+    assert cfg.model.N_dim == 8 and cfg.optim.lr == 0.01  # params win over base
+    assert cfg.model.F_dim == 16 and cfg.run.num_epoch == 4 and cfg.data.DR == "data"  # base kept
+    assert cfg.run.seed == seed
+    assert cfg.run.save_root == str(tmp_path / "t1")
+    assert cfg.run.resume is True
+    assert cfg.run.progress is False
+    assert cfg.run.num_threads is None
+
+
+def test_trial_config_num_threads(tmp_path: Path) -> None:
+    cfg = load(tmp_path).trial_config({"N_dim": 4}, save_root="x", num_threads=2)
+    assert cfg.run.num_threads == 2
+
+
+def test_every_grid_point_is_a_valid_trial_config(tmp_path: Path) -> None:
+    spec = load(tmp_path, method="grid", parameters=KL_GRID)
+    configs = [spec.trial_config(p, save_root=tmp_path / str(i)) for i, p in enumerate(spec.grid())]
+    assert [c.schedule.kl_anneal_type for c in configs].count("cyclical") == 4
+    assert {(c.schedule.kl_anneal_cycle, c.model.N_dim) for c in configs
+            if c.schedule.kl_anneal_type == "cyclical"} == {(4, 12), (10, 12), (4, 32), (10, 32)}
+
+
+# -- base as a file -------------------------------------------------------------------------------------
+
+def test_base_path_is_relative_to_the_spec_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "specs" / "configs").mkdir(parents=True)
+    (tmp_path / "specs" / "configs" / "base.yaml").write_text(yaml.safe_dump({**BASE, "lr": 0.003}))
+    path = write(tmp_path / "specs", minimal(base="configs/base.yaml"))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    spec = load_spec(path)
+    assert dict(spec.base) == {**BASE, "lr": 0.003}
+    assert spec.trial_config({"N_dim": 8}, save_root="x").optim.lr == 0.003
+
+
+def test_base_path_absolute(tmp_path: Path) -> None:
+    base = tmp_path / "base.yaml"
+    base.write_text(yaml.safe_dump(BASE))
+    (tmp_path / "specs").mkdir()
+    assert dict(load_spec(write(tmp_path / "specs", minimal(base=str(base)))).base) == BASE
+
+
+def test_missing_base_file_is_reported(tmp_path: Path) -> None:
+    message = error(tmp_path, base="configs/none.yaml")
+    assert f"base: {tmp_path / 'configs' / 'none.yaml'}: cannot read config file" in message
+
+
+def test_base_file_setting_save_root_is_rejected(tmp_path: Path) -> None:
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump({**BASE, "save_root": "runs/small"}))
+    assert "base: save_root set by the sweep" in error(tmp_path, base="base.yaml")
+
+
+# -- bugs: a spec that loads must run ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("key, raw", [
+    ("N_dim", {"distribution": "uniform", "min": 4, "max": 32}),
+    ("N_dim", {"min": 4.0, "max": 32.0}),
+    ("batch_size", {"distribution": "log_uniform_values", "min": 1, "max": 8}),
+])
+def test_a_continuous_range_over_an_integer_key_is_rejected_or_yields_valid_trials(
+        tmp_path: Path, key: str, raw: dict) -> None:
+    try:
+        spec = load(tmp_path, parameters={key: raw})
+    except SpecError as err:
+        assert f"parameters.{key}" in str(err)
+        return
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(20):
+        spec.trial_config(suggest_all(study.ask(), spec), save_root=tmp_path / "t")
+
+
+def test_a_bad_base_seed_is_a_spec_error(tmp_path: Path) -> None:
+    message = error(tmp_path, base={**BASE, "seed": "abc"})
+    assert "seed" in message
+
+
+def test_a_categorical_over_a_list_valued_key(tmp_path: Path) -> None:
+    # Optuna's categorical choices are scalars: lists are refused clearly, strings are the way.
+    message = error(tmp_path, method="grid", parameters={"lr_milestones": {"values": [[2, 5], [3]]}})
+    assert "parameters.lr_milestones.values must be scalars" in message and "'2,5'" in message
+    spec = load(tmp_path, method="grid", parameters={"lr_milestones": {"values": ["2,5", "3"]}})
+    assert len(spec.grid()) == 2
+    assert spec.trial_config(spec.grid()[0], save_root="x").optim.lr_milestones == (2, 5)
+
+
+def test_a_conditional_on_a_middle_value_of_a_long_categorical_is_checked(tmp_path: Path) -> None:
+    params = {"N_dim": {"values": list(range(4, 24))}, "tfr": {"values": [1.5], "when": {"N_dim": [10]}}}
+    assert "tfr must be in [0, 1] (got 1.5)" in error(tmp_path, parameters=params)
+
+
+@pytest.mark.parametrize("overrides", [
+    dict(pruner={"type": "median", "reduction_factor": 3}),
+    dict(pruner={"type": "successive_halving", "percentile": 25}),
+    dict(method="tpe", sampler={"scramble": True}),
+    dict(method="gp", sampler={"constant_liar": True}),
+], ids=["median-reduction_factor", "successive_halving-percentile", "tpe-scramble", "gp-constant_liar"])
+def test_pruner_and_sampler_options_are_checked_for_their_type(tmp_path: Path, overrides: dict) -> None:
+    try:
+        spec = load(tmp_path, **overrides)
+    except SpecError as err:
+        assert ("pruner" if "pruner" in overrides else "sampler") in str(err)
+        return
+    make_pruner(spec, num_epoch=4)
+    make_sampler(spec)
