@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv demo test test-fast lint clean
+.PHONY: venv demo train-small test test-fast lint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,8 +14,12 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-## The main job: generate the dancing-figure dataset, train a small model, test it.
+## The main job: the quickstart sweep (generates its dataset; SQLite study, offline W&B without credentials).
 demo: $(STAMP)
+	$(BIN)/cvae sweep run sweeps/configs/quickstart.yaml
+
+## Train and test one small model (no sweep).
+train-small: $(STAMP)
 	$(BIN)/cvae data synth --out data/synth
 	$(BIN)/cvae train --config configs/small.yaml
 	$(BIN)/cvae test --DR data/synth --save_root runs/small/test --ckpt_path runs/small/best.ckpt
@@ -32,4 +36,4 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 
 clean:
-	rm -rf $(VENV) data/synth runs
+	rm -rf $(VENV) data runs wandb

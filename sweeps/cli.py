@@ -170,7 +170,8 @@ def _final_report(spec, study) -> None:
 
     from sweeps.report import best_config_text, rows, summary_line, trials_table
 
-    console = Console()
+    # Off a terminal (a log file, CI) rich would wrap at 80 columns; a log can be wide.
+    console = Console(width=None if sys.stdout.isatty() else 200)
     console.print(trials_table(spec, study, title=f"sweep {spec.name}: trials"))
     console.print(summary_line(spec, study, spec.workers))
     console.print(best_config_text(spec, study))
@@ -253,7 +254,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
         spec, study = _open_existing(args)
     except (SpecError, StorageError, ValueError) as err:
         return fail("sweep status", str(err))
-    Console().print(trials_table(spec, study))
+    Console(width=None if sys.stdout.isatty() else 200).print(trials_table(spec, study))
     print(summary_line(spec, study, spec.workers))
     return 0
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import optuna
 
+from core.config import FLAT_KEYS
 from sweeps.spec import Param, SweepSpec, _is_int_key
 
 
@@ -24,7 +25,7 @@ def suggest(trial: optuna.Trial, param: Param) -> Any:
     if d == "q_uniform":
         return trial.suggest_float(param.name, param.low, param.high, step=param.q)
     if d == "log_uniform_values":
-        if _is_int_key(param.name):
+        if param.name in FLAT_KEYS and _is_int_key(param.name):
             return trial.suggest_int(param.name, int(param.low), int(param.high), log=True)
         return trial.suggest_float(param.name, param.low, param.high, log=True)
     if d == "log_uniform":  # W&B: min and max are natural-log exponents

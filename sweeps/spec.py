@@ -45,7 +45,7 @@ TOP_KEYS = (
     "name", "description", "method", "metric", "run_cap", "parameters", "early_terminate", "pruner", "sampler",
     "base", "replicates", "workers", "storage", "wandb", "output_dir", "synth", "heartbeat", "max_retry", "seed",
 )
-PARAM_KEYS = ("value", "values", "distribution", "min", "max", "q", "when")
+PARAM_KEYS = ("value", "values", "distribution", "min", "max", "q", "when", "sets")
 
 
 class SpecError(ValueError):
@@ -64,6 +64,8 @@ class Param:
     high: float | None = None
     q: float | None = None
     when: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)
+    sets: Mapping[str, Mapping[str, Any]] | None = None
+    """A named choice (ours): each value names a group of training keys it sets, e.g. TF1 -> tfr, tfr_sde."""
 
     @property
     def is_finite(self) -> bool:
@@ -158,7 +160,12 @@ class SweepSpec:
                      num_threads: int | None = None) -> ExperimentConfig:
         """The full training config of one trial: base < params < what the sweep owns."""
         flat = dict(self.base)
-        flat.update(params)
+        bundles = {p.name: p.sets for p in self.params if p.sets}
+        for name, value in params.items():
+            if name in bundles:
+                flat.update(bundles[name][value])
+            else:
+                flat[name] = value
         flat.update(save_root=str(save_root), resume=True, progress=False)
         if num_threads:
             flat["num_threads"] = num_threads
@@ -240,6 +247,9 @@ def _parse_param(where: str, name: str, raw: Any, errors: list[str]) -> Param | 
         if not values:
             errors.append(f"{where}.values is empty")
             return None
+        sets = raw.get("sets")
+        if sets is not None:
+            return _parse_sets(where, name, values, sets, when, errors)
         lists = [v for v in values if not (v is None or isinstance(v, bool | int | float | str))]
         if lists:
             errors.append(f"{where}.values must be scalars (Optuna's categorical choices), not {lists[0]!r}; "
@@ -269,6 +279,31 @@ def _parse_param(where: str, name: str, raw: Any, errors: list[str]) -> Param | 
         errors.append(f"{where}: log_uniform_values needs min > 0 (got {raw['min']})")
         return None
     return Param(name, dist, (), low, high, q, when)
+
+
+def _parse_sets(where: str, name: str, values: list, sets: Any, when: dict, errors: list[str]) -> Param | None:
+    if not isinstance(sets, Mapping):
+        errors.append(f"{where}.sets must map each value to the training keys it sets, got {sets!r}")
+        return None
+    ok = True
+    for value in values:
+        if not isinstance(value, str) or value not in sets:
+            errors.append(f"{where}.sets has no entry for value {value!r}")
+            ok = False
+    for choice, keys in sets.items():
+        if not isinstance(keys, Mapping) or not keys:
+            errors.append(f"{where}.sets.{choice} must be a mapping of training keys, got {keys!r}")
+            ok = False
+            continue
+        bad = sorted(set(keys) - set(FLAT_KEYS))
+        owned = sorted(set(keys) & set(OWNED_KEYS))
+        if bad:
+            errors.append(f"{where}.sets.{choice}: unknown training key(s) {', '.join(bad)}")
+            ok = False
+        if owned:
+            errors.append(f"{where}.sets.{choice}: {', '.join(owned)} set by the sweep for every trial")
+            ok = False
+    return Param(name, "categorical", tuple(values), when=when, sets={k: dict(v) for k, v in sets.items()}) if ok else None
 
 
 def _mapping(where: str, raw: Any, allowed: tuple[str, ...], errors: list[str]) -> dict[str, Any]:
@@ -346,8 +381,13 @@ def parse_spec(raw: Mapping[str, Any], *, source: str = "spec", base_dir: Path =
         raw_params = {}
     for pname, praw in raw_params.items():
         where = f"parameters.{pname}"
-        if pname not in FLAT_KEYS:
-            errors.append(f"{where}: {pname!r} is not a cvae train key; valid keys: {', '.join(sorted(FLAT_KEYS))}")
+        is_bundle = isinstance(praw, Mapping) and "sets" in praw
+        if pname not in FLAT_KEYS and not is_bundle:
+            errors.append(f"{where}: {pname!r} is not a cvae train key (or a named choice with sets:); "
+                          f"valid keys: {', '.join(sorted(FLAT_KEYS))}")
+            continue
+        if pname in FLAT_KEYS and is_bundle:
+            errors.append(f"{where}: a named choice with sets: needs a name that is not a training key")
             continue
         if pname in OWNED_KEYS:
             errors.append(f"{where}: {pname} is set by the sweep for every trial")
@@ -355,11 +395,11 @@ def parse_spec(raw: Mapping[str, Any], *, source: str = "spec", base_dir: Path =
         param = _parse_param(where, pname, praw, errors)
         if param is None:
             continue
-        if _is_int_key(pname) and param.distribution in ("uniform", "q_uniform", "log_uniform"):
+        if pname in FLAT_KEYS and _is_int_key(pname) and param.distribution in ("uniform", "q_uniform", "log_uniform"):
             errors.append(f"{where}: {pname} is an integer; use int_uniform, log_uniform_values with integer "
                           f"min/max, or values (not {param.distribution})")
             continue
-        if _is_int_key(pname) and param.distribution == "log_uniform_values" and not (
+        if pname in FLAT_KEYS and _is_int_key(pname) and param.distribution == "log_uniform_values" and not (
                 float(param.low).is_integer() and float(param.high).is_integer()):
             errors.append(f"{where}: {pname} is an integer; log_uniform_values needs integer min/max")
             continue
@@ -526,5 +566,6 @@ def dump_spec_summary(spec: SweepSpec) -> str:
         "name": spec.name, "method": spec.method, "metric": {"name": spec.metric, "goal": spec.goal},
         "run_cap": spec.run_cap, "replicates": spec.replicates, "workers": spec.workers,
         "parameters": {p.name: (list(p.values) if p.values else [p.low, p.high]) for p in spec.params},
+        "sets": {p.name: dict(p.sets) for p in spec.params if p.sets},
         "base": dict(spec.base), "output_dir": str(spec.output_dir),
     }, sort_keys=False)

@@ -200,7 +200,7 @@ VALIDATION_ERRORS = [
                  ["parameters.N_dim: unknown key(s) vals; valid keys: value, values, distribution, min, max, q, when"],
                  id="unknown-parameter-key"),
     pytest.param(dict(parameters={"learning_rate": {"values": [0.1]}}),
-                 ["parameters.learning_rate: 'learning_rate' is not a cvae train key; valid keys:", "lr"],
+                 ["parameters.learning_rate: 'learning_rate' is not a cvae train key", "valid keys:", "lr"],
                  id="not-a-training-key"),
     pytest.param(dict(parameters={"N_dim": {"values": []}}), ["parameters.N_dim.values is empty"], id="empty-values"),
     pytest.param(dict(parameters={"lr": {"min": 0.1, "max": 0.01}}), ["parameters.lr: min=0.1 > max=0.01"],
@@ -521,3 +521,31 @@ def test_pruner_and_sampler_options_are_checked_for_their_type(tmp_path: Path, o
         return
     make_pruner(spec, num_epoch=4)
     make_sampler(spec)
+
+
+# -- named choices (sets:): one value sets several training keys, as the reports' TF1/TF2/KL4 do ----------
+TF_SETS = {"TF1": {"tfr": 1.0, "tfr_sde": 0, "tfr_d_step": 0.1}, "TF2": {"tfr": 0.5, "tfr_sde": 2, "tfr_d_step": 0.05},
+           "TF3": {"tfr": 0.0}}
+
+
+def test_named_choice_sets_its_keys_in_the_trial_config(tmp_path: Path) -> None:
+    spec = load(tmp_path, method="grid", parameters={
+        "tf": {"values": ["TF1", "TF2", "TF3"], "sets": TF_SETS}, "N_dim": {"values": [4, 8]}})
+    assert len(spec.grid()) == 6 and spec.grid()[0] == {"tf": "TF1", "N_dim": 4}
+    cfg = spec.trial_config({"tf": "TF2", "N_dim": 8}, save_root="x")
+    assert (cfg.schedule.tfr, cfg.schedule.tfr_sde, cfg.schedule.tfr_d_step, cfg.model.N_dim) == (0.5, 2, 0.05, 8)
+
+
+@pytest.mark.parametrize(("param", "fragment"), [
+    ({"values": ["TF1", "TF9"], "sets": TF_SETS}, "parameters.tf.sets has no entry for value 'TF9'"),
+    ({"values": ["TF1"], "sets": {"TF1": {"learning_rate": 1}}}, "parameters.tf.sets.TF1: unknown training key(s) learning_rate"),
+    ({"values": ["TF1"], "sets": {"TF1": {"save_root": "x"}}}, "parameters.tf.sets.TF1: save_root set by the sweep"),
+    ({"values": ["TF1"], "sets": {"TF1": {"tfr": 1.5}}}, "tfr must be in [0, 1] (got 1.5)"),
+])
+def test_named_choice_errors(tmp_path: Path, param: dict, fragment: str) -> None:
+    assert fragment in error(tmp_path, method="grid", parameters={"tf": param})
+
+
+def test_a_named_choice_may_not_reuse_a_training_key(tmp_path: Path) -> None:
+    assert "needs a name that is not a training key" in error(
+        tmp_path, method="grid", parameters={"tfr": {"values": ["TF1"], "sets": TF_SETS}})
