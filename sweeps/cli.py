@@ -1,4 +1,4 @@
-"""``cvae sweep run | worker | status | best | plan``."""
+"""``cvae sweep run | worker | init | dashboard | status | best | plan``."""
 
 from __future__ import annotations
 
@@ -34,11 +34,26 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     worker = ssub.add_parser("worker", help="join a study from another shell or machine and run trials")
     common(worker)
-    worker.add_argument("--threads", type=int, default=int(os.environ.get("CVAE_THREADS", 0)) or None,
+    worker.add_argument("--threads", type=int, default=int(os.environ.get("CVAE_THREADS") or 0) or None,
                         help="torch CPU threads for this worker's trials (default $CVAE_THREADS, else all cores); "
                         "with N workers on one machine give cores/N: oversubscribed OpenMP threads are ~10x slower")
     worker.add_argument("--max-trials", type=int, help="stop after this many trials")
     worker.set_defaults(func=_cmd_worker)
+
+    init = ssub.add_parser("init", help="generate the spec's dataset, create the study and queue its trials; "
+                           "start no worker (then start workers anywhere)")
+    common(init)
+    init.add_argument("--data-only", action="store_true",
+                      help="only generate the spec's dataset (synth:): on each machine without a shared filesystem")
+    init.set_defaults(func=_cmd_init)
+
+    dashboard = ssub.add_parser("dashboard", help="serve optuna-dashboard for the study's storage (127.0.0.1)")
+    common(dashboard)
+    dashboard.add_argument("--host", default="127.0.0.1",
+                           help="address to listen on (default 127.0.0.1: the dashboard has no authentication; "
+                           "from elsewhere use an SSH tunnel)")
+    dashboard.add_argument("--port", type=int, default=8080, help="port (default 8080)")
+    dashboard.set_defaults(func=_cmd_dashboard)
 
     for name, text, func in (("status", "a table of the study's trials", _cmd_status),
                              ("best", "the best trial and its configuration", _cmd_best),
@@ -108,11 +123,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
           flush=True)
     cmd = [sys.executable, "-m", "cvae", "sweep", "worker", str(args.spec), "--storage", spec.storage,
            "--threads", str(threads)]
+    gpus = _local_gpus()
     procs = []
     for i in range(spec.workers):
         fh = open(logs / f"worker-{i}.log", "a")  # noqa: SIM115 - kept open for the child's lifetime
-        procs.append((subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env={**os.environ,
-                                       "CVAE_WORKER": str(i)}), fh))
+        env = {**os.environ, "CVAE_WORKER": str(i)}
+        if gpus:  # one GPU per worker, dealt round-robin when there are more workers than GPUs
+            env["CUDA_VISIBLE_DEVICES"] = gpus[i % len(gpus)]
+        procs.append((subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env), fh))
     interrupted = False
     try:
         _watch(spec, study, [p for p, _ in procs], live=args.live and sys.stdout.isatty())
@@ -142,6 +160,19 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 tails.append(f"worker {i} exited {c}: {last[0] if last else ''}")
         return fail("sweep run", "; ".join(tails), EXIT_FAILED)
     return 0
+
+
+def _local_gpus() -> list[str]:
+    """The GPUs this process may use (``CUDA_VISIBLE_DEVICES`` when set), without initialising CUDA here."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return [g.strip() for g in visible.split(",") if g.strip() and g.strip() != "-1"]
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"], capture_output=True,
+                             text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return [line.strip() for line in out.stdout.splitlines() if line.strip()] if out.returncode == 0 else []
 
 
 def _watch(spec, study, procs, *, live: bool) -> None:
@@ -228,6 +259,51 @@ def _cmd_worker(args: argparse.Namespace) -> int:
         return 130
     log.info("worker done: %d trial(s): %d complete, %d pruned, %d failed", stats.trials, stats.complete,
              stats.pruned, stats.failed)
+    return 0
+
+
+def _cmd_init(args: argparse.Namespace) -> int:
+    import optuna
+
+    from sweeps.runner import open_study
+    from sweeps.storage import mask_url, open_storage
+
+    SpecError, StorageError, SweepError, DatasetError = _errors()
+    _setup_logging()
+    try:
+        spec = _load(args)
+        _prepare_data(spec)
+        if args.data_only:
+            print(f"sweep {spec.name}: dataset ready in {spec.base.get('DR')}", flush=True)
+            return 0
+        study = open_study(spec, open_storage(spec), fill_queue=True)
+    except (SpecError, StorageError, SweepError, DatasetError, ValueError) as err:
+        return fail("sweep init", str(err))
+    spec.output_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(args.spec, spec.output_dir / "spec.yaml")
+    queued = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)))
+    print(f"sweep {spec.name}: study ready in {mask_url(spec.storage)}, {queued} trial(s) queued; start workers "
+          f"with `cvae sweep worker {args.spec} --storage URL`", flush=True)
+    return 0
+
+
+def _cmd_dashboard(args: argparse.Namespace) -> int:
+    from sweeps.dashboard import serve_dashboard
+
+    SpecError, StorageError, SweepError, DatasetError = _errors()
+    # `docker stop`, `kill`: stop serving like Ctrl-C (exit 0), not with a traceback.
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        spec = _load(args)
+        serve_dashboard(spec, storage_url=args.storage, host=args.host, port=args.port)
+    except (SpecError, StorageError) as err:
+        return fail("sweep dashboard", str(err))
+    except OSError as err:
+        return fail("sweep dashboard", f"cannot listen on {args.host}:{args.port}: {err.strerror or err}")
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     return 0
 
 

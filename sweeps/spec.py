@@ -439,6 +439,9 @@ def parse_spec(raw: Mapping[str, Any], *, source: str = "spec", base_dir: Path =
     if grace <= interval:
         errors.append(f"heartbeat.grace={grace} must be greater than heartbeat.interval={interval}")
 
+    if isinstance(raw.get("storage"), str) and re.search(r"://[^:/@]+:[^@]+@", raw["storage"]):
+        errors.append("storage: the spec must not hold a password (it is committed with the spec); set "
+                      "CVAE_DB_PASSWORD or CVAE_DB_PASSWORD_FILE, or use PGPASSWORD / ~/.pgpass")
     output_dir = Path(str(raw.get("output_dir") or f"runs/{name}"))
     storage_url = storage or raw.get("storage") or f"sqlite:///{output_dir / 'study.db'}"
     if not isinstance(storage_url, str) or not re.match(r"^(sqlite|postgresql(\+\w+)?|mysql(\+\w+)?|journal):", storage_url):

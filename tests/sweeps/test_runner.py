@@ -263,9 +263,11 @@ def test_two_workers_on_postgresql_started_before_the_study_exists(tiny_dataset,
 
 def test_unreachable_storage_fails_fast_with_the_password_masked(tiny_dataset, tmp_path, env):
     url = "postgresql+psycopg2://cvae:s3cret@127.0.0.1:1/sweeps"
-    spec_path = write_spec(tmp_path, tiny_dataset, storage=url)
+    refused = cvae("sweep", "run", str(write_spec(tmp_path, tiny_dataset, storage=url)), env=env)
+    assert refused.returncode == 2 and "must not hold a password" in refused.stderr and "s3cret" not in refused.stderr
+    spec_path = write_spec(tmp_path, tiny_dataset)  # a password may come on the command line, never in the spec
     t0 = time.monotonic()
-    done = cvae("sweep", "run", str(spec_path), env=env, timeout=120)
+    done = cvae("sweep", "run", str(spec_path), "--storage", url, env=env, timeout=120)
     assert done.returncode == 2
     assert time.monotonic() - t0 < 45
     line = done.stderr.strip().splitlines()[-1]
@@ -316,3 +318,12 @@ def test_journal_storage_runs_a_sweep(tiny_dataset, tmp_path, env):
     study = open_study(spec, open_storage(spec), fill_queue=True)
     run_worker(spec)
     assert [t.state for t in study.get_trials()] == [TrialState.COMPLETE]
+
+
+def test_local_workers_get_one_gpu_each(monkeypatch):
+    from sweeps.cli import _local_gpus
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
+    assert _local_gpus() == ["2", "3"]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "-1")
+    assert _local_gpus() == []

@@ -549,3 +549,10 @@ def test_named_choice_errors(tmp_path: Path, param: dict, fragment: str) -> None
 def test_a_named_choice_may_not_reuse_a_training_key(tmp_path: Path) -> None:
     assert "needs a name that is not a training key" in error(
         tmp_path, method="grid", parameters={"tfr": {"values": ["TF1"], "sets": TF_SETS}})
+
+
+def test_a_password_in_the_spec_is_refused(tmp_path: Path) -> None:
+    message = error(tmp_path, storage="postgresql+psycopg2://cvae:hunter2@db/sweeps")
+    assert "must not hold a password" in message and "CVAE_DB_PASSWORD" in message
+    assert "hunter2" not in message
+    assert load(tmp_path, storage="postgresql+psycopg2://cvae@db/sweeps").storage.endswith("cvae@db/sweeps")
