@@ -10,14 +10,16 @@ from collections.abc import Sequence
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cvae",
-        description="Pose-conditioned video prediction (the Lab-4 cVAE): data, training, testing, sweeps.",
+        description="Pose-conditioned video prediction (the Lab-4 cVAE): data, training, testing, sweeps, analysis.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    from analysis.cli import register as register_analysis
     from core.cli import register as register_core
     from sweeps.cli import register as register_sweeps
 
     register_core(sub)
     register_sweeps(sub)
+    register_analysis(sub)
     return parser
 
 

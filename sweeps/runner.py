@@ -329,7 +329,8 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, spec: SweepSpec, *, num_
         record["started"] = json.loads(trial_json.read_text()).get("started", record["started"])
     write_trial_record(trial_json, record)
     config = {**cfg.to_flat(), **{f"param/{k}": v for k, v in params.items()}, "study": spec.name,
-              "trial": trial.number, "run_key": key, "replicate": replicate, "config_id": cid}
+              "trial": trial.number, "run_key": key, "replicate": replicate, "config_id": cid,
+              "sweep_metric": spec.metric, "sweep_goal": spec.goal}
     tracker, mode = make_tracker(spec, study, key, trial, config, params)
     record["wandb_mode"] = mode
     callback = TrialCallback(trial, spec, tracker)

@@ -1,0 +1,353 @@
+"""Loaders: run records, an Optuna study, or W&B runs (online or offline folders) -> one set of tidy tables.
+
+Every loader returns a :class:`SweepData` with three DataFrames:
+
+- ``runs``: one row per trial chain. Columns: ``run`` (``t0003``), ``trial``, ``state`` (complete, pruned,
+  failed, running, waiting), ``value`` (the sweep metric), ``best_epoch``, ``epochs_done``, ``duration_s``,
+  ``replicate``, ``config_id`` (replicates share it), ``label`` (the swept values, e.g. ``TF1`` or
+  ``kl_anneal_type=none, N_dim=12``), ``reason``, then every swept parameter and every training config key
+  that is known, as its own column (``tfr``, ``N_dim``, ``kl_anneal_type``, ...).
+- ``epochs``: one row per run and epoch: ``run``, ``epoch`` and the metrics of ``metrics.csv``
+  (``train_loss``, ``val_psnr``, ``beta``, ``tfr``, ...); a source that lacks a metric lacks its column.
+- ``frames``: one row per run, epoch and predicted frame of the validation rollout: ``run``, ``epoch``,
+  ``frame``, ``psnr``.
+
+Analysis never imports the trainer: it reads files, a database, or the W&B API.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+# The training config's key names only (no torch): they tell a named choice (TF1) from a training key.
+from core.config import FLAT_KEYS
+
+RUN_COLUMNS = ["run", "trial", "state", "value", "best_epoch", "epochs_done", "duration_s", "replicate",
+               "config_id", "label", "reason"]
+WANDB_TO_LOCAL = {
+    "train/loss": "train_loss", "train/mse": "train_mse", "train/kl": "train_kl", "train/psnr": "train_psnr",
+    "val/psnr": "val_psnr", "val/loss": "val_loss", "schedule/beta": "beta", "schedule/tfr": "tfr", "lr": "lr",
+    "perf/frames_per_s": "frames_per_s",
+}
+METRIC_FIELDS = {v_key: local for v_key, local in WANDB_TO_LOCAL.items() if "/" in v_key}
+
+
+class AnalysisError(ValueError):
+    """A source that cannot be read or holds no runs; the message names it."""
+
+
+@dataclass
+class SweepData:
+    """The tidy tables of one sweep and what is known about it."""
+
+    runs: pd.DataFrame
+    epochs: pd.DataFrame
+    frames: pd.DataFrame
+    params: list[str]
+    """Swept parameters whose values differ between runs, in spec order."""
+    name: str = "sweep"
+    metric: str = "val/psnr"
+    goal: str = "maximize"
+    source: str = ""
+    spec: dict[str, Any] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def metric_field(self) -> str:
+        return METRIC_FIELDS.get(self.metric, self.metric.replace("/", "_"))
+
+    def is_empty(self) -> bool:
+        return self.runs.empty
+
+
+def _label(params: dict[str, Any]) -> str:
+    """A configuration's name: a named choice (TF1) alone, training keys as key=value."""
+    parts = []
+    for key, value in params.items():
+        parts.append(str(value) if key not in FLAT_KEYS else f"{key}={value}")
+    return ", ".join(parts) if parts else "base"
+
+
+def _varying(runs: pd.DataFrame, names: list[str]) -> list[str]:
+    out = []
+    for name in names:
+        if name in runs and runs[name].astype(str).nunique(dropna=False) > 1:
+            out.append(name)
+    return out
+
+
+def _finish(runs_rows: list[dict], epochs_rows: list[dict], frames_rows: list[dict], param_order: list[str],
+            **kw: Any) -> SweepData:
+    runs = pd.DataFrame(runs_rows)
+    if runs.empty:
+        runs = pd.DataFrame(columns=RUN_COLUMNS)
+    for col in RUN_COLUMNS:
+        if col not in runs:
+            runs[col] = None
+    params = _varying(runs, param_order)
+    runs["label"] = [
+        _label({p: row[p] for p in params if p in row and not _missing(row[p])})
+        for _, row in runs.iterrows()
+    ]
+    runs = runs.sort_values(["trial", "run"], na_position="last", kind="stable").reset_index(drop=True)
+    epochs = pd.DataFrame(epochs_rows, columns=None if epochs_rows else ["run", "epoch"])
+    frames = pd.DataFrame(frames_rows, columns=None if frames_rows else ["run", "epoch", "frame", "psnr"])
+    if not epochs.empty:
+        epochs = epochs.sort_values(["run", "epoch"], kind="stable").reset_index(drop=True)
+    if not frames.empty:
+        frames = frames.sort_values(["run", "epoch", "frame"], kind="stable").reset_index(drop=True)
+    return SweepData(runs=runs, epochs=epochs, frames=frames, params=params, **kw)
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+# -- local run records --------------------------------------------------------------------------------------
+def _read_csv(path: Path) -> pd.DataFrame:
+    try:
+        return pd.read_csv(path)
+    except (pd.errors.EmptyDataError, FileNotFoundError):
+        return pd.DataFrame()
+
+
+def load_local(runs_dir: str | os.PathLike) -> SweepData:
+    """A sweep's ``output_dir`` (``t0000/``, ... with ``trial.json``), or a single ``cvae train`` save_root.
+
+    Runs still running or killed show their state from ``trial.json`` (``running``) and whatever epochs they
+    recorded; a folder without ``trial.json`` (plain ``cvae train``) is a ``complete`` run if its last epoch
+    reached ``num_epoch``, else ``running``.
+
+    Raises:
+        AnalysisError: the folder does not exist or holds no run.
+    """
+    root = Path(runs_dir)
+    if not root.is_dir():
+        raise AnalysisError(f"{root}: no such folder")
+    spec = None
+    if (root / "spec.yaml").is_file():
+        spec = yaml.safe_load((root / "spec.yaml").read_text())
+    folders = sorted(p for p in root.iterdir() if p.is_dir() and ((p / "trial.json").is_file() or (p / "metrics.csv").is_file()))
+    if not folders and (root / "metrics.csv").is_file():
+        folders = [root]
+    if not folders:
+        raise AnalysisError(f"{root}: no runs (no t*/trial.json or metrics.csv): is it a sweep's output_dir?")
+    runs_rows, epochs_rows, frames_rows = [], [], []
+    param_order: list[str] = [str(k) for k in (spec or {}).get("parameters", {})]
+    metric, goal = "val/psnr", "maximize"
+    if spec and isinstance(spec.get("metric"), dict):
+        metric = spec["metric"].get("name", metric)
+        goal = spec["metric"].get("goal", "maximize" if metric.endswith("psnr") else "minimize")
+    for folder in folders:
+        run = folder.name if folder != root else root.name
+        config = yaml.safe_load((folder / "config.yaml").read_text()) if (folder / "config.yaml").is_file() else {}
+        epochs = _read_csv(folder / "metrics.csv")
+        record = json.loads((folder / "trial.json").read_text()) if (folder / "trial.json").is_file() else None
+        if record is None:
+            done = not epochs.empty and int(epochs["epoch"].max()) + 1 >= int(config.get("num_epoch", 0) or 0)
+            field_name = METRIC_FIELDS.get(metric, "val_psnr")
+            values = epochs[field_name].dropna() if field_name in epochs else pd.Series(dtype=float)
+            best = values.idxmax() if goal == "maximize" and not values.empty else (values.idxmin() if not values.empty else None)
+            record = {"trial_number": None, "state": "complete" if done else "running", "params": {},
+                      "value": float(values[best]) if best is not None else None,
+                      "best_epoch": int(epochs.loc[best, "epoch"]) if best is not None else None,
+                      "epochs_done": len(epochs), "duration_s": float(epochs["epoch_seconds"].sum())
+                      if "epoch_seconds" in epochs else None, "replicate": 0, "config_id": run, "reason": ""}
+        else:
+            metric, goal = record.get("metric", metric), record.get("goal", goal)
+        params = record.get("params") or {}
+        for key in params:
+            if key not in param_order:
+                param_order.append(key)
+        row = {**config, **params, "run": run, "trial": record.get("trial_number"), "state": record.get("state"),
+               "value": record.get("value"), "best_epoch": record.get("best_epoch"),
+               "epochs_done": record.get("epochs_done", len(epochs)), "duration_s": record.get("duration_s"),
+               "replicate": record.get("replicate", 0), "config_id": record.get("config_id"),
+               "reason": record.get("reason", ""), "wandb_run_id": record.get("wandb_run_id"),
+               "run_dir": str(folder)}
+        runs_rows.append(row)
+        for rec in epochs.to_dict("records"):
+            epochs_rows.append({"run": run, **rec})
+        frames = _read_csv(folder / "psnr_per_frame.csv")
+        for rec in frames.to_dict("records"):
+            frames_rows.append({"run": run, **rec})
+    name = (spec or {}).get("name") or root.name
+    return _finish(runs_rows, epochs_rows, frames_rows, param_order, name=name, metric=metric,
+                   goal=goal, source=str(root), spec=spec)
+
+
+# -- Optuna storage -------------------------------------------------------------------------------------------
+OPTUNA_STATES = {"COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "failed", "RUNNING": "running",
+                 "WAITING": "waiting"}
+
+
+def load_optuna(storage: str, study: str) -> SweepData:
+    """States, parameters, values and intermediate values (the metric per epoch) from the study itself.
+
+    Retried trials are folded into their chain (the run of the first trial): the latest attempt's state
+    wins and intermediate values of every attempt are kept. Optuna holds no per-frame PSNR: ``frames`` is empty.
+
+    Raises:
+        AnalysisError: the storage cannot be opened or the study does not exist.
+    """
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        st = optuna.load_study(study_name=study, storage=storage)
+    except KeyError:
+        raise AnalysisError(f"{_mask(storage)}: no study named {study!r}") from None
+    except Exception as err:  # noqa: BLE001 - SQLAlchemy's many errors become one message
+        raise AnalysisError(f"{_mask(storage)}: cannot open the study storage ({str(err).splitlines()[0]})") from None
+    spec_attrs = st.user_attrs.get("cvae:spec", {})
+    metric = spec_attrs.get("metric", "val/psnr")
+    field_name = METRIC_FIELDS.get(metric, "val_psnr")
+    chains: dict[int, list] = {}
+    for t in st.get_trials(deepcopy=False):
+        if t.state.name == "WAITING" and "failed_trial" in t.system_attrs:
+            continue  # a queued retry: its chain's row already says what happened
+        chains.setdefault(int(t.system_attrs.get("failed_trial", t.number)), []).append(t)
+    runs_rows, epochs_rows = [], []
+    order: list[str] = []
+    for key, attempts in sorted(chains.items()):
+        last = attempts[-1]
+        for p in last.params:
+            if p not in order:
+                order.append(p)
+        run = f"t{key:04d}"
+        start = attempts[0].datetime_start
+        end = last.datetime_complete
+        values: dict[int, float] = {}
+        for t in attempts:
+            values.update(t.intermediate_values)
+        runs_rows.append({
+            **last.params, "run": run, "trial": key, "state": OPTUNA_STATES.get(last.state.name, last.state.name.lower()),
+            "value": last.value, "best_epoch": None, "epochs_done": len(values),
+            "duration_s": (end - start).total_seconds() if start and end else None,
+            "replicate": last.user_attrs.get("cvae:replicate", 0), "config_id": last.user_attrs.get("cvae:config_id"),
+            "reason": last.user_attrs.get("cvae:fail_reason", ""), "wandb_run_id": last.user_attrs.get("cvae:wandb_run_id"),
+            "run_dir": last.user_attrs.get("cvae:run_dir"),
+        })
+        if values:
+            goal_max = st.direction.name == "MAXIMIZE"
+            best = (max if goal_max else min)(values, key=values.get)
+            runs_rows[-1]["best_epoch"] = best
+        epochs_rows += [{"run": run, "epoch": e, field_name: v} for e, v in sorted(values.items())]
+    return _finish(runs_rows, epochs_rows, [], order, name=study, metric=metric,
+                   goal="maximize" if st.direction.name == "MAXIMIZE" else "minimize", source=_mask(storage))
+
+
+def _mask(url: str) -> str:
+    import re
+
+    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
+
+
+# -- W&B ------------------------------------------------------------------------------------------------------
+def _wandb_rows(run_id: str, config: dict, summary: dict, history: list[dict], tables: list[dict], tags=()):
+    params = {k.removeprefix("param/"): v for k, v in config.items() if k.startswith("param/")}
+    key = int(config.get("run_key", config.get("trial", 0)))
+    run = f"t{key:04d}"
+    plain = {k: v for k, v in config.items() if k in FLAT_KEYS}
+    epochs = []
+    for h in history:
+        if "epoch" not in h or not any(k in h for k in WANDB_TO_LOCAL):
+            continue
+        epochs.append({"run": run, "epoch": int(h["epoch"]),
+                       **{WANDB_TO_LOCAL[k]: v for k, v in h.items() if k in WANDB_TO_LOCAL}})
+    # A resumed run may log an epoch twice (before a crash and after): the later one wins.
+    dedup = {e["epoch"]: e for e in epochs}
+    metric_key = config.get("sweep_metric", "val/psnr")
+    row = {
+        **plain, **params, "run": run, "trial": key, "state": summary.get("state", "running"),
+        "value": summary.get(metric_key), "best_epoch": summary.get("best_epoch"),
+        "epochs_done": len(dedup), "duration_s": None, "replicate": config.get("replicate", 0),
+        "config_id": config.get("config_id"), "reason": summary.get("fail_reason", ""), "wandb_run_id": run_id,
+    }
+    last_epoch = max(dedup) if dedup else 0
+    frames = [{"run": run, "epoch": last_epoch, "frame": int(f), "psnr": float(p)} for table in tables
+              for f, p in table.get("data", [])]
+    return row, list(dedup.values()), frames, list(params), metric_key
+
+
+def load_wandb_offline(wandb_dir: str | os.PathLike, group: str | None = None) -> SweepData:
+    """Offline W&B run folders (``wandb/offline-run-*``), read with the wandb package's record format.
+
+    No account or network: an air-gapped cluster can analyse before ``wandb sync``. Only trial runs
+    (job_type ``trial``) of ``group`` (default: the only group present) are loaded.
+
+    Raises:
+        AnalysisError: no offline runs, or several groups and none chosen.
+    """
+    from sweeps.tracking import read_offline_runs_merged
+
+    root = Path(wandb_dir)
+    try:
+        runs = read_offline_runs_merged(root)
+    except (OSError, ValueError) as err:
+        raise AnalysisError(f"{root}: cannot read W&B offline runs ({err})") from None
+    trials = [r for r in runs.values() if r.job_type == "trial"]
+    groups = sorted({r.group for r in trials if r.group})
+    if group is None:
+        if len(groups) > 1:
+            raise AnalysisError(f"{root}: runs of several sweeps ({', '.join(groups)}): choose one with --group")
+        group = groups[0] if groups else None
+    trials = [r for r in trials if r.group == group]
+    if not trials:
+        raise AnalysisError(f"{root}: no W&B trial runs" + (f" in group {group!r}" if group else ""))
+    runs_rows, epochs_rows, frames_rows, order = [], [], [], []
+    metric = "val/psnr"
+    for r in trials:
+        tables = []
+        for path in r.paths:
+            for table in sorted((Path(path) / "files" / "media" / "table").rglob("psnr_per_frame*.table.json")):
+                tables = [json.loads(table.read_text())]
+        row, epochs, frames, params, metric_key = _wandb_rows(r.run_id, r.config, r.summary, r.history, tables)
+        metric = metric_key or metric
+        runs_rows.append(row)
+        epochs_rows += epochs
+        frames_rows += frames
+        order += [p for p in params if p not in order]
+    return _finish(runs_rows, epochs_rows, frames_rows, order, name=group or "sweep", metric=metric,
+                   goal="maximize" if metric.endswith("psnr") else "minimize", source=str(root))
+
+
+def load_wandb_online(path: str, group: str) -> SweepData:
+    """A sweep's trial runs from the W&B server (``ENTITY/PROJECT``, the sweep's group), via ``wandb.Api()``.
+
+    Raises:
+        AnalysisError: the API cannot be reached or the group holds no trial runs.
+    """
+    import wandb
+
+    try:
+        api = wandb.Api(timeout=30)
+        remote = list(api.runs(path, filters={"group": group, "jobType": "trial"}))
+    except Exception as err:  # noqa: BLE001 - network and auth errors become one message
+        raise AnalysisError(f"W&B {path} group {group}: cannot list runs ({str(err).splitlines()[0]})") from None
+    if not remote:
+        raise AnalysisError(f"W&B {path}: no trial runs in group {group!r}")
+    runs_rows, epochs_rows, frames_rows, order = [], [], [], []
+    metric = "val/psnr"
+    for r in remote:
+        history = list(r.scan_history())
+        tables = []
+        for f in r.files():
+            if "psnr_per_frame" in f.name and f.name.endswith(".table.json"):
+                tables = [json.loads(f.download(replace=True, root=os.path.join(".wandb-cache", r.id)).read())]
+        row, epochs, frames, params, metric_key = _wandb_rows(r.id, dict(r.config), dict(r.summary), history, tables)
+        metric = metric_key or metric
+        runs_rows.append(row)
+        epochs_rows += epochs
+        frames_rows += frames
+        order += [p for p in params if p not in order]
+    return _finish(runs_rows, epochs_rows, frames_rows, order, name=group, metric=metric,
+                   goal="maximize" if metric.endswith("psnr") else "minimize", source=f"wandb:{path}")

@@ -1,0 +1,156 @@
+"""``cvae analysis report``: one self-contained HTML page (figures, GIFs and styles embedded)."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import math
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from analysis.load import SweepData
+from analysis.table import config_table, fmt_ci
+
+CSS = """
+:root { --fg: #1d232a; --muted: #5b6670; --line: #e3e7eb; --accent: #2f6fdf; --bg: #fbfcfd; }
+* { box-sizing: border-box; }
+body { margin: 0; font: 15px/1.55 system-ui, -apple-system, "Segoe UI", Roboto, "DejaVu Sans", sans-serif;
+       color: var(--fg); background: var(--bg); }
+main { max-width: 1180px; margin: 0 auto; padding: 32px 28px 64px; }
+header { border-bottom: 1px solid var(--line); margin-bottom: 24px; padding-bottom: 12px; }
+h1 { font-size: 28px; margin: 0 0 4px; }
+h2 { font-size: 20px; margin: 36px 0 12px; padding-bottom: 4px; border-bottom: 1px solid var(--line); }
+.meta { color: var(--muted); font-size: 13px; }
+.cards { display: flex; gap: 12px; flex-wrap: wrap; margin: 16px 0; }
+.card { background: #fff; border: 1px solid var(--line); border-radius: 8px; padding: 10px 16px; min-width: 130px; }
+.card b { display: block; font-size: 22px; }
+.card span { color: var(--muted); font-size: 12px; text-transform: uppercase; letter-spacing: .04em; }
+table { border-collapse: collapse; width: 100%; background: #fff; font-size: 13.5px; }
+th, td { border-bottom: 1px solid var(--line); padding: 6px 10px; text-align: right; white-space: nowrap; }
+th { background: #f3f5f7; font-weight: 600; }
+td:first-child, th:first-child { text-align: left; white-space: normal; }
+tr.best td { background: #eef8f0; font-weight: 600; }
+figure { margin: 0 0 28px; background: #fff; border: 1px solid var(--line); border-radius: 8px; padding: 14px; }
+figure img { display: block; max-width: 100%; height: auto; margin: 0 auto; }
+figcaption { color: var(--muted); font-size: 13.5px; margin-top: 8px; }
+figcaption b { color: var(--fg); }
+.rollouts { display: grid; grid-template-columns: repeat(auto-fit, minmax(260px, 1fr)); gap: 16px; }
+.rollouts img { image-rendering: pixelated; width: 100%; border-radius: 4px; }
+pre { background: #f3f5f7; border: 1px solid var(--line); border-radius: 6px; padding: 12px; overflow-x: auto;
+      font-size: 12.5px; }
+details summary { cursor: pointer; color: var(--accent); }
+"""
+
+
+def _b64(data: bytes, mime: str) -> str:
+    return f"data:{mime};base64,{base64.b64encode(data).decode()}"
+
+
+def _table_html(data: SweepData, table: pd.DataFrame) -> str:
+    if table.empty:
+        return "<p>No runs to tabulate.</p>"
+    field = data.metric_field
+    unit = " dB" if field.endswith("psnr") else ""
+    head = ["configuration", "runs", f"final {data.metric}", f"best {data.metric}", "best epoch", "time",
+            "complete", "pruned", "failed", "running"]
+    rows = []
+    for i, r in table.iterrows():
+        cells = [html.escape(str(r.configuration)), str(r.runs),
+                 fmt_ci(r[f"final_{field}"], r[f"final_{field}_ci95"], unit),
+                 fmt_ci(r[f"best_{field}"], r[f"best_{field}_ci95"], unit),
+                 "-" if math.isnan(r.best_epoch) else f"{r.best_epoch:.1f}",
+                 "-" if math.isnan(r.train_time_s) else f"{r.train_time_s:.0f} s",
+                 str(r.complete), str(r.pruned), str(r.failed), str(r.running)]
+        cls = ' class="best"' if i == 0 else ""
+        rows.append(f"<tr{cls}>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    return ("<table><thead><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr></thead><tbody>"
+            + "".join(rows) + "</tbody></table>")
+
+
+def _rollouts(data: SweepData, table: pd.DataFrame) -> str:
+    """The sample GIFs of the best and the worst configuration's best run, when the records have them."""
+    if table.empty or "run_dir" not in data.runs:
+        return "<p>No sample rollouts in these records.</p>"
+    picks = [("best", table.iloc[0].configuration)]
+    if len(table) > 1:
+        picks.append(("worst", table.iloc[-1].configuration))
+    cells = []
+    for kind, label in picks:
+        group = data.runs[(data.runs.label == label) & data.runs.value.notna()]
+        if group.empty:
+            continue
+        row = group.loc[group.value.idxmax() if data.goal == "maximize" else group.value.idxmin()]
+        gif = Path(str(row.run_dir)) / "sample.gif" if isinstance(row.run_dir, str) else None
+        if gif is None or not gif.is_file():
+            continue
+        cells.append(
+            f'<figure><img alt="{kind} rollout" src="{_b64(gif.read_bytes(), "image/gif")}">'
+            f"<figcaption><b>{kind.capitalize()} configuration:</b> {html.escape(str(label))} "
+            f"(run {html.escape(str(row.run))}, {data.metric} {row.value:.2f}). The validation rollout of the "
+            f"run's last epoch: every frame after the first is predicted.</figcaption></figure>"
+        )
+    if not cells:
+        return "<p>No sample rollouts in these records.</p>"
+    return f'<div class="rollouts">{"".join(cells)}</div>'
+
+
+def build_report(data: SweepData, out: str | Path, *, only=None) -> Path:
+    """Write the report to ``out`` and return its path.
+
+    Sections: the sweep's summary, its spec, the configuration table, every applicable figure with its
+    caption, and sample rollouts of the best and worst configurations.
+    """
+    from analysis.figures import render_all
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    table = config_table(data)
+    with tempfile.TemporaryDirectory() as tmp:
+        rendered = render_all(data, Path(tmp), only=only)
+        figures = []
+        for result, png, _svg in rendered:
+            figures.append(
+                f'<figure id="{result.name}"><img alt="{html.escape(result.title)}" '
+                f'src="{_b64(Path(png).read_bytes(), "image/png")}"><figcaption><b>{html.escape(result.title)}.'
+                f"</b> {html.escape(result.caption)}</figcaption></figure>"
+            )
+    counts = data.runs.state.value_counts().to_dict()
+    best = ""
+    if not table.empty:
+        field = data.metric_field
+        best = (f'<div class="card"><span>best configuration</span><b>{html.escape(str(table.iloc[0].configuration))}'
+                f'</b>{fmt_ci(table.iloc[0][f"best_{field}"], table.iloc[0][f"best_{field}_ci95"])}</div>')
+    cards = "".join(
+        f'<div class="card"><span>{k}</span><b>{v}</b></div>'
+        for k, v in [("runs", len(data.runs)), *((s, counts.get(s, 0)) for s in ("complete", "pruned", "failed", "running"))]
+    ) + best
+    spec_text = yaml.safe_dump(data.spec, sort_keys=False) if data.spec else "(no spec.yaml in the records)"
+    buf = io.StringIO()
+    buf.write(f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{html.escape(data.name)}: sweep report</title><style>{CSS}</style></head>
+<body><main>
+<header><h1>Sweep report: {html.escape(data.name)}</h1>
+<div class="meta">{html.escape(data.source)} · metric {html.escape(data.metric)} ({data.goal}) ·
+swept: {html.escape(", ".join(data.params) or "nothing")} · generated
+{datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}</div></header>
+<div class="cards">{cards}</div>
+<h2>Configurations</h2>
+<p class="meta">One row per configuration; final = the metric at each run's last epoch, best = at its best
+epoch; mean ± 95% confidence interval over replicates (t distribution). Sorted best first.</p>
+{_table_html(data, table)}
+<h2>Figures</h2>
+{"".join(figures) or "<p>No figure applies to these runs.</p>"}
+<h2>Sample rollouts</h2>
+{_rollouts(data, table)}
+<h2>Spec</h2>
+<details open><summary>the sweep's YAML</summary><pre>{html.escape(spec_text)}</pre></details>
+</main></body></html>
+""")
+    out.write_text(buf.getvalue())
+    return out

@@ -1,0 +1,88 @@
+"""``cvae analysis table``: one row per configuration, replicates reduced to mean ± 95% CI."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from analysis.load import SweepData
+
+
+def mean_ci(values) -> tuple[float, float]:
+    """Mean and the half-width of its t-based 95% confidence interval (NaN half-width for one value)."""
+    arr = np.asarray([v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))], float)
+    if arr.size == 0:
+        return math.nan, math.nan
+    if arr.size == 1:
+        return float(arr[0]), math.nan
+    from scipy import stats
+
+    sem = arr.std(ddof=1) / math.sqrt(arr.size)
+    return float(arr.mean()), float(stats.t.ppf(0.975, arr.size - 1) * sem)
+
+
+def config_table(data: SweepData) -> pd.DataFrame:
+    """Per configuration (``label``): final and best metric (mean, CI), epoch of the best, time, states.
+
+    "Final" is the metric at each run's last recorded epoch, "best" its best epoch (max for maximize);
+    both are reduced over the configuration's replicates. Sorted best first by the mean best value.
+    """
+    field = data.metric_field
+    rows = []
+    for label, group in data.runs.groupby("label", sort=False):
+        finals, bests, best_epochs = [], [], []
+        for run in group.run:
+            ep = data.epochs[data.epochs.run == run] if not data.epochs.empty else data.epochs
+            if ep.empty or field not in ep or ep[field].dropna().empty:
+                continue
+            series = ep.set_index("epoch")[field].dropna()
+            finals.append(float(series.iloc[-1]))
+            best_epoch = series.idxmax() if data.goal == "maximize" else series.idxmin()
+            bests.append(float(series[best_epoch]))
+            best_epochs.append(int(best_epoch))
+        final_mean, final_ci = mean_ci(finals)
+        best_mean, best_ci = mean_ci(bests)
+        states = group.state.value_counts().to_dict()
+        row = {
+            "configuration": label, "runs": len(group), **{p: group[p].iloc[0] for p in data.params if p in group},
+            f"final_{field}": final_mean, f"final_{field}_ci95": final_ci,
+            f"best_{field}": best_mean, f"best_{field}_ci95": best_ci,
+            "best_epoch": float(np.mean(best_epochs)) if best_epochs else math.nan,
+            "train_time_s": float(group.duration_s.astype(float).mean()) if group.duration_s.notna().any() else math.nan,
+        }
+        for state in ("complete", "pruned", "failed", "running"):
+            row[state] = int(states.get(state, 0))
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    if table.empty:
+        return table
+    return table.sort_values(f"best_{field}", ascending=data.goal != "maximize", na_position="last",
+                             kind="stable").reset_index(drop=True)
+
+
+def fmt_ci(mean: float, ci: float, unit: str = "") -> str:
+    if math.isnan(mean):
+        return "-"
+    return f"{mean:.2f}{unit}" if math.isnan(ci) else f"{mean:.2f} ± {ci:.2f}{unit}"
+
+
+def render_terminal(data: SweepData, table: pd.DataFrame):
+    """A rich Table of :func:`config_table`'s output."""
+    from rich.table import Table
+
+    field = data.metric_field
+    unit = " dB" if field.endswith("psnr") else ""
+    out = Table(title=f"{data.name}: {data.metric} per configuration ({data.goal}; mean ± 95% CI over replicates)")
+    for col in ("configuration", "runs", "final", "best", "best epoch", "time", "complete/pruned/failed/running"):
+        out.add_column(col, justify="left" if col == "configuration" else "right")
+    for _, r in table.iterrows():
+        out.add_row(
+            str(r.configuration), str(r.runs), fmt_ci(r[f"final_{field}"], r[f"final_{field}_ci95"], unit),
+            fmt_ci(r[f"best_{field}"], r[f"best_{field}_ci95"], unit),
+            "-" if math.isnan(r.best_epoch) else f"{r.best_epoch:.1f}",
+            "-" if math.isnan(r.train_time_s) else f"{r.train_time_s:.0f} s",
+            f"{r.complete}/{r.pruned}/{r.failed}/{r.running}",
+        )
+    return out

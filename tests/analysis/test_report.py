@@ -1,0 +1,111 @@
+"""The table, the CLI and the HTML report, rendered by a real headless Chromium."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from analysis.load import load_local
+from analysis.table import config_table, mean_ci
+from cvae.cli import main
+
+
+def test_mean_ci_is_the_t_interval():
+    mean, half = mean_ci([1.0, 2.0, 3.0])
+    assert mean == 2.0 and half == pytest.approx(4.302653 * 1.0 / 3**0.5, rel=1e-5)
+    assert mean_ci([5.0])[0] == 5.0 and np.isnan(mean_ci([5.0])[1])
+
+
+def test_config_table_reduces_replicates(sweep_records):
+    data = load_local(sweep_records.runs)
+    table = config_table(data)
+    assert len(table) == 4 and set(table.runs) == {2}
+    assert table.best_val_psnr.is_monotonic_decreasing
+    for _, row in table.iterrows():
+        runs = data.runs[data.runs.label == row.configuration].run
+        bests = [data.epochs[data.epochs.run == r].val_psnr.max() for r in runs]
+        assert row.best_val_psnr == pytest.approx(np.mean(bests))
+        assert row.best_val_psnr_ci95 == pytest.approx(mean_ci(bests)[1])
+        assert row.complete == 2
+
+
+def test_table_command_prints_and_writes_csv(sweep_records, tmp_path, capsys):
+    assert main(["analysis", "table", "--runs", str(sweep_records.runs), "--csv", str(tmp_path / "t.csv")]) == 0
+    out = capsys.readouterr().out
+    assert "TF1, kl_anneal_type=none" in out and "±" in out
+    assert len((tmp_path / "t.csv").read_text().splitlines()) == 5
+
+
+@pytest.mark.parametrize(("args", "fragment"), [
+    ([], "give a source"),
+    (["--runs", "/nonexistent/runs"], "/nonexistent/runs: no such folder"),
+    (["--storage", "sqlite:///x.db"], "--storage and --study go together"),
+])
+def test_bad_sources_are_one_line_errors(args, fragment, capsys):
+    assert main(["analysis", "table", *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and fragment in err[0]
+
+
+def test_figures_command_from_each_source(sweep_records, tmp_path, capsys):
+    for name, source in (("local", ["--runs", str(sweep_records.runs)]),
+                         ("optuna", ["--storage", sweep_records.storage, "--study", sweep_records.study]),
+                         ("wandb", ["--wandb-dir", str(sweep_records.wandb_dir)])):
+        out = tmp_path / name
+        assert main(["analysis", "figures", *source, "--out", str(out)]) == 0, name
+        pngs = sorted(p.name for p in out.glob("*.png"))
+        assert pngs and all((out / p.replace(".png", ".svg")).exists() for p in pngs)
+    local = {p.stem for p in (tmp_path / "local").glob("*.png")}
+    assert {"tfr_loss", "tfr_psnr", "kl_beta_psnr", "kl_psnr", "kl_loss", "psnr_per_frame"} <= local
+    assert "ndim_psnr" not in local  # N_dim does not vary in this sweep
+    assert "psnr_per_frame" not in {p.stem for p in (tmp_path / "optuna").glob("*.png")}  # no frames in Optuna
+    assert main(["analysis", "figures", "--runs", str(sweep_records.runs), "--out", str(tmp_path / "c"),
+                 "--only", "kl_psnr", "--compare", "kl_anneal_type", "--y", "train_loss"]) == 0
+    assert len(list((tmp_path / "c").glob("*.png"))) == 2
+
+
+def _chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def test_report_is_self_contained_and_complete(sweep_records, tmp_path):
+    out = tmp_path / "report.html"
+    assert main(["analysis", "report", "--runs", str(sweep_records.runs), "--out", str(out)]) == 0
+    page = out.read_text()
+    assert not re.search(r'src="(?!data:)', page)  # every image embedded
+    figures = re.findall(r'<figure id="(\w+)"><img alt="[^"]*" src="data:image/png;base64,', page)
+    assert {"tfr_loss", "kl_psnr", "psnr_per_frame"} <= set(figures)
+    assert page.count("<figcaption>") == len(figures) + 2  # + the best and the worst rollouts
+    assert page.count('src="data:image/gif;base64,') == 2
+    assert page.count("<tr") == 1 + 4  # header + 4 configurations
+    assert "fixture" in page and "kl_anneal_type" in page  # the spec
+
+
+@pytest.mark.skipif(_chromium() is None and os.environ.get("CVAE_REQUIRE_CHROMIUM") != "1",
+                    reason="Chromium not installed (CI installs it)")
+def test_report_renders_in_headless_chromium(sweep_records, tmp_path):
+    out = tmp_path / "report.html"
+    assert main(["analysis", "report", "--runs", str(sweep_records.runs), "--out", str(out)]) == 0
+    shot = tmp_path / "shot.png"
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={tmp_path / 'profile'}", "--hide-scrollbars"]
+    chromium = _chromium()
+    assert chromium, "CVAE_REQUIRE_CHROMIUM=1 but no chromium on PATH"
+    subprocess.run([chromium, *flags, "--window-size=1280,2200", f"--screenshot={shot}", out.as_uri()],
+                   check=True, capture_output=True, timeout=120)
+    with Image.open(shot) as img:
+        assert img.size == (1280, 2200)
+        pixels = np.asarray(img.convert("RGB"), dtype=float)
+    assert pixels.std() > 20  # not a blank page: text, tables and plots
+    # The images decoded: Chromium's DOM has every <img> with a natural size.
+    dom = subprocess.run([chromium, *flags, "--virtual-time-budget=5000", "--run-all-compositor-stages-before-draw",
+                          "--dump-dom", out.as_uri()], check=True, capture_output=True, text=True, timeout=120).stdout
+    assert dom.count("<figure") >= 8 and "Sweep report: fixture" in dom
+    shutil.copy(shot, "/tmp/report_shot.png") if os.environ.get("CVAE_KEEP_SHOT") else None
