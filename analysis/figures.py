@@ -507,16 +507,24 @@ def _kl_groups(data: SweepData) -> _Groups:
     return _schedule_groups(data, KL_KEYS, "kl")
 
 
+def _unplottable(data: SweepData, name: str, title: str, y: str) -> FigureResult | None:
+    """The figure to return instead when there are no runs or no per-epoch ``y``; None when plottable."""
+    if data.is_empty():
+        return _empty_result(name, title, data)
+    if not _has(data.epochs, y):
+        return _message_figure(name, title, f"no {LABELS.get(y, y)} per epoch in this source",
+                               f"The source ({data.source or data.name}) records no per-epoch {y}: nothing to plot.")
+    return None
+
+
 # -- panel figures: a metric per epoch with its schedule on a twin axis -----------------------------------------
 def _schedule_panels(data: SweepData, groups: _Groups, *, name: str, title: str, y: str, sched: str,
                      group_noun: str, what: str) -> FigureResult:
-    if data.is_empty():
-        return _empty_result(name, title, data)
+    unplottable = _unplottable(data, name, title, y)
+    if unplottable is not None:
+        return unplottable
     ep = data.epochs
     states = _states(data)
-    if not _has(ep, y):
-        return _message_figure(name, title, f"no {LABELS.get(y, y)} per epoch in this source",
-                               f"The source ({data.source or data.name}) records no per-epoch {y}: nothing to plot.")
     has_sched = _has(ep, sched)
     subl = _sublabels(data, groups.absorbed)
     all_sub = [s for s in dict.fromkeys(subl[r] for r in _order_runs(data))]
@@ -634,13 +642,11 @@ def _grouped_lines(data: SweepData, of_run: Mapping[str, str], order: Sequence[s
                    y: str, noun: str, what: str, pooled: Sequence[str], legend_title: str | None = None,
                    log_ok: bool = False) -> FigureResult:
     """One line per group (mean over its runs per epoch, 95% CI band when several)."""
-    if data.is_empty():
-        return _empty_result(name, title, data)
+    unplottable = _unplottable(data, name, title, y)
+    if unplottable is not None:
+        return unplottable
     ep = data.epochs
     states = _states(data)
-    if not _has(ep, y):
-        return _message_figure(name, title, f"no {LABELS.get(y, y)} per epoch in this source",
-                               f"The source ({data.source or data.name}) records no per-epoch {y}: nothing to plot.")
     fig, (ax,) = _new_figure(1, width=WIDTH, row_height=4.6)
     colors = _group_colors(data, order, of_run)
     labels = dict(zip(_order_runs(data), _labels(data.runs), strict=True))

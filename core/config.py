@@ -358,17 +358,18 @@ def _coerce(key: str, raw: Any, hint: Any) -> Any:
     raise TypeError(f"no coercion for {key}: {hint}")  # a programming error, not user input
 
 
-def load_yaml_config(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a flat YAML config file.
+def read_yaml_mapping(path: str | os.PathLike, what: str = "config file") -> dict[str, Any]:
+    """Read a YAML file that must hold a mapping (an empty file is an empty mapping).
 
     Raises:
-        ConfigError: the file is missing, not valid YAML (with line and column), or not a mapping.
+        ConfigError: the file is missing, not valid YAML (with line and column), or not a mapping; the
+            message names the file and says what it should be (``what``).
     """
     path = Path(path)
     try:
         text = path.read_text()
     except OSError as err:
-        raise ConfigError(f"{path}: cannot read config file ({err.strerror})") from None
+        raise ConfigError(f"{path}: cannot read {what} ({err.strerror})") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as err:
@@ -379,8 +380,13 @@ def load_yaml_config(path: str | os.PathLike) -> dict[str, Any]:
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: a config file must be a mapping of keys to values, not {type(data).__name__}")
+        raise ConfigError(f"{path}: a {what} must be a mapping of keys to values, not {type(data).__name__}")
     return data
+
+
+def load_yaml_config(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a flat training-config YAML file (see :func:`read_yaml_mapping`)."""
+    return read_yaml_mapping(path, "config file")
 
 
 def resolve_config(

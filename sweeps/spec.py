@@ -21,7 +21,14 @@ from typing import Any
 
 import yaml
 
-from core.config import FIELD_TYPES, FLAT_KEYS, ConfigError, ExperimentConfig, load_yaml_config
+from core.config import (
+    FIELD_TYPES,
+    FLAT_KEYS,
+    ConfigError,
+    ExperimentConfig,
+    load_yaml_config,
+    read_yaml_mapping,
+)
 
 METHODS = ("grid", "random", "bayes", "tpe", "cmaes", "gp", "qmc")
 METRICS = {
@@ -333,17 +340,11 @@ def load_spec(path: str | os.PathLike, *, storage: str | None = None, workers: i
     """
     path = Path(path)
     try:
-        text = path.read_text()
-    except OSError as err:
-        raise SpecError(f"{path}: cannot read sweep spec ({err.strerror})") from None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise SpecError(f"{path}: invalid YAML{where}: {getattr(err, 'problem', None) or err}") from None
-    if not isinstance(raw, Mapping):
-        raise SpecError(f"{path}: a sweep spec must be a mapping of keys to values")
+        raw = read_yaml_mapping(path, "sweep spec")
+    except ConfigError as err:
+        raise SpecError(str(err)) from None
+    if not raw:
+        raise SpecError(f"{path}: the file is empty: a sweep spec must be a mapping of keys to values")
     return parse_spec(raw, source=str(path), base_dir=path.parent, storage=storage, workers=workers)
 
 
@@ -530,9 +531,7 @@ def _parse_base(raw: Any, base_dir: Path, errors: list[str]) -> dict[str, Any]:
     if not isinstance(raw, Mapping):
         errors.append(f"base must be a mapping of cvae train keys or a path to one, got {raw!r}")
         return {}
-    unknown = sorted(set(raw) - set(FLAT_KEYS))
-    if unknown:
-        errors.append(f"base: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(FLAT_KEYS))}")
+    raw = _mapping("base", raw, tuple(sorted(FLAT_KEYS)), errors)
     owned = sorted(set(raw) & set(OWNED_KEYS))
     if owned:
         errors.append(f"base: {', '.join(owned)} set by the sweep for every trial")
