@@ -102,7 +102,7 @@ def _errors():
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from sweeps.runner import open_study
-    from sweeps.storage import mask_url, open_storage
+    from sweeps.storage import mask_url, open_storage, split_password
 
     SpecError, StorageError, SweepError, DatasetError = _errors()
     _setup_logging()
@@ -121,13 +121,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
     print(f"sweep {spec.name}: {spec.method}, {spec.n_configs()} parameter set(s) x {spec.replicates} replicate(s), "
           f"{spec.workers} worker(s) x {threads} thread(s), storage {mask_url(spec.storage)}, logs in {logs}",
           flush=True)
-    cmd = [sys.executable, "-m", "cvae", "sweep", "worker", str(args.spec), "--storage", spec.storage,
+    # A password given with --storage goes to the workers through their environment, not their command
+    # lines (which `ps` shows to every user).
+    storage_url, password = split_password(spec.storage)
+    cmd = [sys.executable, "-m", "cvae", "sweep", "worker", str(args.spec), "--storage", storage_url,
            "--threads", str(threads)]
     gpus = _local_gpus()
     procs = []
     for i in range(spec.workers):
         fh = open(logs / f"worker-{i}.log", "a")  # noqa: SIM115 - kept open for the child's lifetime
-        env = {**os.environ, "CVAE_WORKER": str(i)}
+        env = {**os.environ, "CVAE_WORKER": str(i), **({"CVAE_DB_PASSWORD": password} if password else {})}
         if gpus:  # one GPU per worker, dealt round-robin when there are more workers than GPUs
             env["CUDA_VISIBLE_DEVICES"] = gpus[i % len(gpus)]
         procs.append((subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env), fh))

@@ -31,6 +31,16 @@ def mask_url(url: str) -> str:
     return _PASSWORD.sub(lambda m: f"{m['head']}***{m['tail']}", url)
 
 
+def split_password(url: str) -> tuple[str, str | None]:
+    """``postgresql://u:pw@h/db`` -> (``postgresql://u@h/db``, ``pw`` decoded); URLs without one pass through."""
+    from urllib.parse import unquote
+
+    match = _PASSWORD.search(url)
+    if not match:
+        return url, None
+    return _PASSWORD.sub(lambda m: m["head"][:-1] + m["tail"], url, count=1), unquote(match["pw"])
+
+
 def with_password(url: str) -> str:
     """Insert the password from the environment or a secrets file into a PostgreSQL URL that has none."""
     if not url.startswith("postgresql") or _PASSWORD.search(url):

@@ -327,3 +327,13 @@ def test_local_workers_get_one_gpu_each(monkeypatch):
     assert _local_gpus() == ["2", "3"]
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "-1")
     assert _local_gpus() == []
+
+
+def test_split_password_round_trips_with_with_password(monkeypatch):
+    from sweeps.storage import split_password, with_password
+
+    url, password = split_password("postgresql+psycopg2://cvae:p%40ss@db:5432/sweeps")
+    assert (url, password) == ("postgresql+psycopg2://cvae@db:5432/sweeps", "p@ss")
+    monkeypatch.setenv("CVAE_DB_PASSWORD", password)
+    assert with_password(url) == "postgresql+psycopg2://cvae:p%40ss@db:5432/sweeps"
+    assert split_password("sqlite:///x.db") == ("sqlite:///x.db", None)
