@@ -185,7 +185,8 @@ def _watch(spec, study, procs, *, live: bool) -> None:
         from rich.console import Group
         from rich.live import Live
 
-        with Live(refresh_per_second=1, transient=False) as view:
+        # Transient: the final report below prints the finished table once.
+        with Live(refresh_per_second=1, transient=True) as view:
             while any(p.poll() is None for p in procs):
                 view.update(Group(trials_table(spec, study), summary_line(spec, study, spec.workers)))
                 time.sleep(2)
