@@ -472,13 +472,6 @@ class Trainer:
             if is_best:
                 self.best_val_psnr, self.best_epoch = val_psnr, epoch
 
-            state = self.checkpoint_state(epoch, tfr, beta)
-            ckpt_io.atomic_save(state, self.save_root / "last.ckpt")
-            if is_best:
-                ckpt_io.atomic_save(state, self.save_root / "best.ckpt")
-            if epoch % cfg.run.per_save == 0 or epoch == cfg.run.num_epoch - 1:
-                ckpt_io.atomic_save(state, self.save_root / f"epoch={epoch}.ckpt")
-
             result = EpochResult(
                 epoch=epoch, num_epoch=cfg.run.num_epoch, train_loss=stats.loss, train_mse=stats.mse,
                 train_kl=stats.kl, train_psnr=stats.psnr, val_loss=val.mse if val else math.nan,
@@ -491,6 +484,15 @@ class Trainer:
             metrics_log.append([result.metrics()])
             frames_log.append([{"epoch": epoch, "frame": i + 1, "psnr": v}
                                for i, v in enumerate(result.val_psnr_per_frame)])
+            # Records before the checkpoint: a kill between the two redoes this epoch (its half-written rows are
+            # dropped on resume), never leaves a checkpoint ahead of its records.
+            state = self.checkpoint_state(epoch, tfr, beta)
+            ckpt_io.atomic_save(state, self.save_root / "last.ckpt")
+            if is_best:
+                ckpt_io.atomic_save(state, self.save_root / "best.ckpt")
+            if epoch % cfg.run.per_save == 0 or epoch == cfg.run.num_epoch - 1:
+                ckpt_io.atomic_save(state, self.save_root / f"epoch={epoch}.ckpt")
+
             history.append(result)
             log.info(
                 "epoch %d/%d  loss %.5f (mse %.5f kl %.3f)  train psnr %.2f  val psnr %.2f dB  beta %.3g  "

@@ -249,8 +249,10 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     SpecError, StorageError, SweepError, DatasetError = _errors()
     worker = os.environ.get("CVAE_WORKER")
     _setup_logging(f"[worker {worker}] " if worker else "")
-    # A scheduler's SIGTERM (docker stop, Slurm preemption) stops like Ctrl-C: the trial is re-queued.
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    # Ctrl-C and a scheduler's SIGTERM (docker stop, Slurm preemption) stop the same way: the trial is re-queued.
+    from sweeps.runner import install_stop_handlers
+
+    install_stop_handlers()
     try:
         spec = _load(args)
         stats = run_worker(spec, storage_url=args.storage, num_threads=args.threads, max_trials=args.max_trials)

@@ -73,6 +73,23 @@ class SweepError(RuntimeError):
     """A sweep cannot go on (e.g. its dataset is missing); the message says why."""
 
 
+STOP_REQUESTED = threading.Event()
+"""Set by Ctrl-C / SIGTERM. An interrupt can surface as another exception (a SQLite query interrupted
+mid-call raises OperationalError), so the trial's outcome is decided by this flag, not by the exception type."""
+
+
+def install_stop_handlers() -> None:
+    """SIGINT and SIGTERM (docker stop, Slurm preemption) set :data:`STOP_REQUESTED` and interrupt."""
+    import signal
+
+    def handler(signum, frame):  # noqa: ARG001 - the signal module's signature
+        STOP_REQUESTED.set()
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+
+
 # -- the study and its queue ----------------------------------------------------------------------------
 def _create_or_load(spec: SweepSpec, storage: optuna.storages.BaseStorage) -> tuple[optuna.Study, bool]:
     sampler = make_sampler(spec)
@@ -351,15 +368,24 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, spec: SweepSpec, *, num_
     except KeyboardInterrupt:
         state, reason, interrupted = "failed", "interrupted (Ctrl-C): re-queued", True
     except Exception as err:  # noqa: BLE001 - a crashing trial must not end the sweep
-        state, reason = "failed", f"{type(err).__name__}: {err}"
-        log.error("trial %d crashed:\n%s", trial.number, traceback.format_exc())
-    _finish(study, trial, spec, tracker, record, folder, callback, state, reason, t0)
-    if interrupted:
+        if STOP_REQUESTED.is_set():
+            state, reason, interrupted = "failed", "interrupted (Ctrl-C): re-queued", True
+        else:
+            state, reason = "failed", f"{type(err).__name__}: {err}"
+            log.error("trial %d crashed:\n%s", trial.number, traceback.format_exc())
+    if not interrupted:
+        _finish(study, trial, spec, tracker, record, folder, callback, state, reason, t0)
+        return state
+    try:
+        _finish(study, trial, spec, tracker, record, folder, callback, state, reason, t0)
         RetryHeartbeatStaleTrialCallback(max_retry=None, inherit_intermediate_values=True)(
             study, study._storage.get_trial(trial._trial_id)  # noqa: SLF001
         )
-        raise KeyboardInterrupt
-    return state
+    except Exception as err:  # noqa: BLE001 - the signal may have broken a storage call in flight
+        # Still RUNNING: its heartbeat stops with this process, so it goes stale and is re-queued.
+        log.warning("trial %d: could not record the interruption (%s); it will be re-queued when its "
+                    "heartbeat goes stale", trial.number, err)
+    raise KeyboardInterrupt
 
 
 def _enqueue_replicates(study: optuna.Study, trial: optuna.Trial, params: Mapping[str, Any], replicates: int) -> None:
@@ -420,6 +446,8 @@ def run_worker(spec: SweepSpec, *, storage_url: str | None = None, num_threads: 
     study = open_study(spec, storage, fill_queue=False)
     stats = WorkerStats()
     while max_trials is None or stats.trials < max_trials:
+        if STOP_REQUESTED.is_set():
+            raise KeyboardInterrupt
         reap_stale(study, spec)
         trial = _claim(study)
         if trial is None:
