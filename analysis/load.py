@@ -200,6 +200,8 @@ def load_optuna(storage: str, study: str) -> SweepData:
     """
     import optuna
 
+    from sweeps.storage import mask_url as _mask
+
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
         st = optuna.load_study(study_name=study, storage=storage)
@@ -243,12 +245,6 @@ def load_optuna(storage: str, study: str) -> SweepData:
         epochs_rows += [{"run": run, "epoch": e, field_name: v} for e, v in sorted(values.items())]
     return _finish(runs_rows, epochs_rows, [], order, name=study, metric=metric,
                    goal="maximize" if st.direction.name == "MAXIMIZE" else "minimize", source=_mask(storage))
-
-
-def _mask(url: str) -> str:
-    import re
-
-    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
 
 
 # -- W&B ------------------------------------------------------------------------------------------------------

@@ -52,9 +52,9 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> None:
 
 def rng_state() -> dict[str, Any]:
     """Every RNG the training loop draws from."""
-    state: dict[str, Any] = {"torch": torch.get_rng_state(), "python": list(random.getstate()[1])}
-    state["python_version"] = random.getstate()[0]
-    state["python_gauss"] = random.getstate()[2]
+    version, internal, gauss = random.getstate()
+    state: dict[str, Any] = {"torch": torch.get_rng_state(), "python": list(internal),
+                             "python_version": version, "python_gauss": gauss}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state

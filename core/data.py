@@ -14,7 +14,6 @@ by the file list, sizes, modification times and the frame size; any change to th
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 import tempfile
@@ -112,7 +111,7 @@ _MEMORY: dict[str, torch.Tensor] = {}
 
 
 def decode_frames(paths: list[Path], size: tuple[int, int], *, workers: int = 4,
-                  cache_dir: str | os.PathLike | None = None, desc: str = "") -> torch.Tensor:
+                  cache_dir: str | os.PathLike | None = None) -> torch.Tensor:
     """Decode PNGs to a (N, 3, H, W) uint8 tensor, through the in-process and on-disk caches.
 
     Raises:
@@ -270,15 +269,3 @@ class ClipBatches:
             out_f.append(tf.as_subclass(torch.Tensor))
             out_p.append(tp.as_subclass(torch.Tensor))
         return torch.stack(out_f), torch.stack(out_p)
-
-
-def dataset_summary(root: str | os.PathLike) -> str:
-    """A one-line JSON summary of what a dataset root holds (for logs)."""
-    root = Path(root)
-    out = {}
-    for split in ("train", "val"):
-        folder = root / split / f"{split}_img"
-        out[split] = len(list_frames(folder)) if folder.is_dir() else 0
-    test = root / "test" / "test_img"
-    out["test_sequences"] = sum(1 for p in test.iterdir() if p.is_dir()) if test.is_dir() else 0
-    return json.dumps(out)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import torch
@@ -44,7 +45,7 @@ def rollout(model: CVAE, first_frame: torch.Tensor, poses: torch.Tensor, *, gene
     pose_feat = None
     try:
         for t in tqdm(range(1, steps), desc=desc, disable=not progress, leave=False, dynamic_ncols=True):
-            with autocast if autocast is not None else _null():
+            with autocast if autocast is not None else contextlib.nullcontext():
                 k = (t - 1) % POSE_CHUNK
                 if k == 0:
                     # The pose encoder in eval mode is per-image, so batching it over time is the same math.
@@ -58,14 +59,6 @@ def rollout(model: CVAE, first_frame: torch.Tensor, poses: torch.Tensor, *, gene
     finally:
         model.train(was_training)
     return out
-
-
-class _null:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 @dataclass(frozen=True)

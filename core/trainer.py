@@ -8,6 +8,7 @@ checkpoint is already written).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
@@ -257,10 +258,7 @@ def train_step(model: CVAE, optimizer: torch.optim.Optimizer, frames: torch.Tens
         DivergenceError: the loss is NaN or infinite (nothing is stepped).
     """
     optimizer.zero_grad(set_to_none=True)
-    if autocast is not None:
-        with autocast:
-            preds, mse_t, kl_t = forward_clip(model, frames, poses, teacher_forcing, time_chunk=time_chunk)
-    else:
+    with autocast if autocast is not None else contextlib.nullcontext():
         preds, mse_t, kl_t = forward_clip(model, frames, poses, teacher_forcing, time_chunk=time_chunk)
     mse, kl = mse_t.mean(), kl_t.mean()
     loss = mse + beta * kl

@@ -299,7 +299,7 @@ class TrialCallback(BaseCallback):
                 raise StopTraining(f"pruned at epoch {result.epoch}")
 
 
-def make_tracker(spec: SweepSpec, study: optuna.Study, key: int, trial: optuna.Trial, config: dict[str, Any],
+def make_tracker(spec: SweepSpec, study: optuna.Study, key: int, config: dict[str, Any],
                  params: Mapping[str, Any]):
     from sweeps.tracking import NullTracker, WandbTrialTracker, resolve_wandb_mode
 
@@ -348,7 +348,7 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, spec: SweepSpec, *, num_
     config = {**cfg.to_flat(), **{f"param/{k}": v for k, v in params.items()}, "study": spec.name,
               "trial": trial.number, "run_key": key, "replicate": replicate, "config_id": cid,
               "sweep_metric": spec.metric, "sweep_goal": spec.goal}
-    tracker, mode = make_tracker(spec, study, key, trial, config, params)
+    tracker, mode = make_tracker(spec, study, key, config, params)
     record["wandb_mode"] = mode
     callback = TrialCallback(trial, spec, tracker)
     t0 = time.monotonic()
