@@ -107,6 +107,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     test.add_argument("--no-val", dest="do_val", action="store_false", help="skip the validation video")
     test.add_argument("--no-test", dest="do_test", action="store_false", help="skip the test set")
     test.add_argument("--no-progress", dest="progress", action="store_false")
+    test.add_argument("--channels_last", action=argparse.BooleanOptionalAction, default=True,
+                      help="NHWC memory format (default; same math, faster on a CPU)")
     test.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     test.set_defaults(func=_cmd_test)
 
@@ -169,7 +171,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
                 frame_W=cfg.data.frame_W, dims=ModelDims(m.F_dim, m.L_dim, m.N_dim, m.D_out_dim),
                 device=cfg.run.device, seed=cfg.run.val_seed, val_vi_len=cfg.data.val_vi_len,
                 num_workers=cfg.data.num_workers, cache_dir=cfg.data.cache_dir, progress=cfg.run.progress,
-                do_test=False,
+                do_test=False, channels_last=cfg.run.channels_last,
             )
             print(f"validation: {result.val_psnr:.3f} dB average PSNR")
             return 0
@@ -204,6 +206,7 @@ def _cmd_test(args: argparse.Namespace) -> int:
             args.DR, args.save_root, args.ckpt_path, frame_H=args.frame_H, frame_W=args.frame_W, dims=dims,
             device=args.device, seed=args.seed, test_vi_len=args.test_vi_len, val_vi_len=args.val_vi_len,
             num_workers=args.num_workers, progress=args.progress, do_test=args.do_test, do_val=args.do_val,
+            channels_last=args.channels_last,
         )
     except (ConfigError, DatasetError, CheckpointError) as err:
         return fail("test", str(err))

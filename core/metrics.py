@@ -16,6 +16,11 @@ def psnr(pred: torch.Tensor, target: torch.Tensor, data_range: float = 1.0) -> t
     return 10.0 * torch.log10(data_range**2 / mse)
 
 
-def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor, batch_size: int) -> torch.Tensor:
-    """KL(N(mu, exp(logvar)) || N(0, I)) summed over latent elements, divided by the batch size (the lab's)."""
-    return -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp()) / batch_size
+def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor, batch_size: int,
+                  dim: int | tuple[int, ...] | None = None) -> torch.Tensor:
+    """KL(N(mu, exp(logvar)) || N(0, I)) summed over latent elements, divided by the batch size (the lab's).
+
+    ``dim``: the dimensions summed (default all); e.g. (0, 2, 3, 4) of a (B, T, N, H, W) tensor gives the
+    per-step terms of a whole clip in one call.
+    """
+    return -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp(), dim=dim) / batch_size

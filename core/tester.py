@@ -17,7 +17,7 @@ from core.data import load_split, load_test, to_float
 from core.model import CVAE, ModelDims, dims_from_state_dict
 from core.records import write_gif, write_psnr_plot
 from core.rollout import rollout, score
-from core.trainer import resolve_device
+from core.trainer import memory_format, resolve_device
 
 log = logging.getLogger("cvae")
 
@@ -33,8 +33,9 @@ class TestResult:
     val_plot: Path | None
 
 
-def load_model(ckpt_path: str | os.PathLike, dims: ModelDims | None, device: torch.device) -> tuple[CVAE, dict]:
-    """A model from a checkpoint (ours or the lab's), sizes inferred from its tensors.
+def load_model(ckpt_path: str | os.PathLike, dims: ModelDims | None, device: torch.device, *,
+               channels_last: bool = True) -> tuple[CVAE, dict]:
+    """A model from a checkpoint (ours or the lab's), sizes inferred from its tensors, in eval mode.
 
     Raises:
         CheckpointError: unreadable, or sizes given by flags that disagree with the tensors.
@@ -45,7 +46,7 @@ def load_model(ckpt_path: str | os.PathLike, dims: ModelDims | None, device: tor
         raise ckpt_io.CheckpointError(f"{ckpt_path}: checkpoint has model sizes {found}, flags ask for {dims}")
     model = CVAE(found)
     model.load_state_dict(ckpt["state_dict"], strict=True)
-    return model.to(device).eval(), ckpt
+    return model.to(device, memory_format=memory_format(channels_last)).eval(), ckpt
 
 
 def write_submission(videos: torch.Tensor, path: str | os.PathLike) -> None:
@@ -63,7 +64,7 @@ def write_submission(videos: torch.Tensor, path: str | os.PathLike) -> None:
 def run_test(DR: str, save_root: str, ckpt_path: str, *, frame_H: int | None = None, frame_W: int | None = None,
              dims: ModelDims | None = None, device: str = "auto", seed: int = 0, test_vi_len: int = 630,
              val_vi_len: int = 630, num_workers: int = 4, cache_dir: str | None = None, progress: bool = True,
-             do_test: bool = True, do_val: bool = True) -> TestResult:
+             do_test: bool = True, do_val: bool = True, channels_last: bool = True) -> TestResult:
     """Roll out every test sequence (all in one batch) and the validation video.
 
     Writes ``pred_seq{i}.gif`` and ``submission.csv`` for the test set, and ``val_psnr_per_frame.csv`` +
@@ -71,7 +72,7 @@ def run_test(DR: str, save_root: str, ckpt_path: str, *, frame_H: int | None = N
     flags, else from our checkpoint's config, else the lab's 32x64.
     """
     dev = resolve_device(device)
-    model, ckpt = load_model(ckpt_path, dims, dev)
+    model, ckpt = load_model(ckpt_path, dims, dev, channels_last=channels_last)
     saved_size = ckpt.get("frame_size") or [32, 64]
     size = (frame_H or int(saved_size[0]), frame_W or int(saved_size[1]))
     out = Path(save_root)

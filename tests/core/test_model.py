@@ -9,7 +9,9 @@ import torch
 from torch.nn import functional as F
 
 from core.model import CVAE, ModelDims, count_parameters, dims_from_state_dict
-from core.trainer import forward_clip
+from core.reference import lab_clip_forward, lab_rollout
+from core.rollout import rollout
+from core.trainer import forward_clip, memory_format
 
 KEYS_FILE = Path(__file__).parents[1] / "fixtures" / "lab4_state_dict_keys.txt"
 
@@ -103,36 +105,20 @@ def test_forward_equals_the_specification():
     torch.testing.assert_close(got, want)
 
 
-# --- the optimized clip forward against the lab's plain step loop -----------------------------------------
-def lab_loop(model, frames, poses, teacher_forcing, eps):
-    """The lab's training_one_step, literally: encoders called per step, frame encoder twice."""
-    batch, steps = frames.shape[:2]
-    prev = frames[:, 0]
-    preds, mses, kls = [], [], []
-    for t in range(1, steps):
-        f_prev = model.frame_transformation(prev)
-        f_cur = model.frame_transformation(frames[:, t])
-        p = model.label_transformation(poses[:, t])
-        z, mu, logvar = model.Gaussian_Predictor(f_cur, p, eps[:, t - 1])
-        pred = model.Generator(model.Decoder_Fusion(f_prev, p, z))
-        preds.append(pred)
-        mses.append(F.mse_loss(pred, frames[:, t]))
-        kls.append(-0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp()) / batch)
-        prev = frames[:, t] if teacher_forcing else pred
-    return torch.stack(preds, 1), torch.stack(mses), torch.stack(kls)
-
-
+# --- the optimized clip forward against the lab's plain step loop (core.reference) ----------------------
 @pytest.mark.parametrize("teacher_forcing", [True, False])
-@pytest.mark.parametrize("time_chunk", [None, 1, 3])
-def test_forward_clip_equals_the_lab_loop(teacher_forcing, time_chunk):
+@pytest.mark.parametrize(("time_chunk", "channels_last"), [(None, False), (1, False), (3, False), (1, True),
+                                                            (None, True)])
+def test_forward_clip_equals_the_lab_loop(teacher_forcing, time_chunk, channels_last):
     torch.manual_seed(0)
     dims = ModelDims(F_dim=32, L_dim=16, N_dim=8, D_out_dim=32)
     a, b = CVAE(dims).train(), CVAE(dims).train()
     b.load_state_dict(a.state_dict())
+    a.to(memory_format=memory_format(channels_last))
     frames, poses = torch.rand(2, 2, 5, 3, 16, 32).unbind(0)
     eps = torch.randn(2, 4, 8, 16, 32)
     preds, mse_t, kl_t = forward_clip(a, frames, poses, teacher_forcing, eps, time_chunk=time_chunk)
-    want_preds, want_mse, want_kl = lab_loop(b, frames, poses, teacher_forcing, eps)
+    want_preds, want_mse, want_kl = lab_clip_forward(b, frames, poses, teacher_forcing=teacher_forcing, eps=eps)
     torch.testing.assert_close(preds, want_preds, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(mse_t, want_mse, rtol=1e-4, atol=1e-6)
     torch.testing.assert_close(kl_t, want_kl, rtol=1e-4, atol=1e-4)
@@ -142,3 +128,20 @@ def test_forward_clip_equals_the_lab_loop(teacher_forcing, time_chunk):
         torch.testing.assert_close(pa.grad, pb.grad, rtol=1e-3, atol=1e-5, msg=name)
     # BatchNorm's running statistics saw the same batches in the same order.
     torch.testing.assert_close(a.label_transformation[2].running_mean, b.label_transformation[2].running_mean)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_rollout_equals_the_lab_validation_loop(channels_last):
+    """Poses encoded over time in one call, no posterior, NHWC or not: the lab's per-step loop's frames."""
+    torch.manual_seed(0)
+    dims = ModelDims(F_dim=32, L_dim=16, N_dim=8, D_out_dim=32)
+    a, b = CVAE(dims), CVAE(dims)
+    a.train().label_transformation(torch.rand(4, 3, 16, 32))  # non-trivial BatchNorm running statistics
+    b.load_state_dict(a.state_dict())
+    a.to(memory_format=memory_format(channels_last))
+    frames = torch.rand(1, 9, 3, 16, 32)
+    poses_u8 = torch.randint(0, 256, (1, 9, 3, 16, 32), dtype=torch.uint8)
+    got = rollout(a, frames[:, 0], poses_u8, generator=torch.Generator().manual_seed(7))
+    want = lab_rollout(b, frames, poses_u8.float() / 255, generator=torch.Generator().manual_seed(7))
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+    assert a.training and b.training  # both restored to the mode they were in
