@@ -24,8 +24,10 @@ class ResidualBlock(nn.Module):
         self.skip = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.leaky_relu(self.conv1(x), 0.01)
-        out = F.leaky_relu(self.conv2(out), 0.01)
+        # In place: a convolution's output is not needed by its backward, and LeakyReLU's backward can use
+        # its own output (slope > 0), so this saves a tensor and a pass over memory per activation.
+        out = F.leaky_relu(self.conv1(x), 0.01, inplace=True)
+        out = F.leaky_relu(self.conv2(out), 0.01, inplace=True)
         return out + (self.skip(x) if self.skip is not None else x)
 
 
@@ -35,7 +37,7 @@ class DepthConv(nn.Module):
     def __init__(self, in_ch: int, out_ch: int) -> None:
         super().__init__()
         # A Sequential so that the key is ``conv1.0.weight``, as in the lab's checkpoints.
-        self.conv1 = nn.Sequential(nn.Conv2d(in_ch, in_ch, 1), nn.LeakyReLU(0.01))
+        self.conv1 = nn.Sequential(nn.Conv2d(in_ch, in_ch, 1), nn.LeakyReLU(0.01, inplace=True))
         self.depth_conv = nn.Conv2d(in_ch, in_ch, 3, padding=1, groups=in_ch)
         self.conv2 = nn.Conv2d(in_ch, out_ch, 1)
         self.adaptor = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else None

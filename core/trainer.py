@@ -207,9 +207,13 @@ def memory_format(channels_last: bool) -> torch.memory_format:
     return torch.channels_last if channels_last else torch.contiguous_format
 
 
-def default_time_chunk(device: torch.device) -> int | None:
-    """Time steps per batched call: 1 on a CPU, the whole clip on an accelerator."""
-    return None if device.type == "cuda" else 1
+def default_time_chunk(device: torch.device, batch_size: int) -> int | None:
+    """Time steps per batched call: about 8 images per call on a CPU, the whole clip on an accelerator.
+
+    Measured on 2 cores at the lab's sizes (batch 2, channels_last): 1 step per call 6.7 frames/s, 2 steps
+    7.3, 4 steps 7.4, the whole 15-step clip 5.2 (its activations fall out of cache).
+    """
+    return None if device.type == "cuda" else max(1, 8 // batch_size)
 
 
 def forward_clip(model: CVAE, frames: torch.Tensor, poses: torch.Tensor, teacher_forcing: bool,
@@ -321,7 +325,7 @@ class Trainer:
             torch.set_num_threads(cfg.run.num_threads)
         self.device = resolve_device(cfg.run.device)
         self.autocast = make_autocast(cfg, self.device)
-        self.time_chunk = cfg.run.time_chunk or default_time_chunk(self.device)
+        self.time_chunk = cfg.run.time_chunk or default_time_chunk(self.device, cfg.optim.batch_size)
         self.save_root = Path(cfg.run.save_root)
         self.save_root.mkdir(parents=True, exist_ok=True)
         torch.manual_seed(cfg.run.seed)
@@ -342,6 +346,10 @@ class Trainer:
                     f"{cfg.data.val_vi_len}"
                 )
 
+        if self.device.type == "cuda":
+            # Decoded once, kept on the GPU: batches are gathered there, with no host copy per step.
+            self.train_data = self.train_data.to(self.device)
+            self.val_data = self.val_data.to(self.device) if self.val_data is not None else None
         self.model = CVAE(model_dims(cfg)).to(self.device, memory_format=memory_format(cfg.run.channels_last))
         self.optimizer = build_optimizer(cfg, self.model)
         self.scheduler = build_scheduler(cfg, self.optimizer)
