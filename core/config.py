@@ -143,7 +143,7 @@ class RunConfig:
     num_threads: int | None = None
     """torch CPU threads (default: torch's choice)."""
     time_chunk: int | None = None
-    """Time steps per batched call in training (default: 8 // batch_size on a CPU, the whole clip on CUDA); same math."""
+    """Time steps per batched call in training (default: 4 // batch_size on a CPU, the whole clip on CUDA); same math."""
     channels_last: bool = True
     """NHWC memory format for the convolutions: same math, faster on a CPU (False: the lab's NCHW)."""
     progress: bool = True

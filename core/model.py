@@ -22,12 +22,12 @@ class ResidualBlock(nn.Module):
         self.conv1 = nn.Conv2d(in_ch, out_ch, 3, padding=1)
         self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=1)
         self.skip = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else None
+        self.inplace = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # In place: a convolution's output is not needed by its backward, and LeakyReLU's backward can use
-        # its own output (slope > 0), so this saves a tensor and a pass over memory per activation.
-        out = F.leaky_relu(self.conv1(x), 0.01, inplace=True)
-        out = F.leaky_relu(self.conv2(out), 0.01, inplace=True)
+        # In place by default: see set_inplace_activations.
+        out = F.leaky_relu(self.conv1(x), 0.01, inplace=self.inplace)
+        out = F.leaky_relu(self.conv2(out), 0.01, inplace=self.inplace)
         return out + (self.skip(x) if self.skip is not None else x)
 
 
@@ -218,6 +218,20 @@ def dims_from_state_dict(state_dict: dict[str, torch.Tensor]) -> ModelDims:
         )
     except KeyError as err:
         raise ValueError(f"not a Lab-4 cVAE state_dict: key {err.args[0]!r} is missing") from None
+
+
+def set_inplace_activations(model: nn.Module, inplace: bool) -> nn.Module:
+    """Run the LeakyReLUs that follow a convolution in place (the default) or out of place (the lab's code).
+
+    The same numbers either way: a convolution's backward does not need its output, and LeakyReLU's
+    backward can use its own output (slope > 0). In place saves a tensor and a pass over memory each.
+    """
+    for m in model.modules():
+        if isinstance(m, ResidualBlock):
+            m.inplace = inplace
+        elif isinstance(m, DepthConv):
+            m.conv1[1].inplace = inplace
+    return model
 
 
 def count_parameters(model: nn.Module) -> int:

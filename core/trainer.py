@@ -208,12 +208,13 @@ def memory_format(channels_last: bool) -> torch.memory_format:
 
 
 def default_time_chunk(device: torch.device, batch_size: int) -> int | None:
-    """Time steps per batched call: about 8 images per call on a CPU, the whole clip on an accelerator.
+    """Time steps per batched call: about 4 images per call on a CPU, the whole clip on an accelerator.
 
-    Measured on 2 cores at the lab's sizes (batch 2, channels_last): 1 step per call 6.7 frames/s, 2 steps
-    7.3, 4 steps 7.4, the whole 15-step clip 5.2 (its activations fall out of cache).
+    Measured on 2 cores at the lab's sizes (batch 2, channels_last, benchmarks/core_throughput.py beside
+    the lab's loop): 1 step per call 6.45 frames/s, 2 steps 6.85, 4 steps 6.00, the whole 15-step clip
+    about 5 (its activations fall out of cache).
     """
-    return None if device.type == "cuda" else max(1, 8 // batch_size)
+    return None if device.type == "cuda" else max(1, 4 // batch_size)
 
 
 def forward_clip(model: CVAE, frames: torch.Tensor, poses: torch.Tensor, teacher_forcing: bool,

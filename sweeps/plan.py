@@ -10,17 +10,18 @@ import torch
 from core.data import list_frames, num_clips
 from core.model import CVAE
 from core.rollout import rollout
-from core.trainer import default_time_chunk, model_dims, train_step
+from core.trainer import default_time_chunk, memory_format, model_dims, train_step
 from sweeps.report import fmt_duration
 from sweeps.spec import SweepSpec
 
 
-def _train_frames(spec: SweepSpec) -> int | None:
+def _split_frames(spec: SweepSpec, split: str, synth_default: int) -> int | None:
+    """Frames of the dataset's ``train`` or ``val`` split: counted on disk, else what ``synth`` will write."""
     root = spec.base.get("DR")
-    if root and (Path(root) / "train" / "train_img").is_dir():
-        return len(list_frames(Path(root) / "train" / "train_img"))
+    if root and (Path(root) / split / f"{split}_img").is_dir():
+        return len(list_frames(Path(root) / split / f"{split}_img"))
     if spec.synth:
-        return int(spec.synth.get("train_frames", 1600))
+        return int(spec.synth.get(f"{split}_frames", synth_default))
     return None
 
 
@@ -32,22 +33,26 @@ def time_one_epoch(spec: SweepSpec, params: dict, threads: int) -> tuple[float, 
     cfg = spec.trial_config(params, save_root="plan")
     torch.set_num_threads(threads)
     device = torch.device("cpu")
-    model = CVAE(model_dims(cfg))
+    model = CVAE(model_dims(cfg)).to(memory_format=memory_format(cfg.run.channels_last))
     opt = torch.optim.Adam(model.parameters())
     b, t, h, w = cfg.optim.batch_size, cfg.data.train_vi_len, cfg.data.frame_H, cfg.data.frame_W
     frames, poses = torch.rand(b, t, 3, h, w), torch.rand(b, t, 3, h, w)
     for _ in range(2):
         t0 = time.perf_counter()
         train_step(model, opt, frames, poses, beta=1.0, teacher_forcing=False, grad_clip=1.0,
-                   time_chunk=default_time_chunk(device))
+                   time_chunk=default_time_chunk(device, b))
         step = time.perf_counter() - t0
-    n = _train_frames(spec)
+    n = _split_frames(spec, "train", 1600)
     batches = num_clips(n, t, cfg.data.partial) // b if n else 0
     val = 0.0
     if cfg.run.validate:
+        # validate() rolls out every val_vi_len-frame clip of the validation video, in one batch.
+        n_val = _split_frames(spec, "val", 630)
+        clips = max(1, num_clips(n_val, cfg.data.val_vi_len, 1.0)) if n_val else 1
         gen = torch.Generator().manual_seed(0)
+        first, val_poses = torch.rand(clips, 3, h, w), torch.rand(clips, 9, 3, h, w)
         t0 = time.perf_counter()
-        rollout(model, frames[:1, 0], poses[:1, :9], generator=gen)
+        rollout(model, first, val_poses, generator=gen)
         val = (time.perf_counter() - t0) / 8 * (cfg.data.val_vi_len - 1)
     return step * batches, val
 
