@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -174,3 +175,21 @@ def test_sigkill_mid_training_then_resume_matches_uninterrupted(tiny_dataset, tm
     want = [{k: r[k] for k in LOSS_KEYS} for r in metric_rows(tmp_path / "full")]
     got = [{k: r[k] for k in LOSS_KEYS} for r in metric_rows(run)]
     assert got == want
+
+
+def test_gif_has_every_frame_once_and_its_colours(tmp_path):
+    """One palette for the whole video: a video of few colours comes back exact, frame for frame."""
+    from PIL import Image
+
+    from core.records import write_gif
+
+    colours = torch.tensor([[0, 0, 0], [255, 0, 0], [30, 200, 90], [250, 250, 250]], dtype=torch.float32) / 255
+    index = torch.randint(0, 4, (70, 32, 64), generator=torch.Generator().manual_seed(0))
+    video = colours[index].permute(0, 3, 1, 2)  # (T, 3, H, W)
+    write_gif(video, tmp_path / "v.gif")
+    with Image.open(tmp_path / "v.gif") as gif:
+        assert gif.n_frames == 70 and gif.size == (64, 32)
+        for t in (0, 1, 35, 69):
+            gif.seek(t)
+            got = torch.from_numpy(np.array(gif.convert("RGB"))).permute(2, 0, 1).float() / 255
+            torch.testing.assert_close(got, video[t], atol=0, rtol=0)
