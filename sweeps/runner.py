@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+import torch
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
@@ -277,26 +278,66 @@ def write_trial_record(path: Path, record: Mapping[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-class TrialCallback(BaseCallback):
-    """Per epoch: track, report to Optuna, prune; remember the latest validation video."""
+def rss_mib() -> tuple[float, float]:
+    """(current, peak) resident memory of this process in MiB (Linux /proc; peak from getrusage)."""
+    import resource
 
-    def __init__(self, trial: optuna.Trial, spec: SweepSpec, tracker) -> None:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    try:
+        with open("/proc/self/statm") as fh:
+            current = int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except OSError:  # not Linux
+        current = math.nan
+    return current, peak
+
+
+class TrialCallback(BaseCallback):
+    """Per epoch: track, report to Optuna, prune; remember the latest validation video.
+
+    Also times the trial: ``startup_s`` (claim to the first training step: data, model, tracker), the
+    epochs' training and validation seconds, and ``tracking_s`` (W&B, Optuna and record calls).
+    """
+
+    def __init__(self, trial: optuna.Trial, spec: SweepSpec, tracker, t0: float) -> None:
         self.trial = trial
         self.spec = spec
         self.tracker = tracker
         self.video = None
         self.pruned_at: int | None = None
+        self.t0 = t0
+        self.startup_s = math.nan
+        self.train_s = self.val_s = 0.0
+        self.tracking_s = 0.0
+        self.startup_tracking_s = 0.0
+        """The part of ``tracking_s`` spent during start-up (the tracker's init)."""
+
+    @contextlib.contextmanager
+    def tracking(self) -> Iterator[None]:
+        """Count the time of the block as tracking overhead."""
+        t = time.monotonic()
+        try:
+            yield
+        finally:
+            self.tracking_s += time.monotonic() - t
+
+    def on_train_start(self, cfg, start_epoch: int) -> None:  # noqa: ARG002 - the Callback signature
+        self.startup_s = time.monotonic() - self.t0
 
     def on_epoch_end(self, result: EpochResult) -> None:
-        self.tracker.log_epoch(result.epoch, {WANDB_KEYS[k]: getattr(result, k) for k in WANDB_KEYS})
-        if result.val_video is not None:
-            self.video = result.val_video
-        value = getattr(result, self.spec.metric_field)
-        if not math.isnan(value):
-            self.trial.report(value, result.epoch)
-            if self.trial.should_prune():
-                self.pruned_at = result.epoch
-                raise StopTraining(f"pruned at epoch {result.epoch}")
+        self.train_s += result.train_seconds
+        self.val_s += result.val_seconds
+        with self.tracking():
+            self.tracker.log_epoch(result.epoch, {WANDB_KEYS[k]: getattr(result, k) for k in WANDB_KEYS})
+            if result.val_video is not None:
+                self.video = result.val_video
+            value = getattr(result, self.spec.metric_field)
+            prune = False
+            if not math.isnan(value):
+                self.trial.report(value, result.epoch)
+                prune = self.trial.should_prune()
+        if prune:
+            self.pruned_at = result.epoch
+            raise StopTraining(f"pruned at epoch {result.epoch}")
 
 
 def make_tracker(spec: SweepSpec, study: optuna.Study, key: int, config: dict[str, Any],
@@ -320,6 +361,7 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, spec: SweepSpec, *, num_
         SweepError: the sweep cannot go on (bad dataset); the trial is failed first.
         KeyboardInterrupt: after failing the trial and enqueueing its retry.
     """
+    t0 = time.monotonic()
     params = suggest_all(trial, spec)
     frozen = study._storage.get_trial(trial._trial_id)  # noqa: SLF001 - a live Trial has no system_attrs
     key = run_key(frozen)
@@ -348,10 +390,11 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, spec: SweepSpec, *, num_
     config = {**cfg.to_flat(), **{f"param/{k}": v for k, v in params.items()}, "study": spec.name,
               "trial": trial.number, "run_key": key, "replicate": replicate, "config_id": cid,
               "sweep_metric": spec.metric, "sweep_goal": spec.goal}
+    t_track = time.monotonic()
     tracker, mode = make_tracker(spec, study, key, config, params)
     record["wandb_mode"] = mode
-    callback = TrialCallback(trial, spec, tracker)
-    t0 = time.monotonic()
+    callback = TrialCallback(trial, spec, tracker, t0)
+    callback.tracking_s = callback.startup_tracking_s = time.monotonic() - t_track
     state, reason, interrupted = "complete", "", False
     try:
         with heartbeat(study, trial, spec.heartbeat_interval):
@@ -398,6 +441,7 @@ def _enqueue_replicates(study: optuna.Study, trial: optuna.Trial, params: Mappin
 
 
 def _finish(study, trial, spec, tracker, record, folder, callback, state, reason, t0) -> None:
+    t_finish = time.monotonic()
     rows = read_csv(folder / "metrics.csv") if (folder / "metrics.csv").exists() else []
     value, epoch = metric_value(rows, spec.metric_field, spec.goal, spec.summary)
     video_path = None
@@ -422,12 +466,36 @@ def _finish(study, trial, spec, tracker, record, folder, callback, state, reason
     record.update(state=state, reason=reason, value=None if math.isnan(value) else value,
                   best_epoch=epoch if epoch >= 0 else None, epochs_done=len(rows), finished=_now(),
                   duration_s=round(time.monotonic() - t0, 3))
+    callback.tracking_s += time.monotonic() - t_finish
+    record.update(timing=_timing(callback, record["duration_s"]), resources=_resources())
+    write_trial_record(folder / "trial.json", record)  # the outcome is on disk before W&B is told
+    with callback.tracking():
+        summary = {spec.metric: record["value"], "best_epoch": record["best_epoch"], "epochs": len(rows),
+                   "trial": trial.number}
+        tracker.finish(state=state, summary=summary, psnr_per_frame=per_frame, video=video_path, reason=reason)
+    record.update(duration_s=round(time.monotonic() - t0, 3))
+    record.update(timing=_timing(callback, record["duration_s"]))
     write_trial_record(folder / "trial.json", record)
-    summary = {spec.metric: record["value"], "best_epoch": record["best_epoch"], "epochs": len(rows),
-               "trial": trial.number}
-    tracker.finish(state=state, summary=summary, psnr_per_frame=per_frame, video=video_path, reason=reason)
     log.info("trial %d (t%04d) %s%s%s", trial.number, record["run_key"], state,
              f": {spec.metric} {value:.4f}" if not math.isnan(value) else "", f" ({reason})" if reason else "")
+
+
+def _timing(callback: TrialCallback, duration: float) -> dict[str, float | None]:
+    """Where a trial's time went, in seconds; ``other_s`` is the rest (checkpoints, metrics files, GIFs).
+
+    ``startup_s`` includes the tracker's start, which ``tracking_s`` counts too.
+    """
+    parts = {"startup_s": callback.startup_s, "train_s": callback.train_s, "val_s": callback.val_s,
+             "tracking_s": callback.tracking_s}
+    known = sum(v for v in parts.values() if not math.isnan(v)) - callback.startup_tracking_s
+    out = {k: None if math.isnan(v) else round(v, 3) for k, v in parts.items()}
+    out["other_s"] = round(max(duration - known, 0.0), 3)
+    return out
+
+
+def _resources() -> dict[str, Any]:
+    current, peak = rss_mib()
+    return {"rss_mib": round(current, 1), "peak_rss_mib": round(peak, 1), "threads": torch.get_num_threads()}
 
 
 # -- a worker -----------------------------------------------------------------------------------------------

@@ -92,6 +92,14 @@ def test_grid_sweep_with_two_workers_runs_each_point_once_and_tracks_it(tiny_dat
         assert t.value == pytest.approx(max(float(r["val_psnr"]) for r in rows))
         assert (folder / "sample.gif").exists() and (folder / "last.ckpt").exists()
         assert t.intermediate_values.keys() == {0, 1}
+        # Where the trial's time went, and its worker's memory, measured by the runner.
+        timing, resources = record["timing"], record["resources"]
+        assert timing["train_s"] == pytest.approx(sum(float(r["train_seconds"]) for r in rows), abs=1e-3)
+        assert timing["val_s"] == pytest.approx(sum(float(r["val_seconds"]) for r in rows), abs=1e-3)
+        assert 0 < timing["startup_s"] < record["duration_s"] and timing["tracking_s"] > 0
+        parts = timing["startup_s"] + timing["train_s"] + timing["val_s"] + timing["other_s"]
+        assert timing["tracking_s"] < record["duration_s"] and parts <= record["duration_s"] + 1e-3
+        assert 0 < resources["rss_mib"] <= resources["peak_rss_mib"] and resources["threads"] >= 1
     assert len(read_csv(out / "trials.csv")) == 4
 
     runs = read_offline_runs_merged(tmp_path / "wandb")
