@@ -288,7 +288,7 @@ def rss_mib() -> tuple[float, float]:
             current = int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
     except OSError:  # not Linux
         current = math.nan
-    return current, peak
+    return current, max(peak, current)  # the kernel updates ru_maxrss lazily: never report it below current
 
 
 class TrialCallback(BaseCallback):

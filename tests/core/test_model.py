@@ -124,8 +124,14 @@ def test_forward_clip_equals_the_lab_loop(teacher_forcing, time_chunk, channels_
     torch.testing.assert_close(kl_t, want_kl, rtol=1e-4, atol=1e-4)
     (mse_t.mean() + kl_t.mean()).backward()
     (want_mse.mean() + want_kl.mean()).backward()
+    largest = max(float(p.grad.abs().max()) for p in b.parameters())
     for (name, pa), pb in zip(a.named_parameters(), b.parameters(), strict=True):
-        torch.testing.assert_close(pa.grad, pb.grad, rtol=1e-3, atol=1e-5, msg=name)
+        if name == "label_transformation.1.bias":
+            # The bias of the conv before BatchNorm: its gradient is zero in exact arithmetic (BatchNorm removes
+            # the mean), so both sides hold rounding noise, whose size depends on the memory format.
+            assert float(pa.grad.abs().max()) < 1e-4 * largest and float(pb.grad.abs().max()) < 1e-4 * largest
+            continue
+        torch.testing.assert_close(pa.grad, pb.grad, rtol=1e-3, atol=1e-6 * max(largest, 10.0), msg=name)
     # BatchNorm's running statistics saw the same batches in the same order.
     torch.testing.assert_close(a.label_transformation[2].running_mean, b.label_transformation[2].running_mean)
 
