@@ -72,6 +72,17 @@ def header(title: str) -> None:
     print(f"\n{title}\n  {'':<34} {'lab':>10} {'ours':>10}  {'unit':<12} {'ours/lab':>8}")
 
 
+def models(args: argparse.Namespace, device: torch.device, dims: ModelDims):
+    """(lab, ours, ours' autocast): the same weights, the lab's as its code runs them, ours as cvae train does."""
+    torch.manual_seed(0)
+    lab = set_inplace_activations(CVAE(dims), False).to(device)
+    ours = CVAE(dims).to(device)
+    ours.load_state_dict(lab.state_dict())
+    ours.to(memory_format=memory_format(not args.nchw))
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if args.amp == "bf16" else None
+    return lab, ours, autocast
+
+
 def bench_train(args: argparse.Namespace, device: torch.device, dims: ModelDims, peak: float) -> None:
     b, t = args.batch_size, args.train_vi_len
     ours_b = args.ours_batch_size or b
@@ -86,12 +97,7 @@ def bench_train(args: argparse.Namespace, device: torch.device, dims: ModelDims,
         lab_loader = torch.utils.data.DataLoader(lab_data, batch_size=b, shuffle=True, drop_last=True)
         ours_data = load_split(root, "train", size, cache_dir=Path(tmp) / "cache")
 
-        torch.manual_seed(0)
-        lab = set_inplace_activations(CVAE(dims), False).to(device)
-        ours = CVAE(dims).to(device)
-        ours.load_state_dict(lab.state_dict())
-        ours.to(memory_format=memory_format(not args.nchw))
-        autocast = torch.autocast("cuda", dtype=torch.bfloat16) if args.amp == "bf16" else None
+        lab, ours, autocast = models(args, device, dims)
         chunk = args.time_chunk or default_time_chunk(device, ours_b)
 
         # Same losses and gradients on one fixed-seed batch (fp32 on both sides for this check).
@@ -162,12 +168,7 @@ def bench_train(args: argparse.Namespace, device: torch.device, dims: ModelDims,
 
 
 def bench_rollout(args: argparse.Namespace, device: torch.device, dims: ModelDims) -> None:
-    torch.manual_seed(0)
-    lab = set_inplace_activations(CVAE(dims), False).to(device)
-    ours = CVAE(dims).to(device)
-    ours.load_state_dict(lab.state_dict())
-    ours.to(memory_format=memory_format(not args.nchw))
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if args.amp == "bf16" else None
+    lab, ours, autocast = models(args, device, dims)
     n, s = args.rollout, args.test_sequences
     frames = torch.rand(s, n, 3, 32, 64, device=device)
     poses_u8 = torch.randint(0, 256, (s, n, 3, 32, 64), dtype=torch.uint8)

@@ -59,6 +59,7 @@ from typing import Any
 
 import yaml
 
+from sweeps.report import fmt_duration
 from sweeps.spec import SpecError, SweepSpec, load_spec
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -329,13 +330,6 @@ def fmt(value: float | None, spec: str = ".2f") -> str:
     return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, spec)
 
 
-def fmt_time(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    minutes, secs = divmod(int(round(seconds)), 60)
-    return f"{minutes}m{secs:02d}s"
-
-
 def table(rows: Sequence[Sequence[str]], header: Sequence[str]) -> str:
     widths = [max(len(str(c)) for c in col) for col in zip(header, *rows, strict=True)]
 
@@ -369,7 +363,7 @@ def report(full: ArmResult, pruned: ArmResult) -> dict[str, Any]:
         a = arms[arm.name]
         rows.append((arm.name, a["pruner"]["type"], a["trials"], a["complete"], a["pruned"], a["failed"],
                      a["epochs"], fmt(100 * a["share_of_full"], ".1f"), fmt(value, ".3f"), fmt(a["gap_db"], "+.3f"),
-                     fmt_time(arm.wall_s)))
+                     fmt_duration(arm.wall_s)))
         study_value = a["study_best"]
         if study_value is not None and not math.isclose(study_value, value, abs_tol=1e-9):
             print(f"WARNING: {arm.name}: the study's best value {study_value} differs from the records' {value}")
@@ -521,7 +515,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for arm in ARMS:
             print(f"arm {arm}: running {specs[arm]}", flush=True)
             wall = run_arm(arm, specs[arm], out, args.threads, env)
-            print(f"arm {arm}: done in {fmt_time(wall)}", flush=True)
+            print(f"arm {arm}: done in {fmt_duration(wall)}", flush=True)
     missing = [str(p) for p in specs.values() if not p.exists()]
     if missing:
         raise SystemExit(f"no benchmark run in {out} (missing {', '.join(missing)})")

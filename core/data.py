@@ -79,7 +79,7 @@ def list_frames(folder: Path) -> list[Path]:
     return [p for _, p in numbered]
 
 
-def _paired(img_dir: Path, label_dir: Path) -> tuple[list[Path], list[Path]]:
+def paired_frames(img_dir: Path, label_dir: Path) -> tuple[list[Path], list[Path]]:
     images = list_frames(img_dir)
     if not label_dir.is_dir():
         raise DatasetError(f"{label_dir}: folder not found")
@@ -165,7 +165,7 @@ def load_split(root: str | os.PathLike, split: str, size: tuple[int, int], *, wo
     if split not in ("train", "val"):
         raise ValueError(f"split must be train or val, not {split!r}")
     base = Path(root) / split
-    images, labels = _paired(base / f"{split}_img", base / f"{split}_label")
+    images, labels = paired_frames(base / f"{split}_img", base / f"{split}_label")
     return FrameSequence(
         decode_frames(images, size, workers=workers, cache_dir=cache_dir),
         decode_frames(labels, size, workers=workers, cache_dir=cache_dir),

@@ -22,7 +22,7 @@ from PIL import Image
 from torch import nn
 from torch.nn import functional as F
 
-from core.data import _paired, num_clips
+from core.data import num_clips, paired_frames
 from core.model import CVAE
 
 
@@ -105,7 +105,7 @@ class PngClips(torch.utils.data.Dataset):
     def __init__(self, root: str | os.PathLike, size: tuple[int, int], clip_len: int, split: str = "train",
                  fraction: float = 1.0) -> None:
         root = Path(root)
-        self.images, self.labels = _paired(root / split / f"{split}_img", root / split / f"{split}_label")
+        self.images, self.labels = paired_frames(root / split / f"{split}_img", root / split / f"{split}_label")
         self.size = size
         self.clip_len = clip_len
         self.n = num_clips(len(self.images), clip_len, fraction)

@@ -186,8 +186,7 @@ def _over_time(fn, chunk: int | None, *xs: torch.Tensor):
     """Apply ``fn`` to (B, T, ...) tensors with batch and time folded, ``chunk`` time steps per call.
 
     The folded modules have no batch-dependent layer, so any chunking is the same math; it only trades
-    call overhead against working-set size (on a CPU one step per call stays in cache and is ~2x faster
-    than a whole clip; on a GPU whole clips keep the device busy).
+    call overhead against working-set size (see :func:`default_time_chunk`).
     """
     batch, steps = xs[0].shape[:2]
     step = steps if chunk is None else chunk

@@ -21,6 +21,7 @@ import json
 import logging
 import math
 import os
+import resource
 import socket
 import threading
 import time
@@ -280,8 +281,6 @@ def write_trial_record(path: Path, record: Mapping[str, Any]) -> None:
 
 def rss_mib() -> tuple[float, float]:
     """(current, peak) resident memory of this process in MiB (Linux /proc; peak from getrusage)."""
-    import resource
-
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     try:
         with open("/proc/self/statm") as fh:
@@ -481,7 +480,9 @@ def _finish(study, trial, spec, tracker, record, folder, callback, state, reason
 
 
 def _timing(callback: TrialCallback, duration: float) -> dict[str, float | None]:
-    """Where a trial's time went, in seconds; ``other_s`` is the rest (checkpoints, metrics files, GIFs).
+    """Where a trial's time went, in seconds; ``other_s`` is the rest (checkpoints, metrics files).
+
+    ``tracking_s`` covers W&B, Optuna, the trial record and the sample GIF.
 
     ``startup_s`` includes the tracker's start, which ``tracking_s`` counts too.
     """
