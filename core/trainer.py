@@ -210,8 +210,8 @@ def default_time_chunk(device: torch.device, batch_size: int) -> int | None:
     """Time steps per batched call: about 4 images per call on a CPU, the whole clip on an accelerator.
 
     Measured on 2 cores at the lab's sizes (batch 2, channels_last, benchmarks/core_throughput.py beside
-    the lab's loop): 1 step per call 6.45 frames/s, 2 steps 6.85, 4 steps 6.00, the whole 15-step clip
-    about 5 (its activations fall out of cache).
+    the lab's loop, ``--time_chunk N``): 1 step per call 6.45 frames/s, 2 steps 6.85, 4 steps 6.00; whole
+    clips are slower still (their activations fall out of cache).
     """
     return None if device.type == "cuda" else max(1, 4 // batch_size)
 
