@@ -65,10 +65,12 @@ def plan_text(spec: SweepSpec) -> str:
     for p in conditional:
         lines.append(f"  branch: {p.name} only when " + ", ".join(f"{k} in {list(v)}" for k, v in p.when.items()))
     if spec.method == "grid":
-        points = spec.grid()[: spec.run_cap] if spec.run_cap else spec.grid()
-        lines.append(f"grid: {len(points)} parameter set(s):")
-        lines += [f"  {i:3d}  " + ", ".join(f"{k}={v}" for k, v in p.items()) for i, p in enumerate(points)]
-        first = points[0] if points else {}
+        points = spec.grid_points()
+        order = f", shuffled with seed {spec.seed}" if spec.grid_order == "shuffled" else ""
+        lines.append(f"grid: {len(points)} parameter set(s), in run order{order} (#: the point's place in the "
+                     f"listed grid):")
+        lines += [f"  {i:3d}  " + ", ".join(f"{k}={v}" for k, v in p.items()) for i, p in points]
+        first = points[0][1] if points else {}
     else:
         lines.append(f"{spec.method}: {spec.run_cap} parameter set(s) drawn from:")
         for p in spec.params:

@@ -1,7 +1,7 @@
 """Running a sweep: the study and its queue, workers that claim trials, and one trial's life.
 
 The queue. When the study is created, every trial the sweep will run is enqueued as a WAITING trial: the
-grid's points (times ``replicates``), or ``run_cap`` placeholders whose parameters the sampler fills in
+grid's points in the spec's ``grid_order`` (times ``replicates``), or ``run_cap`` placeholders whose parameters the sampler fills in
 when a worker claims them. Workers claim WAITING trials one at a time with the storage's atomic state
 change (the mechanism Optuna's own ``ask`` uses), and never ask the sampler for trials beyond the queue.
 So ``run_cap`` is exact and a grid point runs once, however many workers on however many machines.
@@ -138,8 +138,7 @@ def slots(spec: SweepSpec) -> list[tuple[str, dict[str, Any], int]]:
     """(slot id, fixed params, replicate) of every trial the queue should hold."""
     out = []
     if spec.method == "grid":
-        points = spec.grid()[: spec.run_cap] if spec.run_cap else spec.grid()
-        for i, params in enumerate(points):
+        for i, params in spec.grid_points():  # run order: a worker claims the first WAITING trial
             for r in range(spec.replicates):
                 out.append((f"g{i}-r{r}", params, r))
     else:

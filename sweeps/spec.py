@@ -3,8 +3,8 @@
 W&B's keys keep W&B's meaning (``name``, ``method``, ``metric``, ``run_cap``, ``parameters``,
 ``early_terminate``, ``description``); the rest are ours (``base``, ``replicates``, ``workers``, ``storage``,
 ``wandb``, ``output_dir``, ``pruner``, ``sampler``, ``synth``, ``heartbeat``, ``max_retry``, ``seed``,
-and a parameter's ``when``). Paths are relative to the working directory, as the lab's flags are; a
-``base`` given as a path is relative to the spec file.
+``grid_order``, and a parameter's ``when``). Paths are relative to the working directory, as the lab's
+flags are; a ``base`` given as a path is relative to the spec file.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import itertools
 import json
 import math
 import os
+import random
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -44,6 +45,8 @@ UNSUPPORTED_DISTRIBUTIONS = (
     "q_log_uniform", "q_log_uniform_values", "inv_log_uniform", "inv_log_uniform_values", "normal",
     "q_normal", "log_normal", "q_log_normal", "beta", "q_beta",
 )
+GRID_ORDERS = ("listed", "shuffled")
+"""``grid_order``: the grid runs as its parameters list it (W&B's order), or shuffled with ``seed`` (Optuna's)."""
 PRUNERS = ("none", "median", "percentile", "hyperband", "successive_halving")
 OWNED_KEYS = ("save_root", "resume", "ckpt_path", "progress")
 """Training keys the sweep sets for every trial; a spec may not set them."""
@@ -51,6 +54,7 @@ OWNED_KEYS = ("save_root", "resume", "ckpt_path", "progress")
 TOP_KEYS = (
     "name", "description", "method", "metric", "run_cap", "parameters", "early_terminate", "pruner", "sampler",
     "base", "replicates", "workers", "storage", "wandb", "output_dir", "synth", "heartbeat", "max_retry", "seed",
+    "grid_order",
 )
 PARAM_KEYS = ("value", "values", "distribution", "min", "max", "q", "when", "sets")
 
@@ -134,6 +138,7 @@ class SweepSpec:
     grace_period: int
     max_retry: int
     seed: int
+    grid_order: str = "listed"
     description: str = ""
     source: str = "spec"
 
@@ -155,6 +160,17 @@ class SweepSpec:
                 seen.add(key)
                 out.append(combo)
         return out
+
+    def grid_points(self) -> list[tuple[int, dict[str, Any]]]:
+        """The grid points the sweep runs, in run order, each with its index in ``grid()`` (its queue slot).
+
+        ``grid_order: shuffled`` permutes the whole grid with ``seed`` before ``run_cap`` cuts it, so a capped
+        grid is a random subset, and a raised ``run_cap`` extends the same order.
+        """
+        points = list(enumerate(self.grid()))
+        if self.grid_order == "shuffled":
+            random.Random(self.seed).shuffle(points)
+        return points[: self.run_cap] if self.run_cap else points
 
     def n_configs(self) -> int:
         """Parameter sets the sweep runs (each ``replicates`` times)."""
@@ -433,6 +449,11 @@ def parse_spec(raw: Mapping[str, Any], *, source: str = "spec", base_dir: Path =
     n_workers = workers if workers is not None else raw.get("workers", 1)
     n_workers = _int("workers", n_workers, errors, 1) or 1
     seed = _int("seed", raw.get("seed", 0), errors, 0) or 0
+    grid_order = raw.get("grid_order", "listed")
+    if grid_order not in GRID_ORDERS:
+        errors.append(f"grid_order={grid_order!r} is not listed or shuffled")
+    elif "grid_order" in raw and method != "grid":
+        errors.append(f"grid_order applies to method grid only, not {method}")
     max_retry = _int("max_retry", raw.get("max_retry", 3), errors, 0)
     heartbeat = _mapping("heartbeat", raw.get("heartbeat"), ("interval", "grace"), errors)
     interval = _int("heartbeat.interval", heartbeat.get("interval", 10), errors, 1) or 10
@@ -471,7 +492,8 @@ def parse_spec(raw: Mapping[str, Any], *, source: str = "spec", base_dir: Path =
         params=tuple(params), base=base, run_cap=run_cap, replicates=replicates, workers=n_workers,
         storage=storage_url, output_dir=output_dir, wandb=wandb_cfg, pruner=pruner, sampler=sampler,
         synth=dict(synth) if synth else None, heartbeat_interval=interval, grace_period=grace,
-        max_retry=max_retry if max_retry is not None else 3, seed=seed, description=str(raw.get("description", "")),
+        max_retry=max_retry if max_retry is not None else 3, seed=seed, grid_order=grid_order,
+        description=str(raw.get("description", "")),
         source=source,
     )
     _check_trial_configs(spec)
@@ -566,7 +588,8 @@ def dump_spec_summary(spec: SweepSpec) -> str:
     """The spec as YAML-ish text (for logs and the W&B summary run)."""
     return yaml.safe_dump({
         "name": spec.name, "method": spec.method, "metric": {"name": spec.metric, "goal": spec.goal},
-        "run_cap": spec.run_cap, "replicates": spec.replicates, "workers": spec.workers,
+        "run_cap": spec.run_cap, **({"grid_order": spec.grid_order} if spec.method == "grid" else {}),
+        "replicates": spec.replicates, "workers": spec.workers,
         "parameters": {p.name: (list(p.values) if p.values else [p.low, p.high]) for p in spec.params},
         "sets": {p.name: dict(p.sets) for p in spec.params if p.sets},
         "base": dict(spec.base), "output_dir": str(spec.output_dir),

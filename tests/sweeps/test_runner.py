@@ -137,6 +137,23 @@ def test_run_cap_is_exact_with_random_search_and_tops_up(tiny_dataset, tmp_path,
     assert [t.state for t in study.get_trials()] == [TrialState.COMPLETE] * 4
 
 
+def test_a_shuffled_grid_is_queued_in_its_run_order_and_topped_up_without_repeats(tiny_dataset, tmp_path):
+    grid = {"kl_anneal_type": {"values": ["cyclical", "monotonic", "none"]}, "N_dim": {"values": [4, 8]}}
+    spec = load_spec(write_spec(tmp_path, tiny_dataset, parameters=grid, grid_order="shuffled", seed=1, run_cap=4,
+                                replicates=2))
+    study = open_study(spec, open_storage(spec), fill_queue=True)
+    queued = [(t.user_attrs["cvae:slot"], t.system_attrs["fixed_params"]) for t in study.get_trials()]  # claim order
+    expected = [(f"g{i}-r{r}", point) for i, point in spec.grid_points() for r in range(2)]
+    assert queued == expected
+    assert [i for i, _ in spec.grid_points()] != [0, 1, 2, 3]                      # not the listed order
+    bigger = load_spec(write_spec(tmp_path, tiny_dataset, parameters=grid, grid_order="shuffled", seed=1,
+                                  replicates=2))
+    open_study(bigger, open_storage(bigger), fill_queue=True)
+    slots = [t.user_attrs["cvae:slot"] for t in study.get_trials()]
+    assert slots[:8] == [slot for slot, _ in expected] and len(slots) == len(set(slots)) == 12
+    assert [t.system_attrs["fixed_params"] for t in study.get_trials()][8:] == [p for _, p in bigger.grid_points()[4:] for _ in range(2)]
+
+
 def test_replicates_share_parameters_and_differ_in_seed(tiny_dataset, tmp_path, env):
     params = {"lr": {"distribution": "uniform", "min": 0.001, "max": 0.002}}
     spec_path = write_spec(tmp_path, tiny_dataset, method="random", run_cap=1, replicates=2, parameters=params,

@@ -226,6 +226,10 @@ VALIDATION_ERRORS = [
     pytest.param(dict(run_cap=DROP, method="bayes"), ["run_cap is required with method bayes"],
                  id="run-cap-missing-bayes"),
     pytest.param(dict(run_cap=0), ["run_cap=0 must be an integer >= 1"], id="run-cap-zero"),
+    pytest.param(dict(method="grid", grid_order="random"), ["grid_order='random' is not listed or shuffled"],
+                 id="bad-grid-order"),
+    pytest.param(dict(grid_order="shuffled"), ["grid_order applies to method grid only, not random"],
+                 id="grid-order-without-grid"),
     pytest.param(dict(method="bohb"), ["method='bohb' is not one of grid, random, bayes"], id="unknown-method"),
     pytest.param(dict(storage="redis://localhost/0"), ["storage='redis://localhost/0' must be sqlite:///PATH"],
                  id="bad-storage-url"),
@@ -378,6 +382,26 @@ def test_grid_expands_conditional_branches(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("run_cap", "n"), [(DROP, 8), (5, 5), (8, 8), (20, 8)])
 def test_n_configs_of_a_grid_honours_run_cap(tmp_path: Path, run_cap: Any, n: int) -> None:
     assert load(tmp_path, method="grid", run_cap=run_cap, parameters=KL_GRID).n_configs() == n
+
+
+def test_a_listed_grid_runs_in_its_listed_order(tmp_path: Path) -> None:
+    spec = load(tmp_path, method="grid", run_cap=5, parameters=KL_GRID)
+    assert spec.grid_order == "listed"
+    assert spec.grid_points() == list(enumerate(spec.grid()))[:5]
+
+
+def test_a_shuffled_grid_is_a_seeded_permutation_cut_by_run_cap(tmp_path: Path) -> None:
+    grid = load(tmp_path, method="grid", run_cap=DROP, parameters=KL_GRID).grid()
+    order = load(tmp_path, method="grid", run_cap=DROP, parameters=KL_GRID, grid_order="shuffled", seed=3).grid_points()
+    assert sorted(i for i, _ in order) == list(range(8))            # every point once, with its listed index
+    assert all(grid[i] == point for i, point in order)
+    assert [i for i, _ in order] != list(range(8))                    # seed 3 moves them (8! orders)
+    again = load(tmp_path, method="grid", run_cap=DROP, parameters=KL_GRID, grid_order="shuffled", seed=3)
+    assert again.grid_points() == order                               # the same seed, the same order
+    other = load(tmp_path, method="grid", run_cap=DROP, parameters=KL_GRID, grid_order="shuffled", seed=4)
+    assert other.grid_points() != order
+    capped = load(tmp_path, method="grid", run_cap=5, parameters=KL_GRID, grid_order="shuffled", seed=3)
+    assert capped.grid_points() == order[:5] and capped.n_configs() == 5   # a random subset; a raised cap extends it
 
 
 @pytest.mark.parametrize("method", ["random", "tpe", "qmc"])
