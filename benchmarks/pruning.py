@@ -71,7 +71,7 @@ EPOCH_SHARE = 0.5
 ARMS = ("full", "pruned")
 
 PRUNERS: dict[str, dict[str, Any]] = {
-    "successive_halving": {"type": "successive_halving", "min_resource": 1, "reduction_factor": 3},
+    "successive_halving": {"type": "successive_halving", "min_resource": 1, "reduction_factor": 4},
     "hyperband": {"type": "hyperband", "min_resource": 1, "reduction_factor": 3},
     "median": {"type": "median", "n_startup_trials": 3, "n_warmup_steps": 1},
     "percentile": {"type": "percentile", "percentile": 25.0, "n_startup_trials": 3, "n_warmup_steps": 1},
@@ -79,11 +79,14 @@ PRUNERS: dict[str, dict[str, Any]] = {
 """The pruner block of the pruned arm's spec, per --pruner (steps are 0-based epochs)."""
 REPLAYED: dict[str, dict[str, Any]] = {
     **PRUNERS,
+    "successive_halving rf3": {"type": "successive_halving", "min_resource": 1, "reduction_factor": 3},
     "successive_halving rf2": {"type": "successive_halving", "min_resource": 1, "reduction_factor": 2},
     "successive_halving min2": {"type": "successive_halving", "min_resource": 2, "reduction_factor": 3},
     "median warmup3": {"type": "median", "n_startup_trials": 3, "n_warmup_steps": 3},
 }
 """Pruners replayed on the full grid's curves after the run."""
+ORDERS = 200
+"""Random trial orders each pruner is replayed in: how much its result owes to the order the grid ran in."""
 
 SMOKE: dict[str, Any] = {
     "epochs": 3, "val_vi_len": 12,
@@ -95,14 +98,20 @@ SMOKE: dict[str, Any] = {
 
 # -- the two specs -------------------------------------------------------------------------------------------
 def arm_spec(raw: Mapping[str, Any], arm: str, out: Path, *, epochs: int | None, pruner: Mapping[str, Any],
-             smoke: bool) -> dict[str, Any]:
-    """The spec mapping of one arm: the benchmark's grid with its outputs, data and pruner under ``out``."""
+             smoke: bool, seed: int | None = None) -> dict[str, Any]:
+    """The spec mapping of one arm: the benchmark's grid with its outputs, data and pruner under ``out``.
+
+    ``seed``, when given, replaces the seeds of the grid's order, the generated data and training.
+    """
     spec = json.loads(json.dumps(dict(raw)))  # a deep copy of plain YAML data
     base = spec.setdefault("base", {})
     if smoke:
         spec["synth"] = dict(SMOKE["synth"])
         base["num_epoch"] = SMOKE["epochs"]
         base["val_vi_len"] = SMOKE["val_vi_len"]
+    if seed is not None:
+        spec["seed"] = base["seed"] = seed
+        spec["synth"] = {**(spec.get("synth") or {}), "seed": seed}
     if epochs is not None:
         base["num_epoch"] = epochs
     synth_key = hashlib.sha1(json.dumps(spec.get("synth"), sort_keys=True).encode()).hexdigest()[:8]
@@ -127,7 +136,8 @@ def write_specs(args: argparse.Namespace, out: Path) -> dict[str, Path]:
     for arm in ARMS:
         path = out / "specs" / f"{arm}.yaml"
         path.parent.mkdir(parents=True, exist_ok=True)
-        mapping = arm_spec(raw, arm, out, epochs=args.epochs, pruner=PRUNERS[args.pruner], smoke=args.smoke)
+        mapping = arm_spec(raw, arm, out, epochs=args.epochs, pruner=PRUNERS[args.pruner], smoke=args.smoke,
+                           seed=args.seed)
         path.write_text(f"# written by benchmarks/pruning.py from {args.spec}\n"
                         + yaml.safe_dump(mapping, sort_keys=False))
         try:
@@ -320,6 +330,31 @@ def replay_summary(full: ArmResult, spec: SweepSpec, pruner: Mapping[str, Any]) 
             "gap_db": gap(full.best.value, best, spec.goal) if full.best else math.nan}
 
 
+def order_summary(full: ArmResult, spec: SweepSpec, pruner: Mapping[str, Any], orders: int = ORDERS) -> dict[str, Any]:
+    """``pruner`` replayed on the full arm's curves in ``orders`` seeded random trial orders.
+
+    A pruner compares each trial with those before it, so one run's result depends on the order the grid
+    happened to run in; this is its distribution over orders: the share of the grid's epochs and the gap to
+    the full grid's best, per order, summarised.
+    """
+    import random
+
+    shares, gaps = [], []
+    for seed in range(orders):
+        trials = list(full.trials)
+        random.Random(seed).shuffle(trials)
+        epochs = replay(spec, pruner, [t.curve for t in trials])
+        kept = [t.value for t, e in zip(trials, epochs, strict=True) if e == len(t.curve) and not math.isnan(t.value)]
+        best = (max if spec.goal == "maximize" else min)(kept, default=math.nan)
+        shares.append(sum(epochs) / max(1, full.epochs))
+        gaps.append(gap(full.best.value, best, spec.goal) if full.best else math.nan)
+    ranked = sorted(shares)
+    return {"orders": orders, "share_median": ranked[len(ranked) // 2], "share_p90": ranked[int(0.9 * len(ranked))],
+            "within_gap": sum(g <= GAP_DB for g in gaps) / orders,
+            "within_share": sum(s <= EPOCH_SHARE for s in shares) / orders,
+            "both": sum(g <= GAP_DB and s <= EPOCH_SHARE for g, s in zip(gaps, shares, strict=True)) / orders}
+
+
 # -- the report ----------------------------------------------------------------------------------------------
 def gap(reference: float, value: float, goal: str) -> float:
     """How far ``value`` falls short of ``reference`` (positive: worse), in the metric's unit."""
@@ -398,6 +433,16 @@ def report(full: ArmResult, pruned: ArmResult) -> dict[str, Any]:
             rows.append((name, opts, r["pruned"], r["epochs"], fmt(100 * r["share"], ".1f"), fmt(r["best"], ".3f"),
                          fmt(r["gap_db"], "+.3f"), "yes" if ok else "no"))
         print(table(rows, ("pruner", "options", "pruned", "epochs", "% of full", "best", "gap (dB)", "meets both")))
+        print(f"\nthe same pruners replayed in {ORDERS} random trial orders (seeded 0..{ORDERS - 1}): how much a "
+              f"result owes to the order")
+        rows = []
+        for name, r in replays.items():
+            o = r["orders"] = order_summary(full, pruned.spec, r["pruner"])
+            rows.append((name, fmt(100 * o["share_median"], ".1f"), fmt(100 * o["share_p90"], ".1f"),
+                         fmt(100 * o["within_share"], ".0f"), fmt(100 * o["within_gap"], ".0f"),
+                         fmt(100 * o["both"], ".0f")))
+        print(table(rows, ("pruner", "% of epochs: median", "p90", f"orders <= {100 * EPOCH_SHARE:.0f}% (%)",
+                           f"orders within {GAP_DB} dB (%)", "orders meeting both (%)")))
         used = replay(pruned.spec, pruned.spec.pruner, [t.curve for t in full.trials])
         real = {t.key: t.epochs for t in pruned.trials}
         agree = [real.get(t.key) == e for t, e in zip(full.trials, used, strict=True)]
@@ -480,12 +525,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads of the worker (default 1)")
     p.add_argument("--pruner", choices=sorted(PRUNERS), default="successive_halving",
                    help="the pruned arm's pruner, with the options in PRUNERS (default %(default)s)")
+    p.add_argument("--seed", type=int, help="seed of the grid's order, the generated data and training (default: "
+                   "the spec's, 0); the default --out gets a -seedN suffix")
     p.add_argument("--smoke", action="store_true", help="tiny data and 3 epochs: checks the machinery only")
     p.add_argument("--overwrite", action="store_true", help="delete this --out's arm folders and run again")
     p.add_argument("--report-only", action="store_true", help="run nothing: report on the records in --out")
     args = p.parse_args(argv)
     if args.out is None:
         args.out = ROOT / "runs" / ("bench-pruning-smoke" if args.smoke else "bench-pruning")
+        if args.seed is not None:
+            args.out = args.out.with_name(f"{args.out.name}-seed{args.seed}")
     if args.epochs is not None and args.epochs < 2:
         p.error("--epochs must be >= 2 (the teacher-forcing decay starts after epoch 1)")
     if args.threads < 1:
@@ -532,7 +581,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     results["settings"] = {
         "out": str(out), "epochs": int(full.spec.base.get("num_epoch", 70)), "threads": full.threads,
         "pruner": dict(pruned.spec.pruner), "smoke": args.smoke, "base": dict(full.spec.base),
-        "synth": full.spec.synth, "grid": full.spec.grid(), "torch": torch.__version__,
+        "synth": full.spec.synth, "seed": full.spec.seed, "grid_order": full.spec.grid_order,
+        "run_order": [params for _, params in full.spec.grid_points()], "torch": torch.__version__,
         "machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
         "command": full.command,
     }
