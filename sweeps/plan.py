@@ -81,6 +81,11 @@ def plan_text(spec: SweepSpec) -> str:
     cfg = spec.trial_config(first, save_root="plan")
     epochs = trials * cfg.run.num_epoch
     lines.append(f"trials: {trials}, epochs in total: {epochs} (at most: pruning stops some trials early)")
+    if spec.pruner.get("type", "none") != "none":
+        lines.append("pruner: " + ", ".join(f"{k}={v}" for k, v in spec.pruner.items()))
+        if spec.method == "grid" and spec.grid_order == "listed":
+            lines.append("  note: the pruner judges each trial against those before it, and this grid runs in its "
+                         "listed order; grid_order: shuffled mixes the configs")
     threads = max(1, (torch.get_num_threads() or 1) // spec.workers) if spec.workers > 1 else torch.get_num_threads()
     train_s, val_s = time_one_epoch(spec, first, threads)
     if train_s == 0:

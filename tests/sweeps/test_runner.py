@@ -154,6 +154,23 @@ def test_a_shuffled_grid_is_queued_in_its_run_order_and_topped_up_without_repeat
     assert [t.system_attrs["fixed_params"] for t in study.get_trials()][8:] == [p for _, p in bigger.grid_points()[4:] for _ in range(2)]
 
 
+def test_plan_prints_the_run_order_and_the_pruner(tiny_dataset, tmp_path, monkeypatch):
+    from sweeps import plan
+
+    monkeypatch.setattr(plan, "time_one_epoch", lambda *a, **k: (0.0, 0.0))  # the order, not the timing
+    grid = {"kl_anneal_type": {"values": ["cyclical", "none"]}, "N_dim": {"values": [4, 8]}}
+    pruner = {"type": "median", "n_startup_trials": 1}
+    listed = plan.plan_text(load_spec(write_spec(tmp_path, tiny_dataset, parameters=grid, pruner=pruner)))
+    assert "grid: 4 parameter set(s), in run order" in listed
+    assert "pruner: type=median, n_startup_trials=1" in listed and "grid_order: shuffled mixes" in listed
+    spec = load_spec(write_spec(tmp_path, tiny_dataset, parameters=grid, pruner=pruner, grid_order="shuffled", seed=1))
+    shuffled = plan.plan_text(spec)
+    assert "shuffled with seed 1" in shuffled and "grid_order: shuffled mixes" not in shuffled
+    rows = [line.split(None, 1) for line in shuffled.splitlines() if line.startswith("    ")]
+    assert [(int(i), text) for i, text in rows] == [
+        (i, ", ".join(f"{k}={v}" for k, v in p.items())) for i, p in spec.grid_points()]
+
+
 def test_replicates_share_parameters_and_differ_in_seed(tiny_dataset, tmp_path, env):
     params = {"lr": {"distribution": "uniform", "min": 0.001, "max": 0.002}}
     spec_path = write_spec(tmp_path, tiny_dataset, method="random", run_cap=1, replicates=2, parameters=params,
