@@ -336,19 +336,25 @@ def replay(spec: SweepSpec, pruner: Mapping[str, Any], curves: Sequence[Sequence
         if pruned or not finite:
             study.tell(trial, state=TrialState.PRUNED)
         else:
-            study.tell(trial, max(finite) if spec.goal == "maximize" else min(finite))
+            study.tell(trial, best_of(finite, spec.goal))
         epochs.append(ran)
     return epochs
 
 
-def replay_summary(full: ArmResult, spec: SweepSpec, pruner: Mapping[str, Any]) -> dict[str, Any]:
-    """What ``pruner`` would have cost and found on the full arm's curves."""
-    curves = [t.curve for t in full.trials]
-    epochs = replay(spec, pruner, curves)
-    kept = [t for t, e in zip(full.trials, epochs, strict=True) if e == len(t.curve) and not math.isnan(t.value)]
-    best = (max if spec.goal == "maximize" else min)((t.value for t in kept), default=math.nan)
+def best_of(values, goal: str) -> float:
+    """The best of ``values`` for the metric's goal (NaN when there are none)."""
+    return (max if goal == "maximize" else min)(values, default=math.nan)
+
+
+def replay_summary(full: ArmResult, spec: SweepSpec, pruner: Mapping[str, Any],
+                   trials: Sequence[Trial] | None = None) -> dict[str, Any]:
+    """What ``pruner`` would have cost and found on the full arm's curves, in ``trials``' order (default: the run's)."""
+    trials = full.trials if trials is None else trials
+    epochs = replay(spec, pruner, [t.curve for t in trials])
+    kept = [t for t, e in zip(trials, epochs, strict=True) if e == len(t.curve) and not math.isnan(t.value)]
+    best = best_of((t.value for t in kept), spec.goal)
     return {"pruner": dict(pruner), "epochs_per_trial": epochs, "epochs": sum(epochs),
-            "share": sum(epochs) / max(1, full.epochs), "pruned": len(full.trials) - len(kept), "best": best,
+            "share": sum(epochs) / max(1, full.epochs), "pruned": len(trials) - len(kept), "best": best,
             "gap_db": gap(full.best.value, best, spec.goal) if full.best else math.nan}
 
 
@@ -365,11 +371,9 @@ def order_summary(full: ArmResult, spec: SweepSpec, pruner: Mapping[str, Any], o
     for seed in range(orders):
         trials = list(full.trials)
         random.Random(seed).shuffle(trials)
-        epochs = replay(spec, pruner, [t.curve for t in trials])
-        kept = [t.value for t, e in zip(trials, epochs, strict=True) if e == len(t.curve) and not math.isnan(t.value)]
-        best = (max if spec.goal == "maximize" else min)(kept, default=math.nan)
-        shares.append(sum(epochs) / max(1, full.epochs))
-        gaps.append(gap(full.best.value, best, spec.goal) if full.best else math.nan)
+        r = replay_summary(full, spec, pruner, trials)
+        shares.append(r["share"])
+        gaps.append(r["gap_db"])
     ranked = sorted(shares)
     return {"orders": orders, "share_median": ranked[len(ranked) // 2], "share_p90": ranked[int(0.9 * len(ranked))],
             "within_gap": sum(g <= GAP_DB for g in gaps) / orders,
@@ -484,9 +488,8 @@ def report(full: ArmResult, pruned: ArmResult) -> dict[str, Any]:
 
     # Optuna's pruners decide on intermediate values only, so a sweep that summarised each trial by its last
     # epoch (metric.summary: last) would have pruned the same trials: its answer can be read off these runs.
-    pick = max if spec.goal == "maximize" else min
-    last = {arm.name: pick((t.curve[-1] for t in arm.trials if t.state == "complete" and t.curve
-                            and not math.isnan(t.curve[-1])), default=math.nan) for arm in (full, pruned)}
+    last = {arm.name: best_of((t.curve[-1] for t in arm.trials if t.state == "complete" and t.curve
+                               and not math.isnan(t.curve[-1])), spec.goal) for arm in (full, pruned)}
     last_gap = gap(last["full"], last["pruned"], spec.goal)
     print(f"\nread by the last epoch instead (metric.summary: last; same pruning decisions): best {spec.metric} "
           f"full {fmt(last['full'], '.3f')}, pruned {fmt(last['pruned'], '.3f')}, gap {fmt(last_gap, '+.3f')} dB")

@@ -1,9 +1,10 @@
 """Running a sweep: the study and its queue, workers that claim trials, and one trial's life.
 
 The queue. When the study is created, every trial the sweep will run is enqueued as a WAITING trial: the
-grid's points in the spec's ``grid_order`` (times ``replicates``), or ``run_cap`` placeholders whose parameters the sampler fills in
-when a worker claims them. Workers claim WAITING trials one at a time with the storage's atomic state
-change (the mechanism Optuna's own ``ask`` uses), and never ask the sampler for trials beyond the queue.
+grid's points in the spec's ``grid_order`` (times ``replicates``), or ``run_cap`` placeholders whose
+parameters the sampler fills in when a worker claims them. Workers claim WAITING trials one at a time with
+the storage's atomic state change (the mechanism Optuna's own ``ask`` uses), and never ask the sampler for
+trials beyond the queue.
 So ``run_cap`` is exact and a grid point runs once, however many workers on however many machines.
 
 Faults. A worker sends a heartbeat for its running trial. A trial whose heartbeat stops (the worker was

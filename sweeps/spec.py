@@ -175,8 +175,7 @@ class SweepSpec:
     def n_configs(self) -> int:
         """Parameter sets the sweep runs (each ``replicates`` times)."""
         if self.method == "grid":
-            n = len(self.grid())
-            return min(n, self.run_cap) if self.run_cap else n
+            return len(self.grid_points())
         return int(self.run_cap or 0)
 
     def trial_config(self, params: Mapping[str, Any], *, save_root: str | os.PathLike, replicate: int = 0,
