@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import tempfile
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -25,6 +24,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
+
+from core.checkpoint import atomic_save
 
 CACHE_FORMAT = 1
 _FRAME_RE = re.compile(r"^frame(\d+)\.png$", re.IGNORECASE)
@@ -139,24 +140,11 @@ def decode_frames(paths: list[Path], size: tuple[int, int], *, workers: int = 4,
     tensor = torch.from_numpy(np.stack(arrays))
     try:
         cache_root.mkdir(parents=True, exist_ok=True)
-        _atomic_torch_save(tensor, cache_file)
+        atomic_save(tensor, cache_file)
     except OSError:
         pass  # a read-only cache location only costs the next run a re-decode
     _MEMORY[key] = tensor
     return tensor
-
-
-def _atomic_torch_save(obj: object, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def load_split(root: str | os.PathLike, split: str, size: tuple[int, int], *, workers: int = 4,

@@ -124,6 +124,38 @@ def test_atomic_save_keeps_the_previous_file_when_a_save_dies(tmp_path, monkeypa
     assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]  # no temporary file left behind
 
 
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_during_atomic_save_is_delivered_after_the_file_is_in_place(tmp_path, monkeypatch, signum):
+    # An interrupt raised inside torch.save's C++ writer aborted a sweep worker (SIGABRT) instead of unwinding.
+    path = tmp_path / "last.ckpt"
+    ckpt_io.atomic_save({"state_dict": {"w": torch.ones(3)}}, path)
+    real_save = torch.save
+    seen: list[str] = []
+
+    def interrupted_save(obj, fh):
+        os.kill(os.getpid(), signum)  # Python runs its handler at the next bytecode, inside this save
+        seen.append("after kill")
+        real_save(obj, fh)
+        seen.append("saved")
+
+    def handler(signum, frame):
+        seen.append("handler")
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signum, handler)
+    monkeypatch.setattr(ckpt_io.torch, "save", interrupted_save)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            ckpt_io.atomic_save({"state_dict": {"w": torch.zeros(3)}}, path)
+        assert signal.getsignal(signum) is handler  # the handler in place before the save, restored
+    finally:
+        signal.signal(signum, previous)
+        monkeypatch.undo()
+    assert seen == ["after kill", "saved", "handler"]
+    assert torch.equal(ckpt_io.load(path)["state_dict"]["w"], torch.zeros(3))
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
+
 def lab_checkpoint(path: Path, dims: ModelDims, last_epoch: int) -> dict:
     torch.manual_seed(3)
     sd = CVAE(dims).state_dict()
