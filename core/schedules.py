@@ -70,6 +70,23 @@ def teacher_forcing_ratio(cfg: ScheduleConfig, epoch: int) -> float:
     return min(1.0, max(0.0, round(cfg.tfr - cfg.tfr_d_step * steps, 12)))
 
 
+def settled_epoch(cfg: ScheduleConfig, num_epoch: int) -> int:
+    """The first epoch (0-based) from which β and the teacher-forcing ratio keep their final values.
+
+    Before it, a trial's validation (an autoregressive rollout from the prior, no teacher forcing) pays for
+    a β below 1 or for teacher forcing it does not get; a pruner that ranks trials of different schedules
+    earlier compares them mid-schedule. A cyclical β settles only in its last cycle's plateau.
+    """
+    def at(epoch: int) -> tuple[float, float]:
+        return kl_beta(cfg, num_epoch, epoch), teacher_forcing_ratio(cfg, epoch)
+
+    final = at(num_epoch - 1)
+    epoch = num_epoch - 1
+    while epoch > 0 and at(epoch - 1) == final:
+        epoch -= 1
+    return epoch
+
+
 def train_fraction(cfg: DataConfig, epoch: int) -> float:
     """Fraction of the training clips used in ``epoch`` (the lab's ``partial`` / ``fast_train`` rule).
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import optuna
@@ -62,6 +63,22 @@ def make_sampler(spec: SweepSpec) -> optuna.samplers.BaseSampler:
     if spec.method == "qmc":
         return optuna.samplers.QMCSampler(seed=seed, **kw)
     raise ValueError(f"unknown method {spec.method!r}")
+
+
+def first_pruning_step(pruner: Mapping[str, Any]) -> int | None:
+    """The first step (0-based epoch) at which ``pruner`` may stop a trial; None: no pruner, or unknown
+    until trials run (successive halving's ``min_resource: auto``)."""
+    kind = pruner.get("type", "none")
+    if kind in ("median", "percentile"):
+        return int(pruner.get("n_warmup_steps", 0))
+    if kind == "hyperband":
+        return int(pruner.get("min_resource", 1))
+    if kind == "successive_halving":
+        min_resource = pruner.get("min_resource", "auto")
+        if min_resource == "auto":
+            return None
+        return int(min_resource) * int(pruner.get("reduction_factor", 4)) ** int(pruner.get("min_early_stopping_rate", 0))
+    return None
 
 
 def make_pruner(spec: SweepSpec, num_epoch: int) -> optuna.pruners.BasePruner:

@@ -562,17 +562,21 @@ def _parse_base(raw: Any, base_dir: Path, errors: list[str]) -> dict[str, Any]:
 MAX_CHECKED_CONFIGS = 2048
 
 
+def representative_params(spec: SweepSpec) -> list[dict[str, Any]]:
+    """Parameter sets that stand for the whole space: every grid point, or every combination of each
+    parameter's choices and range ends (both at most MAX_CHECKED_CONFIGS)."""
+    if spec.method == "grid":
+        return spec.grid()[:MAX_CHECKED_CONFIGS]
+    boundary = SweepSpec(**{**spec.__dict__, "params": tuple(
+        Param(p.name, "categorical", tuple(p.boundary_values()), when=p.when) for p in spec.params
+    )})
+    return list(itertools.islice(boundary.grid(), MAX_CHECKED_CONFIGS))
+
+
 def _check_trial_configs(spec: SweepSpec) -> None:
     """Reject a spec whose trials `cvae train` would refuse (every grid point, or every range's ends)."""
-    if spec.method == "grid":
-        combos: list[dict[str, Any]] = spec.grid()
-    else:
-        boundary = SweepSpec(**{**spec.__dict__, "params": tuple(
-            Param(p.name, "categorical", tuple(p.boundary_values()), when=p.when) for p in spec.params
-        )})
-        combos = list(itertools.islice(boundary.grid(), MAX_CHECKED_CONFIGS))
     problems: dict[str, list[dict[str, Any]]] = {}
-    for combo in combos[:MAX_CHECKED_CONFIGS]:
+    for combo in representative_params(spec):
         try:
             spec.trial_config(combo, save_root="x")
         except ConfigError as err:

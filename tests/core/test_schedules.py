@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from core.config import DataConfig, ScheduleConfig
-from core.schedules import cyclical_beta, kl_beta, teacher_forcing_ratio, train_fraction
+from core.schedules import cyclical_beta, kl_beta, settled_epoch, teacher_forcing_ratio, train_fraction
 
 
 def frange_cycle_linear(n_iter, start=0.0, stop=1.0, n_cycle=4, ratio=0.5):
@@ -100,3 +100,22 @@ def test_fast_train_uses_fast_partial_through_the_labs_switch_epoch():
     cfg = DataConfig(partial=0.9, fast_train=True, fast_partial=0.4, fast_train_epoch=2)
     assert [train_fraction(cfg, e) for e in range(6)] == [0.4, 0.4, 0.4, 0.4, 0.9, 0.9]
     assert train_fraction(DataConfig(partial=0.9), 0) == 0.9
+
+
+@pytest.mark.parametrize(("schedule", "num_epoch", "expected"), [
+    # The pruning benchmark's grid: tfr 1 -> 0 by epoch 8 (0-based); monotonic beta 1 from 8; cyclical from 12.
+    (ScheduleConfig(kl_anneal_type="monotonic", kl_anneal_ratio=0.5, tfr=1.0, tfr_sde=1, tfr_d_step=0.125), 16, 8),
+    (ScheduleConfig(kl_anneal_type="cyclical", kl_anneal_cycle=2, kl_anneal_ratio=0.5, tfr=0.0), 16, 12),
+    (ScheduleConfig(kl_anneal_type="none", tfr=0.0), 16, 0),
+    (ScheduleConfig(kl_anneal_type="none", tfr=1.0, tfr_sde=10, tfr_d_step=0.1), 70, 19),  # the lab's TF: 0 at 19
+    (ScheduleConfig(kl_anneal_type="none", tfr=1.0, tfr_sde=60, tfr_d_step=0.01), 70, 69),  # never reaches 0
+])
+def test_settled_epoch_is_where_beta_and_the_teacher_forcing_ratio_stop_changing(schedule, num_epoch, expected):
+    settled = settled_epoch(schedule, num_epoch)
+    assert settled == expected
+
+    def at(e: int) -> tuple[float, float]:
+        return kl_beta(schedule, num_epoch, e), teacher_forcing_ratio(schedule, e)
+
+    assert {at(e) for e in range(settled, num_epoch)} == {at(num_epoch - 1)}
+    assert settled == 0 or at(settled - 1) != at(num_epoch - 1)

@@ -171,6 +171,25 @@ def test_plan_prints_the_run_order_and_the_pruner(tiny_dataset, tmp_path, monkey
         (i, ", ".join(f"{k}={v}" for k, v in p.items())) for i, p in spec.grid_points()]
 
 
+def test_plan_warns_when_the_pruner_looks_before_the_schedules_settle(tiny_dataset, tmp_path):
+    from sweeps.plan import schedule_note
+
+    grid = {"kl_anneal_type": {"values": ["none", "monotonic"]}, "tfr": {"values": [0.0, 1.0]}}
+    base = {"DR": str(tiny_dataset), **BASE, "num_epoch": 8, "tfr_sde": 1, "tfr_d_step": 0.25, "kl_anneal_ratio": 0.5}
+
+    def note(pruner: dict) -> str | None:
+        return schedule_note(load_spec(write_spec(tmp_path, tiny_dataset, parameters=grid, base=base, pruner=pruner)))
+
+    # tfr 1.0 reaches 0 in epoch index 4, monotonic beta 1 at index 4: the latest config settles at index 4.
+    early = note({"type": "successive_halving", "min_resource": 1})
+    assert early is not None and "after epoch 2" in early and "only in epoch 5 of 8" in early
+    assert "(with kl_anneal_type=" in early and "n_warmup_steps 4 waits" in early
+    assert note({"type": "successive_halving", "min_resource": 4}) is None
+    assert note({"type": "median", "n_warmup_steps": 4}) is None
+    assert note({"type": "none"}) is None
+    assert note({"type": "successive_halving"}) is None  # min_resource auto: unknown before trials run
+
+
 def test_replicates_share_parameters_and_differ_in_seed(tiny_dataset, tmp_path, env):
     params = {"lr": {"distribution": "uniform", "min": 0.001, "max": 0.002}}
     spec_path = write_spec(tmp_path, tiny_dataset, method="random", run_cap=1, replicates=2, parameters=params,

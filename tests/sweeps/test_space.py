@@ -10,7 +10,7 @@ import optuna
 import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
-from sweeps.space import make_pruner, make_sampler, suggest_all
+from sweeps.space import first_pruning_step, make_pruner, make_sampler, suggest_all
 from sweeps.spec import SweepSpec, parse_spec
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -272,3 +272,32 @@ def test_a_hyperband_pruner_prunes_a_bad_trial() -> None:
             study.tell(trial, float(i % 2 == 0) * 10 + 8)
     assert pruned > 0
     assert study.best_value == 18.0
+
+
+@pytest.mark.parametrize(("pruner", "step"), [
+    ({"type": "none"}, None),
+    ({"type": "median"}, 0),
+    ({"type": "percentile", "percentile": 25.0, "n_warmup_steps": 3}, 3),
+    ({"type": "hyperband", "min_resource": 2, "reduction_factor": 3}, 2),
+    ({"type": "successive_halving", "min_resource": 2, "reduction_factor": 3, "min_early_stopping_rate": 1}, 6),
+    ({"type": "successive_halving"}, None),  # min_resource auto: known once trials have run
+])
+def test_first_pruning_step(pruner: dict, step: int | None) -> None:
+    assert first_pruning_step(pruner) == step
+
+
+def test_first_pruning_step_is_where_optuna_first_prunes() -> None:
+    # A trial far below the others: the pruner stops it at the first step it may.
+    for pruner in ({"type": "successive_halving", "min_resource": 2, "reduction_factor": 2,
+                    "min_early_stopping_rate": 1}, {"type": "median", "n_warmup_steps": 3, "n_startup_trials": 1}):
+        study = optuna.create_study(direction="maximize",
+                                    pruner=make_pruner(spec_of({"N_dim": {"values": [4]}}, pruner=pruner), 12))
+        for _ in range(3):
+            good = study.ask()
+            for step in range(12):
+                good.report(10.0 + step, step)
+                assert not good.should_prune()  # successive halving records its rungs here
+            study.tell(good, 22.0)
+        bad = study.ask()
+        stopped = next(step for step in range(12) if (bad.report(0.0, step), bad.should_prune())[1])
+        assert stopped == first_pruning_step(pruner)
