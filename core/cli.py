@@ -65,6 +65,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     synth.add_argument("--test-frames", type=int, default=630, help="poses per test sequence (default 630)")
     synth.add_argument("--size", default="64x128", help="HxW of the written PNGs (default 64x128)")
     synth.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    synth.add_argument("--dancers", type=int, default=None,
+                       help="N: the videos show N dancers, each always in the same look and setting (default: "
+                       "every video its own dancer and background)")
     synth.add_argument("--workers", type=int, default=1, help="processes (default 1)")
     synth.set_defaults(func=_cmd_synth)
     check = data_sub.add_parser("check", help="check a dataset's layout and decode it into the cache")
@@ -124,7 +127,8 @@ def _cmd_synth(args: argparse.Namespace) -> int:
         summary = generate_dataset(
             args.out, train_frames=args.train_frames, val_frames=args.val_frames,
             test_sequences=args.test_sequences, test_frames=args.test_frames, size=(h, w), seed=args.seed,
-            train_video_len=args.train_video_len, workers=args.workers, progress=sys.stderr.isatty(),
+            train_video_len=args.train_video_len, dancers=args.dancers, workers=args.workers,
+            progress=sys.stderr.isatty(),
         )
     except ValueError as err:
         return fail("data synth", str(err))

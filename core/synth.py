@@ -184,8 +184,9 @@ class DancerMotion:
     drift_phase: float
 
     @classmethod
-    def sample(cls, rng: np.random.Generator, size: tuple[int, int]) -> DancerMotion:
-        """Draws a dancer's proportions, tempo, choreography and placement.
+    def sample(cls, rng: np.random.Generator, size: tuple[int, int],
+               skeleton: Skeleton | None = None) -> DancerMotion:
+        """Draws a dancer's proportions (unless ``skeleton`` gives them), tempo, choreography and placement.
 
         The body is scaled so that, even at the largest scale, fully stretched and
         mid-hop, everything fits between the top and bottom rows, and the drift is
@@ -200,7 +201,8 @@ class DancerMotion:
             The sampled motion.
         """
         height, width = size
-        skeleton = Skeleton.sample(rng)
+        if skeleton is None:
+            skeleton = Skeleton.sample(rng)
         tempo = 1.0 / rng.uniform(30.0, 72.0)
         centres, amplitudes, phases = [], [], []
         for joint in _JOINTS:
@@ -537,15 +539,22 @@ class _Job:
     label_dir: str
     offset: int  # file number of the video's frame 0
     first_img_dir: str | None  # test videos also get their first frame here
+    dancer: int | None = None  # the shared look this video shows (``dancers``), None: its own
 
 
 def _video_params(
-    seed: int, spawn_key: tuple[int, ...], size: tuple[int, int]
+    seed: int, spawn_key: tuple[int, ...], size: tuple[int, int], dancer: int | None = None
 ) -> tuple[DancerMotion, Appearance]:
     # Keyed by (split, video) rather than by generation order, so any video can be
     # regenerated alone and resizing one split leaves the others' videos unchanged.
     rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=spawn_key))
-    return DancerMotion.sample(rng, size), Appearance.sample(rng)
+    if dancer is None:
+        return DancerMotion.sample(rng, size), Appearance.sample(rng)
+    # A shared dancer: proportions and look (clothes, skin, hair, background) come from the dancer's own
+    # stream, the motion (tempo, choreography, placement) from the video's.
+    look = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(3, dancer)))
+    skeleton = Skeleton.sample(look)
+    return DancerMotion.sample(rng, size, skeleton=skeleton), Appearance.sample(look)
 
 
 def _save_png(img: Image.Image, path: str) -> None:
@@ -555,7 +564,7 @@ def _save_png(img: Image.Image, path: str) -> None:
 
 
 def _run_job(job: _Job, seed: int, size: tuple[int, int]) -> int:
-    motion, appearance = _video_params(seed, job.spawn_key, size)
+    motion, appearance = _video_params(seed, job.spawn_key, size, job.dancer)
     poses = motion.keypoints(np.arange(job.start, job.stop))
     for t, pose in zip(range(job.start, job.stop), poses, strict=True):
         rgb, label = render_frame(pose, appearance, size)
@@ -582,14 +591,18 @@ def _plan(root: Path, args: dict) -> list[_Job]:
         test = root / "test"
         videos.append(((2, i), args["test_frames"], test / "test_gt" / str(i), test / "test_label" / str(i), 0,
                        test / "test_img" / str(i)))  # fmt: skip
+    dancers = args.get("dancers")
     jobs = []
     for key, length, img_dir, label_dir, offset, first_dir in videos:
         for d in (img_dir, label_dir, first_dir):
             if d is not None:
                 d.mkdir(parents=True, exist_ok=True)
+        # With shared dancers, training video v shows dancer v % dancers, and the validation video and test
+        # sequence i show dancer i % dancers: every held-out video shows a dancer seen in training.
+        dancer = None if dancers is None else key[1] % dancers
         for start in range(0, length, _CHUNK_FRAMES):
             jobs.append(_Job(key, start, min(start + _CHUNK_FRAMES, length), str(img_dir), str(label_dir), offset,
-                             None if first_dir is None else str(first_dir)))  # fmt: skip
+                             None if first_dir is None else str(first_dir), dancer))  # fmt: skip
     return jobs
 
 
@@ -633,6 +646,7 @@ def generate_dataset(
     size: tuple[int, int] = (64, 128),
     seed: int = 0,
     train_video_len: int = 400,
+    dancers: int | None = None,
     workers: int = 1,
     progress: bool = False,
 ) -> dict:
@@ -656,6 +670,11 @@ def generate_dataset(
         size: ``(H, W)`` of every PNG (each >= 16).
         seed: Non-negative master seed.
         train_video_len: Frames per training video (>= 2).
+        dancers: None (the default): every video has its own dancer (proportions, clothes, skin, hair)
+            and background, so a model must carry the look over from the first frame. N >= 1: the videos
+            show N dancers, each always in the same look and setting, as a dataset filmed with a few
+            subjects does; training video v shows dancer v % N, the validation video dancer 0 and test
+            sequence i dancer i % N. The motion is every video's own either way.
         workers: Processes used to render (>= 1); does not change the output.
         progress: Print a progress line to stderr.
 
@@ -677,6 +696,8 @@ def generate_dataset(
         "seed": _check_int("seed", seed, 0),
         "train_video_len": _check_int("train_video_len", train_video_len, 2),
     }
+    if dancers is not None:  # recorded only when set: datasets made before the option keep their manifest
+        args["dancers"] = _check_int("dancers", dancers, 1)
     if min(args["size"]) < 16:
         raise ValueError(f"size must be at least 16 x 16 to draw a person, got {tuple(args['size'])}")
     workers = _check_int("workers", workers, 1)

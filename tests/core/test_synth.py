@@ -125,6 +125,28 @@ def test_frames_change_smoothly_within_a_video_and_differ_between_videos(dataset
     assert len(looks) == 6, "every video must have its own appearance"
 
 
+@pytest.mark.parametrize("dancers", [1, 2])
+def test_shared_dancers_keep_their_look_and_setting_across_videos(tmp_path: Path, dancers: int) -> None:
+    """With ``dancers=N`` video v shows dancer v % N (validation: 0, test i: i % N), always in the same look and
+    setting; the motion stays every video's own. Without it, the same seed gives the per-video looks above."""
+    root = tmp_path / "d"
+    synth.generate_dataset(root, seed=0, dancers=dancers, **SMALL)
+    firsts = [_load(root / f"train/train_img/frame{i}.png") for i in (0, 16, 32)]
+    firsts += [_load(root / "val/val_img/frame0.png")] + [_load(root / f"test/test_gt/{i}/frame0.png") for i in range(2)]
+    dancer_of = [0 % dancers, 1 % dancers, 2 % dancers, 0, 0 % dancers, 1 % dancers]
+    corners = [tuple(f[0, 0]) for f in firsts]  # the background, which the dancer never reaches
+    for a in range(6):
+        for b in range(6):
+            assert (corners[a] == corners[b]) == (dancer_of[a] == dancer_of[b]), (a, b)
+    # Same look, other motion: the first frames of two videos of one dancer still differ (pose, place).
+    assert np.abs(firsts[0] - firsts[3]).mean() > 0.5
+    assert json.loads((root / synth.MANIFEST_NAME).read_text())["args"]["dancers"] == dancers
+    with pytest.raises(ValueError, match="different arguments"):
+        synth.generate_dataset(root, seed=0, **SMALL)  # the per-video dataset is another one
+    with pytest.raises(ValueError, match="dancers"):
+        synth.generate_dataset(tmp_path / "bad", seed=0, dancers=0, **SMALL)
+
+
 @pytest.mark.parametrize("size", [(64, 128), (32, 64), (64, 64), (96, 40)])
 def test_keypoints_stay_inside_the_frame_and_move_smoothly(size: tuple[int, int]) -> None:
     height, width = size
