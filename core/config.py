@@ -269,15 +269,29 @@ class ExperimentConfig:
             r.device == "auto" or r.device == "cpu" or r.device == "cuda" or r.device.startswith("cuda:"),
             f"device must be auto, cpu, cuda or cuda:N (got {r.device!r})",
         )
-        # A decay that was asked for but can never start is a misconfigured run, not a constant ratio.
-        if s.tfr > 0 and s.tfr_d_step > 0 and s.tfr_sde >= r.num_epoch:
-            p.append((
-                "tfr_sde",
-                f"tfr_sde={s.tfr_sde} >= num_epoch={r.num_epoch}: the teacher-forcing decay "
-                f"(tfr_d_step={s.tfr_d_step}) would never start; lower tfr_sde, or set tfr_d_step: 0 "
-                "for a constant ratio",
-            ))
         return p
+
+    def warnings(self) -> list[tuple[str, str]]:
+        """Settings the lab accepts that are probably not what was meant, as (key, message); never refused.
+
+        - A stage narrower than RGB: with ``F_dim // 8 < 3`` the frame encoder's first stage, and with
+          ``D_out_dim // 8 < 3`` the generator's last stage (whose 1x1 conv makes the RGB output), have fewer
+          than 3 channels; the generator's then confines every predicted pixel to a plane (or line) of RGB.
+        - A teacher-forcing decay that never starts (``tfr_sde >= num_epoch``): the ratio stays at ``tfr``.
+          The lab's own ``Trainer.py --num_epoch 1`` (tfr 1.0, tfr_sde 10) is such a run.
+        """
+        m, s, r = self.model, self.schedule, self.run
+        out: list[tuple[str, str]] = []
+        for key, value, stage in (("F_dim", m.F_dim, "the frame encoder's first stage"),
+                                  ("D_out_dim", m.D_out_dim, "the generator's last stage")):
+            if value // 8 < 3:
+                out.append((key, f"{key}={value}: {stage} has {key} // 8 = {value // 8} channel(s), fewer than "
+                                 f"RGB's 3; {key} >= 24 keeps it at least as wide as a colour"))
+        if s.tfr > 0 and s.tfr_d_step > 0 and s.tfr_sde >= r.num_epoch:
+            out.append(("tfr_sde", f"tfr_sde={s.tfr_sde} >= num_epoch={r.num_epoch}: the teacher-forcing ratio "
+                                   f"stays at tfr={s.tfr} for the whole run (its decay by tfr_d_step="
+                                   f"{s.tfr_d_step} would start at epoch {s.tfr_sde})"))
+        return out
 
 
 FLAT_KEYS: dict[str, str] = {f.name: section for section, cls in SECTIONS.items() for f in fields(cls)}

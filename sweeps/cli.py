@@ -68,10 +68,14 @@ def _setup_logging(prefix: str = "") -> None:
                         stream=sys.stderr, force=True)
 
 
-def _load(args: argparse.Namespace, workers: int | None = None):
+def _load(args: argparse.Namespace, workers: int | None = None, *, warn: str | None = None):
+    """The validated spec; with ``warn`` (the command's name), print what `cvae train` would warn about once."""
     from sweeps.spec import load_spec
 
-    return load_spec(args.spec, storage=args.storage, workers=workers)
+    spec = load_spec(args.spec, storage=args.storage, workers=workers)
+    for message in spec.warnings if warn else ():
+        print(f"cvae sweep {warn}: warning: {args.spec}: {message}", file=sys.stderr, flush=True)
+    return spec
 
 
 def _prepare_data(spec) -> None:
@@ -107,7 +111,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     SpecError, StorageError, SweepError, DatasetError = _errors()
     _setup_logging()
     try:
-        spec = _load(args, args.workers)
+        spec = _load(args, args.workers, warn="run")
         _prepare_data(spec)
         storage = open_storage(spec)
         study = open_study(spec, storage, fill_queue=True)
@@ -277,7 +281,7 @@ def _cmd_init(args: argparse.Namespace) -> int:
     SpecError, StorageError, SweepError, DatasetError = _errors()
     _setup_logging()
     try:
-        spec = _load(args)
+        spec = _load(args, warn="init")
         _prepare_data(spec)
         if args.data_only:
             print(f"sweep {spec.name}: dataset ready in {spec.base.get('DR')}", flush=True)
@@ -363,7 +367,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 
     SpecError, StorageError, SweepError, DatasetError = _errors()
     try:
-        spec = _load(args)
+        spec = _load(args, warn="plan")
         print(plan_text(spec))
     except (SpecError, ValueError) as err:
         return fail("sweep plan", str(err))

@@ -9,6 +9,7 @@ flags are; a ``base`` given as a path is relative to the spec file.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import math
@@ -141,6 +142,8 @@ class SweepSpec:
     grid_order: str = "listed"
     description: str = ""
     source: str = "spec"
+    warnings: tuple[str, ...] = ()
+    """What `cvae train` would warn about in the sweep's trials (odd but accepted settings)."""
 
     @property
     def direction(self) -> str:
@@ -495,7 +498,7 @@ def parse_spec(raw: Mapping[str, Any], *, source: str = "spec", base_dir: Path =
         description=str(raw.get("description", "")),
         source=source,
     )
-    _check_trial_configs(spec)
+    spec = dataclasses.replace(spec, warnings=_check_trial_configs(spec))
     _check_buildable(spec)
     return spec
 
@@ -573,18 +576,33 @@ def representative_params(spec: SweepSpec) -> list[dict[str, Any]]:
     return list(itertools.islice(boundary.grid(), MAX_CHECKED_CONFIGS))
 
 
-def _check_trial_configs(spec: SweepSpec) -> None:
-    """Reject a spec whose trials `cvae train` would refuse (every grid point, or every range's ends)."""
+def _check_trial_configs(spec: SweepSpec) -> tuple[str, ...]:
+    """Reject a spec whose trials `cvae train` would refuse (every grid point, or every range's ends).
+
+    Returns:
+        What `cvae train` would warn about in those trials, each message once, with the number of trial
+        configs it concerns and an example.
+    """
     problems: dict[str, list[dict[str, Any]]] = {}
-    for combo in representative_params(spec):
+    warned: dict[str, list[dict[str, Any]]] = {}
+    combos = representative_params(spec)
+    for combo in combos:
         try:
-            spec.trial_config(combo, save_root="x")
+            cfg = spec.trial_config(combo, save_root="x")
         except ConfigError as err:
             message = str(err).split(": ", 2)[-1]
             problems.setdefault(message, []).append(combo)
+            continue
+        for _, message in cfg.warnings():
+            warned.setdefault(message, []).append(combo)
     if problems:
         parts = [f"{msg} (e.g. with {examples[0] or 'the base config'})" for msg, examples in problems.items()]
         raise SpecError(f"{spec.source}: trials would be rejected by cvae train: " + "; ".join(parts))
+    return tuple(
+        message + ("" if len(examples) == len(combos) else
+                   f" ({len(examples)} of {len(combos)} trial configs, e.g. {examples[0]})")
+        for message, examples in warned.items()
+    )
 
 
 def dump_spec_summary(spec: SweepSpec) -> str:

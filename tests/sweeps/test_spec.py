@@ -318,10 +318,10 @@ def test_missing_spec_file(tmp_path: Path) -> None:
 
 # -- trial configs cvae train would reject --------------------------------------------------------------
 
-def test_tfr_sde_not_below_num_epoch_is_rejected(tmp_path: Path) -> None:
-    message = error(tmp_path, base={**BASE, "tfr_sde": 4})
-    assert "trials would be rejected by cvae train" in message
-    assert "tfr_sde=4 >= num_epoch=4" in message
+def test_tfr_sde_not_below_num_epoch_is_accepted_with_one_warning(tmp_path: Path) -> None:
+    spec = load(tmp_path, base={**BASE, "tfr_sde": 4})
+    (message,) = [w for w in spec.warnings if "tfr_sde" in w]
+    assert message.startswith("tfr_sde=4 >= num_epoch=4: the teacher-forcing ratio stays at tfr=1.0")
 
 
 @pytest.mark.parametrize("fix", [{"tfr": 0.0}, {"tfr_d_step": 0}], ids=["tfr-zero", "no-decay"])
@@ -330,10 +330,11 @@ def test_tfr_sde_not_below_num_epoch_is_fine_without_a_decay(tmp_path: Path, fix
     assert spec.base["tfr_sde"] == 4
 
 
-def test_a_swept_num_epoch_below_tfr_sde_is_rejected(tmp_path: Path) -> None:
-    message = error(tmp_path, method="grid", base={**BASE, "tfr_sde": 3}, parameters={"num_epoch": {"values": [2, 8]}})
-    assert "tfr_sde=3 >= num_epoch=2" in message
-    assert "'num_epoch': 2" in message
+def test_a_swept_num_epoch_below_tfr_sde_is_warned_about_with_its_share(tmp_path: Path) -> None:
+    spec = load(tmp_path, method="grid", base={**BASE, "tfr_sde": 3}, parameters={"num_epoch": {"values": [2, 8]}})
+    (message,) = [w for w in spec.warnings if "tfr_sde" in w]
+    assert message.startswith("tfr_sde=3 >= num_epoch=2")
+    assert message.endswith("(1 of 2 trial configs, e.g. {'num_epoch': 2})")
 
 
 def test_a_grid_value_out_of_range_is_rejected(tmp_path: Path) -> None:
@@ -356,12 +357,16 @@ def test_a_log_uniform_range_is_checked_at_its_values_not_its_exponents(tmp_path
 
 
 def test_a_conditional_value_is_checked_only_where_it_applies(tmp_path: Path) -> None:
-    # tfr=1 with tfr_sde=6 >= num_epoch=4 is rejected, but it only applies with tfr_d_step 0 (no decay).
+    # tfr=1 with tfr_sde=6 >= num_epoch=4 is a decay that never starts (a warning), but it only applies with
+    # tfr_d_step 0 (no decay) in the first spec.
     params = {"tfr_d_step": {"values": [0, 0.1]}, "tfr_sde": {"values": [6], "when": {"tfr_d_step": [0]}}}
     spec = load(tmp_path, method="grid", parameters=params)
     assert spec.grid() == [{"tfr_d_step": 0, "tfr_sde": 6}, {"tfr_d_step": 0.1}]
+    assert not [w for w in spec.warnings if "tfr_sde" in w]
     params["tfr_sde"]["when"] = {"tfr_d_step": [0.1]}
-    assert "tfr_sde=6 >= num_epoch=4" in error(tmp_path, method="grid", parameters=params)
+    spec = load(tmp_path, method="grid", parameters=params)
+    (message,) = [w for w in spec.warnings if "tfr_sde" in w]
+    assert message.startswith("tfr_sde=6 >= num_epoch=4") and "(1 of 2 trial configs" in message
 
 
 # -- grid -----------------------------------------------------------------------------------------------
