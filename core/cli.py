@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
 from typing import Any, get_args, get_origin
 
@@ -163,9 +164,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
     _configure_logging(args.log_level)
     try:
         cfg = resolve_config(args.config, _train_overrides(args))
+        for _, message in cfg.warnings():
+            print(f"cvae train: warning: {message}", file=sys.stderr, flush=True)
         if args.test:
             if cfg.run.ckpt_path is None:
                 raise ConfigError("--test needs --ckpt_path")
+            from core.baselines import summary_line
             from core.model import ModelDims
             from core.tester import run_test
 
@@ -177,7 +181,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
                 num_workers=cfg.data.num_workers, cache_dir=cfg.data.cache_dir, progress=cfg.run.progress,
                 do_test=False, channels_last=cfg.run.channels_last,
             )
-            print(f"validation: {result.val_psnr:.3f} dB average PSNR")
+            print(f"validation: {summary_line(result.val_psnr, result.val_baselines)}")
             return 0
         from tqdm.contrib.logging import logging_redirect_tqdm
 
@@ -187,12 +191,17 @@ def _cmd_train(args: argparse.Namespace) -> int:
         return fail("train", str(err))
     except DivergenceError as err:
         return fail("train", str(err), EXIT_FAILED)
-    print(f"{run.status}: {run.epochs_run} epoch(s) in {run.save_root}; best val PSNR {run.best_val_psnr:.3f} dB "
-          f"at epoch {run.best_epoch}")
+    best = f"best val PSNR {run.best_val_psnr:.3f} dB at epoch {run.best_epoch}"
+    copy_first = run.baselines.get("copy_first", math.nan)
+    if not math.isnan(copy_first):
+        best += (f" ({run.best_val_psnr - copy_first:+.2f} dB over copy-first-frame, {copy_first:.2f} dB; "
+                 f"mean frame {run.baselines['mean_frame']:.2f} dB)")
+    print(f"{run.status}: {run.epochs_run} epoch(s) in {run.save_root}; {best}")
     return 0
 
 
 def _cmd_test(args: argparse.Namespace) -> int:
+    from core.baselines import summary_line
     from core.checkpoint import CheckpointError
     from core.data import DatasetError
     from core.model import ModelDims
@@ -216,6 +225,8 @@ def _cmd_test(args: argparse.Namespace) -> int:
         return fail("test", str(err))
     if result.submission:
         print(f"wrote {result.submission} and {len(result.gifs)} GIF(s) in {args.save_root}")
+    for index, (value, baselines) in sorted(result.test_scores.items()):
+        print(f"test sequence {index}: {summary_line(value, baselines)}")
     if result.val_csv:
-        print(f"validation: {result.val_psnr:.3f} dB average PSNR ({result.val_csv})")
+        print(f"validation: {summary_line(result.val_psnr, result.val_baselines)} ({result.val_csv})")
     return 0

@@ -41,13 +41,15 @@ class FrameSequence:
 
     frames: torch.Tensor
     poses: torch.Tensor
+    key: str | None = None
+    """The decoded frames' cache key (files, sizes, modification times, frame size), when read from disk."""
 
     def __len__(self) -> int:
         return self.frames.shape[0]
 
     def to(self, device: torch.device) -> FrameSequence:
         """The sequence on ``device`` (on a GPU the whole uint8 dataset fits: 12 KiB per 32x64 frame pair)."""
-        return FrameSequence(self.frames.to(device), self.poses.to(device))
+        return FrameSequence(self.frames.to(device), self.poses.to(device), self.key)
 
 
 def default_cache_dir() -> Path:
@@ -103,7 +105,7 @@ def _decode(path: Path, size: tuple[int, int]) -> np.ndarray:
         raise DatasetError(f"{path}: unreadable image ({err})") from None
 
 
-def _cache_key(paths: list[Path], size: tuple[int, int]) -> str:
+def cache_key(paths: list[Path], size: tuple[int, int]) -> str:
     digest = hashlib.sha256(f"cvae-frames/{CACHE_FORMAT}/{size[0]}x{size[1]}".encode())
     for p in paths:
         st = p.stat()
@@ -116,13 +118,15 @@ _MEMORY: dict[str, torch.Tensor] = {}
 
 
 def decode_frames(paths: list[Path], size: tuple[int, int], *, workers: int = 4,
-                  cache_dir: str | os.PathLike | None = None) -> torch.Tensor:
+                  cache_dir: str | os.PathLike | None = None, key: str | None = None) -> torch.Tensor:
     """Decode PNGs to a (N, 3, H, W) uint8 tensor, through the in-process and on-disk caches.
+
+    ``key``: the files' :func:`cache_key`, when the caller has it already.
 
     Raises:
         DatasetError: a file cannot be read as an image.
     """
-    key = _cache_key(paths, size)
+    key = key or cache_key(paths, size)
     if key in _MEMORY:
         return _MEMORY[key]
     cache_root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
@@ -154,9 +158,11 @@ def load_split(root: str | os.PathLike, split: str, size: tuple[int, int], *, wo
         raise ValueError(f"split must be train or val, not {split!r}")
     base = Path(root) / split
     images, labels = paired_frames(base / f"{split}_img", base / f"{split}_label")
+    key = cache_key(images, size)
     return FrameSequence(
-        decode_frames(images, size, workers=workers, cache_dir=cache_dir),
+        decode_frames(images, size, workers=workers, cache_dir=cache_dir, key=key),
         decode_frames(labels, size, workers=workers, cache_dir=cache_dir),
+        key,
     )
 
 
@@ -167,14 +173,19 @@ class TestSequence:
     index: int
     first_frame: torch.Tensor
     poses: torch.Tensor
+    ground_truth: torch.Tensor | None = None
+    """(T, 3, H, W) frames from ``test/test_gt/<i>/`` when the dataset has them (the generated one does;
+    the lab's does not)."""
 
 
 def load_test(root: str | os.PathLike, size: tuple[int, int], *, expected_len: int = 630, workers: int = 4,
               cache_dir: str | os.PathLike | None = None) -> list[TestSequence]:
-    """Every test sequence present: ``test/test_img/<i>/`` (first frame) + ``test/test_label/<i>/``.
+    """Every test sequence present: ``test/test_img/<i>/`` (first frame) + ``test/test_label/<i>/``, and the
+    ground truth ``test/test_gt/<i>/`` where it exists.
 
     Raises:
-        DatasetError: missing folders, a sequence without poses, or a pose count other than expected_len.
+        DatasetError: missing folders, a sequence without poses, a pose count other than expected_len, or
+            ground truth of another length than the poses.
     """
     img_root = Path(root) / "test" / "test_img"
     label_root = Path(root) / "test" / "test_label"
@@ -189,11 +200,19 @@ def load_test(root: str | os.PathLike, size: tuple[int, int], *, expected_len: i
         poses = list_frames(label_root / str(i))
         if len(poses) != expected_len:
             raise DatasetError(f"{label_root / str(i)}: {len(poses)} pose frames, expected {expected_len}")
+        truth = None
+        gt_dir = Path(root) / "test" / "test_gt" / str(i)
+        if gt_dir.is_dir():
+            gt = list_frames(gt_dir)
+            if len(gt) != len(poses):
+                raise DatasetError(f"{gt_dir}: {len(gt)} ground-truth frames for {len(poses)} poses")
+            truth = decode_frames(gt, size, workers=workers, cache_dir=cache_dir)
         sequences.append(
             TestSequence(
                 i,
                 decode_frames([first], size, workers=1, cache_dir=cache_dir)[0],
                 decode_frames(poses, size, workers=workers, cache_dir=cache_dir),
+                truth,
             )
         )
     return sequences
@@ -202,6 +221,17 @@ def load_test(root: str | os.PathLike, size: tuple[int, int], *, expected_len: i
 def num_clips(n_frames: int, clip_len: int, fraction: float) -> int:
     """The lab's dataset length: ``int(n_frames * fraction) // clip_len`` non-overlapping clips."""
     return int(n_frames * fraction) // clip_len
+
+
+def clips_of(video: FrameSequence, clip_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A video cut into its non-overlapping ``clip_len``-frame clips: (n, clip_len, 3, H, W) frames and poses.
+
+    The validation rollout and its baselines (:mod:`core.baselines`) both use this cut, so they score the same
+    frames.
+    """
+    n = num_clips(len(video), clip_len, 1.0)
+    return (video.frames[: n * clip_len].unflatten(0, (n, clip_len)),
+            video.poses[: n * clip_len].unflatten(0, (n, clip_len)))
 
 
 def to_float(x: torch.Tensor, device: torch.device) -> torch.Tensor:

@@ -5,6 +5,9 @@ A run folder (``save_root``) holds:
 - ``config.yaml``: the resolved training config, flat keys (``cvae train --config`` reads it back);
 - ``metrics.csv``: one row per epoch (columns :data:`METRIC_COLUMNS`);
 - ``psnr_per_frame.csv``: ``epoch,frame,psnr``, the validation rollout's PSNR of every predicted frame;
+- ``baselines.csv``: ``frame,copy_first,mean_frame,copy_prev``, the trivial predictors' PSNR of every frame
+  on the same validation clips (:mod:`core.baselines`); their means are ``metrics.csv``'s
+  ``val_psnr_copy_first``, ... columns, and ``val_psnr_margin`` is ``val_psnr - val_psnr_copy_first``;
 - ``last.ckpt``, ``best.ckpt``, ``epoch={e}.ckpt``: checkpoints (see :mod:`core.checkpoint`).
 
 The CSV files are appended one epoch at a time and flushed; when a run resumes at epoch e, rows of epochs
@@ -18,16 +21,32 @@ import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 import yaml
 from PIL import Image
 
+if TYPE_CHECKING:
+    import torch
+
+BASELINE_NAMES = ("copy_first", "mean_frame", "copy_prev")
+"""The trivial predictors every validation PSNR is recorded beside (see :mod:`core.baselines`)."""
+BASELINE_TITLES = {
+    "copy_first": "copy first frame",
+    "mean_frame": "mean frame (oracle)",
+    "copy_prev": "copy previous ground truth (oracle)",
+}
+"""How figures, tables and charts name them."""
+BASELINE_COLUMNS = tuple(f"val_psnr_{name}" for name in BASELINE_NAMES)
+MARGIN_COLUMN = "val_psnr_margin"
+"""``val_psnr - val_psnr_copy_first``: above 0 the model beats copying the first frame."""
+BASELINES_CSV = "baselines.csv"
+
 METRIC_COLUMNS = (
-    "epoch", "train_loss", "train_mse", "train_kl", "train_psnr", "val_loss", "val_psnr", "beta", "tfr",
-    "tf_fraction", "lr", "frames_per_s", "train_seconds", "val_seconds", "epoch_seconds",
+    "epoch", "train_loss", "train_mse", "train_kl", "train_psnr", "val_loss", "val_psnr", *BASELINE_COLUMNS,
+    MARGIN_COLUMN, "beta", "tfr", "tf_fraction", "lr", "frames_per_s", "train_seconds", "val_seconds",
+    "epoch_seconds",
 )
 
 
@@ -79,6 +98,25 @@ class CsvLog:
             os.fsync(fh.fileno())
 
 
+def baseline_metrics(val_psnr: float, baselines: Any) -> dict[str, float]:
+    """``metrics.csv``'s baseline columns and margin for one epoch (``baselines``: a :class:`core.baselines.Baselines`)."""
+    avg = baselines.avg_psnr()
+    out = {f"val_psnr_{name}": avg[name] for name in BASELINE_NAMES}
+    out[MARGIN_COLUMN] = val_psnr - avg["copy_first"]
+    return out
+
+
+def write_baselines(baselines: Any, path: str | os.PathLike) -> None:
+    """``baselines.csv``: the trivial predictors' PSNR of every predicted frame (frame 1 first)."""
+    per_frame = [getattr(baselines, name).psnr_per_frame for name in BASELINE_NAMES]
+    tmp = Path(path).with_suffix(".tmp")
+    with tmp.open("w", newline="") as fh:
+        fh.write("frame," + ",".join(BASELINE_NAMES) + "\n")
+        for i, values in enumerate(zip(*per_frame, strict=True), start=1):
+            fh.write(f"{i}," + ",".join(_fmt(float(v)) for v in values) + "\n")
+    os.replace(tmp, path)
+
+
 def read_csv(path: str | os.PathLike) -> list[dict[str, str]]:
     """Rows of a record CSV as dicts of strings."""
     with Path(path).open(newline="") as fh:
@@ -87,6 +125,8 @@ def read_csv(path: str | os.PathLike) -> list[dict[str, str]]:
 
 def to_images(video: torch.Tensor) -> list[Image.Image]:
     """(T, 3, H, W) float in [0, 1] -> PIL images, clamped and rounded to uint8."""
+    import torch  # here, not at the top: the records schema is read by torch-free tools (analysis)
+
     arr = (video.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
     return [Image.fromarray(np.ascontiguousarray(frame)) for frame in arr]
 
@@ -114,8 +154,10 @@ def write_gif(video: torch.Tensor, path: str | os.PathLike, *, fps: int = 25) ->
     )
 
 
-def write_psnr_plot(psnr_per_frame: Sequence[float], path: str | os.PathLike, *, title: str) -> None:
-    """A PNG line plot of PSNR per frame with the average in the legend."""
+def write_psnr_plot(psnr_per_frame: Sequence[float], path: str | os.PathLike, *, title: str,
+                    references: dict[str, Sequence[float]] | None = None) -> None:
+    """A PNG line plot of PSNR per frame with the average in the legend, and the baselines' lines
+    (``references``: ``{"copy_first": [...], ...}`` of the same frames) in grey."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -123,7 +165,12 @@ def write_psnr_plot(psnr_per_frame: Sequence[float], path: str | os.PathLike, *,
 
     values = np.asarray(psnr_per_frame, dtype=float)
     fig, ax = plt.subplots(figsize=(8, 4), dpi=120)
-    ax.plot(np.arange(1, len(values) + 1), values, lw=1.2, label=f"{np.mean(values):.2f} dB average PSNR")
+    frames = np.arange(1, len(values) + 1)
+    ax.plot(frames, values, lw=1.2, label=f"{np.mean(values):.2f} dB average PSNR")
+    for (name, ref), style in zip((references or {}).items(), ("--", ":", "-."), strict=False):
+        ref = np.asarray(ref, dtype=float)
+        ax.plot(frames, ref, style, color="0.45", lw=1.0,
+                label=f"{BASELINE_TITLES.get(name, name)}: {np.mean(ref):.2f} dB")
     ax.set_xlabel("frame")
     ax.set_ylabel("PSNR (dB)")
     ax.set_title(title)

@@ -5,17 +5,18 @@ from __future__ import annotations
 import logging
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from core import checkpoint as ckpt_io
+from core.baselines import Baselines, score_baselines
 from core.config import ConfigError
 from core.data import load_split, load_test, to_float
 from core.model import CVAE, ModelDims, dims_from_state_dict
-from core.records import write_gif, write_psnr_plot
+from core.records import BASELINE_NAMES, write_gif, write_psnr_plot
 from core.rollout import rollout, score
 from core.trainer import memory_format, resolve_device
 
@@ -24,13 +25,17 @@ log = logging.getLogger("cvae")
 
 @dataclass(frozen=True)
 class TestResult:
-    """What ``run_test`` wrote."""
+    """What ``run_test`` wrote and measured."""
 
     submission: Path | None
     gifs: list[Path]
     val_psnr: float
     val_csv: Path | None
     val_plot: Path | None
+    val_baselines: Baselines | None = None
+    """The trivial predictors on the same validation clip."""
+    test_scores: dict[int, tuple[float, Baselines]] = field(default_factory=dict)
+    """Test sequences with ground truth: index -> (the rollout's PSNR, the trivial predictors')."""
 
 
 def load_model(ckpt_path: str | os.PathLike, dims: ModelDims | None, device: torch.device, *,
@@ -80,6 +85,7 @@ def run_test(DR: str, save_root: str, ckpt_path: str, *, frame_H: int | None = N
     generator = torch.Generator(device=dev).manual_seed(seed)
     gifs: list[Path] = []
     submission = None
+    test_scores: dict[int, tuple[float, Baselines]] = {}
     if do_test:
         sequences = load_test(DR, size, expected_len=test_vi_len, workers=num_workers, cache_dir=cache_dir)
         first = torch.stack([s.first_frame for s in sequences])
@@ -93,7 +99,11 @@ def run_test(DR: str, save_root: str, ckpt_path: str, *, frame_H: int | None = N
         submission = out / "submission.csv"
         write_submission(videos, submission)
         log.info("wrote %s (%d rows) and %d GIFs", submission, videos.shape[0] * videos.shape[1], len(gifs))
-    val_psnr, val_csv, val_plot = math.nan, None, None
+        for seq, video in zip(sequences, videos, strict=True):
+            if seq.ground_truth is not None:
+                truth = to_float(seq.ground_truth[None], torch.device("cpu"))
+                test_scores[seq.index] = (score(video[None], truth).avg_psnr, score_baselines(truth))
+    val_psnr, val_csv, val_plot, val_baselines = math.nan, None, None, None
     if do_val:
         val = load_split(DR, "val", size, workers=num_workers, cache_dir=cache_dir)
         if len(val) < val_vi_len:
@@ -102,14 +112,19 @@ def run_test(DR: str, save_root: str, ckpt_path: str, *, frame_H: int | None = N
         pred = rollout(model, to_float(frames[:, 0], dev), val.poses[:val_vi_len][None],
                        generator=torch.Generator(device=dev).manual_seed(seed), progress=progress,
                        desc="validation")
-        result = score(pred, to_float(frames, dev))
+        truth = to_float(frames, dev)
+        result = score(pred, truth)
+        val_baselines = score_baselines(truth)
         val_psnr = result.avg_psnr
         val_csv = out / "val_psnr_per_frame.csv"
+        refs = {name: getattr(val_baselines, name).psnr_per_frame for name in BASELINE_NAMES}
         with val_csv.open("w") as fh:
-            fh.write("frame,psnr\n")
-            fh.writelines(f"{i + 1},{v!r}\n" for i, v in enumerate(result.psnr_per_frame))
+            fh.write("frame,psnr," + ",".join(BASELINE_NAMES) + "\n")
+            fh.writelines(f"{i + 1},{v!r}," + ",".join(repr(r[i]) for r in refs.values()) + "\n"
+                          for i, v in enumerate(result.psnr_per_frame))
         val_plot = out / "val_psnr_per_frame.png"
-        write_psnr_plot(result.psnr_per_frame, val_plot, title=f"Validation PSNR per frame ({Path(ckpt_path).name})")
+        write_psnr_plot(result.psnr_per_frame, val_plot, title=f"Validation PSNR per frame ({Path(ckpt_path).name})",
+                        references={n: refs[n] for n in ("copy_first", "mean_frame")})
         write_gif(pred[0].cpu(), out / "pred_val.gif")
         log.info("validation: %.3f dB average PSNR over %d predicted frames", val_psnr, val_vi_len - 1)
-    return TestResult(submission, gifs, val_psnr, val_csv, val_plot)
+    return TestResult(submission, gifs, val_psnr, val_csv, val_plot, val_baselines, test_scores)

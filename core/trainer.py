@@ -26,11 +26,19 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from core import checkpoint as ckpt_io
+from core.baselines import NO_BASELINES, Baselines, video_baselines
 from core.config import ConfigError, ExperimentConfig
-from core.data import ClipBatches, DatasetError, FrameSequence, load_split, num_clips, to_float
+from core.data import ClipBatches, DatasetError, FrameSequence, clips_of, load_split, num_clips, to_float
 from core.metrics import kl_divergence, psnr
 from core.model import CVAE, ModelDims, dims_from_state_dict
-from core.records import METRIC_COLUMNS, CsvLog, write_config
+from core.records import (
+    BASELINES_CSV,
+    METRIC_COLUMNS,
+    CsvLog,
+    baseline_metrics,
+    write_baselines,
+    write_config,
+)
 from core.rollout import VideoScore, rollout, score
 from core.schedules import kl_beta, teacher_forcing_ratio, train_fraction
 
@@ -61,6 +69,12 @@ class EpochResult:
     train_psnr: float
     val_loss: float
     val_psnr: float
+    val_psnr_copy_first: float
+    """The trivial predictors on the same validation clips (:mod:`core.baselines`)."""
+    val_psnr_mean_frame: float
+    val_psnr_copy_prev: float
+    val_psnr_margin: float
+    """``val_psnr - val_psnr_copy_first``: above 0, the model beats copying the first frame."""
     val_psnr_per_frame: list[float]
     beta: float
     tfr: float
@@ -95,6 +109,8 @@ class RunResult:
     history: list[EpochResult]
     save_root: str
     parameters: int
+    baselines: dict[str, float] = field(default_factory=dict)
+    """The validation video's trivial predictors (``copy_first``, ...), NaN without validation."""
 
 
 class Callback(Protocol):
@@ -291,10 +307,7 @@ def validate(model: CVAE, video: FrameSequence, cfg: ExperimentConfig, device: t
     Returns:
         The score (PSNR per frame averaged over videos) and the (B, T, 3, H, W) rollouts.
     """
-    length = cfg.data.val_vi_len
-    n = num_clips(len(video), length, 1.0)
-    frames = video.frames[: n * length].unflatten(0, (n, length))
-    poses = video.poses[: n * length].unflatten(0, (n, length))
+    frames, poses = clips_of(video, cfg.data.val_vi_len)
     generator = torch.Generator(device=device).manual_seed(cfg.run.val_seed)
     first = to_float(frames[:, 0], device)
     pred = rollout(model, first, poses, generator=generator, autocast=autocast, progress=progress,
@@ -345,6 +358,9 @@ class Trainer:
                     f"{cfg.data.DR}/val/val_img: {len(self.val_data)} frames, fewer than val_vi_len="
                     f"{cfg.data.val_vi_len}"
                 )
+        self.baselines: Baselines = NO_BASELINES
+        if self.val_data is not None:
+            self.baselines = video_baselines(self.val_data, cfg.data.val_vi_len, cache_dir=cfg.data.cache_dir)
 
         if self.device.type == "cuda":
             # Decoded once, kept on the GPU: batches are gathered there, with no host copy per step.
@@ -458,6 +474,8 @@ class Trainer:
         metrics_log = CsvLog(self.save_root / "metrics.csv", METRIC_COLUMNS)
         frames_log = CsvLog(self.save_root / "psnr_per_frame.csv", ("epoch", "frame", "psnr"))
         write_config(cfg.to_flat(), self.save_root / "config.yaml")
+        if self.val_data is not None:
+            write_baselines(self.baselines, self.save_root / BASELINES_CSV)
         for cb in self.callbacks:
             cb.on_train_start(cfg, self.start_epoch)
 
@@ -487,7 +505,8 @@ class Trainer:
             result = EpochResult(
                 epoch=epoch, num_epoch=cfg.run.num_epoch, train_loss=stats.loss, train_mse=stats.mse,
                 train_kl=stats.kl, train_psnr=stats.psnr, val_loss=val.mse if val else math.nan,
-                val_psnr=val_psnr, val_psnr_per_frame=val.psnr_per_frame if val else [], beta=beta, tfr=tfr,
+                val_psnr=val_psnr, **baseline_metrics(val_psnr, self.baselines),
+                val_psnr_per_frame=val.psnr_per_frame if val else [], beta=beta, tfr=tfr,
                 tf_fraction=tf_fraction, lr=lr, frames_per_s=frames_done / train_seconds,
                 train_seconds=train_seconds, val_seconds=val_seconds,
                 epoch_seconds=time.perf_counter() - t0, is_best=is_best, best_val_psnr=self.best_val_psnr,
@@ -507,9 +526,10 @@ class Trainer:
 
             history.append(result)
             log.info(
-                "epoch %d/%d  loss %.5f (mse %.5f kl %.3f)  train psnr %.2f  val psnr %.2f dB  beta %.3g  "
-                "tfr %.2f  lr %.3g  %.1f frames/s", epoch + 1, cfg.run.num_epoch, stats.loss, stats.mse,
-                stats.kl, stats.psnr, val_psnr, beta, tfr, lr, result.frames_per_s,
+                "epoch %d/%d  loss %.5f (mse %.5f kl %.3f)  train psnr %.2f  val psnr %.2f dB (%+.2f over "
+                "copy-first-frame)  beta %.3g  tfr %.2f  lr %.3g  %.1f frames/s", epoch + 1, cfg.run.num_epoch,
+                stats.loss, stats.mse, stats.kl, stats.psnr, val_psnr, result.val_psnr_margin, beta, tfr, lr,
+                result.frames_per_s,
             )
             try:
                 for cb in self.callbacks:
@@ -523,6 +543,7 @@ class Trainer:
             status=status, reason=reason, epochs_run=len(history), last_epoch=last,
             best_val_psnr=self.best_val_psnr, best_epoch=self.best_epoch, history=history,
             save_root=str(self.save_root), parameters=sum(p.numel() for p in self.model.parameters()),
+            baselines=self.baselines.avg_psnr(),
         )
         for cb in self.callbacks:
             cb.on_train_end(run)

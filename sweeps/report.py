@@ -11,6 +11,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from core.records import BASELINE_COLUMNS, MARGIN_COLUMN
 from sweeps.runner import CONFIG_ID, REASON, REPLICATE, RUN_DIR, run_key
 from sweeps.spec import SweepSpec
 
@@ -29,7 +30,9 @@ def trial_row(t: FrozenTrial) -> dict[str, Any]:
         "trial": t.number, "run": f"t{run_key(t):04d}", "state": STATE_NAMES.get(t.state, t.state.name.lower()),
         "value": t.value, "epochs": epochs, "duration_s": duration, "replicate": t.user_attrs.get(REPLICATE, 0),
         "config_id": t.user_attrs.get(CONFIG_ID), "run_dir": t.user_attrs.get(RUN_DIR),
-        "reason": t.user_attrs.get(REASON, ""), **{f"param/{k}": v for k, v in t.params.items()},
+        "reason": t.user_attrs.get(REASON, ""),
+        **{col: t.user_attrs.get(f"cvae:{col}") for col in (*BASELINE_COLUMNS, MARGIN_COLUMN)},
+        **{f"param/{k}": v for k, v in t.params.items()},
     }
 
 
@@ -81,16 +84,24 @@ def trials_table(spec: SweepSpec, study: optuna.Study, *, title: str | None = No
     names = [p.name for p in spec.params if len({str(t.params.get(p.name)) for t in trials}) > 1 or
              p.distribution != "constant"]
     table = Table(title=title or f"sweep {spec.name}", show_lines=False)
-    for col in ("trial", "run", "state", *names, spec.metric, "epochs", "duration", "note"):
-        table.add_column(col, justify="right" if col in ("trial", spec.metric, "epochs") else "left")
+    margin = "vs copy-first"
+    for col in ("trial", "run", "state", *names, spec.metric, margin, "epochs", "duration", "note"):
+        table.add_column(col, justify="right" if col in ("trial", spec.metric, margin, "epochs") else "left")
     best = best_trial(study)
+    copy_first = set()
     for t in trials:
         row = trial_row(t)
         style = "bold green" if best is not None and t.number == best.number else None
+        if row["val_psnr_copy_first"] is not None:
+            copy_first.add(round(row["val_psnr_copy_first"], 2))
         table.add_row(
             str(t.number), row["run"], row["state"], *(_fmt(t.params.get(n)) for n in names), _fmt(t.value),
+            "-" if row[MARGIN_COLUMN] is None else f"{row[MARGIN_COLUMN]:+.2f} dB",
             str(row["epochs"]), fmt_duration(row["duration_s"]), row["reason"][:60], style=style,
         )
+    if copy_first:
+        table.caption = (f"vs copy-first: validation PSNR minus copying each clip's first frame ("
+                         f"{', '.join(f'{v:.2f}' for v in sorted(copy_first))} dB): below 0, a trial learned nothing")
     return table
 
 

@@ -43,7 +43,7 @@ from optuna.trial import TrialState
 from core.checkpoint import CheckpointError
 from core.config import ConfigError
 from core.data import DatasetError
-from core.records import read_csv, write_gif
+from core.records import BASELINE_COLUMNS, BASELINE_NAMES, BASELINES_CSV, MARGIN_COLUMN, read_csv, write_gif
 from core.trainer import BaseCallback, DivergenceError, EpochResult, StopTraining, fit
 from sweeps.space import make_pruner, make_sampler, suggest_all
 from sweeps.spec import SweepSpec
@@ -66,8 +66,9 @@ UID = "cvae:uid"
 
 WANDB_KEYS = {
     "train_loss": "train/loss", "train_mse": "train/mse", "train_kl": "train/kl", "train_psnr": "train/psnr",
-    "val_psnr": "val/psnr", "val_loss": "val/loss", "beta": "schedule/beta", "tfr": "schedule/tfr", "lr": "lr",
-    "frames_per_s": "perf/frames_per_s",
+    "val_psnr": "val/psnr", "val_loss": "val/loss",
+    **{col: col.replace("val_", "val/", 1) for col in (*BASELINE_COLUMNS, MARGIN_COLUMN)},
+    "beta": "schedule/beta", "tfr": "schedule/tfr", "lr": "lr", "frames_per_s": "perf/frames_per_s",
 }
 """EpochResult field -> the W&B key it is logged under."""
 
@@ -452,6 +453,10 @@ def _finish(study, trial, spec, tracker, record, folder, callback, state, reason
     if rows and frames_csv.exists():
         last = rows[-1]["epoch"]
         per_frame = [float(r["psnr"]) for r in read_csv(frames_csv) if r["epoch"] == last]
+    baselines, per_frame_baselines = trial_baselines(rows, epoch, folder / BASELINES_CSV)
+    for name, v in baselines.items():
+        if v is not None:
+            trial.set_user_attr(f"cvae:{name}", v)
     if state == "complete" and math.isnan(value):
         state, reason = "failed", f"no {spec.metric} was recorded"
     if state == "failed":
@@ -464,19 +469,39 @@ def _finish(study, trial, spec, tracker, record, folder, callback, state, reason
         state, reason = "failed", "declared stale by another worker while running"
     record.update(state=state, reason=reason, value=None if math.isnan(value) else value,
                   best_epoch=epoch if epoch >= 0 else None, epochs_done=len(rows), finished=_now(),
-                  duration_s=round(time.monotonic() - t0, 3))
+                  duration_s=round(time.monotonic() - t0, 3), **baselines)
     callback.tracking_s += time.monotonic() - t_finish
     record.update(timing=_timing(callback, record["duration_s"]), resources=_resources())
     write_trial_record(folder / "trial.json", record)  # the outcome is on disk before W&B is told
     with callback.tracking():
         summary = {spec.metric: record["value"], "best_epoch": record["best_epoch"], "epochs": len(rows),
-                   "trial": trial.number}
-        tracker.finish(state=state, summary=summary, psnr_per_frame=per_frame, video=video_path, reason=reason)
+                   "trial": trial.number, **{WANDB_KEYS[k]: v for k, v in baselines.items() if v is not None}}
+        tracker.finish(state=state, summary=summary, psnr_per_frame=per_frame, video=video_path, reason=reason,
+                       baselines=per_frame_baselines)
     record.update(duration_s=round(time.monotonic() - t0, 3))
     record.update(timing=_timing(callback, record["duration_s"]))
     write_trial_record(folder / "trial.json", record)
     log.info("trial %d (t%04d) %s%s%s", trial.number, record["run_key"], state,
              f": {spec.metric} {value:.4f}" if not math.isnan(value) else "", f" ({reason})" if reason else "")
+
+
+def trial_baselines(rows: list[dict[str, str]], epoch: int, baselines_csv: Path,
+                    ) -> tuple[dict[str, float | None], dict[str, list[float]] | None]:
+    """A trial's baselines and margin, as recorded in trial.json and its Optuna attributes, and per frame.
+
+    The baselines are those of its validation video (the same every epoch); the margin is the one of the
+    epoch its value comes from (``epoch``), else of its last epoch. None where nothing was validated.
+    """
+    chosen = next((r for r in rows if int(r["epoch"]) == epoch), rows[-1] if rows else {})
+    out: dict[str, float | None] = {}
+    for col in (*BASELINE_COLUMNS, MARGIN_COLUMN):
+        text = chosen.get(col)
+        out[col] = float(text) if text not in (None, "", "nan") else None
+    per_frame = None
+    if baselines_csv.exists():
+        table = read_csv(baselines_csv)
+        per_frame = {name: [float(r[name]) for r in table] for name in BASELINE_NAMES}
+    return out, per_frame
 
 
 def _timing(callback: TrialCallback, duration: float) -> dict[str, float | None]:

@@ -31,6 +31,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
+from core.records import BASELINE_TITLES
+
 if TYPE_CHECKING:
     from wandb.sdk.wandb_run import Run
 
@@ -207,7 +209,8 @@ class TrialTracker(Protocol):
         ...
 
     def finish(self, *, state: str, summary: Mapping[str, Any], psnr_per_frame: Sequence[float] | None = None,
-               video: str | os.PathLike[str] | None = None, reason: str = "") -> None:
+               video: str | os.PathLike[str] | None = None, reason: str = "",
+               baselines: Mapping[str, Sequence[float]] | None = None) -> None:
         """Close the trial's run with its state (complete | pruned | failed) and final summary."""
         ...
 
@@ -219,7 +222,8 @@ class NullTracker:
         """Do nothing."""
 
     def finish(self, *, state: str, summary: Mapping[str, Any], psnr_per_frame: Sequence[float] | None = None,
-               video: str | os.PathLike[str] | None = None, reason: str = "") -> None:
+               video: str | os.PathLike[str] | None = None, reason: str = "",
+               baselines: Mapping[str, Sequence[float]] | None = None) -> None:
         """Do nothing."""
 
 
@@ -286,7 +290,8 @@ class WandbTrialTracker:
             log.warning("W&B run %s: could not log epoch %d: %s", self.run_id, epoch, err)
 
     def finish(self, *, state: str, summary: Mapping[str, Any], psnr_per_frame: Sequence[float] | None = None,
-               video: str | os.PathLike[str] | None = None, reason: str = "") -> None:
+               video: str | os.PathLike[str] | None = None, reason: str = "",
+               baselines: Mapping[str, Sequence[float]] | None = None) -> None:
         """Log the final media, write the summary, and close the run; a second call does nothing.
 
         Args:
@@ -295,6 +300,8 @@ class WandbTrialTracker:
             summary: Final values (the sweep metric, best epoch, ...), merged into the run summary.
             psnr_per_frame: Validation PSNR of each predicted frame (frame 1 first): logged as a table
                 (``val/psnr_per_frame``) and a line chart (``val/psnr_per_frame_plot``).
+            baselines: The trivial predictors' PSNR of the same frames (``{"copy_first": [...], ...}``):
+                table columns ``psnr_copy_first``, ...; copy-first and mean-frame are drawn on the chart.
             video: A GIF of a validation rollout, logged as ``val/rollout`` when the file exists.
             reason: Why the trial failed or was pruned (summary ``fail_reason``).
 
@@ -312,11 +319,23 @@ class WandbTrialTracker:
         media: dict[str, Any] = {}
         if psnr_per_frame is not None and len(psnr_per_frame) > 0:
             try:
-                table = wandb.Table(columns=["frame", "psnr"],
-                                    data=[[i, float(v)] for i, v in enumerate(psnr_per_frame, start=1)])
+                refs = {name: list(v) for name, v in (baselines or {}).items() if len(v) == len(psnr_per_frame)}
+                columns = ["frame", "psnr", *(f"psnr_{name}" for name in refs)]
+                rows = [[i, float(v), *(float(r[i - 1]) for r in refs.values())]
+                        for i, v in enumerate(psnr_per_frame, start=1)]
+                table = wandb.Table(columns=columns, data=rows)
                 media["val/psnr_per_frame"] = table
-                media["val/psnr_per_frame_plot"] = wandb.plot.line(table, "frame", "psnr",
-                                                                   title="Validation PSNR per frame")
+                title = "Validation PSNR per frame"
+                plotted = [name for name in ("copy_first", "mean_frame") if name in refs]
+                if plotted:
+                    # The model beside the trivial predictors it must beat (copy_prev, an oracle far above,
+                    # stays in the table: on the chart it would flatten the other lines).
+                    frames = list(range(1, len(psnr_per_frame) + 1))
+                    media["val/psnr_per_frame_plot"] = wandb.plot.line_series(
+                        xs=frames, ys=[list(map(float, psnr_per_frame)), *(refs[n] for n in plotted)],
+                        keys=["model", *(BASELINE_TITLES[n] for n in plotted)], title=title, xname="frame")
+                else:
+                    media["val/psnr_per_frame_plot"] = wandb.plot.line(table, "frame", "psnr", title=title)
             except Exception as err:  # noqa: BLE001 - see the docstring
                 log.warning("W&B run %s: PSNR-per-frame table not logged: %s", self.run_id, err)
         if video is not None:

@@ -8,20 +8,46 @@ import pytest
 import torch
 from PIL import Image
 
+from core.baselines import score_baselines, summary_line
+from core.data import load_split
 from core.model import CVAE
 from cvae.cli import main
 
 pytestmark = pytest.mark.slow
 
 
-def test_synth_train_test_end_to_end(tmp_path, capsys):
-    data, run, out = tmp_path / "data", tmp_path / "run", tmp_path / "test"
+@pytest.fixture(scope="module")
+def lab_sized(tmp_path_factory):
+    """A generated dataset with the lab's validation and test lengths (630 frames), little training data."""
+    data = tmp_path_factory.mktemp("lab-sized") / "data"
     assert main(["data", "synth", "--out", str(data), "--train-frames", "64", "--train-video-len", "32",
                  "--val-frames", "630", "--test-sequences", "2", "--test-frames", "630", "--size", "32x64"]) == 0
+    return data
+
+
+def test_the_labs_own_one_epoch_command_line_trains(lab_sized, tmp_path, capsys):
+    """`Trainer.py --DR D --save_root R --num_epoch 1` runs in the lab (tfr 1.0, tfr_sde 10: the ratio never
+    decays), so it runs here: one warning, never a refusal."""
+    run = tmp_path / "result"
+    assert main(["train", "--DR", str(lab_sized), "--save_root", str(run), "--num_epoch", "1"]) == 0
+    captured = capsys.readouterr()
+    warnings = [line for line in captured.err.splitlines() if line.startswith("cvae train: warning:")]
+    assert warnings == ["cvae train: warning: tfr_sde=10 >= num_epoch=1: the teacher-forcing ratio stays at "
+                        "tfr=1.0 for the whole run (its decay by tfr_d_step=0.1 would start at epoch 10)"]
+    assert "completed: 1 epoch(s)" in captured.out and "over copy-first-frame" in captured.out
+    rows = list(csv.DictReader((run / "metrics.csv").open()))
+    assert len(rows) == 1 and float(rows[0]["tfr"]) == 1.0
+    ckpt = torch.load(run / "last.ckpt")
+    assert ckpt["last_epoch"] == 0 and ckpt["config"]["F_dim"] == 128  # the lab's model
+
+
+def test_synth_train_test_end_to_end(lab_sized, tmp_path, capsys):
+    data, run, out = lab_sized, tmp_path / "run", tmp_path / "test"
     assert main(["train", "--DR", str(data), "--save_root", str(run), "--num_epoch", "2", "--tfr_sde", "1",
-                 "--F_dim", "16", "--L_dim", "8", "--N_dim", "4", "--D_out_dim", "16", "--train_vi_len", "8",
+                 "--F_dim", "24", "--L_dim", "8", "--N_dim", "4", "--D_out_dim", "24", "--train_vi_len", "8",
                  "--batch_size", "2", "--kl_anneal_type", "Monotonic", "--no-progress"]) == 0
-    assert "completed: 2 epoch(s)" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "completed: 2 epoch(s)" in captured.out and "cvae train: warning" not in captured.err
 
     ckpt = torch.load(run / "last.ckpt")
     model = CVAE(__import__("core.model", fromlist=["dims_from_state_dict"]).dims_from_state_dict(ckpt["state_dict"]))
@@ -45,3 +71,17 @@ def test_synth_train_test_end_to_end(tmp_path, capsys):
     assert len(val) == 629 and val[0]["frame"] == "1"
     with Image.open(out / "val_psnr_per_frame.png") as png:
         assert png.format == "PNG" and png.size[0] > 400
+    # Every PSNR beside its baselines: per frame in the CSV, averaged on the console, for the validation video
+    # and for each test sequence with ground truth (the generated dataset has test/test_gt).
+    truth = load_split(data, "val", (32, 64), workers=1).frames[:630][None].float() / 255
+    refs = score_baselines(truth)
+    for name in ("copy_first", "mean_frame", "copy_prev"):
+        assert [float(r[name]) for r in val] == pytest.approx(getattr(refs, name).psnr_per_frame, rel=1e-6)
+    printed = capsys.readouterr().out.splitlines()
+    (line,) = [ln for ln in printed if ln.startswith("validation: ")]
+    model_psnr = float(line.split()[1])
+    assert model_psnr == pytest.approx(sum(float(r["psnr"]) for r in val) / 629, abs=0.006)
+    assert line.startswith(f"validation: {summary_line(model_psnr, refs)}")
+    tests = [ln for ln in printed if ln.startswith("test sequence ")]
+    assert [ln.split(":")[0] for ln in tests] == ["test sequence 0", "test sequence 1"]
+    assert all("over copy-first-frame" in ln for ln in tests)

@@ -92,6 +92,11 @@ def test_grid_sweep_with_two_workers_runs_each_point_once_and_tracks_it(tiny_dat
         assert t.value == pytest.approx(max(float(r["val_psnr"]) for r in rows))
         assert (folder / "sample.gif").exists() and (folder / "last.ckpt").exists()
         assert t.intermediate_values.keys() == {0, 1}
+        # The baselines ride with the value: in the records, the Optuna attributes and (below) W&B.
+        best = max(rows, key=lambda r: float(r["val_psnr"]))
+        for key in ("val_psnr_copy_first", "val_psnr_mean_frame", "val_psnr_copy_prev", "val_psnr_margin"):
+            assert record[key] == pytest.approx(float(best[key])) == pytest.approx(t.user_attrs[f"cvae:{key}"])
+        assert record["val_psnr_margin"] == pytest.approx(t.value - record["val_psnr_copy_first"])
         # Where the trial's time went, and its worker's memory, measured by the runner.
         timing, resources = record["timing"], record["resources"]
         assert timing["train_s"] == pytest.approx(sum(float(r["train_seconds"]) for r in rows), abs=1e-3)
@@ -112,7 +117,10 @@ def test_grid_sweep_with_two_workers_runs_each_point_once_and_tracks_it(tiny_dat
         assert [h["epoch"] for h in run.history if "val/psnr" in h] == [0, 1]
         assert max(h["val/psnr"] for h in run.history if "val/psnr" in h) == pytest.approx(t.value)
         assert run.summary["state"] == "complete"
-        assert {"train/loss", "schedule/beta", "schedule/tfr", "lr", "perf/frames_per_s"} <= set(run.history[0])
+        assert {"train/loss", "schedule/beta", "schedule/tfr", "lr", "perf/frames_per_s", "val/psnr_copy_first",
+                "val/psnr_mean_frame", "val/psnr_copy_prev", "val/psnr_margin"} <= set(run.history[0])
+        assert run.summary["val/psnr_margin"] == pytest.approx(t.user_attrs["cvae:val_psnr_margin"])
+        assert run.summary["val/psnr_copy_first"] == pytest.approx(t.user_attrs["cvae:val_psnr_copy_first"])
     assert any(r.job_type == "sweep-summary" for r in runs.values())
 
     again = cvae("sweep", "run", str(spec_path), "--no-live", env=env)

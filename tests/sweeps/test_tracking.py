@@ -197,6 +197,23 @@ def test_trial_run_round_trip(wandb_dir: Path) -> None:
     assert run.summary["val/rollout"]["path"] == media["val/rollout"]["path"]
 
 
+def test_the_per_frame_table_and_chart_carry_the_baselines(wandb_dir: Path) -> None:
+    psnr = [30.0 - 0.25 * i for i in range(20)]
+    refs = {"copy_first": [28.0 - 0.5 * i for i in range(20)], "mean_frame": [22.0] * 20, "copy_prev": [37.0] * 20}
+    t = tracker("trial-refs")
+    t.log_epoch(0, EPOCHS[0])
+    t.finish(state="complete", summary={"val/psnr": 25.0}, psnr_per_frame=psnr, baselines=refs)
+    run = read_offline_run(t.run_dir)
+    (media,) = [row for row in run.history if "val/psnr_per_frame" in row]
+    stored = json.loads((run.path / "files" / media["val/psnr_per_frame"]["path"]).read_text())
+    assert stored["columns"] == ["frame", "psnr", "psnr_copy_first", "psnr_mean_frame", "psnr_copy_prev"]
+    assert stored["data"] == [[i + 1, psnr[i], refs["copy_first"][i], 22.0, 37.0] for i in range(20)]
+    # The chart: the model beside copy-first and the mean frame (copy-previous, an oracle, only in the table).
+    chart = json.loads((run.path / "files" / media["val/psnr_per_frame_plot_table"]["path"]).read_text())
+    keys = {row[chart["columns"].index("lineKey")] for row in chart["data"]}
+    assert keys == {"model", "copy first frame", "mean frame (oracle)"}
+
+
 def test_relogging_an_epoch_and_finishing_twice_do_not_raise(wandb_dir: Path) -> None:
     t = tracker("trial-relog")
     t.log_epoch(0, EPOCHS[0])
