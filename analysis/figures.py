@@ -58,6 +58,7 @@ from scipy import stats as _stats
 
 from analysis.load import SweepData
 from core.config import FLAT_KEYS
+from core.records import BASELINE_TITLES
 
 __all__ = [
     "FIGURES", "FigureResult", "Importances", "applicable_figures", "palette", "param_importances",
@@ -101,6 +102,60 @@ class FigureResult:
 
 
 # -- small helpers -------------------------------------------------------------------------------------------
+_REFERENCE_STYLES = {"copy_first": ("--", "0.25"), "mean_frame": (":", "0.45")}
+"""The baselines drawn as reference lines (copy_prev, an oracle far above every model, goes in the caption)."""
+
+
+def _baseline_of_runs(frame: pd.DataFrame, column: str) -> np.ndarray:
+    """Each run's value of a per-run constant column (the first recorded)."""
+    if frame is None or frame.empty or column not in frame:
+        return np.array([])
+    values = pd.to_numeric(frame[column], errors="coerce")
+    return frame.assign(_v=values).dropna(subset=["_v"]).groupby("run")["_v"].first().to_numpy(dtype=float)
+
+
+def _references(axes: Sequence, frame: pd.DataFrame, yr: _YRange, *, per_frame: bool = False) -> tuple[list, str]:
+    """Draw the trivial predictors' PSNR on PSNR axes: horizontal lines per epoch (``frame``: epochs rows with
+    ``val_psnr_copy_first``, ...), or curves per frame (``frame``: frames rows with ``copy_first``, ...).
+
+    Returns the legend handles (one per baseline) and a caption sentence; nothing when the runs recorded no
+    baselines (an older sweep, or a source without them).
+    """
+    handles: list = []
+    parts: list[str] = []
+    for name, (style, color) in _REFERENCE_STYLES.items():
+        column = name if per_frame else f"val_psnr_{name}"
+        per_run = _baseline_of_runs(frame, column)
+        if per_run.size == 0:
+            continue
+        label = BASELINE_TITLES[name]
+        if per_frame:
+            sub = frame.assign(_v=pd.to_numeric(frame[column], errors="coerce")).dropna(subset=["_v"])
+            curve = sub.groupby(["run", "frame"])["_v"].first().groupby("frame").mean()
+            avg = float(sub.groupby("run")["_v"].mean().mean())
+            for ax in axes:
+                (line,) = ax.plot(curve.index.to_numpy(dtype=float), curve.to_numpy(dtype=float), ls=style,
+                                  color=color, lw=1.1, label=f"{label}: {avg:.2f} dB average PSNR", zorder=1)
+            yr.runs.append(curve.to_numpy(dtype=float))
+        else:
+            avg = float(per_run.mean())
+            for ax in axes:
+                line = ax.axhline(avg, ls=style, color=color, lw=1.2, label=f"{label}: {avg:.2f} dB", zorder=1)
+            yr.runs.append(np.array([avg]))
+        line.set_gid(f"baseline:{name}")
+        handles.append(line)
+        spread = "" if np.ptp(per_run) < 0.005 else (
+            f", a mean over the runs' validation videos ({per_run.min():.2f} to {per_run.max():.2f} dB)")
+        parts.append(f"{label} ({avg:.2f} dB{spread})")
+    if not parts:
+        return [], ""
+    oracle = _baseline_of_runs(frame, "copy_prev" if per_frame else "val_psnr_copy_prev")
+    prev = (f"; copying the previous ground-truth frame, an oracle a rollout cannot use, scores "
+            f"{oracle.mean():.2f} dB") if oracle.size else ""
+    return handles, (f" Grey reference lines: the trivial predictors on the same validation clips, "
+                     f"{' and '.join(parts)}{prev}. A model below copying the first frame has learned nothing.")
+
+
 def _natural_key(text: str) -> list:
     return [(0, int(tok), "") if tok.isdigit() else (1, 0, tok.lower()) for tok in re.split(r"(\d+)", str(text))]
 
@@ -531,6 +586,7 @@ def _schedule_panels(data: SweepData, groups: _Groups, *, name: str, title: str,
     sub_colors = _colors_for(data, [s for s in all_sub if s]) if any(all_sub) else {}
     group_colors = _group_colors(data, groups.order, groups.of_run)
     fig, axes = _new_figure(len(groups.order), row_height=3.4)
+    ref_note = ""
     drawn: list[str] = []
     yr = _YRange()
     panel_handles = []
@@ -584,9 +640,12 @@ def _schedule_panels(data: SweepData, groups: _Groups, *, name: str, title: str,
             values = np.concatenate([c[2]["mean"].to_numpy(dtype=float) for c in curves])
             if np.nanmin(values) >= 0 and np.nanmax(values) <= 1:
                 twin.set_ylim(-0.05, 1.05)
+        if y == "val_psnr":
+            refs, ref_note = _references([ax], ep[ep["run"].isin(runs)], yr)
+            handles += refs
         panel_handles.append((ax, handles))
     _panel_legends(fig, panel_handles)
-    log, cut = yr.apply(axes, log_ok=True)
+    log, cut = yr.apply(axes, log_ok=y != "val_psnr")
     fig.suptitle(title)
     wanted = _order_runs(data)
     settings = ""
@@ -603,7 +662,7 @@ def _schedule_panels(data: SweepData, groups: _Groups, *, name: str, title: str,
     if multi_curve:
         sched_note += " The schedule differs between a panel's configurations: one dash-dotted curve each."
     caption = (f"{what}, one panel per {group_noun} ({_group_noun(len(groups.order), 'configuration')})."
-               f"{settings}{lines}{sched_note}{_LOG_NOTE if log else ''}{_CUT_NOTE if cut else ''}"
+               f"{settings}{lines}{sched_note}{ref_note}{_LOG_NOTE if log else ''}{_CUT_NOTE if cut else ''}"
                f" {_runs_sentence(list(dict.fromkeys(drawn)))}"
                f"{_missing_note(wanted, drawn, states, y)}")
     return FigureResult(name, fig, title, caption, list(dict.fromkeys(drawn)))
@@ -664,6 +723,11 @@ def _grouped_lines(data: SweepData, of_run: Mapping[str, str], order: Sequence[s
         yr.add(frame[y], st)
         suffix = _partial_suffix(used, states)
         handles.append(_draw_mean(ax, st, color=colors[g], label=f"{g}{suffix}", dashed=bool(suffix), gid=g))
+    ref_note = ""
+    if y == "val_psnr":
+        refs, ref_note = _references([ax], ep[ep["run"].isin(drawn)], yr)
+        handles += refs
+        log_ok = False
     log, cut = yr.apply([ax], log_ok=log_ok)
     ax.set_xlabel("epoch")
     ax.set_ylabel(LABELS.get(y, y))
@@ -672,7 +736,7 @@ def _grouped_lines(data: SweepData, of_run: Mapping[str, str], order: Sequence[s
     if legend_title and ax.get_legend() is not None:
         ax.get_legend().set_title(legend_title, prop={"size": _legend_font(len(handles))})
     caption = (f"{what}, one line per {noun} ({_group_noun(len(used_of), 'configuration')}, "
-               f"{_counts_text(used_of, pooled, labels)})."
+               f"{_counts_text(used_of, pooled, labels)}).{ref_note}"
                f"{_LOG_NOTE if log else ''}{_CUT_NOTE if cut else ''}"
                f" {_runs_sentence(drawn)}{_missing_note(_order_runs(data), drawn, states, y)}")
     return FigureResult(name, fig, title, caption, drawn)
@@ -795,6 +859,8 @@ def render_psnr_per_frame(data: SweepData) -> FigureResult:
                           dashed=bool(suffix), gid=label, markers=False, lw=1.3)
         handles.append(line)
         yr.add(frame["psnr"], st)
+    refs, ref_note = _references([ax], fr[fr["run"].isin(drawn)], yr, per_frame=True)
+    handles += refs
     _, cut = yr.apply([ax], log_ok=False)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=10, steps=[1, 2, 5, 10]))
     ax.set_xlabel("frame")
@@ -809,7 +875,8 @@ def render_psnr_per_frame(data: SweepData) -> FigureResult:
     caption = (f"PSNR of each of the {frames_text} of the validation rollout at each run's last recorded epoch "
                f"({epochs_text}), one line per configuration ({_group_noun(len(used_of), 'configuration')}, "
                f"{_counts_text(used_of, (), labels_by_run)}); the legend gives each configuration's average over "
-               f"frames{' and replicates' if any(len(v) > 1 for v in used_of.values()) else ''}.{_CUT_NOTE if cut else ''} "
+               f"frames{' and replicates' if any(len(v) > 1 for v in used_of.values()) else ''}.{ref_note}"
+               f"{_CUT_NOTE if cut else ''} "
                f"{_runs_sentence(drawn)}{_missing_note(runs, drawn, states, 'per-frame PSNR')}")
     return FigureResult(name, fig, title, caption, drawn)
 
@@ -859,6 +926,10 @@ def render_optimization_history(data: SweepData) -> FigureResult:
         mask = partial & np.array([states[r] == state for r in runs])
         (h,) = ax.plot(x[mask], v[mask], "x", color="0.45", ms=7, mew=1.5, label=f"{state} run")
         handles.append(h)
+    ref_note = ""
+    if data.metric_field == "val_psnr":
+        refs, ref_note = _references([ax], data.epochs, _YRange())
+        handles += refs
     ax.set_xlabel("trial number")
     ax.set_ylabel(_metric_label(data))
     ax.set_title(title)
@@ -871,7 +942,7 @@ def render_optimization_history(data: SweepData) -> FigureResult:
         best_text = f" Best: {v[i]:.4g} ({runs[i]}, {_labels(data.runs)[i]})."
     caption = (f"{data.metric} ({data.goal}) of each run by trial number, with the best so far over the "
                f"{_group_noun(int(complete.sum()), 'complete run')}{'; crosses: runs that did not complete' if partial.any() else ''}."
-               f"{best_text} {_runs_sentence(drawn)}"
+               f"{best_text}{ref_note} {_runs_sentence(drawn)}"
                f"{_missing_note(runs, drawn, states, 'metric value')}")
     return FigureResult(name, fig, title, caption, drawn)
 

@@ -10,7 +10,12 @@ Every loader returns a :class:`SweepData` with three DataFrames:
 - ``epochs``: one row per run and epoch: ``run``, ``epoch`` and the metrics of ``metrics.csv``
   (``train_loss``, ``val_psnr``, ``beta``, ``tfr``, ...); a source that lacks a metric lacks its column.
 - ``frames``: one row per run, epoch and predicted frame of the validation rollout: ``run``, ``epoch``,
-  ``frame``, ``psnr``.
+  ``frame``, ``psnr``, and the trivial predictors' PSNR of the same frame where the source has them
+  (``copy_first``, ``mean_frame``, ``copy_prev``).
+
+Every validation PSNR comes with its baselines (see ``core.baselines``): ``epochs`` carries
+``val_psnr_copy_first``, ``val_psnr_mean_frame``, ``val_psnr_copy_prev`` and ``val_psnr_margin`` (val PSNR
+minus copy-first) where the source recorded them.
 
 Analysis never imports the trainer: it reads files, a database, or the W&B API.
 """
@@ -29,6 +34,7 @@ import yaml
 
 # The training config's key names only (no torch): they tell a named choice (TF1) from a training key.
 from core.config import FLAT_KEYS
+from core.records import BASELINE_COLUMNS, BASELINE_NAMES, BASELINES_CSV, MARGIN_COLUMN
 
 RUN_COLUMNS = ["run", "trial", "state", "value", "best_epoch", "epochs_done", "duration_s", "replicate",
                "config_id", "label", "reason"]
@@ -36,8 +42,11 @@ WANDB_TO_LOCAL = {
     "train/loss": "train_loss", "train/mse": "train_mse", "train/kl": "train_kl", "train/psnr": "train_psnr",
     "val/psnr": "val_psnr", "val/loss": "val_loss", "schedule/beta": "beta", "schedule/tfr": "tfr", "lr": "lr",
     "perf/frames_per_s": "frames_per_s",
+    **{col.replace("val_", "val/", 1): col for col in (*BASELINE_COLUMNS, MARGIN_COLUMN)},
 }
 METRIC_FIELDS = {v_key: local for v_key, local in WANDB_TO_LOCAL.items() if "/" in v_key}
+BASELINE_OF_COLUMN = {f"psnr_{name}": name for name in BASELINE_NAMES}
+"""The W&B per-frame table's baseline columns -> the ``frames`` table's."""
 
 
 class AnalysisError(ValueError):
@@ -177,6 +186,9 @@ def load_local(runs_dir: str | os.PathLike) -> SweepData:
         for rec in epochs.to_dict("records"):
             epochs_rows.append({"run": run, **rec})
         frames = _read_csv(folder / "psnr_per_frame.csv")
+        refs = _read_csv(folder / BASELINES_CSV)
+        if not frames.empty and not refs.empty and "frame" in refs:
+            frames = frames.merge(refs, on="frame", how="left")
         for rec in frames.to_dict("records"):
             frames_rows.append({"run": run, **rec})
     name = (spec or {}).get("name") or root.name
@@ -242,7 +254,13 @@ def load_optuna(storage: str, study: str) -> SweepData:
             goal_max = st.direction.name == "MAXIMIZE"
             best = (max if goal_max else min)(values, key=values.get)
             runs_rows[-1]["best_epoch"] = best
-        epochs_rows += [{"run": run, "epoch": e, field_name: v} for e, v in sorted(values.items())]
+        refs = {col: last.user_attrs.get(f"cvae:{col}") for col in BASELINE_COLUMNS}
+        refs = {col: float(v) for col, v in refs.items() if v is not None}
+        for e, v in sorted(values.items()):
+            row = {"run": run, "epoch": e, field_name: v, **refs}
+            if field_name == "val_psnr" and "val_psnr_copy_first" in refs:
+                row[MARGIN_COLUMN] = v - refs["val_psnr_copy_first"]
+            epochs_rows.append(row)
     return _finish(runs_rows, epochs_rows, [], order, name=study, metric=metric,
                    goal="maximize" if st.direction.name == "MAXIMIZE" else "minimize", source=_mask(storage))
 
@@ -269,8 +287,14 @@ def _wandb_rows(run_id: str, config: dict, summary: dict, history: list[dict], t
         "config_id": config.get("config_id"), "reason": summary.get("fail_reason", ""), "wandb_run_id": run_id,
     }
     last_epoch = max(dedup) if dedup else 0
-    frames = [{"run": run, "epoch": last_epoch, "frame": int(f), "psnr": float(p)} for table in tables
-              for f, p in table.get("data", [])]
+    frames = []
+    for table in tables:
+        # Columns by name: frame, psnr, then psnr_copy_first, ... where the run logged its baselines.
+        names = [BASELINE_OF_COLUMN.get(c, c) for c in table.get("columns", ["frame", "psnr"])]
+        for values in table.get("data", []):
+            rec = dict(zip(names, values, strict=False))
+            frames.append({"run": run, "epoch": last_epoch, **rec, "frame": int(rec["frame"]),
+                           "psnr": float(rec["psnr"])})
     return row, list(dedup.values()), frames, list(params), metric_key
 
 
@@ -305,7 +329,8 @@ def load_wandb_offline(wandb_dir: str | os.PathLike, group: str | None = None) -
         tables = []
         for path in r.paths:
             for table in sorted((Path(path) / "files" / "media" / "table").rglob("psnr_per_frame*.table.json")):
-                tables = [json.loads(table.read_text())]
+                if "psnr_per_frame_plot" not in table.name:  # the chart's own table, in long form
+                    tables = [json.loads(table.read_text())]
         row, epochs, frames, params, metric_key = _wandb_rows(r.run_id, r.config, r.summary, r.history, tables)
         metric = metric_key or metric
         runs_rows.append(row)
@@ -337,7 +362,7 @@ def load_wandb_online(path: str, group: str) -> SweepData:
         history = list(r.scan_history())
         tables = []
         for f in r.files():
-            if "psnr_per_frame" in f.name and f.name.endswith(".table.json"):
+            if "psnr_per_frame" in f.name and "psnr_per_frame_plot" not in f.name and f.name.endswith(".table.json"):
                 tables = [json.loads(f.download(replace=True, root=os.path.join(".wandb-cache", r.id)).read())]
         row, epochs, frames, params, metric_key = _wandb_rows(r.id, dict(r.config), dict(r.summary), history, tables)
         metric = metric_key or metric

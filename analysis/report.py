@@ -56,13 +56,14 @@ def _table_html(data: SweepData, table: pd.DataFrame) -> str:
         return "<p>No runs to tabulate.</p>"
     field = data.metric_field
     unit = " dB" if field.endswith("psnr") else ""
-    head = ["configuration", "runs", f"final {data.metric}", f"best {data.metric}", "best epoch", "time",
-            "complete", "pruned", "failed", "running"]
+    head = ["configuration", "runs", f"final {data.metric}", f"best {data.metric}", "margin over copy-first",
+            "best epoch", "time", "complete", "pruned", "failed", "running"]
     rows = []
     for i, r in table.iterrows():
+        margin = "-" if math.isnan(r.margin) else ("+" if r.margin >= 0 else "") + fmt_ci(r.margin, r.margin_ci95, " dB")
         cells = [html.escape(str(r.configuration)), str(r.runs),
                  fmt_ci(r[f"final_{field}"], r[f"final_{field}_ci95"], unit),
-                 fmt_ci(r[f"best_{field}"], r[f"best_{field}_ci95"], unit),
+                 fmt_ci(r[f"best_{field}"], r[f"best_{field}_ci95"], unit), margin,
                  "-" if math.isnan(r.best_epoch) else f"{r.best_epoch:.1f}",
                  "-" if math.isnan(r.train_time_s) else f"{r.train_time_s:.0f} s",
                  str(r.complete), str(r.pruned), str(r.failed), str(r.running)]
@@ -70,6 +71,25 @@ def _table_html(data: SweepData, table: pd.DataFrame) -> str:
         rows.append(f"<tr{cls}>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     return ("<table><thead><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr></thead><tbody>"
             + "".join(rows) + "</tbody></table>")
+
+
+def baseline_sentence(table: pd.DataFrame) -> str:
+    """How many configurations beat copying the first frame, in one sentence (empty without baselines)."""
+    if table.empty or "margin" not in table or table.margin.isna().all():
+        return ""
+    known = table[table.margin.notna()]
+    beat = known[known.margin > 0]
+    copy_first = known.copy_first.mean()
+    where = f"copying the first frame ({copy_first:.2f} dB on the validation video)"
+    n, m = len(beat), len(known)
+    if n == 0:
+        return (f"None of the {m} configurations beats {where} at its best epoch (best margin "
+                f"{known.margin.max():+.2f} dB): these models have not learned to predict the video, and the "
+                "comparisons below compare untrained models.")
+    top = known.loc[known.margin.idxmax()]
+    return (f"{n} of {m} configuration{'s' if m != 1 else ''} beat{'s' if n == 1 else ''} {where} at "
+            f"{'its' if n == 1 else 'their'} best epoch (mean over replicates); the widest margin is "
+            f"{top.margin:+.2f} dB ({top.configuration}).")
 
 
 def _rollouts(data: SweepData, table: pd.DataFrame) -> str:
@@ -142,7 +162,9 @@ swept: {html.escape(", ".join(data.params) or "nothing")} · generated
 <div class="cards">{cards}</div>
 <h2>Configurations</h2>
 <p class="meta">One row per configuration; final = the metric at each run's last epoch, best = at its best
-epoch; mean ± 95% confidence interval over replicates (t distribution). Sorted best first.</p>
+epoch; mean ± 95% confidence interval over replicates (t distribution); margin = validation PSNR at the best
+epoch minus copying the first frame of each validation clip. Sorted best first.</p>
+{f'<p id="baselines">{html.escape(baseline_sentence(table))}</p>' if baseline_sentence(table) else ""}
 {_table_html(data, table)}
 <h2>Figures</h2>
 {"".join(figures) or "<p>No figure applies to these runs.</p>"}

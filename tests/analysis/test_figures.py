@@ -62,15 +62,23 @@ def frame_psnr(c: int, r: int, f: int, last: bool) -> float:
     return 30.0 - 0.1 * f + c + 0.2 * r - (0.0 if last else 5.0)
 
 
+BASELINE_EPOCH = {"val_psnr_copy_first": 21.0, "val_psnr_mean_frame": 22.0, "val_psnr_copy_prev": 37.0}
+
+
+def baseline_frame(f: int) -> dict[str, float]:
+    return {"copy_first": 25.0 - 0.2 * f, "mean_frame": 22.0, "copy_prev": 37.0}
+
+
 def make_data(grid: dict[str, list], *, replicates: int = 2, n_epochs: int = 5, n_frames: int = 20,
               states: dict[str, str] | None = None, epochs_done: dict[str, int] | None = None,
-              with_frames: bool = True, spec: bool = True) -> SweepData:
+              with_frames: bool = True, spec: bool = True, baselines: bool = False) -> SweepData:
     """A sweep over ``grid`` (in order) x ``replicates``, schema as :mod:`analysis.load` gives it.
 
     Configuration ``c`` (grid order), replicate ``r``, epoch ``e``: val_psnr = 20 + c + 0.5 e + 0.2 r,
     train_loss = (c + 1) / (e + 1) + 0.01 r, β and tfr from the resolved schedule; the last epoch's frame f has
     PSNR 30 - 0.1 f + c + 0.2 r (earlier epochs 5 dB less). ``states`` / ``epochs_done`` override a run's state
-    and how many epochs it recorded (0: none).
+    and how many epochs it recorded (0: none). ``baselines``: every run validated on one video whose copy-first
+    frame scores 21 dB (per frame 25 - 0.2 f), mean frame 22 dB, copy-previous 37 dB.
     """
     states, epochs_done = states or {}, epochs_done or {}
     names = list(grid)
@@ -101,11 +109,15 @@ def make_data(grid: dict[str, list], *, replicates: int = 2, n_epochs: int = 5, 
                 epochs.append({"run": run, "epoch": e, "train_loss": train_loss(c, r, e),
                                "train_mse": 0.9 * train_loss(c, r, e), "train_kl": 1.0, "val_psnr": val_psnr(c, r, e),
                                "val_loss": 0.1, "beta": beta_of(cfg, e, n_epochs), "tfr": tfr_of(cfg, e),
-                               "tf_fraction": tfr_of(cfg, e), "lr": 0.001, "frames_per_s": 5.0})
+                               "tf_fraction": tfr_of(cfg, e), "lr": 0.001, "frames_per_s": 5.0,
+                               **(BASELINE_EPOCH if baselines else {})})
+                if baselines:
+                    epochs[-1]["val_psnr_margin"] = val_psnr(c, r, e) - 21.0
                 if with_frames:
                     for f in range(1, n_frames + 1):
                         frames.append({"run": run, "epoch": e, "frame": f,
-                                       "psnr": frame_psnr(c, r, f, e == n_ep - 1)})
+                                       "psnr": frame_psnr(c, r, f, e == n_ep - 1),
+                                       **(baseline_frame(f) if baselines else {})})
             i += 1
     runs_df = pd.DataFrame(runs)
     assert set(RUN_COLUMNS) <= set(runs_df.columns)
@@ -275,6 +287,41 @@ def test_kl_psnr_lines_are_replicate_means_with_ci(kl_data):
     assert "Runs t0000-t0005." in result.caption
     single = F.render_kl_psnr(make_data({"kl_anneal_type": ["cyclical", "none"]}, replicates=1))
     assert bands(panels(single.fig)[0]) == []
+
+
+def reference_lines(ax) -> dict[str, np.ndarray]:
+    return {ln.get_gid(): np.asarray(ln.get_ydata(), dtype=float) for ln in ax.get_lines()
+            if str(ln.get_gid()).startswith("baseline:")}
+
+
+@pytest.mark.parametrize("render", [F.render_kl_psnr, F.render_kl_beta_psnr, F.render_optimization_history],
+                         ids=["kl_psnr", "kl_beta_psnr", "optimization_history"])
+def test_psnr_figures_draw_the_baselines_as_labelled_reference_lines(render):
+    data = make_data({"kl_anneal_type": ["cyclical", "monotonic", "none"]}, baselines=True)
+    result = render(data)
+    for ax in panels(result.fig):
+        refs = reference_lines(ax)
+        assert set(refs) == {"baseline:copy_first", "baseline:mean_frame"}
+        assert refs["baseline:copy_first"] == pytest.approx([21.0, 21.0])  # axhline: two ends
+        assert refs["baseline:mean_frame"] == pytest.approx([22.0, 22.0])
+        low, high = ax.get_ylim()
+        assert low < 21.0 < 22.0 < high  # on the axes, not cut off
+    assert "copy first frame: 21.00 dB" in legend_texts(result.fig)
+    assert ("Grey reference lines: the trivial predictors on the same validation clips, copy first frame "
+            "(21.00 dB) and mean frame (oracle) (22.00 dB); copying the previous ground-truth frame, an oracle a "
+            "rollout cannot use, scores 37.00 dB.") in result.caption
+    plain = render(make_data({"kl_anneal_type": ["cyclical", "none"]}))  # records without baselines
+    assert not any(reference_lines(ax) for ax in panels(plain.fig)) and "reference" not in plain.caption
+
+
+def test_psnr_per_frame_draws_the_baselines_per_frame():
+    result = F.render_psnr_per_frame(make_data({"kl_anneal_type": ["cyclical", "none"]}, baselines=True))
+    (ax,) = panels(result.fig)
+    refs = reference_lines(ax)
+    np.testing.assert_allclose(refs["baseline:copy_first"], [25.0 - 0.2 * f for f in range(1, 21)])
+    np.testing.assert_allclose(refs["baseline:mean_frame"], [22.0] * 20)
+    assert "copy first frame: 22.90 dB average PSNR" in legend_texts(result.fig)
+    assert "copy first frame (22.90 dB)" in result.caption
 
 
 def test_kl_loss_uses_a_log_scale_when_losses_span_decades():

@@ -55,6 +55,34 @@ def test_the_three_sources_agree(three):
     assert study.frames.empty  # Optuna holds no per-frame PSNR
 
 
+BASELINE_COLS = ["val_psnr_copy_first", "val_psnr_mean_frame", "val_psnr_copy_prev"]
+
+
+def test_every_source_carries_the_baselines(three, sweep_records):
+    """The trivial predictors ride with every PSNR: per epoch in all three sources, per frame where the
+    source has frames; every run of the sweep validated on the same video, so they agree."""
+    import yaml
+
+    from core.baselines import video_baselines
+    from core.data import load_split
+
+    dataset = yaml.safe_load(sweep_records.spec.read_text())["base"]["DR"]
+    expected = video_baselines(load_split(dataset, "val", (32, 64), workers=1), 24)
+    local, study, wandb = three
+    for data in three:
+        ep = data.epochs
+        for col, name in zip(BASELINE_COLS, ("copy_first", "mean_frame", "copy_prev"), strict=True):
+            assert ep[col].tolist() == pytest.approx([expected.avg_psnr()[name]] * len(ep)), (data.source, col)
+        assert ep.val_psnr_margin.tolist() == pytest.approx((ep.val_psnr - ep.val_psnr_copy_first).tolist())
+    last = local.frames[local.frames.epoch == 2].reset_index(drop=True)
+    for frames in (last, wandb.frames.reset_index(drop=True)):
+        for name in ("copy_first", "mean_frame", "copy_prev"):
+            per_run = frames.pivot(index="frame", columns="run", values=name)
+            for run in per_run:
+                assert per_run[run].tolist() == pytest.approx(getattr(expected, name).psnr_per_frame)
+
+
+
 def test_partial_runs_are_shown_not_dropped(sweep_records, tmp_path):
     runs = tmp_path / "runs"
     shutil.copytree(sweep_records.runs, runs)

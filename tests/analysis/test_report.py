@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import os
 import re
 import shutil
@@ -12,6 +13,7 @@ import pytest
 from PIL import Image
 
 from analysis.load import load_local
+from analysis.report import baseline_sentence
 from analysis.table import config_table, mean_ci
 from cvae.cli import main
 
@@ -33,6 +35,10 @@ def test_config_table_reduces_replicates(sweep_records):
         assert row.best_val_psnr == pytest.approx(np.mean(bests))
         assert row.best_val_psnr_ci95 == pytest.approx(mean_ci(bests)[1])
         assert row.complete == 2
+        copies = [data.epochs[data.epochs.run == r].val_psnr_copy_first.iloc[0] for r in runs]
+        assert row.copy_first == pytest.approx(np.mean(copies))
+        assert row.margin == pytest.approx(np.mean(np.subtract(bests, copies)))
+        assert row.margin_ci95 == pytest.approx(mean_ci(np.subtract(bests, copies))[1])
 
 
 def test_table_command_prints_and_writes_csv(sweep_records, tmp_path, capsys):
@@ -84,7 +90,29 @@ def test_report_is_self_contained_and_complete(sweep_records, tmp_path):
     assert page.count("<figcaption>") == len(figures) + 2  # + the best and the worst rollouts
     assert page.count('src="data:image/gif;base64,') == 2
     assert page.count("<tr") == 1 + 4  # header + 4 configurations
+    assert "<th>margin over copy-first</th>" in page
+    table = config_table(load_local(sweep_records.runs))
+    sentence = re.search(r'<p id="baselines">([^<]+)</p>', page).group(1)
+    n = int((table.margin > 0).sum())
+    assert sentence == html.escape(baseline_sentence(table))
+    assert sentence.startswith(f"{n} of 4 configurations" if n else "None of the 4 configurations beats")
     assert "fixture" in page and "kl_anneal_type" in page  # the spec
+
+
+@pytest.mark.parametrize(("margins", "start"), [
+    ([-1.0, -2.5], "None of the 2 configurations beats copying the first frame (19.84 dB on the validation "
+                   "video) at its best epoch (best margin -1.00 dB): these models have not learned"),
+    ([3.2, -0.5], "1 of 2 configurations beats copying the first frame (19.84 dB on the validation video) at its "
+                  "best epoch (mean over replicates); the widest margin is +3.20 dB (a)."),
+    ([3.2, 0.5], "2 of 2 configurations beat copying the first frame (19.84 dB on the validation video) at "
+                 "their best epoch"),
+])
+def test_the_report_says_how_many_configurations_beat_copying_the_first_frame(margins, start):
+    import pandas as pd
+
+    table = pd.DataFrame({"configuration": ["a", "b"], "margin": margins, "copy_first": [19.84, 19.84]})
+    assert baseline_sentence(table).startswith(start)
+    assert baseline_sentence(table.assign(margin=np.nan)) == ""
 
 
 @pytest.mark.skipif(_chromium() is None and os.environ.get("CVAE_REQUIRE_CHROMIUM") != "1",
