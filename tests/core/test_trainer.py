@@ -108,6 +108,36 @@ def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_checkpoint(tiny_da
     assert [r["epoch"] for r in metric_rows(tmp_path)] == ["0"]
 
 
+def test_a_rollout_that_blows_up_is_recorded_without_a_psnr_and_training_goes_on(tiny_dataset, tmp_path, monkeypatch,
+                                                                                   caplog):
+    """A model leaning on the posterior's z (beta near 0) can blow up when the rollout draws z from the prior:
+    that epoch has no validation PSNR (the lab logs NaN and trains on), and later epochs are scored as usual."""
+    import core.trainer as trainer_mod
+
+    real = trainer_mod.rollout
+    calls = {"n": 0}
+
+    def exploding(model, first_frame, poses, **kw):
+        out = real(model, first_frame, poses, **kw)
+        calls["n"] += 1
+        if calls["n"] == 1:
+            out[:, 5:] = math.inf  # epoch 0: from frame 5 on
+            out[:, 9:] = math.nan
+        return out
+
+    monkeypatch.setattr(trainer_mod, "rollout", exploding)
+    with caplog.at_level("WARNING", logger="cvae"):
+        run = fit(tiny_cfg(tiny_dataset, tmp_path))
+    assert run.status == "completed" and run.epochs_run == 3 and run.best_epoch in (1, 2)
+    assert "epoch 0: the validation rollout left the finite range (19 of 23 frames not finite)" in caplog.text
+    rows = metric_rows(tmp_path)
+    assert rows[0]["val_psnr"] == "" and rows[0]["val_psnr_margin"] == ""
+    assert all(math.isfinite(float(r["val_psnr"])) for r in rows[1:])
+    frames = read_csv(tmp_path / "psnr_per_frame.csv")
+    epoch0 = [r["psnr"] for r in frames if r["epoch"] == "0"]
+    assert len(epoch0) == 23 and all(v != "" for v in epoch0[:4]) and epoch0[4:] == [""] * 19
+
+
 def test_atomic_save_keeps_the_previous_file_when_a_save_dies(tmp_path, monkeypatch):
     path = tmp_path / "last.ckpt"
     ckpt_io.atomic_save({"state_dict": {"w": torch.ones(3)}}, path)
