@@ -114,6 +114,8 @@ class OptimConfig:
     """MultiStepLR milestones (epochs)."""
     lr_gamma: float = 0.1
     """MultiStepLR decay factor."""
+    lr_warmup: int = 0
+    """Optimizer steps over which the learning rate rises linearly to its scheduled value (0: none, the lab's)."""
     grad_clip: float = 1.0
     """Gradient-norm clipping."""
     batch_size: int = 2
@@ -258,6 +260,7 @@ class ExperimentConfig:
         need(o.lr > 0, f"lr must be > 0 (got {o.lr})")
         need(o.weight_decay is None or o.weight_decay >= 0, f"weight_decay must be >= 0 (got {o.weight_decay})")
         need(o.lr_gamma > 0, f"lr_gamma must be > 0 (got {o.lr_gamma})")
+        need(o.lr_warmup >= 0, f"lr_warmup must be >= 0 (got {o.lr_warmup})")
         need(o.grad_clip > 0, f"grad_clip must be > 0 (got {o.grad_clip})")
         need(o.batch_size >= 1, f"batch_size must be >= 1 (got {o.batch_size})")
         need(all(e >= 0 for e in o.lr_milestones), f"lr_milestones must be >= 0 (got {list(o.lr_milestones)})")

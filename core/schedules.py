@@ -97,3 +97,11 @@ def train_fraction(cfg: DataConfig, epoch: int) -> float:
     if cfg.fast_train and epoch <= cfg.fast_train_epoch + 1:
         return cfg.fast_partial
     return cfg.partial
+
+
+def warmup_factor(step: int, warmup: int) -> float:
+    """The learning rate's share of its scheduled value at optimizer step ``step`` (0-based): a linear warmup
+    over ``warmup`` steps, ``(step + 1) / warmup``, then 1."""
+    if warmup <= 0 or step >= warmup:
+        return 1.0
+    return (step + 1) / warmup

@@ -40,7 +40,7 @@ from core.records import (
     write_config,
 )
 from core.rollout import VideoScore, rollout, score
-from core.schedules import kl_beta, teacher_forcing_ratio, train_fraction
+from core.schedules import kl_beta, teacher_forcing_ratio, train_fraction, warmup_factor
 
 log = logging.getLogger("cvae")
 
@@ -432,6 +432,11 @@ class Trainer:
         }
 
     # -- epochs ------------------------------------------------------------------------------------------
+    def steps_before(self, epoch: int) -> int:
+        """Optimizer steps of epochs 0..epoch-1 (their clip counts are pure functions of the config)."""
+        d, b = self.cfg.data, self.cfg.optim.batch_size
+        return sum(num_clips(len(self.train_data), d.train_vi_len, train_fraction(d, e)) // b for e in range(epoch))
+
     def train_epoch(self, epoch: int) -> tuple[StepStats, float, float, int, float]:
         """Run one epoch. Returns (mean stats, β, tfr, predicted frames, fraction of TF batches)."""
         cfg = self.cfg
@@ -443,12 +448,18 @@ class Trainer:
             device=self.device,
         )
         epoch_tf = random.random() < tfr if cfg.schedule.tf_per == "epoch" else None
+        scheduled = [group["lr"] for group in self.optimizer.param_groups]
+        first_step = self.steps_before(epoch) if cfg.optim.lr_warmup else 0
         self.model.train()
         sums = {"loss": 0.0, "mse": 0.0, "kl": 0.0, "psnr": 0.0}
         n = tf_count = 0
         bar = tqdm(batches, desc=f"epoch {epoch + 1}/{cfg.run.num_epoch}", disable=not cfg.run.progress,
                    leave=False, dynamic_ncols=True)
         for frames, poses in bar:
+            if first_step + n < cfg.optim.lr_warmup:
+                share = warmup_factor(first_step + n, cfg.optim.lr_warmup)
+                for group, lr in zip(self.optimizer.param_groups, scheduled, strict=True):
+                    group["lr"] = lr * share
             tf = epoch_tf if epoch_tf is not None else random.random() < tfr
             try:
                 stats = train_step(self.model, self.optimizer, frames, poses, beta=beta, teacher_forcing=tf,
@@ -462,6 +473,8 @@ class Trainer:
                 sums[k] += getattr(stats, k)
             bar.set_postfix(loss=f"{sums['loss'] / n:.4f}", psnr=f"{sums['psnr'] / n:.2f}", beta=f"{beta:.3g}",
                             tfr=f"{tfr:.2f}")
+        for group, lr in zip(self.optimizer.param_groups, scheduled, strict=True):
+            group["lr"] = lr  # the epoch scheduler goes on from the scheduled value, warmup or not
         mean = StepStats(**{k: v / max(n, 1) for k, v in sums.items()})
         frames_done = n * cfg.optim.batch_size * (cfg.data.train_vi_len - 1)
         return mean, beta, tfr, frames_done, tf_count / max(n, 1)

@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 
 from core.config import DataConfig, ScheduleConfig
-from core.schedules import cyclical_beta, kl_beta, settled_epoch, teacher_forcing_ratio, train_fraction
+from core.schedules import (
+    cyclical_beta,
+    kl_beta,
+    settled_epoch,
+    teacher_forcing_ratio,
+    train_fraction,
+    warmup_factor,
+)
 
 
 def frange_cycle_linear(n_iter, start=0.0, stop=1.0, n_cycle=4, ratio=0.5):
@@ -119,3 +126,8 @@ def test_settled_epoch_is_where_beta_and_the_teacher_forcing_ratio_stop_changing
 
     assert {at(e) for e in range(settled, num_epoch)} == {at(num_epoch - 1)}
     assert settled == 0 or at(settled - 1) != at(num_epoch - 1)
+
+
+def test_warmup_rises_linearly_to_one_then_stays():
+    assert [warmup_factor(s, 4) for s in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
+    assert [warmup_factor(s, 0) for s in range(3)] == [1.0, 1.0, 1.0]  # the lab's: none

@@ -51,14 +51,15 @@ LOSS_KEYS = ("epoch", "train_loss", "train_mse", "train_kl", "train_psnr", "val_
              "tf_fraction", "lr")
 
 
-def test_resume_equals_uninterrupted_training(tiny_dataset, tmp_path):
-    full = fit(tiny_cfg(tiny_dataset, tmp_path / "full"))
+@pytest.mark.parametrize("extra", [{}, {"lr_warmup": 15}], ids=["lab", "warmup-across-the-stop"])
+def test_resume_equals_uninterrupted_training(tiny_dataset, tmp_path, extra):
+    full = fit(tiny_cfg(tiny_dataset, tmp_path / "full", **extra))
     assert full.status == "completed" and full.epochs_run == 3
 
     stopper = StopAfter(1)
-    part = fit(tiny_cfg(tiny_dataset, tmp_path / "part"), [stopper])
+    part = fit(tiny_cfg(tiny_dataset, tmp_path / "part", **extra), [stopper])
     assert part.status == "stopped" and part.reason == "test stop" and stopper.seen == [0, 1]
-    resumed = fit(tiny_cfg(tiny_dataset, tmp_path / "part", resume=True))
+    resumed = fit(tiny_cfg(tiny_dataset, tmp_path / "part", resume=True, **extra))
     assert [r.epoch for r in resumed.history] == [2]
 
     want = [{k: r[k] for k in LOSS_KEYS} for r in metric_rows(tmp_path / "full")]
@@ -106,6 +107,27 @@ def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_checkpoint(tiny_da
     assert ckpt["last_epoch"] == 0
     assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point())
     assert [r["epoch"] for r in metric_rows(tmp_path)] == ["0"]
+
+
+def test_lr_warmup_rises_per_step_across_epochs_and_leaves_the_epoch_schedule_alone(tiny_dataset, tmp_path,
+                                                                                      monkeypatch):
+    import core.trainer as trainer_mod
+
+    seen: list[float] = []
+    real = trainer_mod.train_step
+
+    def spy(model, optimizer, *args, **kw):
+        seen.append(optimizer.param_groups[0]["lr"])
+        return real(model, optimizer, *args, **kw)
+
+    monkeypatch.setattr(trainer_mod, "train_step", spy)
+    cfg = tiny_cfg(tiny_dataset, tmp_path, lr=0.004, lr_warmup=8, lr_scheduler="cosine", augment=False)
+    fit(cfg)
+    # 6 steps an epoch: the first 8 steps ramp (k+1)/8 of the epoch's scheduled lr, then the cosine schedule.
+    cosine = [0.004 * (1 + math.cos(math.pi * e / 3)) / 2 for e in range(3)]
+    expected = [cosine[s // 6] * min(1.0, (s + 1) / 8) for s in range(18)]
+    assert seen == pytest.approx(expected, rel=1e-9)
+    assert [float(r["lr"]) for r in metric_rows(tmp_path)] == pytest.approx(cosine, rel=1e-9)
 
 
 def test_a_rollout_that_blows_up_is_recorded_without_a_psnr_and_training_goes_on(tiny_dataset, tmp_path, monkeypatch,
