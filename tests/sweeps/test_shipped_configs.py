@@ -12,13 +12,58 @@ from sweeps.space import suggest_all
 from sweeps.spec import load_spec
 
 ROOT = Path(__file__).parents[2]
-SWEEP_SPECS = sorted(p for p in (ROOT / "sweeps" / "configs").glob("*.yaml") if p.name != "lab_full.yaml")
-TRAIN_CONFIGS = sorted((ROOT / "configs").glob("*.yaml")) + [ROOT / "sweeps" / "configs" / "lab_full.yaml"]
+REPORTS = ROOT / "benchmarks" / "configs" / "reports"
+SWEEP_SPECS = sorted(
+    [p for p in (ROOT / "sweeps" / "configs").glob("*.yaml") if p.name != "lab_full.yaml"]
+    + list((ROOT / "benchmarks" / "configs").glob("*.yaml"))
+    + [p for p in REPORTS.glob("*.yaml") if p.name != "reduced.yaml"]
+)
+TRAIN_CONFIGS = sorted((ROOT / "configs").glob("*.yaml")) + [ROOT / "sweeps" / "configs" / "lab_full.yaml",
+                                                              REPORTS / "reduced.yaml"]
 
 
 def test_the_shipped_files_are_found():
-    names = {p.name for p in SWEEP_SPECS}
-    assert {"quickstart.yaml", "teacher_forcing.yaml", "kl_annealing.yaml", "ndim.yaml", "search.yaml"} <= names
+    names = [p.relative_to(ROOT).as_posix() for p in SWEEP_SPECS]
+    assert {"sweeps/configs/quickstart.yaml", "sweeps/configs/teacher_forcing.yaml", "sweeps/configs/ndim.yaml",
+            "sweeps/configs/kl_annealing.yaml", "sweeps/configs/search.yaml", "benchmarks/configs/pruning.yaml",
+            "benchmarks/configs/reports/teacher_forcing.yaml", "benchmarks/configs/reports/kl_annealing.yaml",
+            "benchmarks/configs/reports/ndim.yaml"} <= set(names)
+
+
+@pytest.mark.parametrize("path", [ROOT / "sweeps" / "configs" / "quickstart.yaml", ROOT / "benchmarks" / "configs" /
+                                  "pruning.yaml", *sorted(p for p in REPORTS.glob("*.yaml") if p.name != "reduced.yaml")],
+                         ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_the_grids_that_must_learn_cross_the_reports_knobs_without_a_warning(path):
+    """Trials that learn: no stage narrower than RGB, no decay that never starts; the main job and the pruning
+    grid cross annealing type, teacher forcing and N_dim."""
+    spec = load_spec(path)
+    assert spec.warnings == ()
+    if "reports" not in path.parts:
+        swept = {p.name: len(p.values) for p in spec.params}
+        assert swept["kl_anneal_type"] >= 2 and swept["tfr"] >= 2 and swept["N_dim"] >= 2
+        assert spec.synth["dancers"] == 1
+
+
+def test_the_reduced_reports_scale_the_reports_schedules_to_their_run():
+    """The reports' 70-epoch schedules at the same share of a 12-epoch run (benchmarks/configs/reports)."""
+    from core.schedules import kl_beta, teacher_forcing_ratio
+
+    tf = load_spec(REPORTS / "teacher_forcing.yaml")
+    cfgs = {p["tf_schedule"]: tf.trial_config(p, save_root="x") for p in tf.grid()}
+    assert {c.run.num_epoch for c in cfgs.values()} == {12} and tf.replicates == 3
+    ratios = {k: [teacher_forcing_ratio(c.schedule, e) for e in range(5)] for k, c in cfgs.items()}
+    assert ratios == {"TF1": [1.0, 0.5, 0.0, 0.0, 0.0], "TF2": [0.5, 0.5, 0.25, 0.0, 0.0], "TF3": [0.0] * 5}
+    assert {c.schedule.kl_anneal_type for c in cfgs.values()} == {"none"}
+    kl = load_spec(REPORTS / "kl_annealing.yaml")
+    kcfgs = {p["kl_schedule"]: kl.trial_config(p, save_root="x") for p in kl.grid()}
+    betas = {k: [round(kl_beta(c.schedule, 12, e), 3) for e in range(12)] for k, c in kcfgs.items()}
+    assert betas["KL1"] == [0, 0.167, 0.333, 0.5, 0.667, 0.833] * 2  # 2 cycles of 6 epochs (the reports: 7)
+    assert betas["KL4"] == [0, 0.333, 0.667, 1, 1, 1] * 2
+    assert betas["KL2"] == [round(e / 12, 3) for e in range(12)]
+    assert betas["KL3"] == [1.0] * 12
+    assert betas["KL5"] == [0, 0.167, 0.333, 0.5, 0.667, 0.833] + [1.0] * 6
+    nd = load_spec(REPORTS / "ndim.yaml")
+    assert sorted(p["N_dim"] for p in nd.grid()) == [12, 32]
 
 
 @pytest.mark.parametrize("path", SWEEP_SPECS, ids=lambda p: p.name)
