@@ -20,9 +20,9 @@ demo: $(STAMP)
 
 ## Train and test one small model (no sweep).
 train-small: $(STAMP)
-	$(BIN)/cvae data synth --out data/synth
+	$(BIN)/cvae data synth --out data/small --train-frames 768 --train-video-len 48 --test-sequences 2 --dancers 1 --workers 2
 	$(BIN)/cvae train --config configs/small.yaml
-	$(BIN)/cvae test --DR data/synth --save_root runs/small/test --ckpt_path runs/small/best.ckpt
+	$(BIN)/cvae test --DR data/small --save_root runs/small/test --ckpt_path runs/small/best.ckpt
 
 ## The whole test suite, slow end-to-end tests included (what CI runs).
 test: $(STAMP)
