@@ -551,7 +551,8 @@ def report(full: ArmResult, pruned: ArmResult) -> dict[str, Any]:
 
 
 def figure(full: ArmResult, pruned: ArmResult, path: Path) -> None:
-    """Val PSNR per epoch of every trial, one panel per arm; pruned trials dashed and ended by an x."""
+    """Val PSNR per epoch of every trial, one panel per arm; pruned trials dashed and ended by an x; copying the first
+    frame of each validation clip as a dotted reference line."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -561,9 +562,13 @@ def figure(full: ArmResult, pruned: ArmResult, path: Path) -> None:
     keys = list(dict.fromkeys([t.key for t in full.trials] + [t.key for t in pruned.trials]))
     palette = [plt.get_cmap("tab20")(i) for i in [*range(0, 20, 2), *range(1, 20, 2)]]
     style = {k: (palette[i % 20], "os^vDP"[i % 6]) for i, k in enumerate(keys)}
+    copy_first = next((t.copy_first for t in full.trials if not math.isnan(t.copy_first)), math.nan)
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.8), sharey=True)
     for ax, arm in zip(axes, (full, pruned), strict=True):
         best = arm.best
+        if not math.isnan(copy_first):  # the bar a trial must clear to have learned anything
+            ax.axhline(copy_first, color="0.3", ls=":", lw=1.2, zorder=1,
+                       label=f"copy first frame: {copy_first:.2f} dB")
         for t in arm.trials:
             x = list(range(1, len(t.curve) + 1))
             stopped = t.state != "complete"
