@@ -1,11 +1,11 @@
 """Sweep efficiency on a CPU: how to split the cores, trial start-up, tracking overhead, memory per worker.
 
 Usage:
-    .venv/bin/python benchmarks/sweep_efficiency.py                    # quickstart grid, 1x2 vs 2x1, ~6 min
+    .venv/bin/python benchmarks/sweep_efficiency.py                    # quickstart grid, 1x2 vs 2x1
     .venv/bin/python benchmarks/sweep_efficiency.py --lab-defaults     # + memory of lab-default trials, ~+6 min
         [--out runs/bench-sweep] [--arms 1x2,2x1,2x2] [--spec sweeps/configs/quickstart.yaml]
 
-Each arm runs the same sweep (the quickstart grid: 12 trials, W&B offline, SQLite) through ``cvae sweep
+Each arm runs the same sweep (the quickstart grid, W&B offline, SQLite) through ``cvae sweep
 run`` or, for a WxT arm that does not split the cores (2x2), ``cvae sweep init`` + W ``cvae sweep worker
 --threads T`` processes. What is printed comes from the trials' own records (``trial.json``: ``timing``
 and ``resources``, written by the sweep runner for every trial):

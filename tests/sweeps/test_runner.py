@@ -372,6 +372,10 @@ def test_status_best_and_plan_commands(tiny_dataset, tmp_path, env):
     assert plan.returncode == 0
     assert "grid: 2 parameter set(s)" in plan.stdout and "epochs in total: 4" in plan.stdout
     assert "estimated time" in plan.stdout
+    # BASE's widths (F_dim 16, D_out_dim 16) leave 2-channel stages: warned about once each, never refused.
+    warnings = [line for line in plan.stderr.splitlines() if line.startswith("cvae sweep plan: warning:")]
+    assert [w.split(": ", 3)[3].split(":")[0] for w in warnings] == ["F_dim=16", "D_out_dim=16"]
+    assert all(w.startswith(f"cvae sweep plan: warning: {spec_path}: ") for w in warnings)
     spec = load_spec(spec_path)
     open_study(spec, open_storage(spec), fill_queue=True)
     run_worker(spec)
