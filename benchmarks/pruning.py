@@ -268,6 +268,11 @@ class ArmResult:
         return sum(t.epochs for t in self.trials)
 
     @property
+    def copy_first(self) -> float:
+        """Copying the first frame of each validation clip (the same video for every trial; NaN if unrecorded)."""
+        return next((t.copy_first for t in self.trials if not math.isnan(t.copy_first)), math.nan)
+
+    @property
     def best(self) -> Trial | None:
         """The sweep's best trial: the best metric summary among the completed trials (Optuna's best_trial)."""
         done = [t for t in self.trials if t.state == "complete" and not math.isnan(t.value)]
@@ -466,7 +471,7 @@ def report(full: ArmResult, pruned: ArmResult) -> dict[str, Any]:
         if study_value is not None and not math.isclose(study_value, value, abs_tol=1e-9):
             print(f"WARNING: {arm.name}: the study's best value {study_value} differs from the records' {value}")
     print(table(rows, header))
-    copy_first = next((t.copy_first for t in full.trials if not math.isnan(t.copy_first)), math.nan)
+    copy_first = full.copy_first
     learned = [t for t in full.trials if t.value - t.copy_first > 0]
     baseline = {"copy_first": copy_first, "best_margin_db": ref - copy_first, "trials_above": len(learned)}
     print(f"did they learn? copying the first frame of each validation clip scores {fmt(copy_first, '.3f')} dB; "
@@ -562,7 +567,7 @@ def figure(full: ArmResult, pruned: ArmResult, path: Path) -> None:
     keys = list(dict.fromkeys([t.key for t in full.trials] + [t.key for t in pruned.trials]))
     palette = [plt.get_cmap("tab20")(i) for i in [*range(0, 20, 2), *range(1, 20, 2)]]
     style = {k: (palette[i % 20], "os^vDP"[i % 6]) for i, k in enumerate(keys)}
-    copy_first = next((t.copy_first for t in full.trials if not math.isnan(t.copy_first)), math.nan)
+    copy_first = full.copy_first
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.8), sharey=True)
     for ax, arm in zip(axes, (full, pruned), strict=True):
         best = arm.best
