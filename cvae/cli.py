@@ -25,6 +25,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # What libraries record of the command line (W&B's run metadata) must not carry a storage password;
+    # the parsed arguments keep it.
+    from sweeps.secrets import mask_argv
+
+    mask_argv()
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

@@ -7,43 +7,34 @@ PostgreSQL URL without one takes it from ``$CVAE_DB_PASSWORD``, a file named by 
 
 from __future__ import annotations
 
+import functools
+import logging
 import os
 import re
 import time
 from pathlib import Path
+from typing import Any
 
 import optuna
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 
+from sweeps.secrets import has_password, mask_url, split_password
 from sweeps.spec import SweepSpec
+
+log = logging.getLogger("cvae")
+
+__all__ = ["StorageError", "mask_url", "open_storage", "split_password", "with_password"]
 
 
 class StorageError(RuntimeError):
     """The study storage cannot be reached or opened; the message shows the URL with its password masked."""
 
 
-_PASSWORD = re.compile(r"(?P<head>://[^:/@]+:)(?P<pw>[^@]*)(?P<tail>@)")
-
-
-def mask_url(url: str) -> str:
-    """``postgresql://user:secret@host/db`` -> ``postgresql://user:***@host/db``."""
-    return _PASSWORD.sub(lambda m: f"{m['head']}***{m['tail']}", url)
-
-
-def split_password(url: str) -> tuple[str, str | None]:
-    """``postgresql://u:pw@h/db`` -> (``postgresql://u@h/db``, ``pw`` decoded); URLs without one pass through."""
-    from urllib.parse import unquote
-
-    match = _PASSWORD.search(url)
-    if not match:
-        return url, None
-    return _PASSWORD.sub(lambda m: m["head"][:-1] + m["tail"], url, count=1), unquote(match["pw"])
-
-
 def with_password(url: str) -> str:
     """Insert the password from the environment or a secrets file into a PostgreSQL URL that has none."""
-    if not url.startswith("postgresql") or _PASSWORD.search(url):
+    if not url.startswith("postgresql") or has_password(url):
         return url
     password = os.environ.get("CVAE_DB_PASSWORD")
     secret = os.environ.get("CVAE_DB_PASSWORD_FILE")
@@ -62,20 +53,29 @@ def with_password(url: str) -> str:
 def open_storage(spec: SweepSpec, url: str | None = None) -> optuna.storages.BaseStorage:
     """Open (and for SQLite create the folder of) the study storage, with heartbeats for stale trials.
 
+    A database storage comes wrapped in :class:`ResilientStorage`: once opened, a call that loses the server
+    is retried with backoff for :data:`RETRY_BUDGET_S` seconds.
+
     Raises:
-        StorageError: unreachable server, bad credentials, unwritable file: within seconds.
+        StorageError: unreachable server, bad credentials, unwritable file or folder: within seconds.
     """
     url = url or spec.storage
     retry = RetryHeartbeatStaleTrialCallback(max_retry=spec.max_retry, inherit_intermediate_values=True)
     if url.startswith("journal:"):
         path = Path(url.removeprefix("journal:").removeprefix("//"))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return JournalStorage(JournalFileBackend(str(path)))
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            return JournalStorage(JournalFileBackend(str(path)))
+        except OSError as err:
+            raise StorageError(f"cannot open study storage {mask_url(url)}: {_os_text(err)}") from None
     engine_kwargs: dict = {"pool_pre_ping": True}
     if url.startswith("sqlite:"):
         db = url.removeprefix("sqlite:///")
         if db and db != ":memory:":
-            Path(db).parent.mkdir(parents=True, exist_ok=True)
+            try:
+                Path(db).parent.mkdir(parents=True, exist_ok=True)
+            except OSError as err:
+                raise StorageError(f"cannot open study storage {mask_url(url)}: {_os_text(err)}") from None
         # Several worker processes write one SQLite file: wait for its lock rather than fail.
         engine_kwargs["connect_args"] = {"timeout": 120}
     elif url.startswith("postgresql"):
@@ -84,15 +84,139 @@ def open_storage(spec: SweepSpec, url: str | None = None) -> optuna.storages.Bas
     deadline = time.monotonic() + 30
     while True:
         try:
-            return RDBStorage(
+            rdb = RDBStorage(
                 full, engine_kwargs=engine_kwargs, heartbeat_interval=spec.heartbeat_interval,
                 grace_period=spec.grace_period, heartbeat_stale_trial_callback=retry,
             )
+            # The cache Optuna itself puts in front of an RDBStorage (optuna.storages.get_storage).
+            return ResilientStorage(optuna.storages._CachedStorage(rdb), mask_url(url))  # noqa: SLF001
         except Exception as err:  # noqa: BLE001 - SQLAlchemy raises many types; all become one clear error
-            text = str(err).splitlines()[0] if str(err) else type(err).__name__
+            text = root_cause_text(err)
             # Two processes creating the tables at once collide; the loser retries once the winner is done.
             racing = any(s in text.lower() for s in ("already exists", "locked", "duplicate", "unique"))
             if racing and time.monotonic() < deadline:
                 time.sleep(0.5)
                 continue
             raise StorageError(f"cannot open study storage {mask_url(url)}: {mask_url(text)}") from None
+
+
+def _os_text(err: OSError) -> str:
+    where = f" ({err.filename})" if err.filename else ""
+    return f"{err.strerror or err}{where}"
+
+
+# -- riding out outages ------------------------------------------------------------------------------------
+RETRY_BUDGET_S = float(os.environ.get("CVAE_STORAGE_RETRY_S") or 180)
+"""How long a storage call that lost the server is retried before the worker gives up (``$CVAE_STORAGE_RETRY_S``)."""
+
+_TRANSIENT = (
+    "connection refused", "could not connect", "server closed the connection", "terminating connection",
+    "connection reset", "connection timed out", "timeout expired", "no connection to the server",
+    "connection already closed", "connection is closed", "could not receive data", "could not send data",
+    "the database system is starting up", "the database system is shutting down",
+    "the database system is in recovery mode", "ssl syscall", "broken pipe", "database is locked",
+    "server has gone away", "lost connection", "cannot connect now",
+)
+
+
+def root_cause_text(err: BaseException) -> str:
+    """The first line of the innermost error behind ``err`` (Optuna hides SQLAlchemy's behind a generic one)."""
+    inner = err
+    seen = set()
+    while (inner.__cause__ or inner.__context__) is not None and id(inner) not in seen:
+        seen.add(id(inner))
+        inner = inner.__cause__ or inner.__context__
+    text = str(getattr(inner, "orig", None) or inner).strip()
+    return text.splitlines()[0] if text else type(inner).__name__
+
+
+def is_transient(err: BaseException) -> bool:
+    """Whether ``err`` is a lost or refused connection (worth retrying), not a bad query or a read-only file."""
+    import sqlalchemy.exc
+
+    chain, inner = [], err
+    while inner is not None and inner not in chain:
+        chain.append(inner)
+        inner = inner.__cause__ or inner.__context__
+    if any(isinstance(e, sqlalchemy.exc.DBAPIError) and e.connection_invalidated for e in chain):
+        return True
+    if not any(isinstance(e, (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError))
+               for e in chain):
+        return False
+    text = " ".join(str(e).lower() for e in chain)
+    return any(marker in text for marker in _TRANSIENT)
+
+
+def _is_storage_failure(err: BaseException) -> bool:
+    import sqlalchemy.exc
+
+    return isinstance(err, (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError))
+
+
+class ResilientStorage(optuna.storages.BaseStorage, BaseHeartbeat):
+    """An Optuna storage that rides out a database outage: each call that lost its connection is retried
+    with exponential backoff (0.5 s doubling to 15 s) for up to ``budget_s`` seconds, then raises
+    :class:`StorageError` naming the (masked) storage. Any other database failure (a read-only SQLite file,
+    a full disk) becomes a one-line :class:`StorageError` at once. Optuna's own errors pass through.
+
+    Retrying is safe: Optuna's writes are single transactions, rolled back when the connection drops, and a
+    state change that did land before the drop answers the retry with ``UpdateFinishedTrialError``, which
+    the callers already treat as "someone else took it".
+    """
+
+    def __init__(self, inner: optuna.storages.BaseStorage, label: str, budget_s: float | None = None) -> None:
+        self._inner = inner
+        self.label = label
+        self.budget_s = RETRY_BUDGET_S if budget_s is None else budget_s
+
+    def _call(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        method = getattr(self._inner, name)
+        start = time.monotonic()
+        delay = 0.5
+        warned = False
+        while True:
+            try:
+                result = method(*args, **kwargs)
+            except Exception as err:
+                if not _is_storage_failure(err):
+                    raise
+                text = mask_url(root_cause_text(err))
+                if not is_transient(err):
+                    raise StorageError(f"study storage {self.label}: {text}") from None
+                waited = time.monotonic() - start
+                if waited >= self.budget_s:
+                    raise StorageError(f"study storage {self.label} unreachable for {waited:.0f} s "
+                                       f"(gave up after $CVAE_STORAGE_RETRY_S={self.budget_s:.0f} s): {text}") from None
+                if not warned:
+                    log.warning("study storage %s: %s; retrying for up to %.0f s", self.label, text, self.budget_s)
+                    warned = True
+                time.sleep(min(delay, max(self.budget_s - waited, 0.1)))
+                delay = min(delay * 2, 15.0)
+                continue
+            if warned:
+                log.warning("study storage %s: back after %.1f s", self.label, time.monotonic() - start)
+            return result
+
+    def __getattr__(self, name: str) -> Any:  # Optuna's private helpers (_get_stale_trial_ids, ...)
+        attr = getattr(self._inner, name)
+        if not callable(attr):
+            return attr
+        return functools.partial(self._call, name)
+
+    def remove_session(self) -> None:
+        if hasattr(self._inner, "remove_session"):
+            self._inner.remove_session()
+
+
+def _delegate(name: str) -> Any:
+    def method(self: ResilientStorage, *args: Any, **kwargs: Any) -> Any:
+        return self._call(name, *args, **kwargs)
+
+    method.__name__ = name
+    return method
+
+
+for _name in sorted(optuna.storages.BaseStorage.__abstractmethods__ | BaseHeartbeat.__abstractmethods__
+                    | {"get_failed_trial_callback", "get_best_trial", "get_n_trials"}):
+    setattr(ResilientStorage, _name, _delegate(_name))
+ResilientStorage.__abstractmethods__ = frozenset()

@@ -166,11 +166,8 @@ class PostgresServer:
                 shutil.chown(self.root / "sock", user=RUN_AS, group=None)
             for attempt in range(3):  # another process may grab the free port between probe and bind
                 self.port = free_port()
-                opts = (f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.root / 'sock'} "
-                        "-c fsync=off -c max_connections=100")
                 try:
-                    self._run("pg_ctl", "-D", str(self.datadir), "-o", opts, "-w", "-t", "30", "start",
-                              "-l", str(self.logfile))
+                    self._pg_start()
                     break
                 except PostgresError as err:
                     if attempt == 2 or "already in use" not in str(err):
@@ -180,6 +177,20 @@ class PostgresServer:
             self.stop()
             raise
         return self
+
+    def _pg_start(self) -> None:
+        assert self.root is not None and self.port is not None
+        opts = (f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.root / 'sock'} "
+                "-c fsync=off -c max_connections=100")
+        self._run("pg_ctl", "-D", str(self.datadir), "-o", opts, "-w", "-t", "30", "start", "-l", str(self.logfile))
+
+    def pause(self) -> None:
+        """Stop the server (fast shutdown: clients are disconnected), keeping its data: an outage."""
+        self._run("pg_ctl", "-D", str(self.datadir), "-m", "fast", "-w", "-t", "30", "stop", timeout=45)
+
+    def resume(self) -> None:
+        """Start the server again after :meth:`pause`, on the same port with the same data."""
+        self._pg_start()
 
     def stop(self) -> None:
         """Stop the server (fast shutdown, killed if that fails) and remove its folder; safe to call twice."""
