@@ -31,6 +31,7 @@ from core.config import (
     load_yaml_config,
     read_yaml_mapping,
 )
+from sweeps.secrets import has_password
 
 METHODS = ("grid", "random", "bayes", "tpe", "cmaes", "gp", "qmc")
 METRICS = {
@@ -60,6 +61,14 @@ TOP_KEYS = (
 PARAM_KEYS = ("value", "values", "distribution", "min", "max", "q", "when", "sets")
 
 
+MAX_TRIALS = 10_000
+"""The most trials a sweep may queue (parameter sets x replicates): each is a training run, and the queue is
+written to the study up front."""
+
+MAX_NAME = 100
+"""The longest sweep name: it names the study, the W&B group and runs (W&B run ids stop at 128 characters)."""
+
+
 class SpecError(ValueError):
     """An invalid sweep spec; the message names the file, the key and the value."""
 
@@ -78,6 +87,16 @@ class Param:
     when: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)
     sets: Mapping[str, Mapping[str, Any]] | None = None
     """A named choice (ours): each value names a group of training keys it sets, e.g. TF1 -> tfr, tfr_sde."""
+
+    def n_values(self) -> int:
+        """How many values a grid takes (without listing them: an int range can be huge)."""
+        if self.distribution in ("constant", "categorical"):
+            return len(self.values)
+        if self.distribution == "int_uniform":
+            return (int(self.high) - int(self.low)) // int(self.q or 1) + 1
+        if self.distribution == "q_uniform":
+            return int(math.floor((self.high - self.low) / self.q + 1e-9)) + 1
+        raise SpecError(f"parameter {self.name}: a {self.distribution} distribution has no grid")
 
     @property
     def is_finite(self) -> bool:
@@ -376,7 +395,10 @@ def parse_spec(raw: Mapping[str, Any], *, source: str = "spec", base_dir: Path =
 
     name = raw.get("name")
     if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name or ""):
-        errors.append(f"name={name!r} is required: letters, digits, '_', '-', '.'")
+        errors.append(f"name={str(name)[:60]!r} is required: letters, digits, '_', '-', '.'")
+        name = "sweep"
+    elif len(name) > MAX_NAME:
+        errors.append(f"name={name[:40]!r}... is {len(name)} characters long: at most {MAX_NAME}")
         name = "sweep"
     method = raw.get("method")
     if method not in METHODS:
@@ -445,6 +467,9 @@ def parse_spec(raw: Mapping[str, Any], *, source: str = "spec", base_dir: Path =
     run_cap = raw.get("run_cap")
     if run_cap is not None:
         run_cap = _int("run_cap", run_cap, errors, 1)
+        if run_cap is not None and run_cap > MAX_TRIALS:
+            errors.append(f"run_cap={run_cap} is over {MAX_TRIALS}: a sweep queues every trial up front")
+            run_cap = None
     elif method not in (None, "grid") and method in METHODS:
         errors.append(f"run_cap is required with method {method} (the number of parameter sets to try)")
     replicates = _int("replicates", raw.get("replicates", 1), errors, 1) or 1
@@ -463,7 +488,7 @@ def parse_spec(raw: Mapping[str, Any], *, source: str = "spec", base_dir: Path =
     if grace <= interval:
         errors.append(f"heartbeat.grace={grace} must be greater than heartbeat.interval={interval}")
 
-    if isinstance(raw.get("storage"), str) and re.search(r"://[^:/@]+:[^@]+@", raw["storage"]):
+    if isinstance(raw.get("storage"), str) and has_password(raw["storage"]):
         errors.append("storage: the spec must not hold a password (it is committed with the spec); set "
                       "CVAE_DB_PASSWORD or CVAE_DB_PASSWORD_FILE, or use PGPASSWORD / ~/.pgpass")
     output_dir = Path(str(raw.get("output_dir") or f"runs/{name}"))
@@ -485,6 +510,11 @@ def parse_spec(raw: Mapping[str, Any], *, source: str = "spec", base_dir: Path =
         errors.append(f"synth must be a mapping of `cvae data synth` options, got {synth!r}")
         synth = None
 
+    if method == "grid" and not errors:
+        upper = math.prod(p.n_values() for p in params)  # before `when` drops branches; cheap to compute
+        if upper > 10 * MAX_TRIALS:
+            errors.append(f"parameters: the grid has up to {upper:.3g} points: at most {MAX_TRIALS} (use method "
+                          "random or tpe with a run_cap)")
     base = _parse_base(raw.get("base"), base_dir, errors)
     if errors:
         raise SpecError(f"{source}: " + "; ".join(errors))
@@ -498,6 +528,10 @@ def parse_spec(raw: Mapping[str, Any], *, source: str = "spec", base_dir: Path =
         description=str(raw.get("description", "")),
         source=source,
     )
+    trials = spec.n_configs() * spec.replicates
+    if trials > MAX_TRIALS:
+        raise SpecError(f"{source}: {spec.n_configs()} parameter set(s) x {spec.replicates} replicate(s) = {trials} "
+                        f"trials: at most {MAX_TRIALS} (cut the grid or run_cap)")
     spec = dataclasses.replace(spec, warnings=_check_trial_configs(spec))
     _check_buildable(spec)
     return spec
