@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import logging
 import os
@@ -13,9 +14,16 @@ import sys
 import time
 from pathlib import Path
 
-from core.cli import EXIT_BAD_INPUT, EXIT_FAILED, fail
+from core.cli import EXIT_BAD_INPUT, EXIT_FAILED
+from core.cli import fail as _plain_fail
+from sweeps.secrets import mask_secrets
 
 log = logging.getLogger("cvae")
+
+
+def fail(command: str, message: str, code: int = EXIT_BAD_INPUT) -> int:
+    """One error line, every storage password in it masked, and the exit code."""
+    return _plain_fail(command, mask_secrets(message), code)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -55,6 +63,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     dashboard.add_argument("--port", type=int, default=8080, help="port (default 8080)")
     dashboard.set_defaults(func=_cmd_dashboard)
 
+    retry = ssub.add_parser("retry", help="re-queue failed (or pruned) trials with the same parameters; each "
+                            "resumes from its last checkpoint in the same run folder and W&B run")
+    common(retry)
+    retry.add_argument("--state", action="append", choices=("failed", "pruned"),
+                       help="which finished trials to re-queue (repeatable; default failed)")
+    retry.add_argument("--trial", type=int, action="append", default=[], metavar="N",
+                       help="re-queue only this trial's retry chain (repeatable)")
+    retry.set_defaults(func=_cmd_retry)
+
     for name, text, func in (("status", "a table of the study's trials", _cmd_status),
                              ("best", "the best trial and its configuration", _cmd_best),
                              ("plan", "dry run: the trials, branches, epochs and an estimated time", _cmd_plan)):
@@ -63,9 +80,22 @@ def register(sub: argparse._SubParsersAction) -> None:
         p.set_defaults(func=func)
 
 
+class _MaskSecrets(logging.Filter):
+    """Mask storage passwords in every log line (a library's error text can carry the URL)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        masked = mask_secrets(message)
+        if masked != message:
+            record.msg, record.args = masked, None
+        return True
+
+
 def _setup_logging(prefix: str = "") -> None:
     logging.basicConfig(level=logging.INFO, format=f"{prefix}%(asctime)s %(message)s", datefmt="%H:%M:%S",
                         stream=sys.stderr, force=True)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_MaskSecrets())
 
 
 def _load(args: argparse.Namespace, workers: int | None = None, *, warn: str | None = None):
@@ -95,6 +125,24 @@ def _prepare_data(spec) -> None:
         log.info("generated dataset %s in %.1f s", root, summary["seconds"])
 
 
+def _check_data(spec) -> None:
+    """The dataset every trial reads exists in the lab's layout: checked before a study or folder is created.
+
+    Raises:
+        DatasetError: naming the folder or file that is missing.
+    """
+    from core.data import paired_frames
+    from sweeps.spec import representative_params
+
+    roots = dict.fromkeys(str(p.get("DR", spec.base.get("DR"))) for p in representative_params(spec) or [{}])
+    for root in roots:
+        if root in ("None", ""):
+            raise ValueError(f"{spec.source}: base.DR is required: the dataset root (`cvae data synth` makes one)")
+        for split in ("train", "val"):
+            folder = Path(root) / split
+            paired_frames(folder / f"{split}_img", folder / f"{split}_label")
+
+
 def _errors():
     from core.data import DatasetError
     from sweeps.runner import SweepError
@@ -105,6 +153,15 @@ def _errors():
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    # `docker stop`, Slurm preemption and `kill` send SIGTERM: stop like Ctrl-C (workers told, trials re-queued).
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        return _run(args)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _run(args: argparse.Namespace) -> int:
     from sweeps.runner import open_study
     from sweeps.storage import mask_url, open_storage, split_password
 
@@ -113,6 +170,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     try:
         spec = _load(args, args.workers, warn="run")
         _prepare_data(spec)
+        _check_data(spec)
         storage = open_storage(spec)
         study = open_study(spec, storage, fill_queue=True)
     except (SpecError, StorageError, SweepError, DatasetError, ValueError) as err:
@@ -121,7 +179,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
     shutil.copyfile(args.spec, spec.output_dir / "spec.yaml")
     logs = spec.output_dir / "logs"
     logs.mkdir(exist_ok=True)
-    threads = max(1, (os.cpu_count() or 1) // spec.workers)
+    lock, others = _run_lock(spec)
+    threads = max(1, (os.cpu_count() or 1) // (spec.workers + others.get("workers", 0)))
+    suffix = "" if not others else f".{os.getpid()}"
+    if others:
+        print(f"cvae sweep run: warning: another `cvae sweep run` of this sweep runs on this machine (pid "
+              f"{others.get('pid')}, {others.get('workers')} worker(s)): this run's {spec.workers} worker(s) get "
+              f"{threads} thread(s) each and log to worker-<i>{suffix}.log", file=sys.stderr, flush=True)
     print(f"sweep {spec.name}: {spec.method}, {spec.n_configs()} parameter set(s) x {spec.replicates} replicate(s), "
           f"{spec.workers} worker(s) x {threads} thread(s), storage {mask_url(spec.storage)}, logs in {logs}",
           flush=True)
@@ -132,41 +196,92 @@ def _cmd_run(args: argparse.Namespace) -> int:
            "--threads", str(threads)]
     gpus = _local_gpus()
     procs = []
-    for i in range(spec.workers):
-        fh = open(logs / f"worker-{i}.log", "a")  # noqa: SIM115 - kept open for the child's lifetime
-        env = {**os.environ, "CVAE_WORKER": str(i), **({"CVAE_DB_PASSWORD": password} if password else {})}
-        if gpus:  # one GPU per worker, dealt round-robin when there are more workers than GPUs
-            env["CUDA_VISIBLE_DEVICES"] = gpus[i % len(gpus)]
-        procs.append((subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env), fh))
     interrupted = False
     try:
+        for i in range(spec.workers):
+            fh = open(logs / f"worker-{i}{suffix}.log", "a")  # noqa: SIM115 - kept open for the child's lifetime
+            env = {**os.environ, "CVAE_WORKER": str(i), **({"CVAE_DB_PASSWORD": password} if password else {})}
+            if gpus:  # one GPU per worker, dealt round-robin when there are more workers than GPUs
+                env["CUDA_VISIBLE_DEVICES"] = gpus[i % len(gpus)]
+            procs.append((subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env,
+                                           preexec_fn=_die_with_parent), fh))
         _watch(spec, study, [p for p, _ in procs], live=args.live and sys.stdout.isatty())
     except KeyboardInterrupt:
         interrupted = True
         print("\ninterrupted: stopping workers (their running trials are re-queued)...", file=sys.stderr)
-        for p, _ in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGINT)
-        deadline = time.monotonic() + 60
-        for p, _ in procs:
-            try:
-                p.wait(timeout=max(1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                p.kill()
+        _stop_workers([p for p, _ in procs])
     for _, fh in procs:
         fh.close()
     codes = [p.wait() for p, _ in procs]
     _final_report(spec, study)
+    lock.close()
     if interrupted:
         return 130
     if any(c not in (0,) for c in codes):
         tails = []
         for i, c in enumerate(codes):
             if c:
-                last = (logs / f"worker-{i}.log").read_text().strip().splitlines()[-1:]
+                last = (logs / f"worker-{i}{suffix}.log").read_text().strip().splitlines()[-1:]
                 tails.append(f"worker {i} exited {c}: {last[0] if last else ''}")
-        return fail("sweep run", "; ".join(tails), EXIT_FAILED)
+        # A worker that stopped on bad input (a dataset, a disk, W&B) exits 2: so does the run.
+        code = EXIT_BAD_INPUT if all(c in (0, EXIT_BAD_INPUT) for c in codes) else EXIT_FAILED
+        return fail("sweep run", "; ".join(tails), code)
     return 0
+
+
+def _stop_workers(procs: list[subprocess.Popen], grace_s: float = 60) -> None:
+    """SIGINT each live worker (its trial is failed and re-queued), wait up to ``grace_s``, then SIGKILL.
+
+    A second Ctrl-C / SIGTERM while waiting kills them at once: their trials are re-queued when stale.
+    """
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGINT)
+    deadline = time.monotonic() + grace_s
+    try:
+        for p in procs:
+            try:
+                p.wait(timeout=max(1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                p.kill()
+    except KeyboardInterrupt:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+
+
+def _die_with_parent() -> None:
+    """In a worker before exec (Linux): get SIGTERM when `cvae sweep run` dies, even by SIGKILL."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def _run_lock(spec) -> tuple[object, dict]:
+    """Hold ``<output_dir>/.run.lock`` while this run lives; returns (its file, the holder's info when another
+    `cvae sweep run` of this sweep already holds it on this machine, else {})."""
+    import fcntl
+    import json
+    import socket
+
+    path = spec.output_dir / ".run.lock"
+    fh = open(path, "a+")  # noqa: SIM115 - held until the run ends
+    me = {"pid": os.getpid(), "workers": spec.workers, "host": socket.gethostname()}
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        try:
+            holder = json.loads(path.read_text() or "{}")
+        except ValueError:
+            holder = {}
+        return fh, holder if holder.get("host") == me["host"] else {}
+    fh.seek(0)
+    fh.truncate()
+    fh.write(json.dumps(me))
+    fh.flush()
+    return fh, {}
 
 
 def _local_gpus() -> list[str]:
@@ -260,10 +375,9 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     try:
         spec = _load(args)
         stats = run_worker(spec, storage_url=args.storage, num_threads=args.threads, max_trials=args.max_trials)
-    except (SpecError, StorageError) as err:
+    except (SpecError, StorageError, SweepError, DatasetError, TrackingError) as err:
+        # Bad input or a fault of the machine (dataset, disk, W&B, storage): fix it and run again.
         return fail("sweep worker", str(err))
-    except (SweepError, DatasetError, TrackingError) as err:
-        return fail("sweep worker", str(err), EXIT_FAILED)
     except KeyboardInterrupt:
         print("worker interrupted: its running trial was re-queued", file=sys.stderr)
         return 130
@@ -283,6 +397,7 @@ def _cmd_init(args: argparse.Namespace) -> int:
     try:
         spec = _load(args, warn="init")
         _prepare_data(spec)
+        _check_data(spec)
         if args.data_only:
             print(f"sweep {spec.name}: dataset ready in {spec.base.get('DR')}", flush=True)
             return 0
@@ -327,7 +442,27 @@ def _open_existing(args: argparse.Namespace):
     try:
         return spec, optuna.load_study(study_name=spec.name, storage=storage)
     except KeyError:
-        raise ValueError(f"no study {spec.name!r} in {spec.storage}: start it with `cvae sweep run {args.spec}`") from None
+        raise ValueError(f"no study {spec.name!r} in {mask_secrets(spec.storage)}: start it with "
+                         f"`cvae sweep run {args.spec}`") from None
+
+
+def _cmd_retry(args: argparse.Namespace) -> int:
+    from sweeps.runner import retry_trials
+
+    SpecError, StorageError, SweepError, DatasetError = _errors()
+    try:
+        spec, study = _open_existing(args)
+        done = retry_trials(study, states=tuple(args.state or ("failed",)), numbers=tuple(args.trial))
+    except (SpecError, StorageError, ValueError) as err:
+        return fail("sweep retry", str(err))
+    for number, key in done:
+        print(f"trial {number} re-queued (run folder {spec.output_dir / f't{key:04d}'})")
+    if not done:
+        print(f"sweep {spec.name}: nothing to re-queue (a trial is retried only when its chain has no complete, "
+              "waiting or running trial)")
+    else:
+        print(f"run them with `cvae sweep run {args.spec}` (or start workers)")
+    return 0
 
 
 def _cmd_status(args: argparse.Namespace) -> int:

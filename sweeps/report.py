@@ -12,7 +12,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from core.records import BASELINE_COLUMNS, MARGIN_COLUMN
-from sweeps.runner import CONFIG_ID, REASON, REPLICATE, RUN_DIR, run_key
+from sweeps.runner import CONFIG_ID, REASON, REPLICATE, RUN_DIR, orphaned, run_key
 from sweeps.spec import SweepSpec
 
 STATE_NAMES = {
@@ -109,8 +109,11 @@ def summary_line(spec: SweepSpec, study: optuna.Study, workers: int) -> str:
     c = counts(study)
     best = best_trial(study)
     best_text = f"best {spec.metric} {best.value:.4f} (trial {best.number})" if best else "best -"
+    left = len(orphaned(study, spec))
+    waiting = f"{c['waiting'] - left} waiting" + (
+        f" (+{left} queued for grid points no longer in the spec: left as they are, not run)" if left else "")
     return (f"{spec.name}: {c['complete']} complete, {c['pruned']} pruned, {c['failed']} failed, "
-            f"{c['running']} running, {c['waiting']} waiting | {best_text} | ETA {fmt_duration(eta_seconds(study, workers))}")
+            f"{c['running']} running, {waiting} | {best_text} | ETA {fmt_duration(eta_seconds(study, workers))}")
 
 
 def best_config_text(spec: SweepSpec, study: optuna.Study) -> str:

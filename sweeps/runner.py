@@ -7,16 +7,18 @@ the storage's atomic state change (the mechanism Optuna's own ``ask`` uses), and
 trials beyond the queue.
 So ``run_cap`` is exact and a grid point runs once, however many workers on however many machines.
 
-Faults. A worker sends a heartbeat for its running trial. A trial whose heartbeat stops (the worker was
-killed) is failed by whichever worker notices first, and Optuna's ``RetryHeartbeatStaleTrialCallback``
-enqueues a retry with the same parameters. The retry resumes from the trial's last epoch checkpoint, in
-the same run folder and the same W&B run: both are named after the first trial of the retry chain.
-Ctrl-C fails the running trial and enqueues its retry at once, so the next ``cvae sweep run`` resumes it.
+Faults (``docs/reliability.md``). A worker beats for a trial from before its claim to its end. A trial whose
+heartbeat stops (the worker was killed) is failed by whichever worker notices first, which enqueues a retry
+with the same parameters (:func:`requeue`). The retry resumes from the trial's last epoch checkpoint, in the
+same run folder and the same W&B run: both are named after the first trial of the retry chain. Ctrl-C,
+SIGTERM, and faults of the machine (a missing dataset, a full disk, W&B that cannot start) fail the running
+trial and enqueue its retry at once, so the next ``cvae sweep run`` after the fix resumes it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import logging
@@ -37,7 +39,6 @@ from typing import Any
 
 import optuna
 import torch
-from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
 from core.checkpoint import CheckpointError
@@ -45,7 +46,7 @@ from core.config import ConfigError
 from core.data import DatasetError
 from core.records import BASELINE_COLUMNS, BASELINE_NAMES, BASELINES_CSV, MARGIN_COLUMN, read_csv, write_gif
 from core.trainer import BaseCallback, DivergenceError, EpochResult, StopTraining, fit
-from sweeps.space import make_pruner, make_sampler, suggest_all
+from sweeps.space import grid_conflicts, make_pruner, make_sampler, suggest_all
 from sweeps.spec import SweepSpec
 from sweeps.storage import open_storage
 
@@ -120,6 +121,10 @@ def open_study(spec: SweepSpec, storage: optuna.storages.BaseStorage, *, fill_qu
     A worker that loads a study created a moment ago by another process waits until its queue is ready.
     """
     study, created = _create_or_load(spec, storage)
+    conflicts = grid_conflicts(spec, study)
+    if conflicts:
+        raise SweepError(f"{spec.source}: " + "; ".join(conflicts) + ": Optuna fixes a categorical parameter's "
+                         "choices for its whole study; run the new grid as a new study (another name)")
     if created or fill_queue:
         if created:
             study.set_user_attr(UID, uuid.uuid4().hex[:8])
@@ -137,39 +142,135 @@ def open_study(spec: SweepSpec, storage: optuna.storages.BaseStorage, *, fill_qu
 
 
 def slots(spec: SweepSpec) -> list[tuple[str, dict[str, Any], int]]:
-    """(slot id, fixed params, replicate) of every trial the queue should hold."""
+    """(slot id, fixed params, replicate) of every trial the queue should hold.
+
+    A grid slot is keyed by its parameter values (``g<config id>-r<replicate>``), not by its position, so a
+    grid edited between runs keeps its finished points: new points are queued, removed ones left as they are.
+    """
     out = []
     if spec.method == "grid":
-        for i, params in spec.grid_points():  # run order: a worker claims the first WAITING trial
+        for _, params in spec.grid_points():  # run order: a worker claims the first WAITING trial
+            cid = config_id(params)
             for r in range(spec.replicates):
-                out.append((f"g{i}-r{r}", params, r))
+                out.append((f"g{cid}-r{r}", params, r))
     else:
         # Replicates of sampled configs are enqueued when their first replicate has its parameters.
         out = [(f"s{i}-r0", {}, 0) for i in range(spec.run_cap or 0)]
     return out
 
 
+def trial_params(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
+    """A trial's parameters: chosen (once it ran) or fixed when it was queued (a grid point, a retry)."""
+    return dict(trial.params) or dict(trial.system_attrs.get("fixed_params") or {})
+
+
+def point_of(trial: optuna.trial.FrozenTrial) -> tuple[str, int]:
+    """(config id, replicate): the grid point and replicate a trial runs, whatever its slot label."""
+    return config_id(trial_params(trial)), int(trial.user_attrs.get(REPLICATE, 0))
+
+
 def fill(study: optuna.Study, spec: SweepSpec) -> int:
-    """Enqueue the slots no trial holds yet (idempotent: a re-run with a larger run_cap tops up)."""
-    present = {t.user_attrs.get(SLOT) for t in study.get_trials(deepcopy=False)}
+    """Enqueue the slots no trial holds yet (idempotent: a re-run with a larger run_cap or grid tops up)."""
+    trials = study.get_trials(deepcopy=False)
+    present = {t.user_attrs.get(SLOT) for t in trials}
+    points = {point_of(t) for t in trials} if spec.method == "grid" else set()
     added = 0
     for slot, params, replicate in slots(spec):
-        if slot not in present:
-            study.enqueue_trial(params, user_attrs={SLOT: slot, REPLICATE: replicate})
-            added += 1
+        if slot in present or (config_id(params), replicate) in points:
+            continue
+        study.enqueue_trial(params, user_attrs={SLOT: slot, REPLICATE: replicate})
+        added += 1
     return added
 
 
-def _claim(study: optuna.Study) -> optuna.Trial | None:
-    """Atomically take one WAITING trial (the first by number), or None when the queue is empty."""
+def in_spec(spec: SweepSpec) -> Any:
+    """A predicate: whether a queued trial still belongs to the spec (grid points removed by an edit do not)."""
+    if spec.method != "grid":
+        return lambda trial: True
+    wanted = {config_id(params) for _, params in spec.grid_points()}
+    return lambda trial: config_id(trial_params(trial)) in wanted
+
+
+def orphaned(study: optuna.Study, spec: SweepSpec) -> list[optuna.trial.FrozenTrial]:
+    """Queued trials of grid points the spec no longer has: left queued, never claimed."""
+    keep = in_spec(spec)
+    return [t for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)) if not keep(t)]
+
+
+def _claim(study: optuna.Study, spec: SweepSpec) -> optuna.Trial | None:
+    """Atomically take one WAITING trial of the spec (the first by number), or None when there is none.
+
+    The heartbeat is recorded *before* the state change: a RUNNING trial always has one, so a worker killed
+    right after its claim leaves a trial the reaper fails and re-queues, never one RUNNING forever.
+    """
     storage = study._storage  # noqa: SLF001 - the public ask() would sample a new trial when the queue is empty
+    keep = in_spec(spec)
     for frozen in storage.get_all_trials(study._study_id, deepcopy=False, states=(TrialState.WAITING,)):  # noqa: SLF001
+        if not keep(frozen):
+            continue
         try:
+            _beat(storage, frozen._trial_id)  # noqa: SLF001
             if storage.set_trial_state_values(frozen._trial_id, state=TrialState.RUNNING):  # noqa: SLF001
                 return optuna.Trial(study, frozen._trial_id)  # noqa: SLF001
         except optuna.exceptions.UpdateFinishedTrialError:
             continue  # another worker took it
     return None
+
+
+def requeue(study: optuna.Study, trial: optuna.trial.FrozenTrial, *, max_retry: int | None = None) -> bool:
+    """Enqueue a retry of a finished ``trial``: the same parameters, its epochs so far (intermediate values)
+    and its run folder and W&B run (``failed_trial`` names the first trial of the chain). Its fail reason
+    stays with it. Returns False when ``max_retry`` retries were already made (Optuna's
+    ``RetryFailedTrialCallback`` rule)."""
+    system_attrs: dict[str, Any] = {"failed_trial": trial.number, "retry_history": [], **trial.system_attrs}
+    system_attrs.pop(HEARTBEAT, None)
+    system_attrs["retry_history"] = [*system_attrs["retry_history"], trial.number]
+    if max_retry is not None and max_retry < len(system_attrs["retry_history"]):
+        return False
+    study.add_trial(optuna.create_trial(
+        state=TrialState.WAITING, params=trial.params, distributions=trial.distributions,
+        user_attrs={k: v for k, v in trial.user_attrs.items() if k != REASON}, system_attrs=system_attrs,
+        intermediate_values=trial.intermediate_values,
+    ))
+    return True
+
+
+def retry_trials(study: optuna.Study, *, states: tuple[str, ...] = ("failed",),
+                 numbers: tuple[int, ...] = ()) -> list[tuple[int, int]]:
+    """Re-queue finished trials (``cvae sweep retry``); returns (retried trial, run key) pairs.
+
+    A retry chain (a trial and its retries) is retried from its latest trial, and only when none of its
+    trials completed or waits or runs: a grid point still runs once, and ``run_cap`` still counts parameter
+    sets. ``numbers`` picks chains by any of their trial numbers; by default every chain whose latest trial
+    is in ``states`` (``failed``, ``pruned``).
+    """
+    wanted = {"failed": TrialState.FAIL, "pruned": TrialState.PRUNED}
+    unknown = [s for s in states if s not in wanted]
+    if unknown:
+        raise ValueError(f"--state {unknown[0]!r} is not failed or pruned")
+    trials = study.get_trials(deepcopy=False)
+    by_number = {t.number: t for t in trials}
+    missing = [n for n in numbers if n not in by_number]
+    if missing:
+        raise ValueError(f"no trial {missing[0]} in study {study.study_name!r} (it has 0..{len(trials) - 1})")
+    chains: dict[int, list[optuna.trial.FrozenTrial]] = {}
+    for t in trials:
+        chains.setdefault(run_key(t), []).append(t)
+    picked = {run_key(by_number[n]) for n in numbers}
+    out = []
+    for key, chain in chains.items():
+        if numbers and key not in picked:
+            continue
+        if any(t.state in (TrialState.COMPLETE, TrialState.WAITING, TrialState.RUNNING) for t in chain):
+            continue
+        latest = max(chain, key=lambda t: t.number)
+        if latest.state not in {wanted[s] for s in states} and not numbers:
+            continue
+        if latest.state not in (TrialState.FAIL, TrialState.PRUNED):
+            continue
+        requeue(study, latest)
+        out.append((latest.number, key))
+    return out
 
 
 def _supports_native_heartbeat(storage: optuna.storages.BaseStorage) -> bool:
@@ -184,39 +285,45 @@ def reap_stale(study: optuna.Study, spec: SweepSpec) -> list[int]:
     RDB storages use Optuna's heartbeat (server time). Journal files have none, so workers write the time
     into a system attribute and compare it here with the grace period.
     """
-    before = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))}
     storage = study._storage  # noqa: SLF001
     if _supports_native_heartbeat(storage):
-        optuna.storages.fail_stale_trials(study)
+        stale_ids = storage._get_stale_trial_ids(study._study_id)  # noqa: SLF001 - what fail_stale_trials reads
     else:
-        retry = RetryHeartbeatStaleTrialCallback(max_retry=spec.max_retry, inherit_intermediate_values=True)
         now = time.time()
-        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            beat = t.system_attrs.get(HEARTBEAT)
-            if beat is not None and now - beat > spec.grace_period:
-                try:
-                    if storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL):  # noqa: SLF001
-                        retry(study, storage.get_trial(t._trial_id))  # noqa: SLF001
-                except optuna.exceptions.UpdateFinishedTrialError:
-                    pass
-    after = study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
-    stale = [t.number for t in after if t.number not in before]
-    for number in stale:
-        log.warning("trial %d lost its worker (no heartbeat for %d s): re-queued", number, spec.grace_period)
-    return stale
+        stale_ids = [t._trial_id for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))  # noqa: SLF001
+                     if now - t.system_attrs.get(HEARTBEAT, now) > spec.grace_period]
+    failed = []
+    for trial_id in stale_ids:
+        reason = f"lost its worker (no heartbeat for over {spec.grace_period} s)"
+        try:
+            storage.set_trial_user_attr(trial_id, REASON, reason)  # before the state: a failed trial is frozen
+            if not storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
+                continue
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue  # another worker reaped it, or its own worker finished it just now
+        frozen = storage.get_trial(trial_id)
+        requeued = requeue(study, frozen, max_retry=spec.max_retry)
+        log.warning("trial %d %s: %s", frozen.number, reason,
+                    "re-queued" if requeued else f"not re-queued (max_retry={spec.max_retry} reached)")
+        failed.append(frozen.number)
+    return failed
+
+
+def _beat(storage: optuna.storages.BaseStorage, trial_id: int) -> None:
+    """One heartbeat: Optuna's (server time) on a database, else the time in a system attribute."""
+    if _supports_native_heartbeat(storage):
+        storage.record_heartbeat(trial_id)
+    else:
+        storage.set_trial_system_attr(trial_id, HEARTBEAT, time.time())
 
 
 @contextlib.contextmanager
 def heartbeat(study: optuna.Study, trial: optuna.Trial, interval: float) -> Iterator[None]:
     """Beat for ``trial`` every ``interval`` seconds in a thread while the body runs."""
     storage = study._storage  # noqa: SLF001
-    native = _supports_native_heartbeat(storage)
 
     def beat() -> None:
-        if native:
-            storage.record_heartbeat(trial._trial_id)  # noqa: SLF001
-        else:
-            storage.set_trial_system_attr(trial._trial_id, HEARTBEAT, time.time())  # noqa: SLF001
+        _beat(storage, trial._trial_id)  # noqa: SLF001
 
     stop = threading.Event()
 
@@ -354,15 +461,53 @@ def make_tracker(spec: SweepSpec, study: optuna.Study, key: int, config: dict[st
     ), mode
 
 
+ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOENT, errno.EIO}
+"""OSErrors that are faults of the machine, not of the trial's configuration: the trial is re-queued."""
+
+
+def environment_fault(err: BaseException) -> str | None:
+    """A one-line description when ``err`` is a fault of the data, disk or services (fixable, then resumable)."""
+    from sweeps.storage import StorageError
+    from sweeps.tracking import TrackingError
+
+    if isinstance(err, (DatasetError, CheckpointError, TrackingError, StorageError)):
+        return str(err)
+    if isinstance(err, OSError) and err.errno in ENVIRONMENT_ERRNOS:
+        where = f": {err.filename}" if err.filename else ""
+        return f"{errno.errorcode.get(err.errno, 'OSError')} ({err.strerror}){where}"
+    return None
+
+
 def run_trial(study: optuna.Study, trial: optuna.Trial, spec: SweepSpec, *, num_threads: int | None = None) -> str:
     """Train one claimed trial and tell Optuna its outcome; returns the final state name.
 
+    The trial beats from its claim (:func:`_claim`) to its end, start-up included.
+
     Raises:
-        SweepError: the sweep cannot go on (bad dataset); the trial is failed first.
+        SweepError: the sweep cannot go on here (a missing dataset, a full disk, W&B unreachable); the trial is
+            failed with the reason and re-queued first, so the next run after the fix resumes it.
+        StorageError: the study storage is gone; the trial stays RUNNING and is re-queued once stale.
         KeyboardInterrupt: after failing the trial and enqueueing its retry.
     """
+    with heartbeat(study, trial, spec.heartbeat_interval):
+        return _run_trial(study, trial, spec, num_threads=num_threads)
+
+
+def _fail_and_requeue(study: optuna.Study, trial: optuna.Trial, reason: str) -> None:
+    """Fail a claimed trial with ``reason`` and enqueue its retry (same parameters, same run folder)."""
+    try:
+        trial.set_user_attr(REASON, reason)
+        study.tell(trial, state=TrialState.FAIL)
+        requeue(study, study._storage.get_trial(trial._trial_id))  # noqa: SLF001
+    except Exception as err:  # noqa: BLE001 - a broken storage call: it goes stale and is re-queued instead
+        log.warning("trial %d: could not record %r (%s); it will be re-queued when its heartbeat goes stale",
+                    trial.number, reason, err)
+
+
+def _start(study: optuna.Study, trial: optuna.Trial, spec: SweepSpec, num_threads: int | None):
+    """Everything between the claim and the first epoch: parameters, folder, record, tracker."""
     t0 = time.monotonic()
-    params = suggest_all(trial, spec)
+    params = suggest_all(trial, spec, study)
     frozen = study._storage.get_trial(trial._trial_id)  # noqa: SLF001 - a live Trial has no system_attrs
     key = run_key(frozen)
     replicate = int(trial.user_attrs.get(REPLICATE, 0))
@@ -385,7 +530,8 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, spec: SweepSpec, *, num_
     }
     trial_json = folder / "trial.json"
     if trial_json.exists():  # a retry: keep the first start time
-        record["started"] = json.loads(trial_json.read_text()).get("started", record["started"])
+        with contextlib.suppress(ValueError, OSError):  # a record cut off by a kill is rewritten below
+            record["started"] = json.loads(trial_json.read_text()).get("started", record["started"])
     write_trial_record(trial_json, record)
     config = {**cfg.to_flat(), **{f"param/{k}": v for k, v in params.items()}, "study": spec.name,
               "trial": trial.number, "run_key": key, "replicate": replicate, "config_id": cid,
@@ -395,24 +541,55 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, spec: SweepSpec, *, num_
     record["wandb_mode"] = mode
     callback = TrialCallback(trial, spec, tracker, t0)
     callback.tracking_s = callback.startup_tracking_s = time.monotonic() - t_track
+    return cfg, record, folder, tracker, callback, t0
+
+
+def _run_trial(study: optuna.Study, trial: optuna.Trial, spec: SweepSpec, *, num_threads: int | None) -> str:
+    from sweeps.storage import StorageError
+
+    try:
+        cfg, record, folder, tracker, callback, t0 = _start(study, trial, spec, num_threads)
+    except KeyboardInterrupt:
+        _fail_and_requeue(study, trial, "interrupted (Ctrl-C) while starting: re-queued")
+        raise
+    except StorageError:
+        raise
+    except ConfigError as err:  # this point's configuration: the trial fails, the sweep goes on
+        trial.set_user_attr(REASON, str(err))
+        study.tell(trial, state=TrialState.FAIL)
+        log.error("trial %d failed: %s", trial.number, err)
+        return "failed"
+    except Exception as err:
+        if STOP_REQUESTED.is_set():
+            _fail_and_requeue(study, trial, "interrupted (Ctrl-C) while starting: re-queued")
+            raise KeyboardInterrupt from None
+        fault = environment_fault(err)
+        if fault is None:
+            log.error("trial %d could not start:\n%s", trial.number, traceback.format_exc())
+            fault = f"{type(err).__name__}: {err}"
+        _fail_and_requeue(study, trial, f"could not start: {fault}: re-queued")
+        raise SweepError(f"trial {trial.number} could not start: {fault}") from None
     state, reason, interrupted = "complete", "", False
     try:
-        with heartbeat(study, trial, spec.heartbeat_interval):
-            result = fit(cfg, [callback])
+        result = fit(cfg, [callback])
         if result.status == "stopped":
             state = "pruned"
             reason = result.reason
     except DivergenceError as err:
         state, reason = "failed", f"diverged: {err}"
-    except (DatasetError, ConfigError, CheckpointError) as err:
-        state, reason = "failed", str(err)
-        _finish(study, trial, spec, tracker, record, folder, callback, state, reason, t0)
-        raise SweepError(str(err)) from None
+    except StorageError:
+        raise  # the storage is gone: nothing can be recorded; the trial goes stale and is re-queued
     except KeyboardInterrupt:
         state, reason, interrupted = "failed", "interrupted (Ctrl-C): re-queued", True
     except Exception as err:  # noqa: BLE001 - a crashing trial must not end the sweep
+        fault = environment_fault(err)
         if STOP_REQUESTED.is_set():
             state, reason, interrupted = "failed", "interrupted (Ctrl-C): re-queued", True
+        elif fault is not None:
+            # The data, the disk or a service: fixable, and the trial resumes after the fix.
+            reason = f"{fault}: re-queued"
+            _finish(study, trial, spec, tracker, record, folder, callback, "failed", reason, t0, again=True)
+            raise SweepError(f"trial {trial.number}: {fault}") from None
         else:
             state, reason = "failed", f"{type(err).__name__}: {err}"
             log.error("trial %d crashed:\n%s", trial.number, traceback.format_exc())
@@ -420,10 +597,7 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, spec: SweepSpec, *, num_
         _finish(study, trial, spec, tracker, record, folder, callback, state, reason, t0)
         return state
     try:
-        _finish(study, trial, spec, tracker, record, folder, callback, state, reason, t0)
-        RetryHeartbeatStaleTrialCallback(max_retry=None, inherit_intermediate_values=True)(
-            study, study._storage.get_trial(trial._trial_id)  # noqa: SLF001
-        )
+        _finish(study, trial, spec, tracker, record, folder, callback, state, reason, t0, again=True)
     except Exception as err:  # noqa: BLE001 - the signal may have broken a storage call in flight
         # Still RUNNING: its heartbeat stops with this process, so it goes stale and is re-queued.
         log.warning("trial %d: could not record the interruption (%s); it will be re-queued when its "
@@ -440,7 +614,8 @@ def _enqueue_replicates(study: optuna.Study, trial: optuna.Trial, params: Mappin
             study.enqueue_trial(dict(params), user_attrs={SLOT: f"{base}-r{r}", REPLICATE: r})
 
 
-def _finish(study, trial, spec, tracker, record, folder, callback, state, reason, t0) -> None:
+def _finish(study, trial, spec, tracker, record, folder, callback, state, reason, t0, *, again: bool = False) -> None:
+    """Record a trial's outcome: trial.json, Optuna (with a retry enqueued when ``again``), then W&B."""
     t_finish = time.monotonic()
     rows = read_csv(folder / "metrics.csv") if (folder / "metrics.csv").exists() else []
     value, epoch = metric_value(rows, spec.metric_field, spec.goal, spec.summary)
@@ -464,6 +639,8 @@ def _finish(study, trial, spec, tracker, record, folder, callback, state, reason
     optuna_state = {"complete": TrialState.COMPLETE, "pruned": TrialState.PRUNED, "failed": TrialState.FAIL}[state]
     try:
         study.tell(trial, value if state == "complete" else None, state=optuna_state)
+        if again:
+            requeue(study, study._storage.get_trial(trial._trial_id))  # noqa: SLF001
     except optuna.exceptions.UpdateFinishedTrialError:
         # Another worker declared this trial stale and failed it meanwhile; its retry will resume it.
         state, reason = "failed", "declared stale by another worker while running"
@@ -543,7 +720,7 @@ def run_worker(spec: SweepSpec, *, storage_url: str | None = None, num_threads: 
         if STOP_REQUESTED.is_set():
             raise KeyboardInterrupt
         reap_stale(study, spec)
-        trial = _claim(study)
+        trial = _claim(study, spec)
         if trial is None:
             running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
             if not running:

@@ -34,16 +34,83 @@ def suggest(trial: optuna.Trial, param: Param) -> Any:
     raise ValueError(f"unsupported distribution {d!r}")  # the spec's validation makes this unreachable
 
 
-def suggest_all(trial: optuna.Trial, spec: SweepSpec) -> dict[str, Any]:
+def suggest_all(trial: optuna.Trial, spec: SweepSpec, study: optuna.Study | None = None) -> dict[str, Any]:
     """Every active parameter of the trial, in spec order (a ``when`` sees the values chosen above it).
 
-    Enqueued trials (grid points, retries) answer from their fixed parameters.
+    Enqueued trials (grid points, retries) answer from their fixed parameters. A grid's parameters are
+    recorded with distributions that survive an edit of the grid between runs (:func:`grid_distribution`).
     """
+    recorded = recorded_distributions(study) if spec.method == "grid" and study is not None else {}
     chosen: dict[str, Any] = {}
     for param in spec.params:
-        if param.active(chosen):
+        if not param.active(chosen):
+            continue
+        if spec.method == "grid" and param.distribution != "constant":
+            chosen[param.name] = _suggest_from(trial, param.name, grid_distribution(param, recorded.get(param.name)))
+        else:
             chosen[param.name] = suggest(trial, param)
     return chosen
+
+
+def _suggest_from(trial: optuna.Trial, name: str, dist: optuna.distributions.BaseDistribution) -> Any:
+    from optuna.distributions import CategoricalDistribution, IntDistribution
+
+    if isinstance(dist, CategoricalDistribution):
+        return trial.suggest_categorical(name, list(dist.choices))
+    if isinstance(dist, IntDistribution):
+        return trial.suggest_int(name, dist.low, dist.high)
+    return trial.suggest_float(name, dist.low, dist.high)
+
+
+def recorded_distributions(study: optuna.Study) -> dict[str, optuna.distributions.BaseDistribution]:
+    """The distribution the study first recorded for each parameter (Optuna checks new ones against it)."""
+    out: dict[str, optuna.distributions.BaseDistribution] = {}
+    for t in study.get_trials(deepcopy=False):
+        for name, dist in t.distributions.items():
+            out.setdefault(name, dist)
+    return out
+
+
+def grid_distribution(param: Param, recorded: optuna.distributions.BaseDistribution | None = None,
+                      ) -> optuna.distributions.BaseDistribution:
+    """The distribution a grid parameter is recorded with.
+
+    Optuna fixes a categorical parameter's choices for the whole study, so a grid of numbers is recorded as
+    an int or float range instead: any later range is compatible, and the grid can grow or shrink between
+    runs. Text, booleans and mixed numbers stay categorical; so does a parameter the study already recorded
+    as categorical (studies created before this rule), whose choices must then hold every grid value.
+    """
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    values = param.grid_values()
+    ints = all(isinstance(v, int) and not isinstance(v, bool) for v in values)
+    floats = all(isinstance(v, float) for v in values)
+    if isinstance(recorded, CategoricalDistribution) or not (ints or floats):
+        choices = recorded.choices if isinstance(recorded, CategoricalDistribution) else tuple(values)
+        return CategoricalDistribution(choices)
+    low, high = min(values), max(values)
+    if ints and not isinstance(recorded, FloatDistribution):
+        return IntDistribution(int(low), int(high))
+    return FloatDistribution(float(low), float(high))
+
+
+def grid_conflicts(spec: SweepSpec, study: optuna.Study) -> list[str]:
+    """What keeps this grid from running in ``study``: values new to a parameter it recorded as categorical."""
+    from optuna.distributions import CategoricalDistribution
+
+    if spec.method != "grid":
+        return []
+    recorded = recorded_distributions(study)
+    problems = []
+    for param in spec.params:
+        dist = recorded.get(param.name)
+        if param.distribution == "constant" or not isinstance(dist, CategoricalDistribution):
+            continue
+        new = [v for v in param.grid_values() if v not in dist.choices]
+        if new:
+            problems.append(f"parameters.{param.name}: {new!r} not among the choices {list(dist.choices)!r} that "
+                            f"study {spec.name!r} recorded")
+    return problems
 
 
 def make_sampler(spec: SweepSpec) -> optuna.samplers.BaseSampler:

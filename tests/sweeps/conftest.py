@@ -4,6 +4,7 @@
   (:class:`tests.sweeps.pg.PostgresServer`: initdb into a temp folder, trust auth for 127.0.0.1 only,
   stopped and deleted at the end). Skipped when PostgreSQL is not installed, unless
   ``CVAE_REQUIRE_POSTGRES=1`` (CI sets it), where a missing server is a failure.
+- ``env`` (function): offline W&B into ``tmp_path/wandb``, as an environment for subprocesses.
 - ``postgres_url`` (function): a fresh, empty database on that server for one test, as a SQLAlchemy URL
   (``postgresql+psycopg2://postgres@127.0.0.1:<port>/<db>``), ready for ``optuna.create_study(storage=...)``.
 """
@@ -43,3 +44,13 @@ def postgres_url(postgres_server: PostgresServer, request: pytest.FixtureRequest
     """A new empty database on the session's server, named after the test."""
     stem = re.sub(r"[^a-z0-9_]", "_", request.node.name.lower())[:40]
     return postgres_server.create_database(f"t{next(_db_counter)}_{stem}")
+
+
+@pytest.fixture
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """Offline W&B into tmp_path/wandb; subprocesses inherit it."""
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    return {**os.environ, "PYTHONUNBUFFERED": "1"}

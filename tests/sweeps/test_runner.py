@@ -17,7 +17,7 @@ import yaml
 from optuna.trial import TrialState
 
 from core.records import read_csv
-from sweeps.runner import open_study, reap_stale, run_worker
+from sweeps.runner import config_id, open_study, reap_stale, run_worker
 from sweeps.spec import load_spec
 from sweeps.storage import mask_url, open_storage
 from sweeps.tracking import read_offline_runs_merged
@@ -43,16 +43,6 @@ def write_spec(tmp_path: Path, dataset: Path, **overrides) -> Path:
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
     return path
-
-
-@pytest.fixture
-def env(tmp_path, monkeypatch):
-    """Offline W&B into tmp_path/wandb; subprocesses inherit it."""
-    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    monkeypatch.setenv("WANDB_SILENT", "true")
-    monkeypatch.delenv("WANDB_API_KEY", raising=False)
-    return {**os.environ, "PYTHONUNBUFFERED": "1"}
 
 
 def cvae(*args: str, env: dict, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -151,7 +141,7 @@ def test_a_shuffled_grid_is_queued_in_its_run_order_and_topped_up_without_repeat
                                 replicates=2))
     study = open_study(spec, open_storage(spec), fill_queue=True)
     queued = [(t.user_attrs["cvae:slot"], t.system_attrs["fixed_params"]) for t in study.get_trials()]  # claim order
-    expected = [(f"g{i}-r{r}", point) for i, point in spec.grid_points() for r in range(2)]
+    expected = [(f"g{config_id(point)}-r{r}", point) for _, point in spec.grid_points() for r in range(2)]
     assert queued == expected
     assert [i for i, _ in spec.grid_points()] != [0, 1, 2, 3]                      # not the listed order
     bigger = load_spec(write_spec(tmp_path, tiny_dataset, parameters=grid, grid_order="shuffled", seed=1,
