@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin, get_type_hints
 
-import yaml
+from core import safe_yaml
 
 KL_ANNEAL_ALIASES: dict[str, str] = {
     "cyclical": "cyclical",
@@ -390,12 +390,9 @@ def read_yaml_mapping(path: str | os.PathLike, what: str = "config file") -> dic
     except OSError as err:
         raise ConfigError(f"{path}: cannot read {what} ({err.strerror})") from None
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(err, "problem", None) or str(err)
-        raise ConfigError(f"{path}: invalid YAML{where}: {problem}") from None
+        data = safe_yaml.load(text, str(path))
+    except safe_yaml.YamlError as err:
+        raise ConfigError(str(err)) from None
     if data is None:
         return {}
     if not isinstance(data, dict):

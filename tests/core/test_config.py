@@ -250,6 +250,21 @@ def test_yaml_that_is_not_a_mapping_is_rejected(tmp_path: Path, text: str) -> No
     assert str(path) in str(info.value)
 
 
+def test_alias_bomb_config_is_a_config_error_naming_the_file(tmp_path: Path) -> None:
+    lines = ["a0: &a0 [" + ", ".join(["lol"] * 10) + "]"]
+    lines += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]" for i in range(1, 9)]
+    path = _write(tmp_path / "bomb.yaml", "\n".join(lines) + "\n")
+    with pytest.raises(ConfigError) as info:
+        load_yaml_config(path)
+    assert str(info.value) == (f"{path}: YAML aliases expand to more than 100000 values (an alias bomb?): "
+                               "write the values out")
+
+
+def test_config_with_a_benign_alias_loads(tmp_path: Path) -> None:
+    path = _write(tmp_path / "alias.yaml", "lr: &rate 0.01\nlr_gamma: *rate\n")
+    assert load_yaml_config(path) == {"lr": 0.01, "lr_gamma": 0.01}
+
+
 def test_missing_yaml_file_is_a_config_error(tmp_path: Path) -> None:
     path = tmp_path / "missing.yaml"
     with pytest.raises(ConfigError) as info:
