@@ -25,16 +25,18 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import yaml
+
+from core import safe_yaml
 
 # The training config's key names only (no torch): they tell a named choice (TF1) from a training key.
 from core.config import FLAT_KEYS
-from core.records import BASELINE_COLUMNS, BASELINE_NAMES, BASELINES_CSV, MARGIN_COLUMN
+from core.records import BASELINE_COLUMNS, BASELINE_NAMES, BASELINES_CSV, MARGIN_COLUMN, read_table
 
 RUN_COLUMNS = ["run", "trial", "state", "value", "best_epoch", "epochs_done", "duration_s", "replicate",
                "config_id", "label", "reason"]
@@ -120,12 +122,67 @@ def _missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
 
 
-# -- local run records --------------------------------------------------------------------------------------
-def _read_csv(path: Path) -> pd.DataFrame:
+def _warn(message: str) -> None:
+    """One warning line on stderr: something was skipped, the rest goes on."""
+    print(f"cvae analysis: warning: {message}", file=sys.stderr, flush=True)
+
+
+def _json_error(err: json.JSONDecodeError) -> str:
+    return f"not valid JSON (line {err.lineno} col {err.colno})"
+
+
+def _read_json(path: Path, *, text: str | None = None) -> Any:
+    """A JSON file that must parse.
+
+    Raises:
+        AnalysisError: not valid JSON; the message names the file, line and column.
+    """
     try:
-        return pd.read_csv(path)
-    except (pd.errors.EmptyDataError, FileNotFoundError):
+        return json.loads(path.read_text() if text is None else text)
+    except json.JSONDecodeError as err:
+        raise AnalysisError(f"{path}: {_json_error(err)}: {err.msg}") from None
+
+
+def _read_yaml(path: Path) -> Any:
+    """A YAML file (safe, alias bombs refused); raises :class:`AnalysisError` naming it."""
+    try:
+        return safe_yaml.load(path.read_text(), str(path))
+    except safe_yaml.YamlError as err:
+        raise AnalysisError(str(err)) from None
+
+
+# -- local run records --------------------------------------------------------------------------------------
+def _numbers(values: list[str]) -> list[Any]:
+    """A record column's strings as ints when every one is an int, else floats (an empty field is NaN)."""
+    try:
+        return [int(v) for v in values]
+    except ValueError:
+        return [float(v) if v != "" else math.nan for v in values]
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    """A record CSV as numbers. Rows that are not whole (a run writing its last line, a damaged row) are
+    dropped with a warning naming the file and line (see ``core.records.read_table``)."""
+    if not path.is_file():
         return pd.DataFrame()
+    header, rows = read_table(path, numeric=True, warn=_warn)
+    if not header:
+        return pd.DataFrame()
+    return pd.DataFrame({name: _numbers([row[name] for row in rows]) for name in header}, columns=header)
+
+
+def _read_trial(folder: Path) -> dict[str, Any] | None:
+    """``trial.json``, or None when it is not a JSON object (warned: the run may still be writing it)."""
+    path = folder / "trial.json"
+    try:
+        record = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        _warn(f"skipping {path}: {_json_error(err)}: the run may still be writing it")
+        return None
+    if not isinstance(record, dict):
+        _warn(f"skipping {path}: a {type(record).__name__}, not a JSON object of the trial's record")
+        return None
+    return record
 
 
 def load_local(runs_dir: str | os.PathLike) -> SweepData:
@@ -143,7 +200,9 @@ def load_local(runs_dir: str | os.PathLike) -> SweepData:
         raise AnalysisError(f"{root}: no such folder")
     spec = None
     if (root / "spec.yaml").is_file():
-        spec = yaml.safe_load((root / "spec.yaml").read_text())
+        spec = _read_yaml(root / "spec.yaml")
+        if spec is not None and not isinstance(spec, dict):
+            raise AnalysisError(f"{root / 'spec.yaml'}: a sweep spec must be a mapping, not {type(spec).__name__}")
     folders = sorted(p for p in root.iterdir() if p.is_dir() and ((p / "trial.json").is_file() or (p / "metrics.csv").is_file()))
     if not folders and (root / "metrics.csv").is_file():
         folders = [root]
@@ -155,11 +214,28 @@ def load_local(runs_dir: str | os.PathLike) -> SweepData:
     if spec and isinstance(spec.get("metric"), dict):
         metric = spec["metric"].get("name", metric)
         goal = spec["metric"].get("goal", "maximize" if metric.endswith("psnr") else "minimize")
+    skipped = 0
     for folder in folders:
         run = folder.name if folder != root else root.name
-        config = yaml.safe_load((folder / "config.yaml").read_text()) if (folder / "config.yaml").is_file() else {}
+        config: Any = {}
+        if (folder / "config.yaml").is_file():
+            try:
+                config = _read_yaml(folder / "config.yaml")
+            except AnalysisError as err:
+                _warn(f"skipping {folder}: {err}")
+                skipped += 1
+                continue
+            if not isinstance(config, dict):
+                _warn(f"skipping {folder}: {folder / 'config.yaml'} is a {type(config).__name__}, not a mapping")
+                skipped += 1
+                continue
+        record = None
+        if (folder / "trial.json").is_file():
+            record = _read_trial(folder)
+            if record is None:
+                skipped += 1
+                continue
         epochs = _read_csv(folder / "metrics.csv")
-        record = json.loads((folder / "trial.json").read_text()) if (folder / "trial.json").is_file() else None
         if record is None:
             done = not epochs.empty and int(epochs["epoch"].max()) + 1 >= int(config.get("num_epoch", 0) or 0)
             field_name = METRIC_FIELDS.get(metric, "val_psnr")
@@ -191,6 +267,8 @@ def load_local(runs_dir: str | os.PathLike) -> SweepData:
             frames = frames.merge(refs, on="frame", how="left")
         for rec in frames.to_dict("records"):
             frames_rows.append({"run": run, **rec})
+    if not runs_rows:
+        raise AnalysisError(f"{root}: none of its {skipped} run(s) could be read (see the warnings above)")
     name = (spec or {}).get("name") or root.name
     return _finish(runs_rows, epochs_rows, frames_rows, param_order, name=name, metric=metric,
                    goal=goal, source=str(root), spec=spec)
@@ -330,7 +408,7 @@ def load_wandb_offline(wandb_dir: str | os.PathLike, group: str | None = None) -
         for path in r.paths:
             for table in sorted((Path(path) / "files" / "media" / "table").rglob("psnr_per_frame*.table.json")):
                 if "psnr_per_frame_plot" not in table.name:  # the chart's own table, in long form
-                    tables = [json.loads(table.read_text())]
+                    tables = [_read_json(table)]
         row, epochs, frames, params, metric_key = _wandb_rows(r.run_id, r.config, r.summary, r.history, tables)
         metric = metric_key or metric
         runs_rows.append(row)
@@ -363,7 +441,8 @@ def load_wandb_online(path: str, group: str) -> SweepData:
         tables = []
         for f in r.files():
             if "psnr_per_frame" in f.name and "psnr_per_frame_plot" not in f.name and f.name.endswith(".table.json"):
-                tables = [json.loads(f.download(replace=True, root=os.path.join(".wandb-cache", r.id)).read())]
+                with f.download(replace=True, root=os.path.join(".wandb-cache", r.id)) as fh:
+                    tables = [_read_json(Path(f"wandb:{path}/{r.id}/{f.name}"), text=fh.read())]
         row, epochs, frames, params, metric_key = _wandb_rows(r.id, dict(r.config), dict(r.summary), history, tables)
         metric = metric_key or metric
         runs_rows.append(row)

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import math
+import re
 import shutil
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from analysis.load import AnalysisError, load_local, load_optuna, load_wandb_offline
+from core.records import METRIC_COLUMNS, CsvLog, write_config
 
 
 @pytest.fixture(scope="module")
@@ -116,3 +120,131 @@ def test_empty_or_missing_sources_give_a_clear_error(tmp_path, make):
     with pytest.raises(AnalysisError) as info:
         make(tmp_path)
     assert str(tmp_path) in str(info.value) or "nope" in str(info.value)
+
+
+# -- runs still being written, damaged files -------------------------------------------------------------
+
+
+def _record_run(root, name: str, epochs: int, value: float) -> Path:
+    """A run folder as a sweep trial leaves it: config.yaml, metrics.csv, psnr_per_frame.csv, trial.json."""
+    folder = root / name
+    folder.mkdir(parents=True)
+    write_config({"num_epoch": epochs, "N_dim": 4}, folder / "config.yaml")
+    CsvLog(folder / "metrics.csv", METRIC_COLUMNS).append(
+        [{c: (e if c == "epoch" else value + e) for c in METRIC_COLUMNS} for e in range(epochs)])
+    CsvLog(folder / "psnr_per_frame.csv", ("epoch", "frame", "psnr")).append(
+        [{"epoch": e, "frame": f, "psnr": value} for e in range(epochs) for f in (1, 2)])
+    record = {"trial_number": int(name[1:]), "state": "complete", "params": {"N_dim": 4}, "value": value + epochs - 1,
+              "best_epoch": epochs - 1, "epochs_done": epochs, "duration_s": 1.5, "replicate": 0,
+              "config_id": name, "reason": "", "metric": "val/psnr", "goal": "maximize"}
+    (folder / "trial.json").write_text(json.dumps(record, indent=2))
+    return folder
+
+
+@pytest.fixture
+def written_runs(tmp_path) -> Path:
+    runs = tmp_path / "runs"
+    for i in range(3):
+        _record_run(runs, f"t{i:04d}", epochs=3, value=20.0 + i)
+    return runs
+
+
+def _warnings(err: str) -> list[str]:
+    return [line for line in err.splitlines() if line.startswith("cvae analysis: warning: ")]
+
+
+def test_a_half_written_trial_json_is_skipped_with_one_warning(written_runs, capsys):
+    path = written_runs / "t0001" / "trial.json"
+    text = path.read_text()
+    path.write_text(text[: len(text) // 2])  # a run caught writing its record
+    data = load_local(written_runs)
+    assert list(data.runs.run) == ["t0000", "t0002"]
+    assert set(data.epochs.run) == {"t0000", "t0002"}
+    err = capsys.readouterr().err
+    assert len(_warnings(err)) == 1 and len(err.splitlines()) == 1
+    assert re.fullmatch(rf"cvae analysis: warning: skipping {re.escape(str(path))}: not valid JSON \(line \d+ col \d+\): "
+                        r"the run may still be writing it", err.strip()), err
+
+
+@pytest.mark.parametrize("command", ["table", "figures", "report"])
+def test_the_analysis_commands_go_on_past_a_half_written_trial_json(written_runs, tmp_path, capsys, command):
+    from cvae.cli import main
+
+    path = written_runs / "t0002" / "trial.json"
+    path.write_text(path.read_text()[:40])
+    out = {"table": [], "figures": ["--out", str(tmp_path / "figs")], "report": ["--out", str(tmp_path / "r.html")]}
+    assert main(["analysis", command, "--runs", str(written_runs), *out[command]]) == 0
+    warnings = _warnings(capsys.readouterr().err)
+    assert len(warnings) == 1 and f"skipping {path}: not valid JSON (line " in warnings[0], warnings
+
+
+def test_a_trial_json_that_is_not_an_object_is_skipped(written_runs, capsys):
+    (written_runs / "t0000" / "trial.json").write_text("[1, 2]")
+    assert list(load_local(written_runs).runs.run) == ["t0001", "t0002"]
+    assert _warnings(capsys.readouterr().err) == [
+        f"cvae analysis: warning: skipping {written_runs / 't0000' / 'trial.json'}: a list, not a JSON object of the "
+        "trial's record"]
+
+
+def test_when_no_run_can_be_read_the_error_says_so(written_runs, capsys):
+    for folder in written_runs.iterdir():
+        (folder / "trial.json").write_text("{")
+    with pytest.raises(AnalysisError, match=rf"^{re.escape(str(written_runs))}: none of its 3 run\(s\) could be read"):
+        load_local(written_runs)
+    assert len(_warnings(capsys.readouterr().err)) == 3
+
+
+WHOLE_ROW = "3," + ",".join(["1.5"] * (len(METRIC_COLUMNS) - 1))
+
+
+@pytest.mark.parametrize("tail", ["3,20.5,0.1", "3,20.5,0.1\n", WHOLE_ROW, WHOLE_ROW[:-1] + "e"],
+                         ids=["cut-mid-row", "short-row", "no-newline", "cut-number"])
+def test_a_cut_off_last_metrics_row_is_dropped_with_a_warning_naming_file_and_line(written_runs, capsys, tail):
+    path = written_runs / "t0001" / "metrics.csv"
+    with path.open("a") as fh:
+        fh.write(tail)
+    data = load_local(written_runs)
+    ep = data.epochs[data.epochs.run == "t0001"]
+    assert ep.epoch.tolist() == [0, 1, 2] and ep.val_psnr.tolist() == [21.0, 22.0, 23.0]
+    assert data.epochs.epoch.dtype.kind == "i" and data.epochs.val_psnr.dtype.kind == "f"
+    warnings = _warnings(capsys.readouterr().err)
+    assert len(warnings) == 1
+    assert warnings[0].startswith(f"cvae analysis: warning: {path}: skipping line 5: ")
+    assert warnings[0].endswith("(a run may still be writing it)")
+
+
+def test_whole_records_read_exactly(written_runs, capsys):
+    """Every value as written (repr of a float reads back bit for bit), ints as ints, an empty field as NaN."""
+    CsvLog(written_runs / "t0000" / "metrics.csv", METRIC_COLUMNS).append(
+        [{"epoch": 3, "train_loss": 0.1 + 0.2, "val_psnr": math.nan}])
+    data = load_local(written_runs)
+    ep = data.epochs[data.epochs.run == "t0000"].reset_index(drop=True)
+    assert ep.epoch.tolist() == [0, 1, 2, 3] and ep.train_loss[3] == 0.1 + 0.2 and math.isnan(ep.val_psnr[3])
+    assert len(data.frames) == 3 * 3 * 2 and data.frames.frame.dtype.kind == "i"
+    assert capsys.readouterr().err == ""
+
+
+def test_a_damaged_run_config_is_skipped_and_a_damaged_spec_is_an_error(written_runs, capsys):
+    (written_runs / "t0002" / "config.yaml").write_text("num_epoch: [3\n")
+    assert list(load_local(written_runs).runs.run) == ["t0000", "t0001"]
+    assert _warnings(capsys.readouterr().err) == [
+        f"cvae analysis: warning: skipping {written_runs / 't0002'}: {written_runs / 't0002' / 'config.yaml'}: "
+        "invalid YAML at line 2, column 1: expected ',' or ']', but got '<stream end>'"]
+    spec = written_runs / "spec.yaml"
+    spec.write_text("a0: &a0 [" + ", ".join(["x"] * 10) + "]\n" + "".join(
+        f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]\n" for i in range(1, 9)))
+    with pytest.raises(AnalysisError) as info:
+        load_local(written_runs)
+    assert str(info.value) == (f"{spec}: YAML aliases expand to more than 100000 values (an alias bomb?): write the "
+                               "values out")
+
+
+def test_a_damaged_wandb_table_is_an_error_naming_the_file(sweep_records, tmp_path):
+    wandb_dir = tmp_path / "wandb"
+    shutil.copytree(sweep_records.wandb_dir, wandb_dir, symlinks=True)
+    tables = sorted(p for p in wandb_dir.glob("offline-run-*/files/media/table/**/psnr_per_frame*.table.json")
+                    if "plot" not in p.name)
+    tables[0].write_text(tables[0].read_text()[:30])
+    with pytest.raises(AnalysisError) as info:
+        load_wandb_offline(wandb_dir)
+    assert re.fullmatch(rf"{re.escape(str(tables[0]))}: not valid JSON \(line \d+ col \d+\): .+", str(info.value))
