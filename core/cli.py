@@ -71,7 +71,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "every video its own dancer and background)")
     synth.add_argument("--workers", type=int, default=1, help="processes (default 1)")
     synth.set_defaults(func=_cmd_synth)
-    check = data_sub.add_parser("check", help="check a dataset's layout and decode it into the cache")
+    check = data_sub.add_parser(
+        "check", help="check a dataset's layout (pairs, frame numbering without gaps, test lengths) and decode it "
+        "into the cache")
     check.add_argument("--DR", required=True, help="dataset root")
     check.add_argument("--frame_H", type=int, default=32)
     check.add_argument("--frame_W", type=int, default=64)
@@ -138,10 +140,11 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    from core.data import DatasetError, load_split, load_test
+    from core.data import DatasetError, check_layout, load_split, load_test
 
     size = (args.frame_H, args.frame_W)
     try:
+        check_layout(args.DR)
         train = load_split(args.DR, "train", size)
         val = load_split(args.DR, "val", size)
         tests = load_test(args.DR, size, expected_len=args.test_vi_len)

@@ -82,6 +82,46 @@ def list_frames(folder: Path) -> list[Path]:
     return [p for _, p in numbered]
 
 
+def check_numbering(folder: Path) -> None:
+    """Frames numbered without a gap or a repeat (``frame0..frame9`` then ``frame11`` is a missing frame 10).
+
+    Raises:
+        DatasetError: the folder is unreadable as :func:`list_frames` says, a number is missing between the
+            first and the last, or two files carry the same number (``frame7.png``, ``frame007.png``).
+    """
+    numbers = [int(_FRAME_RE.match(p.name).group(1)) for p in list_frames(folder)]
+    for a, b in zip(numbers, numbers[1:], strict=False):
+        if a == b:
+            same = sorted(p.name for p in folder.iterdir() if (m := _FRAME_RE.match(p.name)) and int(m.group(1)) == a)
+            raise DatasetError(f"{folder}: frame number {a} is used more than once ({', '.join(same)})")
+    present = set(numbers)
+    missing = [n for n in range(numbers[0], numbers[-1] + 1) if n not in present]
+    if missing:
+        shown = ", ".join(str(n) for n in missing[:5]) + (f", ... ({len(missing)} in all)" if len(missing) > 5 else "")
+        which = f"frame{missing[0]}.png is" if len(missing) == 1 else f"frames {shown} are"
+        raise DatasetError(f"{folder}: frame numbering has a gap: {which} missing (the frames run from "
+                           f"frame{numbers[0]}.png to frame{numbers[-1]}.png)")
+
+
+def check_layout(root: str | os.PathLike) -> None:
+    """Check the numbering (:func:`check_numbering`) of every frame folder of the layout that exists:
+    ``train/train_img``, ``train/train_label``, ``val/...``, ``test/test_img/<i>``, ``test/test_label/<i>``,
+    ``test/test_gt/<i>``. Missing folders are left to :func:`load_split` and :func:`load_test` to report.
+
+    Raises:
+        DatasetError: a gap or a repeated number, naming the folder and the frames.
+    """
+    root = Path(root)
+    folders = [root / split / f"{split}_{kind}" for split in ("train", "val") for kind in ("img", "label")]
+    for kind in ("test_img", "test_label", "test_gt"):
+        base = root / "test" / kind
+        if base.is_dir():
+            folders += sorted((p for p in base.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name))
+    for folder in folders:
+        if folder.is_dir():
+            check_numbering(folder)
+
+
 def paired_frames(img_dir: Path, label_dir: Path) -> tuple[list[Path], list[Path]]:
     images = list_frames(img_dir)
     if not label_dir.is_dir():

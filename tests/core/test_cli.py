@@ -154,6 +154,33 @@ def test_check_wrong_test_length_exits_2_naming_folder(
     assert str(tiny_dataset / "test" / "test_label" / "0") in line and "630" in line
 
 
+@pytest.mark.parametrize("folder, frames", [
+    ("train/train_img", [10]), ("train/train_label", [10]), ("val/val_label", [3, 4, 5]),
+    ("test/test_label/1", [7]),
+], ids=["train-frames", "train-poses", "val-poses", "test-poses"])
+def test_check_a_gap_in_frame_numbering_exits_2_naming_folder_and_frames(
+    tiny_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], folder: str, frames: list[int]
+) -> None:
+    dr = Path(shutil.copytree(tiny_dataset, tmp_path / "ds"))
+    for n in frames:
+        (dr / folder / f"frame{n}.png").unlink()
+    assert run(["data", "check", "--DR", str(dr), "--test_vi_len", "24"]) == 2
+    line = _one_line(capsys.readouterr().err)
+    missing = f"frame{frames[0]}.png is" if len(frames) == 1 else "frames " + ", ".join(map(str, frames)) + " are"
+    assert line == f"cvae data check: error: {dr / folder}: frame numbering has a gap: {missing} missing (the frames " \
+                   f"run from frame0.png to frame{23 if folder.startswith(('val', 'test')) else 95}.png)"
+
+
+def test_check_a_repeated_frame_number_exits_2(
+    tiny_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    dr = Path(shutil.copytree(tiny_dataset, tmp_path / "ds"))
+    shutil.copy(dr / "val/val_img/frame7.png", dr / "val/val_img/frame007.png")
+    assert run(["data", "check", "--DR", str(dr), "--test_vi_len", "24"]) == 2
+    line = _one_line(capsys.readouterr().err)
+    assert line.endswith(f"{dr / 'val/val_img'}: frame number 7 is used more than once (frame007.png, frame7.png)")
+
+
 def test_check_missing_dataset_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert run(["data", "check", "--DR", str(tmp_path / "none")]) == 2
     assert str(tmp_path / "none") in _one_line(capsys.readouterr().err)
