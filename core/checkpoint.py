@@ -18,11 +18,15 @@ import random
 import signal
 import tempfile
 import threading
-from collections.abc import Iterator
+import zipfile
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
+
+from core.model import CVAE, ModelDims, dims_from_state_dict
 
 FORMAT = "cvae-sweeps/1"
 LAB_KEYS = ("state_dict", "optimizer", "lr", "tfr", "last_epoch")
@@ -98,22 +102,112 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def _sniff(path: Path) -> str | None:
+    """Why ``path`` cannot be a checkpoint file at all, or None: torch.save writes a zip archive (the
+    legacy format a pickle, which starts with byte 0x80)."""
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(64)
+    except OSError as err:
+        return f"cannot read checkpoint ({err.strerror})"
+    if not head:
+        return "empty file, not a checkpoint"
+    if head.startswith(b"PK") or head[0] == 0x80 or zipfile.is_zipfile(path):
+        return None
+    start = head.split(b"\n", 1)[0][:24].decode("utf-8", "replace")
+    return f"not a PyTorch checkpoint (no torch.save zip archive or pickle; it starts with {start!r})"
+
+
+def _check_state_dict(path: Path, state_dict: Any) -> None:
+    if not isinstance(state_dict, Mapping):
+        raise CheckpointError(f"{path}: 'state_dict' is a {type(state_dict).__name__}, not a mapping of "
+                              "parameter names to tensors")
+    if not state_dict:
+        raise CheckpointError(f"{path}: 'state_dict' is empty: the checkpoint holds no weights")
+    for key, value in state_dict.items():
+        if not isinstance(key, str):
+            raise CheckpointError(f"{path}: 'state_dict' has a key {key!r} that is not a parameter name")
+        if not isinstance(value, torch.Tensor):
+            raise CheckpointError(f"{path}: 'state_dict' entry {key!r} is a {type(value).__name__}, not a tensor")
+
+
 def load(path: str | os.PathLike) -> dict[str, Any]:
     """Read a checkpoint (ours or the lab's) on the CPU.
 
     Raises:
-        CheckpointError: missing, unreadable, or without a ``state_dict``.
+        CheckpointError: missing, unreadable, not a torch checkpoint, or without a ``state_dict`` that maps
+            parameter names to tensors; one line naming the file.
     """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
+    problem = _sniff(path)
+    if problem is not None:
+        raise CheckpointError(f"{path}: {problem}")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - torch raises many types for a corrupt file
-        raise CheckpointError(f"{path}: cannot read checkpoint ({type(err).__name__}: {err})") from None
+        first = (str(err).strip().splitlines() or [""])[0]
+        raise CheckpointError(f"{path}: cannot read checkpoint ({type(err).__name__}: {first})") from None
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
         raise CheckpointError(f"{path}: not a cVAE checkpoint (no 'state_dict' key)")
+    _check_state_dict(path, ckpt["state_dict"])
     return ckpt
+
+
+def _few(keys: list[str], n: int = 3) -> str:
+    shown = ", ".join(keys[:n])
+    return shown + (f", ... ({len(keys) - n} more)" if len(keys) > n else "")
+
+
+def _key_mismatch(path: str | os.PathLike, expected: Mapping[str, torch.Tensor],
+                  state_dict: Mapping[str, torch.Tensor]) -> str | None:
+    missing = [k for k in expected if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in expected]
+    if not (missing or unexpected):
+        return None
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing key(s) ({_few(missing)})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected key(s) ({_few(unexpected)})")
+    return f"{path}: the state_dict is not this cVAE's: {'; '.join(parts)}"
+
+
+def state_dict_dims(state_dict: Mapping[str, torch.Tensor], path: str | os.PathLike) -> ModelDims:
+    """The model sizes a (lab or own) state_dict's tensors imply.
+
+    Raises:
+        CheckpointError: the state_dict is not a Lab-4 cVAE's; the message names the file and a few of the
+            missing and unexpected keys.
+    """
+    try:
+        return dims_from_state_dict(state_dict)  # type: ignore[arg-type]
+    except (ValueError, IndexError, TypeError):
+        # Parameter names do not depend on the sizes: the default model's tell what is missing.
+        message = _key_mismatch(path, CVAE(ModelDims()).state_dict(), state_dict)
+        raise CheckpointError(message or f"{path}: the state_dict's tensors do not have a cVAE's shapes") from None
+
+
+def load_weights(model: nn.Module, state_dict: Mapping[str, torch.Tensor], path: str | os.PathLike) -> None:
+    """``model.load_state_dict(state_dict, strict=True)``, its errors as one line naming the file.
+
+    Raises:
+        CheckpointError: missing or unexpected keys (a few of each named), or a tensor of another shape.
+    """
+    expected = model.state_dict()
+    message = _key_mismatch(path, expected, state_dict)
+    if message is not None:
+        raise CheckpointError(message)
+    for key, tensor in expected.items():
+        if tuple(state_dict[key].shape) != tuple(tensor.shape):
+            raise CheckpointError(f"{path}: state_dict entry {key!r} has shape {tuple(state_dict[key].shape)}, "
+                                  f"the model's is {tuple(tensor.shape)}")
+    try:
+        model.load_state_dict(state_dict, strict=True)
+    except RuntimeError as err:
+        first = (str(err).strip().splitlines() or [""])[0]
+        raise CheckpointError(f"{path}: the state_dict does not load into the model ({first})") from None
 
 
 def is_ours(ckpt: dict[str, Any]) -> bool:

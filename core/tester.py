@@ -15,7 +15,7 @@ from core import checkpoint as ckpt_io
 from core.baselines import Baselines, score_baselines
 from core.config import ConfigError
 from core.data import load_split, load_test, to_float
-from core.model import CVAE, ModelDims, dims_from_state_dict
+from core.model import CVAE, ModelDims
 from core.records import BASELINE_NAMES, write_gif, write_psnr_plot
 from core.rollout import rollout, score
 from core.trainer import memory_format, resolve_device
@@ -43,14 +43,15 @@ def load_model(ckpt_path: str | os.PathLike, dims: ModelDims | None, device: tor
     """A model from a checkpoint (ours or the lab's), sizes inferred from its tensors, in eval mode.
 
     Raises:
-        CheckpointError: unreadable, or sizes given by flags that disagree with the tensors.
+        CheckpointError: unreadable, not a cVAE's weights, or sizes given by flags that disagree with the
+            tensors; one line naming the file.
     """
     ckpt = ckpt_io.load(ckpt_path)
-    found = dims_from_state_dict(ckpt["state_dict"])
+    found = ckpt_io.state_dict_dims(ckpt["state_dict"], ckpt_path)
     if dims is not None and dims != found:
         raise ckpt_io.CheckpointError(f"{ckpt_path}: checkpoint has model sizes {found}, flags ask for {dims}")
     model = CVAE(found)
-    model.load_state_dict(ckpt["state_dict"], strict=True)
+    ckpt_io.load_weights(model, ckpt["state_dict"], ckpt_path)
     return model.to(device, memory_format=memory_format(channels_last)).eval(), ckpt
 
 
@@ -80,8 +81,7 @@ def run_test(DR: str, save_root: str, ckpt_path: str, *, frame_H: int | None = N
     model, ckpt = load_model(ckpt_path, dims, dev, channels_last=channels_last)
     saved_size = ckpt.get("frame_size") or [32, 64]
     size = (frame_H or int(saved_size[0]), frame_W or int(saved_size[1]))
-    out = Path(save_root)
-    out.mkdir(parents=True, exist_ok=True)
+    out = Path(save_root)  # created once there is something to write: bad input leaves no empty folder
     generator = torch.Generator(device=dev).manual_seed(seed)
     gifs: list[Path] = []
     submission = None
@@ -92,6 +92,7 @@ def run_test(DR: str, save_root: str, ckpt_path: str, *, frame_H: int | None = N
         poses = torch.stack([s.poses for s in sequences])
         videos = rollout(model, to_float(first, dev), poses, generator=generator, progress=progress,
                          desc=f"test ({len(sequences)} sequences)").cpu()
+        out.mkdir(parents=True, exist_ok=True)
         for seq, video in zip(sequences, videos, strict=True):
             path = out / f"pred_seq{seq.index}.gif"
             write_gif(video, path)
@@ -116,6 +117,7 @@ def run_test(DR: str, save_root: str, ckpt_path: str, *, frame_H: int | None = N
         result = score(pred, truth)
         val_baselines = score_baselines(truth)
         val_psnr = result.avg_psnr
+        out.mkdir(parents=True, exist_ok=True)
         val_csv = out / "val_psnr_per_frame.csv"
         refs = {name: getattr(val_baselines, name).psnr_per_frame for name in BASELINE_NAMES}
         with val_csv.open("w") as fh:

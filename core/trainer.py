@@ -30,7 +30,7 @@ from core.baselines import NO_BASELINES, Baselines, video_baselines
 from core.config import ConfigError, ExperimentConfig
 from core.data import ClipBatches, DatasetError, FrameSequence, clips_of, load_split, num_clips, to_float
 from core.metrics import kl_divergence, psnr
-from core.model import CVAE, ModelDims, dims_from_state_dict
+from core.model import CVAE, ModelDims
 from core.records import (
     BASELINES_CSV,
     METRIC_COLUMNS,
@@ -340,7 +340,6 @@ class Trainer:
         self.autocast = make_autocast(cfg, self.device)
         self.time_chunk = cfg.run.time_chunk or default_time_chunk(self.device, cfg.optim.batch_size)
         self.save_root = Path(cfg.run.save_root)
-        self.save_root.mkdir(parents=True, exist_ok=True)
         torch.manual_seed(cfg.run.seed)
         random.seed(cfg.run.seed)
 
@@ -373,6 +372,11 @@ class Trainer:
         self.best_val_psnr = -math.inf
         self.best_epoch = -1
         self._maybe_resume()
+        # Only now, with the dataset and any checkpoint accepted: bad input leaves no empty folder behind.
+        try:
+            self.save_root.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise ConfigError(f"save_root={str(self.save_root)!r}: cannot create the folder ({err.strerror})") from None
 
     # -- checkpoints -------------------------------------------------------------------------------------
     def _maybe_resume(self) -> None:
@@ -383,21 +387,27 @@ class Trainer:
         if path is None:
             return
         ckpt = ckpt_io.load(path)
-        dims = dims_from_state_dict(ckpt["state_dict"])
+        dims = ckpt_io.state_dict_dims(ckpt["state_dict"], path)
         if dims != self.model.dims:
             raise ckpt_io.CheckpointError(
                 f"{path}: checkpoint has {dataclasses.asdict(dims)}, the config asks for "
                 f"{dataclasses.asdict(self.model.dims)}"
             )
-        self.model.load_state_dict(ckpt["state_dict"], strict=True)
+        ckpt_io.load_weights(self.model, ckpt["state_dict"], path)
         if ckpt_io.is_ours(ckpt):
-            self.optimizer.load_state_dict(ckpt["optimizer"])
-            if self.scheduler is not None and ckpt.get("scheduler") is not None:
-                _load_scheduler_state(self.scheduler, ckpt["scheduler"])
-            ckpt_io.set_rng_state(ckpt["rng"])
-            self.start_epoch = int(ckpt["next_epoch"])
-            self.best_val_psnr = float(ckpt.get("best_val_psnr", -math.inf))
-            self.best_epoch = int(ckpt.get("best_epoch", -1))
+            try:
+                self.optimizer.load_state_dict(ckpt["optimizer"])
+                if self.scheduler is not None and ckpt.get("scheduler") is not None:
+                    _load_scheduler_state(self.scheduler, ckpt["scheduler"])
+                ckpt_io.set_rng_state(ckpt["rng"])
+                self.start_epoch = int(ckpt["next_epoch"])
+                self.best_val_psnr = float(ckpt.get("best_val_psnr", -math.inf))
+                self.best_epoch = int(ckpt.get("best_epoch", -1))
+            except (KeyError, ValueError, TypeError, RuntimeError) as err:
+                first = (str(err).strip().splitlines() or [""])[0]
+                raise ckpt_io.CheckpointError(
+                    f"{path}: cannot restore the training state ({type(err).__name__}: {first})"
+                ) from None
             log.info("resumed %s at epoch %d", path, self.start_epoch)
         else:
             # The lab's checkpoint: weights only. Its last_epoch was completed, so continue after it, with

@@ -95,6 +95,91 @@ def test_train_missing_dataset_exits_2_naming_path_not_flags(
     assert "kl_anneal_type" not in line and "optim" not in line
 
 
+@pytest.mark.parametrize("layout", ["missing", "no-train-folder"])
+def test_train_with_a_bad_dataset_leaves_no_save_root_behind(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], layout: str
+) -> None:
+    dr = tmp_path / "dataset"
+    if layout == "no-train-folder":
+        (dr / "val" / "val_img").mkdir(parents=True)
+    save_root = tmp_path / "runs" / "first"
+    argv = ["train", "--DR", str(dr), "--save_root", str(save_root), "--device", "cpu", "--no-progress"]
+    assert run(argv) == 2
+    assert str(dr) in _one_line(capsys.readouterr().err)
+    assert not save_root.exists() and not (tmp_path / "runs").exists()
+
+
+def _tiny_model_checkpoint(path: Path) -> Path:
+    import torch
+
+    from core.model import CVAE, ModelDims
+
+    torch.save({"state_dict": CVAE(ModelDims(16, 8, 4, 16)).state_dict(), "last_epoch": 0}, path)
+    return path
+
+
+BAD_CHECKPOINTS = {
+    "text": (lambda p: p.write_text("not a checkpoint, just notes\n"), "not a PyTorch checkpoint"),
+    "empty-state_dict": (lambda p: _save(p, {"state_dict": {}}), "'state_dict' is empty"),
+    "string-state_dict": (lambda p: _save(p, {"state_dict": "weights"}), "'state_dict' is a str"),
+    "other-model": (lambda p: _save(p, {"state_dict": _other_model()}), "the state_dict is not this cVAE's"),
+}
+
+
+def _save(path: Path, obj: object) -> None:
+    import torch
+
+    torch.save(obj, path)
+
+
+def _other_model() -> dict:
+    import torch
+
+    return torch.nn.Sequential(torch.nn.Linear(4, 2), torch.nn.Linear(2, 1)).state_dict()
+
+
+@pytest.mark.parametrize("kind", list(BAD_CHECKPOINTS))
+def test_test_with_a_bad_checkpoint_exits_2_with_one_line_naming_it(
+    tiny_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], kind: str
+) -> None:
+    write, expected = BAD_CHECKPOINTS[kind]
+    ckpt = tmp_path / "model.ckpt"
+    write(ckpt)
+    argv = ["test", "--DR", str(tiny_dataset), "--save_root", str(tmp_path / "out"), "--ckpt_path", str(ckpt),
+            "--device", "cpu", "--no-progress", "--test_vi_len", "24", "--val_vi_len", "24"]  # fmt: skip
+    assert run(argv) == 2
+    line = _one_line(capsys.readouterr().err)
+    assert line.startswith(f"cvae test: error: {ckpt}: ") and expected in line, line
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("kind", ["text", "other-model"])
+def test_train_resuming_a_bad_checkpoint_exits_2_with_one_line_naming_it(
+    tiny_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], kind: str
+) -> None:
+    write, expected = BAD_CHECKPOINTS[kind]
+    ckpt = tmp_path / "model.ckpt"
+    write(ckpt)
+    save_root = tmp_path / "out"
+    argv = ["train", "--DR", str(tiny_dataset), "--save_root", str(save_root), "--ckpt_path", str(ckpt),
+            "--device", "cpu", "--no-progress", "--F_dim", "24", "--L_dim", "8", "--N_dim", "4", "--D_out_dim", "24",
+            "--train_vi_len", "4", "--val_vi_len", "24", "--batch_size", "4", "--num_workers", "1"]  # fmt: skip
+    assert run(argv) == 2
+    line = _one_line(capsys.readouterr().err)
+    assert line.startswith(f"cvae train: error: {ckpt}: ") and expected in line, line
+    assert not save_root.exists()
+
+
+def test_test_with_a_bad_dataset_leaves_no_save_root_behind(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    ckpt = _tiny_model_checkpoint(tmp_path / "model.ckpt")
+    dr = tmp_path / "no_such_dataset"
+    argv = ["test", "--DR", str(dr), "--save_root", str(tmp_path / "out"), "--ckpt_path", str(ckpt),
+            "--device", "cpu", "--no-progress"]  # fmt: skip
+    assert run(argv) == 2
+    assert str(dr) in _one_line(capsys.readouterr().err)
+    assert not (tmp_path / "out").exists()
+
+
 # -- cvae test -------------------------------------------------------------------------------------------
 
 

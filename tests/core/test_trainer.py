@@ -208,6 +208,17 @@ def test_a_signal_during_atomic_save_is_delivered_after_the_file_is_in_place(tmp
     assert torch.equal(ckpt_io.load(path)["state_dict"]["w"], torch.zeros(3))
     assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
 
+def test_resuming_our_checkpoint_without_its_training_state_is_a_checkpoint_error(tiny_dataset, tmp_path):
+    fit(tiny_cfg(tiny_dataset, tmp_path / "a", num_epoch=1))
+    ckpt = torch.load(tmp_path / "a" / "last.ckpt")
+    del ckpt["rng"]
+    torch.save(ckpt, tmp_path / "no-rng.ckpt")
+    with pytest.raises(ckpt_io.CheckpointError) as info:
+        Trainer(tiny_cfg(tiny_dataset, tmp_path / "b", ckpt_path=str(tmp_path / "no-rng.ckpt")))
+    assert str(info.value) == f"{tmp_path / 'no-rng.ckpt'}: cannot restore the training state (KeyError: 'rng')"
+    assert not (tmp_path / "b").exists()
+
+
 def lab_checkpoint(path: Path, dims: ModelDims, last_epoch: int) -> dict:
     torch.manual_seed(3)
     sd = CVAE(dims).state_dict()
