@@ -13,8 +13,10 @@ previous file intact, never a truncated one.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import random
+import shutil
 import signal
 import tempfile
 import threading
@@ -58,23 +60,56 @@ def signals_deferred(signums: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM))
             signal.raise_signal(s)
 
 
+TEMP_SUFFIX = ".tmp"
+DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+LOW_DISK_BYTES = 4 * 1024 * 1024
+"""Free space under which a failed save is taken for a full disk: torch's zip writer reports one as
+``RuntimeError: [enforce fail at inline_container.cc:...] unexpected pos``, without the errno."""
+
+
+def _disk_full(err: BaseException, folder: Path) -> bool:
+    """Whether a failed write ran out of space: ENOSPC/EDQUOT in the exception chain, or (torch's
+    RuntimeError hides it) next to no free space left in ``folder`` right after the failure."""
+    seen: set[int] = set()
+    link: BaseException | None = err
+    while link is not None and id(link) not in seen:
+        seen.add(id(link))
+        if isinstance(link, OSError) and link.errno in DISK_FULL_ERRNOS:
+            return True
+        link = link.__cause__ or link.__context__
+    if not isinstance(err, RuntimeError | OSError):
+        return False
+    try:
+        return shutil.disk_usage(folder).free < LOW_DISK_BYTES
+    except OSError:
+        return False
+
+
 def atomic_save(obj: Any, path: str | os.PathLike) -> None:
     """``torch.save`` to a temporary file beside ``path``, fsync, then rename over ``path``.
 
     A signal during the save is held until the file is in place (:func:`signals_deferred`).
+
+    Raises:
+        OSError: with errno ENOSPC when the disk is full, ``str()`` reading ``[Errno 28] No space left on
+            device: cannot write checkpoint: '<path>'``; the temporary file is removed and ``path`` keeps
+            its previous content.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with signals_deferred():
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
         try:
             with os.fdopen(fd, "wb") as fh:
                 torch.save(obj, fh)
                 fh.flush()
                 os.fsync(fh.fileno())
             os.replace(tmp, path)
-        except BaseException:
+        except BaseException as err:
+            full = isinstance(err, Exception) and _disk_full(err, path.parent)  # before freeing the temp file
             Path(tmp).unlink(missing_ok=True)
+            if full:
+                raise OSError(errno.ENOSPC, "No space left on device: cannot write checkpoint", str(path)) from err
             raise
         # fsync the folder so the rename itself survives a power loss.
         dir_fd = os.open(path.parent, os.O_RDONLY)

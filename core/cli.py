@@ -160,7 +160,7 @@ def _train_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from core.checkpoint import CheckpointError
+    from core.checkpoint import DISK_FULL_ERRNOS, CheckpointError
     from core.data import DatasetError
     from core.trainer import DivergenceError, fit
 
@@ -194,6 +194,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
         return fail("train", str(err))
     except DivergenceError as err:
         return fail("train", str(err), EXIT_FAILED)
+    except OSError as err:
+        if err.errno not in DISK_FULL_ERRNOS:
+            raise
+        return fail("train", str(err), EXIT_FAILED)  # names the file: see core.checkpoint.atomic_save
     best = f"best val PSNR {run.best_val_psnr:.3f} dB at epoch {run.best_epoch}"
     copy_first = run.baselines.get("copy_first", math.nan)
     if not math.isnan(copy_first):
@@ -205,7 +209,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _cmd_test(args: argparse.Namespace) -> int:
     from core.baselines import summary_line
-    from core.checkpoint import CheckpointError
+    from core.checkpoint import DISK_FULL_ERRNOS, CheckpointError
     from core.data import DatasetError
     from core.model import ModelDims
     from core.tester import run_test
@@ -226,6 +230,10 @@ def _cmd_test(args: argparse.Namespace) -> int:
         )
     except (ConfigError, DatasetError, CheckpointError) as err:
         return fail("test", str(err))
+    except OSError as err:
+        if err.errno not in DISK_FULL_ERRNOS:
+            raise
+        return fail("test", str(err), EXIT_FAILED)
     if result.submission:
         print(f"wrote {result.submission} and {len(result.gifs)} GIF(s) in {args.save_root}")
     for index, (value, baselines) in sorted(result.test_scores.items()):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import shutil
 from pathlib import Path
 
 import pytest
@@ -97,3 +99,49 @@ def test_load_weights_names_the_keys_and_shapes_that_do_not_fit(tmp_path: Path) 
         ckpt_io.load_weights(model, reshaped, path)
     ckpt_io.load_weights(model, good, path)
     assert all(torch.equal(model.state_dict()[k], v) for k, v in good.items())
+
+
+# -- atomic_save on a full disk ----------------------------------------------------------------------------
+
+
+def test_a_full_disk_during_a_save_is_enospc_naming_the_file(tmp_path: Path, monkeypatch) -> None:
+    """torch's zip writer hides the errno (``RuntimeError: [enforce fail at inline_container.cc:672] . unexpected
+    pos``): next to no free space right after the failure is taken for a full disk."""
+    path = tmp_path / "last.ckpt"
+    ckpt_io.atomic_save({"state_dict": {"w": torch.ones(3)}}, path)
+
+    def full_save(obj, fh):
+        fh.write(b"part of a checkpoint")
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 768 vs 662")
+
+    monkeypatch.setattr(ckpt_io.torch, "save", full_save)
+    monkeypatch.setattr(ckpt_io.shutil, "disk_usage", lambda folder: shutil._ntuple_diskusage(10**9, 10**9, 0))
+    with pytest.raises(OSError) as info:
+        ckpt_io.atomic_save({"state_dict": {"w": torch.zeros(3)}}, path)
+    assert info.value.errno == errno.ENOSPC and info.value.filename == str(path)
+    assert str(info.value) == f"[Errno 28] No space left on device: cannot write checkpoint: '{path}'"
+    monkeypatch.undo()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]  # the temporary file is gone
+    assert torch.equal(ckpt_io.load(path)["state_dict"]["w"], torch.ones(3))
+
+
+def test_a_failed_save_with_room_left_keeps_its_own_error(tmp_path: Path, monkeypatch) -> None:
+    def broken_save(obj, fh):
+        raise RuntimeError("something else")
+
+    monkeypatch.setattr(ckpt_io.torch, "save", broken_save)
+    with pytest.raises(RuntimeError, match="something else"):
+        ckpt_io.atomic_save({"w": torch.ones(1)}, tmp_path / "a.ckpt")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("numel", [1_000_000, 70_000], ids=["4MB", "280kB"])
+def test_a_really_full_disk_is_enospc_and_leaves_no_temporary_file(full_disk_dir: Path, numel: int) -> None:
+    path = full_disk_dir / "last.ckpt"
+    ckpt_io.atomic_save({"state_dict": {"w": torch.ones(3)}}, path)
+    with pytest.raises(OSError) as info:
+        ckpt_io.atomic_save({"state_dict": {"w": torch.zeros(numel)}}, path)
+    assert info.value.errno == errno.ENOSPC
+    assert str(info.value) == f"[Errno 28] No space left on device: cannot write checkpoint: '{path}'"
+    assert sorted(p.name for p in full_disk_dir.iterdir()) == ["last.ckpt"]
+    assert torch.equal(ckpt_io.load(path)["state_dict"]["w"], torch.ones(3))
