@@ -16,6 +16,7 @@ import contextlib
 import errno
 import os
 import random
+import re
 import shutil
 import signal
 import tempfile
@@ -85,9 +86,35 @@ def _disk_full(err: BaseException, folder: Path) -> bool:
         return False
 
 
+TEMP_SUFFIX = ".tmp"
+DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+LOW_DISK_BYTES = 4 * 1024 * 1024
+"""Free space under which a failed save is taken for a full disk: torch's zip writer reports one as
+``RuntimeError: [enforce fail at inline_container.cc:...] unexpected pos``, without the errno."""
+
+
+def _disk_full(err: BaseException, folder: Path) -> bool:
+    """Whether a failed write ran out of space: ENOSPC/EDQUOT in the exception chain, or (torch's
+    RuntimeError hides it) next to no free space left in ``folder`` right after the failure."""
+    seen: set[int] = set()
+    link: BaseException | None = err
+    while link is not None and id(link) not in seen:
+        seen.add(id(link))
+        if isinstance(link, OSError) and link.errno in DISK_FULL_ERRNOS:
+            return True
+        link = link.__cause__ or link.__context__
+    if not isinstance(err, RuntimeError | OSError):
+        return False
+    try:
+        return shutil.disk_usage(folder).free < LOW_DISK_BYTES
+    except OSError:
+        return False
+
+
 def atomic_save(obj: Any, path: str | os.PathLike) -> None:
     """``torch.save`` to a temporary file beside ``path``, fsync, then rename over ``path``.
 
+    The temporary file is ``.{name}.XXXXXXXX.tmp`` (:func:`stale_temporaries` finds those a kill left).
     A signal during the save is held until the file is in place (:func:`signals_deferred`).
 
     Raises:
@@ -117,6 +144,40 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> None:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
+
+
+_TEMP_NAME = re.compile(r"^\.(last|best|epoch=\d+)\.ckpt\.[a-z0-9_]{8}" + re.escape(TEMP_SUFFIX) + "$")
+"""The temporary files :func:`atomic_save` writes for a trainer's checkpoints (``tempfile``'s 8 random
+characters between the target's name and ``.tmp``)."""
+
+
+def stale_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """The temporary checkpoint files in ``folder`` (not below it) that a killed save left behind:
+    regular files named exactly as :func:`atomic_save` names them for ``last.ckpt``, ``best.ckpt`` and
+    ``epoch=N.ckpt``. Nothing else matches."""
+    try:
+        entries = list(os.scandir(folder))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    return sorted(Path(e.path) for e in entries if _TEMP_NAME.match(e.name) and e.is_file(follow_symlinks=False))
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> tuple[int, int]:
+    """Delete :func:`stale_temporaries` (a run's own ``save_root`` only, before it saves anything).
+
+    Returns:
+        (files removed, bytes freed).
+    """
+    count = size = 0
+    for path in stale_temporaries(folder):
+        try:
+            nbytes = path.stat().st_size
+            path.unlink()
+        except FileNotFoundError:
+            continue
+        count += 1
+        size += nbytes
+    return count, size
 
 
 def rng_state() -> dict[str, Any]:

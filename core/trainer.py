@@ -371,6 +371,7 @@ class Trainer:
         self.start_epoch = 0
         self.best_val_psnr = -math.inf
         self.best_epoch = -1
+        self._remove_stale_temporaries()
         self._maybe_resume()
         # Only now, with the dataset and any checkpoint accepted: bad input leaves no empty folder behind.
         try:
@@ -379,6 +380,14 @@ class Trainer:
             raise ConfigError(f"save_root={str(self.save_root)!r}: cannot create the folder ({err.strerror})") from None
 
     # -- checkpoints -------------------------------------------------------------------------------------
+    def _remove_stale_temporaries(self) -> None:
+        """Delete the temporary checkpoint files a kill during a save left in save_root (atomic_save's names
+        only: ``.last.ckpt.XXXXXXXX.tmp``, ...); one run writes a save_root, so none is in use."""
+        count, size = ckpt_io.remove_stale_temporaries(self.save_root)
+        if count:
+            log.info("removed %d temporary checkpoint file(s) left by an interrupted save (%d bytes, %.1f MB) "
+                     "from %s", count, size, size / 1e6, self.save_root)
+
     def _maybe_resume(self) -> None:
         path = self.cfg.run.ckpt_path
         last = self.save_root / "last.ckpt"

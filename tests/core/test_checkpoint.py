@@ -145,3 +145,36 @@ def test_a_really_full_disk_is_enospc_and_leaves_no_temporary_file(full_disk_dir
     assert str(info.value) == f"[Errno 28] No space left on device: cannot write checkpoint: '{path}'"
     assert sorted(p.name for p in full_disk_dir.iterdir()) == ["last.ckpt"]
     assert torch.equal(ckpt_io.load(path)["state_dict"]["w"], torch.ones(3))
+
+
+# -- stale temporary files ---------------------------------------------------------------------------------
+
+
+def test_stale_temporaries_match_atomic_saves_names_only(tmp_path: Path, monkeypatch) -> None:
+    # Real leftovers: saves killed after writing part of the file (a KeyboardInterrupt here would clean up).
+    real_mkstemp = ckpt_io.tempfile.mkstemp
+    left: list[str] = []
+
+    def mkstemp_and_keep(**kw):
+        fd, name = real_mkstemp(**kw)
+        left.append(name)
+        return fd, name
+
+    monkeypatch.setattr(ckpt_io.tempfile, "mkstemp", mkstemp_and_keep)
+    for name in ("last.ckpt", "best.ckpt", "epoch=12.ckpt"):
+        ckpt_io.atomic_save({"w": torch.ones(10)}, tmp_path / name)
+    monkeypatch.undo()
+    for name in left:  # what a SIGKILL between writing and the rename leaves
+        Path(name).write_bytes(b"x" * 1000)
+    keep = [".last.ckpt.tmp", ".last.ckpt.abcdefgh.tmp.bak", ".notes.txt.abcdefgh.tmp", "last.ckpt.abcdefgh.tmp",
+            ".last.ckpt.ABCDEFGH.tmp", ".last.ckpt.abc.tmp", "metrics.tmp", ".epoch=x.ckpt.abcdefgh.tmp"]
+    for name in keep:
+        (tmp_path / name).write_text("mine")
+    (tmp_path / ".best.ckpt.zzzzzzzz.tmp").mkdir()  # a folder, whatever its name
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / ".last.ckpt.abcdefgh.tmp").write_text("below save_root")
+    assert ckpt_io.stale_temporaries(tmp_path) == sorted(Path(p) for p in left)
+    assert ckpt_io.remove_stale_temporaries(tmp_path) == (3, 3000)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [*keep, "last.ckpt", "best.ckpt", "epoch=12.ckpt", ".best.ckpt.zzzzzzzz.tmp", "sub"])
+    assert ckpt_io.remove_stale_temporaries(tmp_path / "missing") == (0, 0)

@@ -208,6 +208,23 @@ def test_a_signal_during_atomic_save_is_delivered_after_the_file_is_in_place(tmp
     assert torch.equal(ckpt_io.load(path)["state_dict"]["w"], torch.zeros(3))
     assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
 
+def test_a_trainer_removes_the_temporary_files_of_killed_saves_and_nothing_else(tiny_dataset, tmp_path, caplog):
+    run = tmp_path / "run"
+    run.mkdir()
+    leftovers = {".last.ckpt.k2j4h1x9.tmp": 4000, ".best.ckpt.a_b0c1d2.tmp": 3000, ".epoch=4.ckpt.zzzzzzzz.tmp": 500}
+    for name, size in leftovers.items():
+        (run / name).write_bytes(b"\0" * size)
+    others = ["notes.txt", ".last.ckpt.tmp", ".metrics.csv.k2j4h1x9.tmp", "last.ckpt.k2j4h1x9.tmp", "metrics.tmp"]
+    for name in others:
+        (run / name).write_text("keep me")
+    with caplog.at_level("INFO", logger="cvae"):
+        Trainer(tiny_cfg(tiny_dataset, run))
+    assert sorted(p.name for p in run.iterdir()) == sorted(others)
+    lines = [r.getMessage() for r in caplog.records if "temporary checkpoint" in r.getMessage()]
+    assert lines == [f"removed 3 temporary checkpoint file(s) left by an interrupted save (7500 bytes, 0.0 MB) "
+                     f"from {run}"]
+
+
 def test_resuming_our_checkpoint_without_its_training_state_is_a_checkpoint_error(tiny_dataset, tmp_path):
     fit(tiny_cfg(tiny_dataset, tmp_path / "a", num_epoch=1))
     ckpt = torch.load(tmp_path / "a" / "last.ckpt")
