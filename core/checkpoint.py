@@ -39,51 +39,36 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be read or does not fit; the message names the file."""
 
 
+_deferring = False
+"""True while a :func:`signals_deferred` block runs in the main thread (an inner block then does nothing)."""
+
+
 @contextlib.contextmanager
 def signals_deferred(signums: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)) -> Iterator[None]:
     """Hold Ctrl-C and SIGTERM until the block is done, then deliver them to the handlers in place before.
 
     ``torch.save`` to a Python file object writes through C++ callbacks; an interrupt raised inside one
     leaves the zip writer to finish on a closed file in its destructor, and the process aborts (SIGABRT)
-    instead of unwinding. Outside the main thread, where Python never runs signal handlers, this does nothing.
+    instead of unwinding. Blocks nest: inside another one a block holds nothing itself, so a signal caught
+    during it stays pending until the outermost block ends (the trainer defers a whole epoch's records,
+    checkpoints and callbacks, and each checkpoint save defers again). Outside the main thread, where Python
+    never runs signal handlers, this does nothing.
     """
-    if threading.current_thread() is not threading.main_thread():
+    global _deferring
+    if _deferring or threading.current_thread() is not threading.main_thread():
         yield
         return
     caught: list[int] = []
     previous = {s: signal.signal(s, lambda signum, _frame: caught.append(signum)) for s in signums}
+    _deferring = True
     try:
         yield
     finally:
+        _deferring = False
         for s, handler in previous.items():
             signal.signal(s, handler)
         for s in dict.fromkeys(caught):
             signal.raise_signal(s)
-
-
-TEMP_SUFFIX = ".tmp"
-DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
-LOW_DISK_BYTES = 4 * 1024 * 1024
-"""Free space under which a failed save is taken for a full disk: torch's zip writer reports one as
-``RuntimeError: [enforce fail at inline_container.cc:...] unexpected pos``, without the errno."""
-
-
-def _disk_full(err: BaseException, folder: Path) -> bool:
-    """Whether a failed write ran out of space: ENOSPC/EDQUOT in the exception chain, or (torch's
-    RuntimeError hides it) next to no free space left in ``folder`` right after the failure."""
-    seen: set[int] = set()
-    link: BaseException | None = err
-    while link is not None and id(link) not in seen:
-        seen.add(id(link))
-        if isinstance(link, OSError) and link.errno in DISK_FULL_ERRNOS:
-            return True
-        link = link.__cause__ or link.__context__
-    if not isinstance(err, RuntimeError | OSError):
-        return False
-    try:
-        return shutil.disk_usage(folder).free < LOW_DISK_BYTES
-    except OSError:
-        return False
 
 
 TEMP_SUFFIX = ".tmp"

@@ -498,6 +498,28 @@ class Trainer:
         frames_done = n * cfg.optim.batch_size * (cfg.data.train_vi_len - 1)
         return mean, beta, tfr, frames_done, tf_count / max(n, 1)
 
+    def _end_epoch(self, result: EpochResult, metrics_log: CsvLog, frames_log: CsvLog, tfr: float,
+                   beta: float) -> None:
+        """Append the epoch's rows, then write its checkpoints, then log it."""
+        cfg, epoch = self.cfg, result.epoch
+        metrics_log.append([result.metrics()])
+        frames_log.append([{"epoch": epoch, "frame": i + 1, "psnr": v}
+                           for i, v in enumerate(result.val_psnr_per_frame)])
+        # Records before the checkpoint: a kill between the two redoes this epoch (its half-written rows are
+        # dropped on resume), never leaves a checkpoint ahead of its records.
+        state = self.checkpoint_state(epoch, tfr, beta)
+        ckpt_io.atomic_save(state, self.save_root / "last.ckpt")
+        if result.is_best:
+            ckpt_io.atomic_save(state, self.save_root / "best.ckpt")
+        if epoch % cfg.run.per_save == 0 or epoch == cfg.run.num_epoch - 1:
+            ckpt_io.atomic_save(state, self.save_root / f"epoch={epoch}.ckpt")
+        log.info(
+            "epoch %d/%d  loss %.5f (mse %.5f kl %.3f)  train psnr %.2f  val psnr %.2f dB (%+.2f over "
+            "copy-first-frame)  beta %.3g  tfr %.2f  lr %.3g  %.1f frames/s", epoch + 1, cfg.run.num_epoch,
+            result.train_loss, result.train_mse, result.train_kl, result.train_psnr, result.val_psnr,
+            result.val_psnr_margin, beta, tfr, result.lr, result.frames_per_s,
+        )
+
     def fit(self) -> RunResult:
         cfg = self.cfg
         for name in ("metrics.csv", "psnr_per_frame.csv"):
@@ -552,28 +574,15 @@ class Trainer:
                 epoch_seconds=time.perf_counter() - t0, is_best=is_best, best_val_psnr=self.best_val_psnr,
                 save_root=str(self.save_root), val_video=val_video,
             )
-            metrics_log.append([result.metrics()])
-            frames_log.append([{"epoch": epoch, "frame": i + 1, "psnr": v}
-                               for i, v in enumerate(result.val_psnr_per_frame)])
-            # Records before the checkpoint: a kill between the two redoes this epoch (its half-written rows are
-            # dropped on resume), never leaves a checkpoint ahead of its records.
-            state = self.checkpoint_state(epoch, tfr, beta)
-            ckpt_io.atomic_save(state, self.save_root / "last.ckpt")
-            if is_best:
-                ckpt_io.atomic_save(state, self.save_root / "best.ckpt")
-            if epoch % cfg.run.per_save == 0 or epoch == cfg.run.num_epoch - 1:
-                ckpt_io.atomic_save(state, self.save_root / f"epoch={epoch}.ckpt")
-
-            history.append(result)
-            log.info(
-                "epoch %d/%d  loss %.5f (mse %.5f kl %.3f)  train psnr %.2f  val psnr %.2f dB (%+.2f over "
-                "copy-first-frame)  beta %.3g  tfr %.2f  lr %.3g  %.1f frames/s", epoch + 1, cfg.run.num_epoch,
-                stats.loss, stats.mse, stats.kl, stats.psnr, val_psnr, result.val_psnr_margin, beta, tfr, lr,
-                result.frames_per_s,
-            )
             try:
-                for cb in self.callbacks:
-                    cb.on_epoch_end(result)
+                # Records, checkpoints and callbacks (W&B, Optuna) as one unit: Ctrl-C or SIGTERM arriving
+                # in it is delivered after every callback has this epoch, so the checkpoint a resume starts
+                # from is never ahead of what the trackers were told.
+                with ckpt_io.signals_deferred():
+                    self._end_epoch(result, metrics_log, frames_log, tfr, beta)
+                    history.append(result)
+                    for cb in self.callbacks:
+                        cb.on_epoch_end(result)
             except StopTraining as stop:
                 status, reason = "stopped", stop.reason
                 break

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import errno
+import os
 import shutil
+import signal
 from pathlib import Path
 
 import pytest
@@ -145,6 +147,47 @@ def test_a_really_full_disk_is_enospc_and_leaves_no_temporary_file(full_disk_dir
     assert str(info.value) == f"[Errno 28] No space left on device: cannot write checkpoint: '{path}'"
     assert sorted(p.name for p in full_disk_dir.iterdir()) == ["last.ckpt"]
     assert torch.equal(ckpt_io.load(path)["state_dict"]["w"], torch.ones(3))
+
+
+# -- signals_deferred --------------------------------------------------------------------------------------
+
+
+def test_nested_deferral_delivers_a_signal_only_when_the_outer_block_ends() -> None:
+    seen: list[str] = []
+
+    def handler(signum, frame):
+        seen.append("handler")
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        with ckpt_io.signals_deferred():
+            with ckpt_io.signals_deferred():
+                os.kill(os.getpid(), signal.SIGINT)
+                seen.append("inner body")
+            seen.append("after inner")
+            with ckpt_io.signals_deferred():
+                seen.append("second inner")
+            seen.append("outer body done")
+        seen.append("after outer")
+        assert signal.getsignal(signal.SIGINT) is handler
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert seen == ["inner body", "after inner", "second inner", "outer body done", "handler", "after outer"]
+
+
+def test_a_deferred_signal_replaces_an_exception_leaving_the_block() -> None:
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        with pytest.raises(KeyboardInterrupt), ckpt_io.signals_deferred():
+            os.kill(os.getpid(), signal.SIGTERM)
+            raise ValueError("the block failed")
+        with pytest.raises(ValueError, match="no signal"), ckpt_io.signals_deferred():
+            raise ValueError("no signal")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 # -- stale temporary files ---------------------------------------------------------------------------------

@@ -208,6 +208,66 @@ def test_a_signal_during_atomic_save_is_delivered_after_the_file_is_in_place(tmp
     assert torch.equal(ckpt_io.load(path)["state_dict"]["w"], torch.zeros(3))
     assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
 
+class Interrupter(BaseCallback):
+    """Sends the process ``signum`` at the start of epoch 0's on_epoch_end, then notes that it went on."""
+
+    def __init__(self, seen: list[str], signum: int | None) -> None:
+        self.seen, self.signum = seen, signum
+
+    def on_epoch_end(self, result):
+        if self.signum is not None and result.epoch == 0:
+            os.kill(os.getpid(), self.signum)
+        self.seen.append(f"interrupter finished epoch {result.epoch}")
+
+
+class Recorder(BaseCallback):
+    def __init__(self, seen: list[str]) -> None:
+        self.seen = seen
+
+    def on_epoch_end(self, result):
+        self.seen.append(f"recorder got epoch {result.epoch}")
+
+
+@pytest.mark.parametrize("signum, when", [(signal.SIGINT, "callback"), (signal.SIGTERM, "checkpoint")])
+def test_a_signal_at_the_end_of_an_epoch_waits_for_every_callback(tiny_dataset, tmp_path, monkeypatch, signum, when):
+    """Records, checkpoints and callbacks (W&B, Optuna) are one unit: a resumed run never starts after an epoch
+    the trackers were not told about."""
+    seen: list[str] = []
+    if when == "checkpoint":
+        real_save = torch.save
+
+        def save_and_signal(obj, fh):
+            if not seen and isinstance(obj, dict) and obj.get("last_epoch") == 0:
+                seen.append("signal during the checkpoint")
+                os.kill(os.getpid(), signum)
+            real_save(obj, fh)
+
+        monkeypatch.setattr(ckpt_io.torch, "save", save_and_signal)
+
+    def handler(signum, frame):
+        seen.append("handler")
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signum, handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            fit(tiny_cfg(tiny_dataset, tmp_path, num_epoch=2),
+                [Interrupter(seen, signum if when == "callback" else None), Recorder(seen)])
+        assert signal.getsignal(signum) is handler
+    finally:
+        signal.signal(signum, previous)
+    assert seen[-3:] == ["interrupter finished epoch 0", "recorder got epoch 0", "handler"]
+    assert [r["epoch"] for r in metric_rows(tmp_path)] == ["0"]
+    assert ckpt_io.load(tmp_path / "last.ckpt")["next_epoch"] == 1
+
+
+def test_stop_training_still_ends_the_run_inside_the_deferred_block(tiny_dataset, tmp_path):
+    stopper = StopAfter(0)
+    run = fit(tiny_cfg(tiny_dataset, tmp_path), [stopper])
+    assert (run.status, run.reason, run.epochs_run, stopper.seen) == ("stopped", "test stop", 1, [0])
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
 def test_a_trainer_removes_the_temporary_files_of_killed_saves_and_nothing_else(tiny_dataset, tmp_path, caplog):
     run = tmp_path / "run"
     run.mkdir()
