@@ -12,7 +12,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from core.records import BASELINE_COLUMNS, MARGIN_COLUMN
-from sweeps.runner import CONFIG_ID, REASON, REPLICATE, RUN_DIR, orphaned, run_key
+from sweeps.runner import CONFIG_ID, REASON, REPLICATE, RUN_DIR, orphaned, run_key, trial_params
 from sweeps.spec import SweepSpec
 
 STATE_NAMES = {
@@ -31,6 +31,7 @@ def trial_row(t: FrozenTrial) -> dict[str, Any]:
         "value": t.value, "epochs": epochs, "duration_s": duration, "replicate": t.user_attrs.get(REPLICATE, 0),
         "config_id": t.user_attrs.get(CONFIG_ID), "run_dir": t.user_attrs.get(RUN_DIR),
         "reason": t.user_attrs.get(REASON, ""),
+        "retry_of": (t.system_attrs.get("retry_history") or [None])[-1],
         **{col: t.user_attrs.get(f"cvae:{col}") for col in (*BASELINE_COLUMNS, MARGIN_COLUMN)},
         **{f"param/{k}": v for k, v in t.params.items()},
     }
@@ -94,10 +95,12 @@ def trials_table(spec: SweepSpec, study: optuna.Study, *, title: str | None = No
         style = "bold green" if best is not None and t.number == best.number else None
         if row["val_psnr_copy_first"] is not None:
             copy_first.add(round(row["val_psnr_copy_first"], 2))
+        note = row["reason"][:60] or (f"retry of trial {row['retry_of']}" if row["retry_of"] is not None else "")
+        params = trial_params(t)  # a queued grid point shows its values before it runs
         table.add_row(
-            str(t.number), row["run"], row["state"], *(_fmt(t.params.get(n)) for n in names), _fmt(t.value),
+            str(t.number), row["run"], row["state"], *(_fmt(params.get(n)) for n in names), _fmt(t.value),
             "-" if row[MARGIN_COLUMN] is None else f"{row[MARGIN_COLUMN]:+.2f} dB",
-            str(row["epochs"]), fmt_duration(row["duration_s"]), row["reason"][:60], style=style,
+            str(row["epochs"]), fmt_duration(row["duration_s"]), note, style=style,
         )
     if copy_first:
         table.caption = (f"vs copy-first: validation PSNR minus copying each clip's first frame ("

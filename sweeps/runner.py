@@ -427,8 +427,22 @@ class TrialCallback(BaseCallback):
         finally:
             self.tracking_s += time.monotonic() - t
 
-    def on_train_start(self, cfg, start_epoch: int) -> None:  # noqa: ARG002 - the Callback signature
+    def on_train_start(self, cfg, start_epoch: int) -> None:
+        """On a resume, report to Optuna the checkpointed epochs it lacks (a worker killed between an
+        epoch's checkpoint and its report), from the run's own records."""
         self.startup_s = time.monotonic() - self.t0
+        if start_epoch == 0:
+            return
+        metrics = Path(cfg.run.save_root) / "metrics.csv"
+        frozen = self.trial.study._storage.get_trial(self.trial._trial_id)  # noqa: SLF001
+        rows = read_csv(metrics) if metrics.exists() else []
+        missing = [r for r in rows if int(r["epoch"]) < start_epoch and int(r["epoch"]) not in frozen.intermediate_values
+                   and r.get(self.spec.metric_field) not in (None, "", "nan")]
+        for r in missing:
+            self.trial.report(float(r[self.spec.metric_field]), int(r["epoch"]))
+        if missing:
+            log.info("trial %d: reported %d checkpointed epoch(s) Optuna lacked: %s", self.trial.number, len(missing),
+                     ", ".join(r["epoch"] for r in missing))
 
     def on_epoch_end(self, result: EpochResult) -> None:
         self.train_s += result.train_seconds
