@@ -290,7 +290,7 @@ def load_optuna(storage: str, study: str) -> SweepData:
     """
     import optuna
 
-    from sweeps.storage import mask_url as _mask
+    from sweeps.secrets import mask_secrets as _mask
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
