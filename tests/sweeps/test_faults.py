@@ -26,6 +26,7 @@ from test_runner import BASE, _wait_for, cvae, load, write_spec
 from core.records import read_csv
 from sweeps.runner import (
     STOP_REQUESTED,
+    SweepError,
     _claim,
     install_stop_handlers,
     open_study,
@@ -83,7 +84,7 @@ def files_holding(root: Path, text: str) -> list[Path]:
 # -- 1. a claimed trial always has a heartbeat -------------------------------------------------------------
 def test_a_worker_killed_right_after_its_claim_leaves_a_trial_the_reaper_requeues(tiny_dataset, tmp_path):
     spec = load_spec(write_spec(tmp_path, tiny_dataset, parameters={"N_dim": {"values": [4]}},
-                                wandb={"mode": "disabled"}))
+                                wandb={"mode": "disabled"}, heartbeat={"interval": 1, "grace": 2}))
     study = open_study(spec, open_storage(spec), fill_queue=True)
     assert _claim(study, spec) is not None  # ... and the worker dies here, before any trial code runs
     assert states(study) == [TrialState.RUNNING]
@@ -108,9 +109,7 @@ def test_w_and_b_that_cannot_start_fails_the_trial_requeues_it_and_the_next_run_
     assert "could not start" in study.get_trials()[0].user_attrs["cvae:fail_reason"]
     write_spec(tmp_path, tiny_dataset, parameters={"N_dim": {"values": [4]}},
                base={"DR": str(tiny_dataset), **BASE, "num_epoch": 1}, wandb={"project": "t", "mode": "offline"})
-    second = cvae("sweep", "run", str(spec_path), "--no-live", env=env, timeout=180)
-    assert second.returncode == 0, second.stderr[-2000:]
-    study = load(spec_path)[1]
+    assert run_worker(load_spec(spec_path)).complete == 1  # the next run (in-process: the CLI path is tested above)
     assert states(study) == [TrialState.FAIL, TrialState.COMPLETE]
     assert study.get_trials()[1].user_attrs["cvae:run_dir"] == str(tmp_path / "out" / "t0000")  # the same folder
 
@@ -227,7 +226,7 @@ def test_a_worker_killed_between_checkpoint_and_report_loses_no_optuna_epoch(tin
     import sweeps.runner as runner_mod
 
     spec = load_spec(write_spec(tmp_path, tiny_dataset, parameters={"N_dim": {"values": [4]}}, wandb={"mode": "disabled"},
-                                base={"DR": str(tiny_dataset), **BASE, "num_epoch": 4}))
+                                base={"DR": str(tiny_dataset), **BASE, "num_epoch": 4}, heartbeat={"interval": 1, "grace": 2}))
     study = open_study(spec, open_storage(spec), fill_queue=True)
     real = runner_mod.TrialCallback.on_epoch_end
 
@@ -268,9 +267,7 @@ def test_sigterm_to_sweep_run_stops_its_worker_and_requeues_the_trial(tiny_datas
     assert states(study) == [TrialState.FAIL, TrialState.WAITING]
     trials_csv = (tmp_path / "out" / "trials.csv").read_text()
     assert "running" not in trials_csv
-    done = cvae("sweep", "run", str(spec_path), "--no-live", env=env)
-    assert done.returncode == 0, done.stderr[-2000:]
-    study = load(spec_path)[1]
+    assert run_worker(load_spec(spec_path)).complete == 1  # the next run resumes it
     assert states(study) == [TrialState.FAIL, TrialState.COMPLETE]
     assert_every_epoch_once(load_spec(spec_path), study, 5, tmp_path / "wandb")
 
@@ -279,14 +276,14 @@ def test_sigterm_to_sweep_run_stops_its_worker_and_requeues_the_trial(tiny_datas
 @pytest.mark.slow
 def test_a_postgresql_restart_mid_sweep_costs_a_retry_not_the_sweep(tiny_dataset, tmp_path, env, postgres_url,
                                                                       postgres_server):
-    spec_path = write_spec(tmp_path, tiny_dataset, parameters={"N_dim": {"values": [4, 8]}},
-                           heartbeat={"interval": 1, "grace": 30}, base={"DR": str(tiny_dataset), **BASE, "num_epoch": 6})
+    spec_path = write_spec(tmp_path, tiny_dataset, parameters={"N_dim": {"values": [4]}},
+                           heartbeat={"interval": 1, "grace": 30}, base={"DR": str(tiny_dataset), **BASE, "num_epoch": 4})
     proc = subprocess.Popen([sys.executable, "-m", "cvae", "sweep", "run", str(spec_path), "--storage", postgres_url,
                              "--no-live"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         _wait_for(lambda: (tmp_path / "out" / "t0000" / "last.ckpt").exists(), 180, "the first checkpoint")
         postgres_server.pause()
-        time.sleep(8)  # epochs end meanwhile: their reports wait for the server
+        time.sleep(5)  # epochs end meanwhile: their reports wait for the server
         postgres_server.resume()
         out, err = proc.communicate(timeout=300)
     finally:
@@ -297,8 +294,8 @@ def test_a_postgresql_restart_mid_sweep_costs_a_retry_not_the_sweep(tiny_dataset
     assert "retrying for up to" in log and "back after" in log
     assert "Traceback" not in log + err
     spec, study = load(spec_path, postgres_url)
-    assert states(study) == [TrialState.COMPLETE] * 2
-    assert_every_epoch_once(spec, study, 6, tmp_path / "wandb")
+    assert states(study) == [TrialState.COMPLETE]
+    assert_every_epoch_once(spec, study, 4, tmp_path / "wandb")
 
 
 def test_a_storage_that_stays_down_is_one_line_naming_it(monkeypatch):
@@ -330,20 +327,33 @@ def test_a_dataset_typo_is_one_line_before_anything_is_created(tiny_dataset, tmp
     assert not (tmp_path / "out").exists()  # no study, no run folder
 
 
-def test_a_truncated_checkpoint_stops_the_worker_and_the_fixed_trial_resumes(tiny_dataset, tmp_path, env):
-    spec_path = write_spec(tmp_path, tiny_dataset, parameters={"N_dim": {"values": [4]}}, wandb={"mode": "disabled"},
-                           base={"DR": str(tiny_dataset), **BASE, "num_epoch": 2})
-    run = tmp_path / "out" / "t0000"
-    run.mkdir(parents=True)
-    (run / "last.ckpt").write_bytes(b"PK\x03\x04 cut off")  # a checkpoint cut off by a copy
-    first = cvae("sweep", "run", str(spec_path), "--no-live", env=env)
-    assert first.returncode == 2 and "last.ckpt" in first.stderr.splitlines()[-1], first.stderr[-2000:]
-    study = load(spec_path)[1]
+@pytest.mark.parametrize("fault", ["truncated checkpoint", "corrupt png"])
+def test_a_broken_file_stops_the_worker_and_the_fixed_trial_resumes(tiny_dataset, tmp_path, fault):
+    data = tmp_path / "data"
+    shutil.copytree(tiny_dataset, data)
+    if fault == "truncated checkpoint":
+        broken = tmp_path / "out" / "t0000" / "last.ckpt"
+        broken.parent.mkdir(parents=True)
+        broken.write_bytes(b"PK\x03\x04 cut off")  # a checkpoint cut off by a copy
+        good = None  # the fix: delete it
+    else:
+        broken = data / "train" / "train_img" / "frame5.png"
+        good = broken.read_bytes()
+        broken.write_bytes(good[: len(good) // 3])  # cut off by a copy
+    spec = load_spec(write_spec(tmp_path, data, parameters={"N_dim": {"values": [4]}}, wandb={"mode": "disabled"},
+                                base={"DR": str(data), **BASE, "num_epoch": 1}))
+    study = open_study(spec, open_storage(spec), fill_queue=True)
+    with pytest.raises(SweepError) as caught:  # `cvae sweep run` prints it as its one line, exit 2
+        run_worker(spec)
+    assert broken.name in str(caught.value) and "\n" not in str(caught.value)
     assert states(study) == [TrialState.FAIL, TrialState.WAITING]
-    (run / "last.ckpt").unlink()  # the fix
-    second = cvae("sweep", "run", str(spec_path), "--no-live", env=env)
-    assert second.returncode == 0, second.stderr[-2000:]
-    assert states(load(spec_path)[1]) == [TrialState.FAIL, TrialState.COMPLETE]
+    assert broken.name in study.get_trials()[0].user_attrs["cvae:fail_reason"]
+    if good is None:
+        broken.unlink()
+    else:
+        broken.write_bytes(good)
+    assert run_worker(spec).complete == 1  # the next run resumes the trial
+    assert states(study) == [TrialState.FAIL, TrialState.COMPLETE]
 
 
 def _mount_tmpfs(path: Path, size: str) -> None:
@@ -387,9 +397,8 @@ def test_a_full_disk_names_enospc_and_the_path_and_the_trial_resumes_after_the_f
     assert "ENOSPC" in reason or "No space left" in reason
     assert "inline_container" not in reason
     filler.unlink()  # the fix
-    second = cvae("sweep", "run", str(spec_path), "--no-live", env=env)
-    assert second.returncode == 0, second.stderr[-2000:]
-    assert states(load(spec_path)[1]) == [TrialState.FAIL, TrialState.COMPLETE]
+    assert run_worker(load_spec(spec_path)).complete == 1
+    assert states(study) == [TrialState.FAIL, TrialState.COMPLETE]
 
 
 def test_failed_trials_are_retried_by_command_and_complete_in_their_folder(tiny_dataset, tmp_path, env, monkeypatch):
@@ -438,7 +447,9 @@ def test_a_read_only_sqlite_file_is_one_line_naming_it(tiny_dataset, tmp_path, e
     try:
         spec_path = write_spec(tmp_path, tiny_dataset, storage=f"sqlite:///{disk / 'study.db'}")
         assert cvae("sweep", "init", str(spec_path), env=env).returncode == 0
-        subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
+        remount = subprocess.run(["mount", "-o", "remount,ro", str(disk)], capture_output=True, text=True)
+        if remount.returncode != 0:
+            pytest.skip(f"cannot remount a tmpfs read-only here: {remount.stderr.strip()}")
         line = one_error_line(cvae("sweep", "run", str(spec_path), "--no-live", env=env), "sweep run")
         assert "readonly database" in line and str(disk / "study.db") in line
         assert "max length" not in line
@@ -474,7 +485,7 @@ def test_a_yaml_alias_bomb_is_refused_quickly(tiny_dataset, tmp_path, env):
 def test_huge_queues_are_refused_before_anything_is_queued(tiny_dataset, tmp_path, env, overrides, expected):
     spec_path = write_spec(tmp_path, tiny_dataset, **overrides)
     t0 = time.monotonic()
-    for command in ("plan", "init"):
+    for command in ("plan", "init") if "run_cap" in overrides else ("plan",):  # both load the spec alike
         line = one_error_line(cvae("sweep", command, str(spec_path), env=env, timeout=60), f"sweep {command}")
         assert expected in line
     assert time.monotonic() - t0 < 60 and not (tmp_path / "out").exists()
