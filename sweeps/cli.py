@@ -134,9 +134,9 @@ def _check_data(spec) -> None:
     from core.data import paired_frames
     from sweeps.spec import representative_params
 
-    roots = dict.fromkeys(str(p.get("DR", spec.base.get("DR"))) for p in representative_params(spec) or [{}])
+    roots = {p.get("DR", spec.base.get("DR")) for p in representative_params(spec) or [{}]}
     for root in roots:
-        if root in ("None", ""):
+        if not root:
             raise ValueError(f"{spec.source}: base.DR is required: the dataset root (`cvae data synth` makes one)")
         for split in ("train", "val"):
             folder = Path(root) / split

@@ -31,7 +31,7 @@ import time
 import traceback
 import uuid
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -48,7 +48,7 @@ from core.records import BASELINE_COLUMNS, BASELINE_NAMES, BASELINES_CSV, MARGIN
 from core.trainer import BaseCallback, DivergenceError, EpochResult, StopTraining, fit
 from sweeps.space import grid_conflicts, make_pruner, make_sampler, suggest_all
 from sweeps.spec import SweepSpec
-from sweeps.storage import open_storage
+from sweeps.storage import StorageError, open_storage
 
 log = logging.getLogger("cvae")
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -183,7 +183,7 @@ def fill(study: optuna.Study, spec: SweepSpec) -> int:
     return added
 
 
-def in_spec(spec: SweepSpec) -> Any:
+def in_spec(spec: SweepSpec) -> Callable[[optuna.trial.FrozenTrial], bool]:
     """A predicate: whether a queued trial still belongs to the spec (grid points removed by an edit do not)."""
     if spec.method != "grid":
         return lambda trial: True
@@ -257,6 +257,7 @@ def retry_trials(study: optuna.Study, *, states: tuple[str, ...] = ("failed",),
     for t in trials:
         chains.setdefault(run_key(t), []).append(t)
     picked = {run_key(by_number[n]) for n in numbers}
+    allowed = set(wanted.values()) if numbers else {wanted[s] for s in states}  # a named trial: failed or pruned
     out = []
     for key, chain in chains.items():
         if numbers and key not in picked:
@@ -264,9 +265,7 @@ def retry_trials(study: optuna.Study, *, states: tuple[str, ...] = ("failed",),
         if any(t.state in (TrialState.COMPLETE, TrialState.WAITING, TrialState.RUNNING) for t in chain):
             continue
         latest = max(chain, key=lambda t: t.number)
-        if latest.state not in {wanted[s] for s in states} and not numbers:
-            continue
-        if latest.state not in (TrialState.FAIL, TrialState.PRUNED):
+        if latest.state not in allowed:
             continue
         requeue(study, latest)
         out.append((latest.number, key))
@@ -481,7 +480,6 @@ ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, err
 
 def environment_fault(err: BaseException) -> str | None:
     """A one-line description when ``err`` is a fault of the data, disk or services (fixable, then resumable)."""
-    from sweeps.storage import StorageError
     from sweeps.tracking import TrackingError
 
     if isinstance(err, (DatasetError, CheckpointError, TrackingError, StorageError)):
@@ -559,8 +557,6 @@ def _start(study: optuna.Study, trial: optuna.Trial, spec: SweepSpec, num_thread
 
 
 def _run_trial(study: optuna.Study, trial: optuna.Trial, spec: SweepSpec, *, num_threads: int | None) -> str:
-    from sweeps.storage import StorageError
-
     try:
         cfg, record, folder, tracker, callback, t0 = _start(study, trial, spec, num_threads)
     except KeyboardInterrupt:

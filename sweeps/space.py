@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import optuna
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
 from core.config import FLAT_KEYS
 from sweeps.spec import Param, SweepSpec, _is_int_key
@@ -53,8 +54,6 @@ def suggest_all(trial: optuna.Trial, spec: SweepSpec, study: optuna.Study | None
 
 
 def _suggest_from(trial: optuna.Trial, name: str, dist: optuna.distributions.BaseDistribution) -> Any:
-    from optuna.distributions import CategoricalDistribution, IntDistribution
-
     if isinstance(dist, CategoricalDistribution):
         return trial.suggest_categorical(name, list(dist.choices))
     if isinstance(dist, IntDistribution):
@@ -80,8 +79,6 @@ def grid_distribution(param: Param, recorded: optuna.distributions.BaseDistribut
     runs. Text, booleans and mixed numbers stay categorical; so does a parameter the study already recorded
     as categorical (studies created before this rule), whose choices must then hold every grid value.
     """
-    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
-
     values = param.grid_values()
     ints = all(isinstance(v, int) and not isinstance(v, bool) for v in values)
     floats = all(isinstance(v, float) for v in values)
@@ -96,8 +93,6 @@ def grid_distribution(param: Param, recorded: optuna.distributions.BaseDistribut
 
 def grid_conflicts(spec: SweepSpec, study: optuna.Study) -> list[str]:
     """What keeps this grid from running in ``study``: values new to a parameter it recorded as categorical."""
-    from optuna.distributions import CategoricalDistribution
-
     if spec.method != "grid":
         return []
     recorded = recorded_distributions(study)

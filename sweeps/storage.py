@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+import sqlalchemy.exc
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.storages.journal import JournalFileBackend, JournalStorage
@@ -132,24 +133,20 @@ def root_cause_text(err: BaseException) -> str:
 
 def is_transient(err: BaseException) -> bool:
     """Whether ``err`` is a lost or refused connection (worth retrying), not a bad query or a read-only file."""
-    import sqlalchemy.exc
-
     chain, inner = [], err
     while inner is not None and inner not in chain:
         chain.append(inner)
         inner = inner.__cause__ or inner.__context__
     if any(isinstance(e, sqlalchemy.exc.DBAPIError) and e.connection_invalidated for e in chain):
         return True
-    if not any(isinstance(e, (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError))
-               for e in chain):
+    if not any(_is_storage_failure(e) for e in chain):
         return False
     text = " ".join(str(e).lower() for e in chain)
     return any(marker in text for marker in _TRANSIENT)
 
 
 def _is_storage_failure(err: BaseException) -> bool:
-    import sqlalchemy.exc
-
+    """A failure of the database behind an RDB storage (SQLAlchemy's, or Optuna's wrapper of it)."""
     return isinstance(err, (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError))
 
 
@@ -198,6 +195,8 @@ class ResilientStorage(optuna.storages.BaseStorage, BaseHeartbeat):
             return result
 
     def __getattr__(self, name: str) -> Any:  # Optuna's private helpers (_get_stale_trial_ids, ...)
+        if name == "_inner":  # not set yet (a copy or unpickling): no delegation, no recursion
+            raise AttributeError(name)
         attr = getattr(self._inner, name)
         if not callable(attr):
             return attr
