@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from core.cli import EXIT_BAD_INPUT, fail
+from cvae.core.cli import EXIT_BAD_INPUT, fail
 
 
 def _sources(p: argparse.ArgumentParser) -> None:
@@ -44,7 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def load(args: argparse.Namespace):
     """The SweepData of the chosen source."""
-    from analysis import load as L
+    from cvae.analysis import load as L
 
     if args.storage or args.study:
         if not (args.storage and args.study):
@@ -63,8 +63,8 @@ def load(args: argparse.Namespace):
 
 
 def _cmd_figures(args: argparse.Namespace) -> int:
-    from analysis.figures import render_all, render_compare, save_figure
-    from analysis.load import AnalysisError
+    from cvae.analysis.figures import render_all, render_compare, save_figure
+    from cvae.analysis.load import AnalysisError
 
     try:
         data = load(args)
@@ -83,10 +83,9 @@ def _cmd_figures(args: argparse.Namespace) -> int:
 
 
 def _cmd_table(args: argparse.Namespace) -> int:
+    from cvae.analysis.load import AnalysisError
+    from cvae.analysis.table import config_table, render_terminal
     from rich.console import Console
-
-    from analysis.load import AnalysisError
-    from analysis.table import config_table, render_terminal
 
     try:
         data = load(args)
@@ -102,8 +101,8 @@ def _cmd_table(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from analysis.load import AnalysisError
-    from analysis.report import build_report
+    from cvae.analysis.load import AnalysisError
+    from cvae.analysis.report import build_report
 
     try:
         out = build_report(load(args), args.out)

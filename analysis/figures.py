@@ -47,6 +47,9 @@ from typing import Any
 import matplotlib
 import numpy as np
 import pandas as pd
+from cvae.analysis.load import SweepData
+from cvae.core.config import FLAT_KEYS
+from cvae.core.records import BASELINE_TITLES
 from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.cm import ScalarMappable
@@ -55,10 +58,6 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import LogLocator, MaxNLocator
 from scipy import stats as _stats
-
-from analysis.load import SweepData
-from core.config import FLAT_KEYS
-from core.records import BASELINE_TITLES
 
 __all__ = [
     "FIGURES", "FigureResult", "Importances", "applicable_figures", "palette", "param_importances",

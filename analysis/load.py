@@ -31,12 +31,11 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-
-from core import safe_yaml
+from cvae.core import safe_yaml
 
 # The training config's key names only (no torch): they tell a named choice (TF1) from a training key.
-from core.config import FLAT_KEYS
-from core.records import BASELINE_COLUMNS, BASELINE_NAMES, BASELINES_CSV, MARGIN_COLUMN, read_table
+from cvae.core.config import FLAT_KEYS
+from cvae.core.records import BASELINE_COLUMNS, BASELINE_NAMES, BASELINES_CSV, MARGIN_COLUMN, read_table
 
 RUN_COLUMNS = ["run", "trial", "state", "value", "best_epoch", "epochs_done", "duration_s", "replicate",
                "config_id", "label", "reason"]
@@ -289,8 +288,7 @@ def load_optuna(storage: str, study: str) -> SweepData:
         AnalysisError: the storage cannot be opened or the study does not exist.
     """
     import optuna
-
-    from sweeps.secrets import mask_secrets as _mask
+    from cvae.sweeps.secrets import mask_secrets as _mask
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
@@ -385,7 +383,7 @@ def load_wandb_offline(wandb_dir: str | os.PathLike, group: str | None = None) -
     Raises:
         AnalysisError: no offline runs, or several groups and none chosen.
     """
-    from sweeps.tracking import read_offline_runs_merged
+    from cvae.sweeps.tracking import read_offline_runs_merged
 
     root = Path(wandb_dir)
     try:

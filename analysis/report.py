@@ -12,9 +12,8 @@ from pathlib import Path
 
 import pandas as pd
 import yaml
-
-from analysis.load import SweepData
-from analysis.table import config_table, fmt_ci
+from cvae.analysis.load import SweepData
+from cvae.analysis.table import config_table, fmt_ci
 
 CSS = """
 :root { --fg: #1d232a; --muted: #5b6670; --line: #e3e7eb; --accent: #2f6fdf; --bg: #fbfcfd; }
@@ -125,7 +124,7 @@ def build_report(data: SweepData, out: str | Path, *, only=None) -> Path:
     Sections: the sweep's summary, its spec, the configuration table, every applicable figure with its
     caption, and sample rollouts of the best and worst configurations.
     """
-    from analysis.figures import render_all
+    from cvae.analysis.figures import render_all
 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

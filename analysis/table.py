@@ -6,8 +6,7 @@ import math
 
 import numpy as np
 import pandas as pd
-
-from analysis.load import SweepData
+from cvae.analysis.load import SweepData
 
 
 def mean_ci(values) -> tuple[float, float]:

@@ -28,14 +28,13 @@ import time
 from pathlib import Path
 
 import torch
+from cvae.core.data import ClipBatches, load_split
+from cvae.core.model import CVAE, ModelDims, set_inplace_activations
+from cvae.core.reference import PngClips, lab_clip_forward, lab_rollout, lab_train_step
+from cvae.core.rollout import rollout
+from cvae.core.synth import generate_dataset
+from cvae.core.trainer import default_time_chunk, forward_clip, memory_format, train_step
 from torch.utils.flop_counter import FlopCounterMode
-
-from core.data import ClipBatches, load_split
-from core.model import CVAE, ModelDims, set_inplace_activations
-from core.reference import PngClips, lab_clip_forward, lab_rollout, lab_train_step
-from core.rollout import rollout
-from core.synth import generate_dataset
-from core.trainer import default_time_chunk, forward_clip, memory_format, train_step
 
 
 def sync(device: torch.device) -> None:

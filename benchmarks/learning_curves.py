@@ -37,14 +37,14 @@ def dancers_of(folder: str) -> int | None:
 
 
 def generate(spec: dict) -> None:
-    from core.synth import generate_dataset
+    from cvae.core.synth import generate_dataset
 
     for folder in spec["parameters"]["DR"]["values"]:
         generate_dataset(ROOT / folder, **SYNTH, dancers=dancers_of(folder), workers=2)
 
 
 def report(spec: dict) -> str:
-    from analysis.load import load_local
+    from cvae.analysis.load import load_local
 
     out = ROOT / spec["output_dir"]
     data = load_local(out)

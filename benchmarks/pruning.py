@@ -58,9 +58,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
-from sweeps.report import fmt_duration
-from sweeps.spec import SpecError, SweepSpec, load_spec
+from cvae.sweeps.report import fmt_duration
+from cvae.sweeps.spec import SpecError, SweepSpec, load_spec
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SPEC = ROOT / "benchmarks" / "configs" / "pruning.yaml"
@@ -232,8 +231,8 @@ class Trial:
 
 def read_trials(spec: SweepSpec) -> list[Trial]:
     """Every trial of a sweep from its run records (one folder per trial chain)."""
-    from core.records import read_csv
-    from sweeps.runner import metric_value
+    from cvae.core.records import read_csv
+    from cvae.sweeps.runner import metric_value
 
     trials = []
     for folder in sorted(spec.output_dir.glob("t[0-9][0-9][0-9][0-9]")):
@@ -284,8 +283,7 @@ class ArmResult:
 def study_best(spec: SweepSpec) -> float | None:
     """The study's own best value (Optuna's best trial), to cross-check the records."""
     import optuna
-
-    from sweeps.storage import open_storage
+    from cvae.sweeps.storage import open_storage
 
     try:
         return optuna.load_study(study_name=spec.name, storage=open_storage(spec)).best_value
@@ -310,9 +308,8 @@ def replay(spec: SweepSpec, pruner: Mapping[str, Any], curves: Sequence[Sequence
     hashes to assign brackets. With a deterministic trainer this predicts the pruned arm exactly.
     """
     import optuna
+    from cvae.sweeps.space import make_pruner
     from optuna.trial import TrialState
-
-    from sweeps.space import make_pruner
 
     pruner_obj = make_pruner(replace(spec, pruner=dict(pruner)), int(spec.base.get("num_epoch", 70)))
     study = optuna.create_study(study_name=spec.name, direction=spec.direction, pruner=pruner_obj)

@@ -132,7 +132,7 @@ class Row:
 
 
 def read_rows(out: Path) -> list[Row]:
-    from analysis.load import load_local
+    from cvae.analysis.load import load_local
 
     rows = []
     for name in SPECS:
@@ -155,7 +155,7 @@ def read_rows(out: Path) -> list[Row]:
 
 
 def mean_ci(values: Sequence[float]) -> tuple[float, float]:
-    from analysis.table import mean_ci as _mean_ci
+    from cvae.analysis.table import mean_ci as _mean_ci
 
     return _mean_ci(list(values))
 

@@ -35,8 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
-from core.config import read_yaml_mapping
+from cvae.core.config import read_yaml_mapping
 
 ROOT = Path(__file__).resolve().parents[1]
 

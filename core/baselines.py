@@ -21,10 +21,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-
-from core.data import FrameSequence, clips_of, default_cache_dir, to_float
-from core.records import BASELINE_NAMES as BASELINES
-from core.rollout import VideoScore, score
+from cvae.core.data import FrameSequence, clips_of, default_cache_dir, to_float
+from cvae.core.records import BASELINE_NAMES as BASELINES
+from cvae.core.rollout import VideoScore, score
 
 CACHE_FORMAT = 1
 

@@ -27,9 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from cvae.core.model import CVAE, ModelDims, dims_from_state_dict
 from torch import nn
-
-from core.model import CVAE, ModelDims, dims_from_state_dict
 
 FORMAT = "cvae-sweeps/1"
 LAB_KEYS = ("state_dict", "optimizer", "lr", "tfr", "last_epoch")

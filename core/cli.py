@@ -8,7 +8,7 @@ import math
 import sys
 from typing import Any, get_args, get_origin
 
-from core.config import FIELD_TYPES, FLAT_KEYS, ConfigError, field_docs, resolve_config
+from cvae.core.config import FIELD_TYPES, FLAT_KEYS, ConfigError, field_docs, resolve_config
 
 log = logging.getLogger("cvae")
 
@@ -120,7 +120,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:
-    from core.synth import generate_dataset
+    from cvae.core.synth import generate_dataset
 
     try:
         h, w = (int(v) for v in args.size.lower().split("x"))
@@ -140,7 +140,7 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    from core.data import DatasetError, check_layout, load_split, load_test
+    from cvae.core.data import DatasetError, check_layout, load_split, load_test
 
     size = (args.frame_H, args.frame_W)
     try:
@@ -160,9 +160,9 @@ def _train_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from core.checkpoint import DISK_FULL_ERRNOS, CheckpointError
-    from core.data import DatasetError
-    from core.trainer import DivergenceError, fit
+    from cvae.core.checkpoint import DISK_FULL_ERRNOS, CheckpointError
+    from cvae.core.data import DatasetError
+    from cvae.core.trainer import DivergenceError, fit
 
     _configure_logging(args.log_level)
     try:
@@ -172,9 +172,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
         if args.test:
             if cfg.run.ckpt_path is None:
                 raise ConfigError("--test needs --ckpt_path")
-            from core.baselines import summary_line
-            from core.model import ModelDims
-            from core.tester import run_test
+            from cvae.core.baselines import summary_line
+            from cvae.core.model import ModelDims
+            from cvae.core.tester import run_test
 
             m = cfg.model
             result = run_test(
@@ -208,11 +208,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_test(args: argparse.Namespace) -> int:
-    from core.baselines import summary_line
-    from core.checkpoint import DISK_FULL_ERRNOS, CheckpointError
-    from core.data import DatasetError
-    from core.model import ModelDims
-    from core.tester import run_test
+    from cvae.core.baselines import summary_line
+    from cvae.core.checkpoint import DISK_FULL_ERRNOS, CheckpointError
+    from cvae.core.data import DatasetError
+    from cvae.core.model import ModelDims
+    from cvae.core.tester import run_test
 
     _configure_logging(args.log_level)
     given = [getattr(args, k) for k in ("F_dim", "L_dim", "N_dim", "D_out_dim")]

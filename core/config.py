@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin, get_type_hints
 
-from core import safe_yaml
+from cvae.core import safe_yaml
 
 KL_ANNEAL_ALIASES: dict[str, str] = {
     "cyclical": "cyclical",

@@ -23,9 +23,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from cvae.core.checkpoint import atomic_save
 from PIL import Image, UnidentifiedImageError
-
-from core.checkpoint import atomic_save
 
 CACHE_FORMAT = 1
 _FRAME_RE = re.compile(r"^frame(\d+)\.png$", re.IGNORECASE)

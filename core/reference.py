@@ -18,12 +18,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from cvae.core.data import num_clips, paired_frames
+from cvae.core.model import CVAE
 from PIL import Image
 from torch import nn
 from torch.nn import functional as F
-
-from core.data import num_clips, paired_frames
-from core.model import CVAE
 
 
 def lab_clip_forward(model: CVAE, frames: torch.Tensor, poses: torch.Tensor, *, teacher_forcing: bool,

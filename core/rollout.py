@@ -6,11 +6,10 @@ import contextlib
 from dataclasses import dataclass
 
 import torch
+from cvae.core.data import to_float
+from cvae.core.metrics import psnr
+from cvae.core.model import CVAE
 from tqdm.auto import tqdm
-
-from core.data import to_float
-from core.metrics import psnr
-from core.model import CVAE
 
 POSE_CHUNK = 64
 """Time steps whose poses are encoded in one batched call (bounds memory on 630-frame rollouts)."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 
-from core.config import DataConfig, ScheduleConfig
+from cvae.core.config import DataConfig, ScheduleConfig
 
 
 def cyclical_beta(epoch: int, num_epoch: int, n_cycle: int, ratio: float, start: float = 0.0,

@@ -10,15 +10,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
-from core import checkpoint as ckpt_io
-from core.baselines import Baselines, score_baselines
-from core.config import ConfigError
-from core.data import load_split, load_test, to_float
-from core.model import CVAE, ModelDims
-from core.records import BASELINE_NAMES, write_gif, write_psnr_plot
-from core.rollout import rollout, score
-from core.trainer import memory_format, resolve_device
+from cvae.core import checkpoint as ckpt_io
+from cvae.core.baselines import Baselines, score_baselines
+from cvae.core.config import ConfigError
+from cvae.core.data import load_split, load_test, to_float
+from cvae.core.model import CVAE, ModelDims
+from cvae.core.records import BASELINE_NAMES, write_gif, write_psnr_plot
+from cvae.core.rollout import rollout, score
+from cvae.core.trainer import memory_format, resolve_device
 
 log = logging.getLogger("cvae")
 

@@ -22,16 +22,13 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import torch
-from torch import nn
-from tqdm.auto import tqdm
-
-from core import checkpoint as ckpt_io
-from core.baselines import NO_BASELINES, Baselines, video_baselines
-from core.config import ConfigError, ExperimentConfig
-from core.data import ClipBatches, DatasetError, FrameSequence, clips_of, load_split, num_clips, to_float
-from core.metrics import kl_divergence, psnr
-from core.model import CVAE, ModelDims
-from core.records import (
+from cvae.core import checkpoint as ckpt_io
+from cvae.core.baselines import NO_BASELINES, Baselines, video_baselines
+from cvae.core.config import ConfigError, ExperimentConfig
+from cvae.core.data import ClipBatches, DatasetError, FrameSequence, clips_of, load_split, num_clips, to_float
+from cvae.core.metrics import kl_divergence, psnr
+from cvae.core.model import CVAE, ModelDims
+from cvae.core.records import (
     BASELINES_CSV,
     METRIC_COLUMNS,
     CsvLog,
@@ -39,8 +36,10 @@ from core.records import (
     write_baselines,
     write_config,
 )
-from core.rollout import VideoScore, rollout, score
-from core.schedules import kl_beta, teacher_forcing_ratio, train_fraction, warmup_factor
+from cvae.core.rollout import VideoScore, rollout, score
+from cvae.core.schedules import kl_beta, teacher_forcing_ratio, train_fraction, warmup_factor
+from torch import nn
+from tqdm.auto import tqdm
 
 log = logging.getLogger("cvae")
 

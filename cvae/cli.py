@@ -13,9 +13,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Pose-conditioned video prediction (the Lab-4 cVAE): data, training, testing, sweeps, analysis.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    from analysis.cli import register as register_analysis
-    from core.cli import register as register_core
-    from sweeps.cli import register as register_sweeps
+    from cvae.analysis.cli import register as register_analysis
+    from cvae.core.cli import register as register_core
+    from cvae.sweeps.cli import register as register_sweeps
 
     register_core(sub)
     register_sweeps(sub)
@@ -27,7 +27,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # What libraries record of the command line (W&B's run metadata) must not carry a storage password;
     # the parsed arguments keep it.
-    from sweeps.secrets import mask_argv
+    from cvae.sweeps.secrets import mask_argv
 
     mask_argv()
     try:

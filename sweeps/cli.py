@@ -14,9 +14,9 @@ import sys
 import time
 from pathlib import Path
 
-from core.cli import EXIT_BAD_INPUT, EXIT_FAILED
-from core.cli import fail as _plain_fail
-from sweeps.secrets import mask_secrets
+from cvae.core.cli import EXIT_BAD_INPUT, EXIT_FAILED
+from cvae.core.cli import fail as _plain_fail
+from cvae.sweeps.secrets import mask_secrets
 
 log = logging.getLogger("cvae")
 
@@ -100,7 +100,7 @@ def _setup_logging(prefix: str = "") -> None:
 
 def _load(args: argparse.Namespace, workers: int | None = None, *, warn: str | None = None):
     """The validated spec; with ``warn`` (the command's name), print what `cvae train` would warn about once."""
-    from sweeps.spec import load_spec
+    from cvae.sweeps.spec import load_spec
 
     spec = load_spec(args.spec, storage=args.storage, workers=workers)
     for message in spec.warnings if warn else ():
@@ -112,7 +112,7 @@ def _prepare_data(spec) -> None:
     """Generate the spec's dataset (``synth:``) into base.DR when asked for; the manifest makes it a no-op after."""
     if not spec.synth:
         return
-    from core.synth import generate_dataset
+    from cvae.core.synth import generate_dataset
 
     root = spec.base.get("DR")
     if not root:
@@ -131,8 +131,8 @@ def _check_data(spec) -> None:
     Raises:
         DatasetError: naming the folder or file that is missing.
     """
-    from core.data import paired_frames
-    from sweeps.spec import representative_params
+    from cvae.core.data import paired_frames
+    from cvae.sweeps.spec import representative_params
 
     roots = {p.get("DR", spec.base.get("DR")) for p in representative_params(spec) or [{}]}
     for root in roots:
@@ -144,10 +144,10 @@ def _check_data(spec) -> None:
 
 
 def _errors():
-    from core.data import DatasetError
-    from sweeps.runner import SweepError
-    from sweeps.spec import SpecError
-    from sweeps.storage import StorageError
+    from cvae.core.data import DatasetError
+    from cvae.sweeps.runner import SweepError
+    from cvae.sweeps.spec import SpecError
+    from cvae.sweeps.storage import StorageError
 
     return SpecError, StorageError, SweepError, DatasetError
 
@@ -162,8 +162,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from sweeps.runner import open_study
-    from sweeps.storage import mask_url, open_storage, split_password
+    from cvae.sweeps.runner import open_study
+    from cvae.sweeps.storage import mask_url, open_storage, split_password
 
     SpecError, StorageError, SweepError, DatasetError = _errors()
     _setup_logging()
@@ -298,7 +298,7 @@ def _local_gpus() -> list[str]:
 
 
 def _watch(spec, study, procs, *, live: bool) -> None:
-    from sweeps.report import summary_line, trials_table
+    from cvae.sweeps.report import summary_line, trials_table
 
     if live:
         from rich.console import Group
@@ -320,9 +320,8 @@ def _watch(spec, study, procs, *, live: bool) -> None:
 
 
 def _final_report(spec, study) -> None:
+    from cvae.sweeps.report import best_config_text, rows, summary_line, trials_table
     from rich.console import Console
-
-    from sweeps.report import best_config_text, rows, summary_line, trials_table
 
     # Off a terminal (a log file, CI) rich would wrap at 80 columns; a log can be wide.
     console = Console(width=None if sys.stdout.isatty() else 200)
@@ -340,8 +339,8 @@ def _final_report(spec, study) -> None:
 
 
 def _summary_run(spec, study, table) -> None:
-    from sweeps.spec import dump_spec_summary
-    from sweeps.tracking import log_sweep_summary, resolve_wandb_mode
+    from cvae.sweeps.spec import dump_spec_summary
+    from cvae.sweeps.tracking import log_sweep_summary, resolve_wandb_mode
 
     mode = resolve_wandb_mode(spec.wandb["mode"])
     if mode == "disabled" or not table:
@@ -362,14 +361,14 @@ def _summary_run(spec, study, table) -> None:
 
 
 def _cmd_worker(args: argparse.Namespace) -> int:
-    from sweeps.runner import run_worker
-    from sweeps.tracking import TrackingError
+    from cvae.sweeps.runner import run_worker
+    from cvae.sweeps.tracking import TrackingError
 
     SpecError, StorageError, SweepError, DatasetError = _errors()
     worker = os.environ.get("CVAE_WORKER")
     _setup_logging(f"[worker {worker}] " if worker else "")
     # Ctrl-C and a scheduler's SIGTERM (docker stop, Slurm preemption) stop the same way: the trial is re-queued.
-    from sweeps.runner import install_stop_handlers
+    from cvae.sweeps.runner import install_stop_handlers
 
     install_stop_handlers()
     try:
@@ -388,9 +387,8 @@ def _cmd_worker(args: argparse.Namespace) -> int:
 
 def _cmd_init(args: argparse.Namespace) -> int:
     import optuna
-
-    from sweeps.runner import open_study
-    from sweeps.storage import mask_url, open_storage
+    from cvae.sweeps.runner import open_study
+    from cvae.sweeps.storage import mask_url, open_storage
 
     SpecError, StorageError, SweepError, DatasetError = _errors()
     _setup_logging()
@@ -413,7 +411,7 @@ def _cmd_init(args: argparse.Namespace) -> int:
 
 
 def _cmd_dashboard(args: argparse.Namespace) -> int:
-    from sweeps.dashboard import serve_dashboard
+    from cvae.sweeps.dashboard import serve_dashboard
 
     SpecError, StorageError, SweepError, DatasetError = _errors()
     # `docker stop`, `kill`: stop serving like Ctrl-C (exit 0), not with a traceback.
@@ -434,8 +432,7 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
 
 def _open_existing(args: argparse.Namespace):
     import optuna
-
-    from sweeps.storage import open_storage
+    from cvae.sweeps.storage import open_storage
 
     spec = _load(args)
     storage = open_storage(spec)
@@ -447,7 +444,7 @@ def _open_existing(args: argparse.Namespace):
 
 
 def _cmd_retry(args: argparse.Namespace) -> int:
-    from sweeps.runner import retry_trials
+    from cvae.sweeps.runner import retry_trials
 
     SpecError, StorageError, SweepError, DatasetError = _errors()
     try:
@@ -466,9 +463,8 @@ def _cmd_retry(args: argparse.Namespace) -> int:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
+    from cvae.sweeps.report import summary_line, trials_table
     from rich.console import Console
-
-    from sweeps.report import summary_line, trials_table
 
     SpecError, StorageError, SweepError, DatasetError = _errors()
     try:
@@ -481,7 +477,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 
 def _cmd_best(args: argparse.Namespace) -> int:
-    from sweeps.report import best_config_text, best_trial
+    from cvae.sweeps.report import best_config_text, best_trial
 
     SpecError, StorageError, SweepError, DatasetError = _errors()
     try:
@@ -498,7 +494,7 @@ def _cmd_best(args: argparse.Namespace) -> int:
 
 
 def _cmd_plan(args: argparse.Namespace) -> int:
-    from sweeps.plan import plan_text
+    from cvae.sweeps.plan import plan_text
 
     SpecError, StorageError, SweepError, DatasetError = _errors()
     try:

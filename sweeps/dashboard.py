@@ -15,8 +15,8 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
-from sweeps.spec import SweepSpec
-from sweeps.storage import StorageError, mask_url, open_storage
+from cvae.sweeps.spec import SweepSpec
+from cvae.sweeps.storage import StorageError, mask_url, open_storage
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 """Addresses that only this machine can reach."""

@@ -7,16 +7,15 @@ from dataclasses import fields
 from pathlib import Path
 
 import torch
-
-from core.config import ScheduleConfig
-from core.data import list_frames, num_clips
-from core.model import CVAE
-from core.rollout import rollout
-from core.schedules import settled_epoch
-from core.trainer import default_time_chunk, memory_format, model_dims, train_step
-from sweeps.report import fmt_duration
-from sweeps.space import first_pruning_step
-from sweeps.spec import SweepSpec, representative_params
+from cvae.core.config import ScheduleConfig
+from cvae.core.data import list_frames, num_clips
+from cvae.core.model import CVAE
+from cvae.core.rollout import rollout
+from cvae.core.schedules import settled_epoch
+from cvae.core.trainer import default_time_chunk, memory_format, model_dims, train_step
+from cvae.sweeps.report import fmt_duration
+from cvae.sweeps.space import first_pruning_step
+from cvae.sweeps.spec import SweepSpec, representative_params
 
 
 def _split_frames(spec: SweepSpec, split: str, synth_default: int) -> int | None:

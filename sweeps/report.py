@@ -9,11 +9,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import optuna
+from cvae.core.records import BASELINE_COLUMNS, MARGIN_COLUMN
+from cvae.sweeps.runner import CONFIG_ID, REASON, REPLICATE, RUN_DIR, orphaned, run_key, trial_params
+from cvae.sweeps.spec import SweepSpec
 from optuna.trial import FrozenTrial, TrialState
-
-from core.records import BASELINE_COLUMNS, MARGIN_COLUMN
-from sweeps.runner import CONFIG_ID, REASON, REPLICATE, RUN_DIR, orphaned, run_key, trial_params
-from sweeps.spec import SweepSpec
 
 STATE_NAMES = {
     TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned", TrialState.FAIL: "failed",

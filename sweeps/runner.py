@@ -39,16 +39,22 @@ from typing import Any
 
 import optuna
 import torch
+from cvae.core.checkpoint import CheckpointError
+from cvae.core.config import ConfigError
+from cvae.core.data import DatasetError
+from cvae.core.records import (
+    BASELINE_COLUMNS,
+    BASELINE_NAMES,
+    BASELINES_CSV,
+    MARGIN_COLUMN,
+    read_csv,
+    write_gif,
+)
+from cvae.core.trainer import BaseCallback, DivergenceError, EpochResult, StopTraining, fit
+from cvae.sweeps.space import grid_conflicts, make_pruner, make_sampler, suggest_all
+from cvae.sweeps.spec import SweepSpec
+from cvae.sweeps.storage import StorageError, open_storage
 from optuna.trial import TrialState
-
-from core.checkpoint import CheckpointError
-from core.config import ConfigError
-from core.data import DatasetError
-from core.records import BASELINE_COLUMNS, BASELINE_NAMES, BASELINES_CSV, MARGIN_COLUMN, read_csv, write_gif
-from core.trainer import BaseCallback, DivergenceError, EpochResult, StopTraining, fit
-from sweeps.space import grid_conflicts, make_pruner, make_sampler, suggest_all
-from sweeps.spec import SweepSpec
-from sweeps.storage import StorageError, open_storage
 
 log = logging.getLogger("cvae")
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -462,7 +468,7 @@ class TrialCallback(BaseCallback):
 
 def make_tracker(spec: SweepSpec, study: optuna.Study, key: int, config: dict[str, Any],
                  params: Mapping[str, Any]):
-    from sweeps.tracking import NullTracker, WandbTrialTracker, resolve_wandb_mode
+    from cvae.sweeps.tracking import NullTracker, WandbTrialTracker, resolve_wandb_mode
 
     mode = resolve_wandb_mode(spec.wandb["mode"])
     if mode == "disabled":
@@ -480,7 +486,7 @@ ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, err
 
 def environment_fault(err: BaseException) -> str | None:
     """A one-line description when ``err`` is a fault of the data, disk or services (fixable, then resumable)."""
-    from sweeps.tracking import TrackingError
+    from cvae.sweeps.tracking import TrackingError
 
     if isinstance(err, (DatasetError, CheckpointError, TrackingError, StorageError)):
         return str(err)

@@ -7,10 +7,9 @@ from collections.abc import Mapping
 from typing import Any
 
 import optuna
+from cvae.core.config import FLAT_KEYS
+from cvae.sweeps.spec import Param, SweepSpec, _is_int_key
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
-
-from core.config import FLAT_KEYS
-from sweeps.spec import Param, SweepSpec, _is_int_key
 
 
 def suggest(trial: optuna.Trial, param: Param) -> Any:

@@ -22,8 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
-from core.config import (
+from cvae.core.config import (
     FIELD_TYPES,
     FLAT_KEYS,
     ConfigError,
@@ -31,7 +30,7 @@ from core.config import (
     load_yaml_config,
     read_yaml_mapping,
 )
-from sweeps.secrets import has_password
+from cvae.sweeps.secrets import has_password
 
 METHODS = ("grid", "random", "bayes", "tpe", "cmaes", "gp", "qmc")
 METRICS = {
@@ -539,7 +538,7 @@ def parse_spec(raw: Mapping[str, Any], *, source: str = "spec", base_dir: Path =
 
 def _check_buildable(spec: SweepSpec) -> None:
     """Build the sampler and pruner once, so a wrong option fails here, not when the first trial starts."""
-    from sweeps.space import make_pruner, make_sampler
+    from cvae.sweeps.space import make_pruner, make_sampler
 
     for what, build in (("sampler", lambda: make_sampler(spec)),
                         ("pruner", lambda: make_pruner(spec, int(spec.base.get("num_epoch", 70))))):

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
-from core.records import BASELINE_TITLES
+from cvae.core.records import BASELINE_TITLES
 
 if TYPE_CHECKING:
     from wandb.sdk.wandb_run import Run

@@ -39,7 +39,7 @@ def _isolated_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 @pytest.fixture(scope="session")
 def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Root of a small generated dataset (see ``TINY_DATASET``); read-only."""
-    from core.synth import generate_dataset
+    from cvae.core.synth import generate_dataset
 
     root = tmp_path_factory.mktemp("tiny-dataset") / "data"
     generate_dataset(root, **TINY_DATASET)

@@ -44,9 +44,9 @@ SPEC = {
 
 @pytest.fixture(scope="session")
 def sweep_records(tiny_dataset, tmp_path_factory) -> SweepRecords:
-    from sweeps.runner import open_study, run_worker
-    from sweeps.spec import load_spec
-    from sweeps.storage import open_storage
+    from cvae.sweeps.runner import open_study, run_worker
+    from cvae.sweeps.spec import load_spec
+    from cvae.sweeps.storage import open_storage
 
     root = tmp_path_factory.mktemp("sweep-records")
     spec_dict = {**SPEC, "base": {**SPEC["base"], "DR": str(tiny_dataset)}, "output_dir": str(root / "runs"),

@@ -13,11 +13,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from cvae.analysis import figures as F
+from cvae.analysis.load import RUN_COLUMNS, SweepData, load_local
 from matplotlib.collections import PolyCollection
 from PIL import Image
-
-from analysis import figures as F
-from analysis.load import RUN_COLUMNS, SweepData, load_local
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -10,9 +10,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
-from analysis.load import AnalysisError, load_local, load_optuna, load_wandb_offline
-from core.records import METRIC_COLUMNS, CsvLog, write_config
+from cvae.analysis.load import AnalysisError, load_local, load_optuna, load_wandb_offline
+from cvae.core.records import METRIC_COLUMNS, CsvLog, write_config
 
 
 @pytest.fixture(scope="module")
@@ -66,9 +65,8 @@ def test_every_source_carries_the_baselines(three, sweep_records):
     """The trivial predictors ride with every PSNR: per epoch in all three sources, per frame where the
     source has frames; every run of the sweep validated on the same video, so they agree."""
     import yaml
-
-    from core.baselines import video_baselines
-    from core.data import load_split
+    from cvae.core.baselines import video_baselines
+    from cvae.core.data import load_split
 
     dataset = yaml.safe_load(sweep_records.spec.read_text())["base"]["DR"]
     expected = video_baselines(load_split(dataset, "val", (32, 64), workers=1), 24)

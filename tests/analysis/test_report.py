@@ -10,11 +10,11 @@ import subprocess
 
 import numpy as np
 import pytest
+from cvae.analysis.load import load_local
+from cvae.analysis.report import baseline_sentence
+from cvae.analysis.table import config_table, mean_ci
 from PIL import Image
 
-from analysis.load import load_local
-from analysis.report import baseline_sentence
-from analysis.table import config_table, mean_ci
 from cvae.cli import main
 
 

@@ -8,12 +8,11 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from core import baselines as B
-from core.config import ExperimentConfig
-from core.data import FrameSequence, load_split
-from core.records import BASELINE_COLUMNS, MARGIN_COLUMN, METRIC_COLUMNS, read_csv
-from core.trainer import fit
+from cvae.core import baselines as B
+from cvae.core.config import ExperimentConfig
+from cvae.core.data import FrameSequence, load_split
+from cvae.core.records import BASELINE_COLUMNS, MARGIN_COLUMN, METRIC_COLUMNS, read_csv
+from cvae.core.trainer import fit
 
 
 def psnr_of(err: float) -> float:

@@ -10,10 +10,9 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from core import checkpoint as ckpt_io
-from core.checkpoint import CheckpointError
-from core.model import CVAE, ModelDims
+from cvae.core import checkpoint as ckpt_io
+from cvae.core.checkpoint import CheckpointError
+from cvae.core.model import CVAE, ModelDims
 
 DIMS = ModelDims(16, 8, 4, 16)
 

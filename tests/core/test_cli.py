@@ -13,10 +13,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from cvae.core.cli import _train_overrides
+from cvae.core.config import resolve_config
 from PIL import Image
 
-from core.cli import _train_overrides
-from core.config import resolve_config
 from cvae.cli import build_parser, main
 
 
@@ -111,8 +111,7 @@ def test_train_with_a_bad_dataset_leaves_no_save_root_behind(
 
 def _tiny_model_checkpoint(path: Path) -> Path:
     import torch
-
-    from core.model import CVAE, ModelDims
+    from cvae.core.model import CVAE, ModelDims
 
     torch.save({"state_dict": CVAE(ModelDims(16, 8, 4, 16)).state_dict(), "last_epoch": 0}, path)
     return path

@@ -6,8 +6,7 @@ import re
 from pathlib import Path
 
 import pytest
-
-from core.config import (
+from cvae.core.config import (
     FLAT_KEYS,
     ConfigError,
     ExperimentConfig,

@@ -10,11 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from cvae.core import data
+from cvae.core.data import ClipBatches, DatasetError, FrameSequence, load_split, load_test, num_clips
 from PIL import Image
 from torchvision import transforms
-
-from core import data
-from core.data import ClipBatches, DatasetError, FrameSequence, load_split, load_test, num_clips
 
 SIZE = (32, 64)
 CPU = torch.device("cpu")

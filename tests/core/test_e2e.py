@@ -6,11 +6,11 @@ import csv
 
 import pytest
 import torch
+from cvae.core.baselines import score_baselines, summary_line
+from cvae.core.data import load_split
+from cvae.core.model import CVAE
 from PIL import Image
 
-from core.baselines import score_baselines, summary_line
-from core.data import load_split
-from core.model import CVAE
 from cvae.cli import main
 
 pytestmark = pytest.mark.slow
@@ -50,7 +50,7 @@ def test_synth_train_test_end_to_end(lab_sized, tmp_path, capsys):
     assert "completed: 2 epoch(s)" in captured.out and "cvae train: warning" not in captured.err
 
     ckpt = torch.load(run / "last.ckpt")
-    model = CVAE(__import__("core.model", fromlist=["dims_from_state_dict"]).dims_from_state_dict(ckpt["state_dict"]))
+    model = CVAE(__import__("cvae.core.model", fromlist=["dims_from_state_dict"]).dims_from_state_dict(ckpt["state_dict"]))
     model.load_state_dict(ckpt["state_dict"], strict=True)
 
     assert main(["test", "--DR", str(data), "--save_root", str(out), "--ckpt_path", str(run / "best.ckpt"),

@@ -6,12 +6,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from cvae.core.model import CVAE, ModelDims, count_parameters, dims_from_state_dict
+from cvae.core.reference import lab_clip_forward, lab_rollout
+from cvae.core.rollout import rollout
+from cvae.core.trainer import forward_clip, memory_format
 from torch.nn import functional as F
-
-from core.model import CVAE, ModelDims, count_parameters, dims_from_state_dict
-from core.reference import lab_clip_forward, lab_rollout
-from core.rollout import rollout
-from core.trainer import forward_clip, memory_format
 
 KEYS_FILE = Path(__file__).parents[1] / "fixtures" / "lab4_state_dict_keys.txt"
 

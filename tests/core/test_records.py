@@ -6,8 +6,7 @@ import errno
 from pathlib import Path
 
 import pytest
-
-from core.records import METRIC_COLUMNS, CsvLog, read_csv, read_table, write_config
+from cvae.core.records import METRIC_COLUMNS, CsvLog, read_csv, read_table, write_config
 
 
 def _metrics(path: Path, epochs: int) -> CsvLog:

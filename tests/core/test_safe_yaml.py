@@ -5,9 +5,8 @@ from __future__ import annotations
 import time
 
 import pytest
-
-from core import safe_yaml
-from core.safe_yaml import YamlError
+from cvae.core import safe_yaml
+from cvae.core.safe_yaml import YamlError
 
 
 def billion_laughs(levels: int = 9, width: int = 10) -> str:

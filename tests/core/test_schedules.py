@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import pytest
-
-from core.config import DataConfig, ScheduleConfig
-from core.schedules import (
+from cvae.core.config import DataConfig, ScheduleConfig
+from cvae.core.schedules import (
     cyclical_beta,
     kl_beta,
     settled_epoch,
@@ -64,7 +63,7 @@ def test_monotonic_rises_linearly_then_stays():
 
 @pytest.mark.parametrize("alias", ["none", "None", "constant", "Constant"])
 def test_no_annealing_is_beta_one(alias):
-    from core.config import ExperimentConfig
+    from cvae.core.config import ExperimentConfig
 
     cfg = ExperimentConfig.from_flat({"kl_anneal_type": alias}).schedule
     assert [kl_beta(cfg, 30, e) for e in range(30)] == [1.0] * 30

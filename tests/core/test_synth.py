@@ -9,9 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cvae.core import synth
 from PIL import Image
-
-from core import synth
 
 SMALL = dict(train_frames=40, val_frames=20, test_sequences=2, test_frames=12, train_video_len=16)
 H, W = 64, 128

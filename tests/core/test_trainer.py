@@ -13,12 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
-from core import checkpoint as ckpt_io
-from core.config import ExperimentConfig
-from core.model import CVAE, ModelDims
-from core.records import read_csv
-from core.trainer import BaseCallback, DivergenceError, StopTraining, Trainer, fit
+from cvae.core import checkpoint as ckpt_io
+from cvae.core.config import ExperimentConfig
+from cvae.core.model import CVAE, ModelDims
+from cvae.core.records import read_csv
+from cvae.core.trainer import BaseCallback, DivergenceError, StopTraining, Trainer, fit
 
 TINY = {
     "F_dim": 16, "L_dim": 8, "N_dim": 4, "D_out_dim": 16, "train_vi_len": 4, "val_vi_len": 24,
@@ -90,7 +89,7 @@ def test_epoch_records_and_checkpoints(tiny_dataset, tmp_path):
 
 
 def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_checkpoint(tiny_dataset, tmp_path, monkeypatch):
-    import core.trainer as trainer_mod
+    import cvae.core.trainer as trainer_mod
 
     real = trainer_mod.forward_clip
     calls = {"n": 0}
@@ -111,7 +110,7 @@ def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_checkpoint(tiny_da
 
 def test_lr_warmup_rises_per_step_across_epochs_and_leaves_the_epoch_schedule_alone(tiny_dataset, tmp_path,
                                                                                       monkeypatch):
-    import core.trainer as trainer_mod
+    import cvae.core.trainer as trainer_mod
 
     seen: list[float] = []
     real = trainer_mod.train_step
@@ -134,7 +133,7 @@ def test_a_rollout_that_blows_up_is_recorded_without_a_psnr_and_training_goes_on
                                                                                    caplog):
     """A model leaning on the posterior's z (beta near 0) can blow up when the rollout draws z from the prior:
     that epoch has no validation PSNR (the lab logs NaN and trains on), and later epochs are scored as usual."""
-    import core.trainer as trainer_mod
+    import cvae.core.trainer as trainer_mod
 
     real = trainer_mod.rollout
     calls = {"n": 0}
@@ -351,9 +350,8 @@ def test_sigkill_mid_training_then_resume_matches_uninterrupted(tiny_dataset, tm
 
 def test_gif_has_every_frame_once_and_its_colours(tmp_path):
     """One palette for the whole video: a video of few colours comes back exact, frame for frame."""
+    from cvae.core.records import write_gif
     from PIL import Image
-
-    from core.records import write_gif
 
     colours = torch.tensor([[0, 0, 0], [255, 0, 0], [30, 200, 90], [250, 250, 250]], dtype=torch.float32) / 255
     index = torch.randint(0, 4, (70, 32, 64), generator=torch.Generator().manual_seed(0))

@@ -18,10 +18,10 @@ from pathlib import Path
 import optuna
 import pytest
 import yaml
+from cvae.sweeps import dashboard as dash
+from cvae.sweeps.spec import load_spec
 
 from cvae.cli import build_parser, main
-from sweeps import dashboard as dash
-from sweeps.spec import load_spec
 
 STUDY = "dash-study"
 

@@ -20,11 +20,8 @@ from pathlib import Path
 
 import optuna
 import pytest
-from optuna.trial import TrialState
-from test_runner import BASE, _wait_for, cvae, load, write_spec
-
-from core.records import read_csv
-from sweeps.runner import (
+from cvae.core.records import read_csv
+from cvae.sweeps.runner import (
     STOP_REQUESTED,
     SweepError,
     _claim,
@@ -34,10 +31,12 @@ from sweeps.runner import (
     retry_trials,
     run_worker,
 )
-from sweeps.secrets import mask_secrets, split_password
-from sweeps.spec import load_spec
-from sweeps.storage import ResilientStorage, open_storage
-from sweeps.tracking import read_offline_runs_merged
+from cvae.sweeps.secrets import mask_secrets, split_password
+from cvae.sweeps.spec import load_spec
+from cvae.sweeps.storage import ResilientStorage, open_storage
+from cvae.sweeps.tracking import read_offline_runs_merged
+from optuna.trial import TrialState
+from test_runner import BASE, _wait_for, cvae, load, write_spec
 
 SECRET = "Hunter2-Secret"
 
@@ -193,7 +192,7 @@ def test_a_new_choice_for_a_categorical_grid_parameter_is_one_clear_line(tiny_da
 
 # -- 4. no epoch lost to an interrupt ---------------------------------------------------------------------------
 def test_a_signal_during_the_checkpoint_write_loses_no_epoch(tiny_dataset, tmp_path, env, monkeypatch):
-    import core.trainer as trainer_mod
+    import cvae.core.trainer as trainer_mod
 
     spec = load_spec(write_spec(tmp_path, tiny_dataset, parameters={"N_dim": {"values": [4]}},
                                 base={"DR": str(tiny_dataset), **BASE, "num_epoch": 4}))
@@ -223,7 +222,7 @@ def test_a_signal_during_the_checkpoint_write_loses_no_epoch(tiny_dataset, tmp_p
 
 
 def test_a_worker_killed_between_checkpoint_and_report_loses_no_optuna_epoch(tiny_dataset, tmp_path, monkeypatch):
-    import sweeps.runner as runner_mod
+    import cvae.sweeps.runner as runner_mod
 
     spec = load_spec(write_spec(tmp_path, tiny_dataset, parameters={"N_dim": {"values": [4]}}, wandb={"mode": "disabled"},
                                 base={"DR": str(tiny_dataset), **BASE, "num_epoch": 4}, heartbeat={"interval": 1, "grace": 2}))
@@ -404,7 +403,7 @@ def test_a_full_disk_names_enospc_and_the_path_and_the_trial_resumes_after_the_f
 def test_failed_trials_are_retried_by_command_and_complete_in_their_folder(tiny_dataset, tmp_path, env, monkeypatch):
     import math
 
-    import core.trainer as trainer_mod
+    import cvae.core.trainer as trainer_mod
 
     real = trainer_mod.forward_clip
 

@@ -14,13 +14,12 @@ from pathlib import Path
 import optuna
 import pytest
 import yaml
+from cvae.core.records import read_csv
+from cvae.sweeps.runner import config_id, open_study, reap_stale, run_worker
+from cvae.sweeps.spec import load_spec
+from cvae.sweeps.storage import mask_url, open_storage
+from cvae.sweeps.tracking import read_offline_runs_merged
 from optuna.trial import TrialState
-
-from core.records import read_csv
-from sweeps.runner import config_id, open_study, reap_stale, run_worker
-from sweeps.spec import load_spec
-from sweeps.storage import mask_url, open_storage
-from sweeps.tracking import read_offline_runs_merged
 
 BASE = {
     "num_epoch": 2, "train_vi_len": 4, "batch_size": 4, "val_vi_len": 24, "F_dim": 16, "L_dim": 8, "N_dim": 4,
@@ -153,7 +152,7 @@ def test_a_shuffled_grid_is_queued_in_its_run_order_and_topped_up_without_repeat
 
 
 def test_plan_prints_the_run_order_and_the_pruner(tiny_dataset, tmp_path, monkeypatch):
-    from sweeps import plan
+    from cvae.sweeps import plan
 
     monkeypatch.setattr(plan, "time_one_epoch", lambda *a, **k: (0.0, 0.0))  # the order, not the timing
     grid = {"kl_anneal_type": {"values": ["cyclical", "none"]}, "N_dim": {"values": [4, 8]}}
@@ -170,7 +169,7 @@ def test_plan_prints_the_run_order_and_the_pruner(tiny_dataset, tmp_path, monkey
 
 
 def test_plan_warns_when_the_pruner_looks_before_the_schedules_settle(tiny_dataset, tmp_path):
-    from sweeps.plan import schedule_note
+    from cvae.sweeps.plan import schedule_note
 
     grid = {"kl_anneal_type": {"values": ["none", "monotonic"]}, "tfr": {"values": [0.0, 1.0]}}
     base = {"DR": str(tiny_dataset), **BASE, "num_epoch": 8, "tfr_sde": 1, "tfr_d_step": 0.25, "kl_anneal_ratio": 0.5}
@@ -204,7 +203,7 @@ def test_replicates_share_parameters_and_differ_in_seed(tiny_dataset, tmp_path, 
 
 
 def test_diverging_trial_fails_with_its_reason_and_the_sweep_goes_on(tiny_dataset, tmp_path, env, monkeypatch):
-    import core.trainer as trainer_mod
+    import cvae.core.trainer as trainer_mod
 
     real = trainer_mod.forward_clip
 
@@ -340,7 +339,7 @@ def test_unreachable_storage_fails_fast_with_the_password_masked(tiny_dataset, t
 
 
 def test_password_from_the_environment_and_masking(monkeypatch, tmp_path):
-    from sweeps.storage import with_password
+    from cvae.sweeps.storage import with_password
 
     assert mask_url("postgresql://u:pw@h:5432/db") == "postgresql://u:***@h:5432/db"
     monkeypatch.setenv("CVAE_DB_PASSWORD", "p@ss/word")
@@ -389,7 +388,7 @@ def test_journal_storage_runs_a_sweep(tiny_dataset, tmp_path, env):
 
 
 def test_local_workers_get_one_gpu_each(monkeypatch):
-    from sweeps.cli import _local_gpus
+    from cvae.sweeps.cli import _local_gpus
 
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
     assert _local_gpus() == ["2", "3"]
@@ -398,7 +397,7 @@ def test_local_workers_get_one_gpu_each(monkeypatch):
 
 
 def test_split_password_round_trips_with_with_password(monkeypatch):
-    from sweeps.storage import split_password, with_password
+    from cvae.sweeps.storage import split_password, with_password
 
     url, password = split_password("postgresql+psycopg2://cvae:p%40ss@db:5432/sweeps")
     assert (url, password) == ("postgresql+psycopg2://cvae@db:5432/sweeps", "p@ss")

@@ -6,10 +6,9 @@ from pathlib import Path
 
 import optuna
 import pytest
-
-from core.config import resolve_config
-from sweeps.space import suggest_all
-from sweeps.spec import load_spec
+from cvae.core.config import resolve_config
+from cvae.sweeps.space import suggest_all
+from cvae.sweeps.spec import load_spec
 
 ROOT = Path(__file__).parents[2]
 REPORTS = ROOT / "benchmarks" / "configs" / "reports"
@@ -46,7 +45,7 @@ def test_the_grids_that_must_learn_cross_the_reports_knobs_without_a_warning(pat
 
 def test_the_reduced_reports_scale_the_reports_schedules_to_their_run():
     """The reports' 70-epoch schedules at the same share of a 12-epoch run (benchmarks/configs/reports)."""
-    from core.schedules import kl_beta, teacher_forcing_ratio
+    from cvae.core.schedules import kl_beta, teacher_forcing_ratio
 
     tf = load_spec(REPORTS / "teacher_forcing.yaml")
     cfgs = {p["tf_schedule"]: tf.trial_config(p, save_root="x") for p in tf.grid()}

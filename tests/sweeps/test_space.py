@@ -8,10 +8,9 @@ from typing import Any
 
 import optuna
 import pytest
+from cvae.sweeps.space import first_pruning_step, make_pruner, make_sampler, suggest_all
+from cvae.sweeps.spec import SweepSpec, parse_spec
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
-
-from sweeps.space import first_pruning_step, make_pruner, make_sampler, suggest_all
-from sweeps.spec import SweepSpec, parse_spec
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")

@@ -10,10 +10,9 @@ from typing import Any
 import optuna
 import pytest
 import yaml
-
-from core.config import ExperimentConfig
-from sweeps.space import make_pruner, make_sampler, suggest_all
-from sweeps.spec import UNSUPPORTED_DISTRIBUTIONS, SpecError, SweepSpec, load_spec
+from cvae.core.config import ExperimentConfig
+from cvae.sweeps.space import make_pruner, make_sampler, suggest_all
+from cvae.sweeps.spec import UNSUPPORTED_DISTRIBUTIONS, SpecError, SweepSpec, load_spec
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

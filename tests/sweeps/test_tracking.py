@@ -15,9 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from PIL import Image
-
-from sweeps.tracking import (
+from cvae.sweeps.tracking import (
     NullTracker,
     OfflineRun,
     TrackingError,
@@ -28,6 +26,7 @@ from sweeps.tracking import (
     read_offline_runs_merged,
     resolve_wandb_mode,
 )
+from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -138,7 +137,7 @@ def test_unknown_mode_is_an_error() -> None:
 
 
 def test_importing_the_module_does_not_import_wandb() -> None:
-    code = "import sys, sweeps.tracking as t; t.resolve_wandb_mode('offline'); print('wandb' in sys.modules)"
+    code = "import sys, cvae.sweeps.tracking as t; t.resolve_wandb_mode('offline'); print('wandb' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
@@ -284,7 +283,7 @@ def test_resumed_run_merges_into_one(wandb_dir: Path) -> None:
 
 CRASHING_TRIAL = """
 import os, sys, time
-from sweeps.tracking import WandbTrialTracker, read_offline_run
+from cvae.sweeps.tracking import WandbTrialTracker, read_offline_run
 t = WandbTrialTracker(project="cvae-test", entity=None, group="study-a", name="crashy", run_id="trial-crash",
                       config={"lr": 0.1}, tags=[], mode="offline")
 for epoch in range(3):
@@ -365,7 +364,7 @@ def test_sweep_summary_disabled_writes_nothing(wandb_dir: Path) -> None:
 # -- online that cannot start ---------------------------------------------------------------------------------
 ONLINE_TRIAL = """
 import json, time
-from sweeps.tracking import TrackingError, WandbTrialTracker
+from cvae.sweeps.tracking import TrackingError, WandbTrialTracker
 t0 = time.monotonic()
 try:
     WandbTrialTracker(project="cvae-test", entity=None, group="g", name="n", run_id="online-1", config={},
@@ -399,7 +398,7 @@ def test_online_that_cannot_start_raises_tracking_error(wandb_dir: Path) -> None
 
 
 INHERITED_SERVICE = """
-from sweeps.tracking import WandbTrialTracker, read_offline_run
+from cvae.sweeps.tracking import WandbTrialTracker, read_offline_run
 t = WandbTrialTracker(project="cvae-test", entity=None, group="g", name="n", run_id="own-service", config={},
                       tags=[], mode="offline")
 t.log_epoch(0, {"train/loss": 1.0})
