@@ -28,8 +28,9 @@ import time
 from pathlib import Path
 
 import torch
+from cvae.core.config import ModelConfig
 from cvae.core.data import ClipBatches, load_split
-from cvae.core.model import CVAE, ModelDims, set_inplace_activations
+from cvae.core.model import CVAE, set_inplace_activations
 from cvae.core.reference import PngClips, lab_clip_forward, lab_rollout, lab_train_step
 from cvae.core.rollout import rollout
 from cvae.core.synth import generate_dataset
@@ -71,7 +72,7 @@ def header(title: str) -> None:
     print(f"\n{title}\n  {'':<34} {'lab':>10} {'ours':>10}  {'unit':<12} {'ours/lab':>8}")
 
 
-def models(args: argparse.Namespace, device: torch.device, dims: ModelDims):
+def models(args: argparse.Namespace, device: torch.device, dims: ModelConfig):
     """(lab, ours, ours' autocast): the same weights, the lab's as its code runs them, ours as cvae train does."""
     torch.manual_seed(0)
     lab = set_inplace_activations(CVAE(dims), False).to(device)
@@ -82,7 +83,7 @@ def models(args: argparse.Namespace, device: torch.device, dims: ModelDims):
     return lab, ours, autocast
 
 
-def bench_train(args: argparse.Namespace, device: torch.device, dims: ModelDims, peak: float) -> None:
+def bench_train(args: argparse.Namespace, device: torch.device, dims: ModelConfig, peak: float) -> None:
     b, t = args.batch_size, args.train_vi_len
     ours_b = args.ours_batch_size or b
     rounds = args.warmup + args.steps
@@ -166,7 +167,7 @@ def bench_train(args: argparse.Namespace, device: torch.device, dims: ModelDims,
                 print(f"  ours: peak GPU memory {torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB")
 
 
-def bench_rollout(args: argparse.Namespace, device: torch.device, dims: ModelDims) -> None:
+def bench_rollout(args: argparse.Namespace, device: torch.device, dims: ModelConfig) -> None:
     lab, ours, autocast = models(args, device, dims)
     n, s = args.rollout, args.test_sequences
     frames = torch.rand(s, n, 3, 32, 64, device=device)
@@ -224,7 +225,7 @@ def main() -> None:
     device = torch.device(args.device)
     if args.amp == "bf16" and device.type != "cuda":
         p.error("--amp bf16 is for CUDA only (this CPU has no bf16 hardware)")
-    dims = ModelDims(args.F_dim, args.L_dim, args.N_dim, args.D_out_dim)
+    dims = ModelConfig(args.F_dim, args.L_dim, args.N_dim, args.D_out_dim)
     peak = matmul_peak(device, torch.float32)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or platform.machine())
     print(f"torch {torch.__version__}, {name}, {torch.get_num_threads()} threads, {dims}")

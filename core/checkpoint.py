@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from cvae.core.model import CVAE, ModelDims, dims_from_state_dict
+from cvae.core.config import ModelConfig
+from cvae.core.model import CVAE, dims_from_state_dict
 from torch import nn
 
 FORMAT = "cvae-sweeps/1"
@@ -254,7 +255,7 @@ def _key_mismatch(path: str | os.PathLike, expected: Mapping[str, torch.Tensor],
     return f"{path}: the state_dict is not this cVAE's: {'; '.join(parts)}"
 
 
-def state_dict_dims(state_dict: Mapping[str, torch.Tensor], path: str | os.PathLike) -> ModelDims:
+def state_dict_dims(state_dict: Mapping[str, torch.Tensor], path: str | os.PathLike) -> ModelConfig:
     """The model sizes a (lab or own) state_dict's tensors imply.
 
     Raises:
@@ -265,7 +266,7 @@ def state_dict_dims(state_dict: Mapping[str, torch.Tensor], path: str | os.PathL
         return dims_from_state_dict(state_dict)  # type: ignore[arg-type]
     except (ValueError, IndexError, TypeError):
         # Parameter names do not depend on the sizes: the default model's tell what is missing.
-        message = _key_mismatch(path, CVAE(ModelDims()).state_dict(), state_dict)
+        message = _key_mismatch(path, CVAE().state_dict(), state_dict)
         raise CheckpointError(message or f"{path}: the state_dict's tensors do not have a cVAE's shapes") from None
 
 

@@ -8,7 +8,7 @@ import math
 import sys
 from typing import Any, get_args, get_origin
 
-from cvae.core.config import FIELD_TYPES, FLAT_KEYS, ConfigError, field_docs, resolve_config
+from cvae.core.config import FIELD_TYPES, FLAT_KEYS, ConfigError, ModelConfig, field_docs, resolve_config
 
 log = logging.getLogger("cvae")
 
@@ -173,13 +173,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
             if cfg.run.ckpt_path is None:
                 raise ConfigError("--test needs --ckpt_path")
             from cvae.core.baselines import summary_line
-            from cvae.core.model import ModelDims
             from cvae.core.tester import run_test
 
-            m = cfg.model
             result = run_test(
                 cfg.data.DR, cfg.run.save_root or ".", cfg.run.ckpt_path, frame_H=cfg.data.frame_H,
-                frame_W=cfg.data.frame_W, dims=ModelDims(m.F_dim, m.L_dim, m.N_dim, m.D_out_dim),
+                frame_W=cfg.data.frame_W, dims=cfg.model,
                 device=cfg.run.device, seed=cfg.run.val_seed, val_vi_len=cfg.data.val_vi_len,
                 num_workers=cfg.data.num_workers, cache_dir=cfg.data.cache_dir, progress=cfg.run.progress,
                 do_test=False, channels_last=cfg.run.channels_last,
@@ -211,7 +209,6 @@ def _cmd_test(args: argparse.Namespace) -> int:
     from cvae.core.baselines import summary_line
     from cvae.core.checkpoint import DISK_FULL_ERRNOS, CheckpointError
     from cvae.core.data import DatasetError
-    from cvae.core.model import ModelDims
     from cvae.core.tester import run_test
 
     _configure_logging(args.log_level)
@@ -220,7 +217,7 @@ def _cmd_test(args: argparse.Namespace) -> int:
     if any(v is not None for v in given):
         if not all(v is not None for v in given):
             return fail("test", "give all of --F_dim --L_dim --N_dim --D_out_dim, or none (inferred)")
-        dims = ModelDims(*given)
+        dims = ModelConfig(*given)
     try:
         result = run_test(
             args.DR, args.save_root, args.ckpt_path, frame_H=args.frame_H, frame_W=args.frame_W, dims=dims,

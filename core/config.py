@@ -70,6 +70,12 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
+    """Channel sizes of the model (the lab's ``--F_dim --L_dim --N_dim --D_out_dim``).
+
+    The one model-dims type: the ``model`` section of the config, what ``CVAE`` is built from and what
+    ``dims_from_state_dict`` infers from a checkpoint.
+    """
+
     F_dim: int = 128
     """Frame feature channels."""
     L_dim: int = 32

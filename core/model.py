@@ -7,9 +7,8 @@ See ``shared/lab4/MODEL.md`` for the specification this file follows.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
+from cvae.core.config import ModelConfig
 from torch import nn
 from torch.nn import functional as F
 
@@ -161,22 +160,13 @@ class Generator(nn.Sequential):
         )
 
 
-@dataclass(frozen=True)
-class ModelDims:
-    """Channel sizes of the model (the lab's ``--F_dim --L_dim --N_dim --D_out_dim``)."""
-
-    F_dim: int = 128
-    L_dim: int = 32
-    N_dim: int = 12
-    D_out_dim: int = 192
-
-
 class CVAE(nn.Module):
     """The lab's ``VAE_Model`` network: same submodule names, so lab ``state_dict``s load with strict=True."""
 
-    def __init__(self, dims: ModelDims = ModelDims()) -> None:
+    def __init__(self, dims: ModelConfig | None = None) -> None:
+        """``dims``: the channel sizes; default the lab's (``ModelConfig()``)."""
         super().__init__()
-        self.dims = dims
+        self.dims = dims = ModelConfig() if dims is None else dims
         self.frame_transformation = RGB_Encoder(3, dims.F_dim)
         self.label_transformation = Label_Encoder(3, dims.L_dim)
         self.Gaussian_Predictor = Gaussian_Predictor(dims.F_dim + dims.L_dim, dims.N_dim)
@@ -207,10 +197,10 @@ class CVAE(nn.Module):
         return out.reshape(*lead, *out.shape[1:])
 
 
-def dims_from_state_dict(state_dict: dict[str, torch.Tensor]) -> ModelDims:
+def dims_from_state_dict(state_dict: dict[str, torch.Tensor]) -> ModelConfig:
     """Infer the channel sizes from a (lab or own) state_dict's tensor shapes."""
     try:
-        return ModelDims(
+        return ModelConfig(
             F_dim=int(state_dict["frame_transformation.6.weight"].shape[0]),
             L_dim=int(state_dict["label_transformation.4.conv2.weight"].shape[0]),
             N_dim=int(state_dict["Gaussian_Predictor.6.weight"].shape[0]) // 2,
@@ -232,8 +222,3 @@ def set_inplace_activations(model: nn.Module, inplace: bool) -> nn.Module:
         elif isinstance(m, DepthConv):
             m.conv1[1].inplace = inplace
     return model
-
-
-def count_parameters(model: nn.Module) -> int:
-    """Number of trainable parameters."""
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)

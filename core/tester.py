@@ -12,9 +12,9 @@ import numpy as np
 import torch
 from cvae.core import checkpoint as ckpt_io
 from cvae.core.baselines import Baselines, score_baselines
-from cvae.core.config import ConfigError
+from cvae.core.config import ConfigError, ModelConfig
 from cvae.core.data import load_split, load_test, to_float
-from cvae.core.model import CVAE, ModelDims
+from cvae.core.model import CVAE
 from cvae.core.records import BASELINE_NAMES, write_gif, write_psnr_plot
 from cvae.core.rollout import rollout, score
 from cvae.core.trainer import memory_format, resolve_device
@@ -37,7 +37,7 @@ class TestResult:
     """Test sequences with ground truth: index -> (the rollout's PSNR, the trivial predictors')."""
 
 
-def load_model(ckpt_path: str | os.PathLike, dims: ModelDims | None, device: torch.device, *,
+def load_model(ckpt_path: str | os.PathLike, dims: ModelConfig | None, device: torch.device, *,
                channels_last: bool = True) -> tuple[CVAE, dict]:
     """A model from a checkpoint (ours or the lab's), sizes inferred from its tensors, in eval mode.
 
@@ -67,7 +67,7 @@ def write_submission(videos: torch.Tensor, path: str | os.PathLike) -> None:
 
 
 def run_test(DR: str, save_root: str, ckpt_path: str, *, frame_H: int | None = None, frame_W: int | None = None,
-             dims: ModelDims | None = None, device: str = "auto", seed: int = 0, test_vi_len: int = 630,
+             dims: ModelConfig | None = None, device: str = "auto", seed: int = 0, test_vi_len: int = 630,
              val_vi_len: int = 630, num_workers: int = 4, cache_dir: str | None = None, progress: bool = True,
              do_test: bool = True, do_val: bool = True, channels_last: bool = True) -> TestResult:
     """Roll out every test sequence (all in one batch) and the validation video.

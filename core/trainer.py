@@ -24,10 +24,10 @@ from typing import Any, Protocol
 import torch
 from cvae.core import checkpoint as ckpt_io
 from cvae.core.baselines import NO_BASELINES, Baselines, video_baselines
-from cvae.core.config import ConfigError, ExperimentConfig
+from cvae.core.config import ConfigError, ExperimentConfig, ModelConfig
 from cvae.core.data import ClipBatches, DatasetError, FrameSequence, clips_of, load_split, num_clips, to_float
 from cvae.core.metrics import kl_divergence, psnr
-from cvae.core.model import CVAE, ModelDims
+from cvae.core.model import CVAE
 from cvae.core.records import (
     BASELINES_CSV,
     METRIC_COLUMNS,
@@ -162,9 +162,9 @@ def make_autocast(cfg: ExperimentConfig, device: torch.device) -> torch.autocast
     return torch.autocast("cuda", dtype=torch.bfloat16)
 
 
-def model_dims(cfg: ExperimentConfig) -> ModelDims:
-    m = cfg.model
-    return ModelDims(m.F_dim, m.L_dim, m.N_dim, m.D_out_dim)
+def model_dims(cfg: ExperimentConfig) -> ModelConfig:
+    """``cfg.model``. Kept only for sweeps/plan.py's import; use ``cfg.model`` and delete this."""
+    return cfg.model
 
 
 def build_optimizer(cfg: ExperimentConfig, model: nn.Module) -> torch.optim.Optimizer:
@@ -364,7 +364,7 @@ class Trainer:
             # Decoded once, kept on the GPU: batches are gathered there, with no host copy per step.
             self.train_data = self.train_data.to(self.device)
             self.val_data = self.val_data.to(self.device) if self.val_data is not None else None
-        self.model = CVAE(model_dims(cfg)).to(self.device, memory_format=memory_format(cfg.run.channels_last))
+        self.model = CVAE(cfg.model).to(self.device, memory_format=memory_format(cfg.run.channels_last))
         self.optimizer = build_optimizer(cfg, self.model)
         self.scheduler = build_scheduler(cfg, self.optimizer)
         self.start_epoch = 0

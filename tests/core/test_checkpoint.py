@@ -12,12 +12,13 @@ import pytest
 import torch
 from cvae.core import checkpoint as ckpt_io
 from cvae.core.checkpoint import CheckpointError
-from cvae.core.model import CVAE, ModelDims
+from cvae.core.config import ModelConfig
+from cvae.core.model import CVAE
 
-DIMS = ModelDims(16, 8, 4, 16)
+DIMS = ModelConfig(16, 8, 4, 16)
 
 
-def cvae_state_dict(dims: ModelDims = DIMS) -> dict[str, torch.Tensor]:
+def cvae_state_dict(dims: ModelConfig = DIMS) -> dict[str, torch.Tensor]:
     torch.manual_seed(0)
     return CVAE(dims).state_dict()
 

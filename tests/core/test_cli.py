@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from cvae.core.cli import _train_overrides
-from cvae.core.config import resolve_config
+from cvae.core.config import ModelConfig, resolve_config
 from PIL import Image
 
 from cvae.cli import build_parser, main
@@ -111,9 +111,9 @@ def test_train_with_a_bad_dataset_leaves_no_save_root_behind(
 
 def _tiny_model_checkpoint(path: Path) -> Path:
     import torch
-    from cvae.core.model import CVAE, ModelDims
+    from cvae.core.model import CVAE
 
-    torch.save({"state_dict": CVAE(ModelDims(16, 8, 4, 16)).state_dict(), "last_epoch": 0}, path)
+    torch.save({"state_dict": CVAE(ModelConfig(16, 8, 4, 16)).state_dict(), "last_epoch": 0}, path)
     return path
 
 
@@ -204,6 +204,32 @@ def test_test_missing_checkpoint_exits_2_naming_it(
             "--device", "cpu", "--no-progress"]  # fmt: skip
     assert run(argv) == 2
     assert str(ckpt) in _one_line(capsys.readouterr().err)
+
+
+@pytest.mark.parametrize("sizes", [["16", "8", "4", "16"], ["16", "8", "12", "16"]])
+def test_test_size_flags_are_checked_against_the_checkpoint(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], sizes: list[str]
+) -> None:
+    """Sizes given by flags must equal those inferred from the tensors (16, 8, 4, 16), else one line names both."""
+    ckpt = _tiny_model_checkpoint(tmp_path / "model.ckpt")
+    dr = tmp_path / "no_such_dataset"
+    flags = [f"--{k}" for k in ("F_dim", "L_dim", "N_dim", "D_out_dim")]
+    argv = ["test", "--DR", str(dr), "--save_root", str(tmp_path / "out"), "--ckpt_path", str(ckpt),
+            "--device", "cpu", "--no-progress", *(a for pair in zip(flags, sizes, strict=True) for a in pair)]
+    assert run(argv) == 2
+    line = _one_line(capsys.readouterr().err)
+    if sizes[2] == "4":  # the model loaded; the dataset is what is missing
+        assert str(dr) in line and "model sizes" not in line, line
+    else:
+        assert line == (f"cvae test: error: {ckpt}: checkpoint has model sizes "
+                        f"{ModelConfig(16, 8, 4, 16)}, flags ask for {ModelConfig(16, 8, 12, 16)}")
+
+
+def test_test_needs_all_size_flags_or_none(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["test", "--DR", str(tmp_path), "--save_root", str(tmp_path / "out"), "--ckpt_path",
+            str(tmp_path / "model.ckpt"), "--N_dim", "4"]
+    assert run(argv) == 2
+    assert "give all of --F_dim --L_dim --N_dim --D_out_dim, or none" in _one_line(capsys.readouterr().err)
 
 
 # -- cvae data -------------------------------------------------------------------------------------------

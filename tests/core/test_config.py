@@ -193,10 +193,6 @@ def test_a_stage_narrower_than_rgb_is_warned_about(values: dict, keys: list[str]
     assert ("generator's last stage" in stages) == ("D_out_dim" in keys)
 
 
-def test_config_error_is_a_value_error() -> None:
-    assert issubclass(ConfigError, ValueError)
-
-
 # -- YAML and precedence ---------------------------------------------------------------------------------
 
 

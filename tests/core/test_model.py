@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from cvae.core.model import CVAE, ModelDims, count_parameters, dims_from_state_dict
+from cvae.core.config import ModelConfig
+from cvae.core.model import CVAE, dims_from_state_dict
 from cvae.core.reference import lab_clip_forward, lab_rollout
 from cvae.core.rollout import rollout
 from cvae.core.trainer import forward_clip, memory_format
@@ -30,7 +31,8 @@ def test_state_dict_has_the_lab_keys_and_shapes_in_order():
 
 @pytest.mark.parametrize(("n_dim", "expected"), [(12, 1_585_620), (32, 1_735_403)])
 def test_parameter_count(n_dim, expected):
-    assert count_parameters(CVAE(ModelDims(N_dim=n_dim))) == expected
+    """The lab's parameter counts (default sizes, and N_dim=32)."""
+    assert sum(p.numel() for p in CVAE(ModelConfig(N_dim=n_dim)).parameters()) == expected
 
 
 def test_lab_state_dict_loads_strict():
@@ -41,7 +43,7 @@ def test_lab_state_dict_loads_strict():
 
 
 def test_dims_inferred_from_tensors():
-    dims = ModelDims(F_dim=64, L_dim=16, N_dim=20, D_out_dim=96)
+    dims = ModelConfig(F_dim=64, L_dim=16, N_dim=20, D_out_dim=96)
     assert dims_from_state_dict(CVAE(dims).state_dict()) == dims
     with pytest.raises(ValueError, match="Decoder_Fusion.5.weight"):
         dims_from_state_dict({k: v for k, v in CVAE().state_dict().items() if not k.startswith("Decoder")})
@@ -92,7 +94,7 @@ def reference_step(sd, prev, cur, pose, eps):
 
 def test_forward_equals_the_specification():
     torch.manual_seed(0)
-    model = CVAE(ModelDims(F_dim=32, L_dim=16, N_dim=8, D_out_dim=32)).train()
+    model = CVAE(ModelConfig(F_dim=32, L_dim=16, N_dim=8, D_out_dim=32)).train()
     sd = {k: v.detach() for k, v in model.state_dict().items()}
     prev, cur, pose = torch.rand(3, 2, 3, 16, 32).unbind(0)
     eps = torch.randn(2, 8, 16, 32)
@@ -110,7 +112,7 @@ def test_forward_equals_the_specification():
                                                             (None, True)])
 def test_forward_clip_equals_the_lab_loop(teacher_forcing, time_chunk, channels_last):
     torch.manual_seed(0)
-    dims = ModelDims(F_dim=32, L_dim=16, N_dim=8, D_out_dim=32)
+    dims = ModelConfig(F_dim=32, L_dim=16, N_dim=8, D_out_dim=32)
     a, b = CVAE(dims).train(), CVAE(dims).train()
     b.load_state_dict(a.state_dict())
     a.to(memory_format=memory_format(channels_last))
@@ -139,7 +141,7 @@ def test_forward_clip_equals_the_lab_loop(teacher_forcing, time_chunk, channels_
 def test_rollout_equals_the_lab_validation_loop(channels_last):
     """Poses encoded over time in one call, no posterior, NHWC or not: the lab's per-step loop's frames."""
     torch.manual_seed(0)
-    dims = ModelDims(F_dim=32, L_dim=16, N_dim=8, D_out_dim=32)
+    dims = ModelConfig(F_dim=32, L_dim=16, N_dim=8, D_out_dim=32)
     a, b = CVAE(dims), CVAE(dims)
     a.train().label_transformation(torch.rand(4, 3, 16, 32))  # non-trivial BatchNorm running statistics
     b.load_state_dict(a.state_dict())

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import torch
 from cvae.core import checkpoint as ckpt_io
-from cvae.core.config import ExperimentConfig
-from cvae.core.model import CVAE, ModelDims
+from cvae.core.config import ExperimentConfig, ModelConfig
+from cvae.core.model import CVAE
 from cvae.core.records import read_csv
 from cvae.core.trainer import BaseCallback, DivergenceError, StopTraining, Trainer, fit
 
@@ -295,7 +295,7 @@ def test_resuming_our_checkpoint_without_its_training_state_is_a_checkpoint_erro
     assert not (tmp_path / "b").exists()
 
 
-def lab_checkpoint(path: Path, dims: ModelDims, last_epoch: int) -> dict:
+def lab_checkpoint(path: Path, dims: ModelConfig, last_epoch: int) -> dict:
     torch.manual_seed(3)
     sd = CVAE(dims).state_dict()
     # The lab's format, including its quirk of storing the model's state again under "optimizer".
@@ -305,7 +305,7 @@ def lab_checkpoint(path: Path, dims: ModelDims, last_epoch: int) -> dict:
 
 
 def test_lab_checkpoint_fine_tunes_from_the_epoch_after_its_last(tiny_dataset, tmp_path):
-    lab = lab_checkpoint(tmp_path / "lab.ckpt", ModelDims(16, 8, 4, 16), last_epoch=0)
+    lab = lab_checkpoint(tmp_path / "lab.ckpt", ModelConfig(16, 8, 4, 16), last_epoch=0)
     trainer = Trainer(tiny_cfg(tiny_dataset, tmp_path / "ft", ckpt_path=str(tmp_path / "lab.ckpt")))
     assert trainer.start_epoch == 1
     assert all(torch.equal(trainer.model.state_dict()[k], v) for k, v in lab["state_dict"].items())
@@ -314,7 +314,7 @@ def test_lab_checkpoint_fine_tunes_from_the_epoch_after_its_last(tiny_dataset, t
 
 
 def test_checkpoint_with_other_model_sizes_is_refused(tiny_dataset, tmp_path):
-    lab_checkpoint(tmp_path / "lab.ckpt", ModelDims(), last_epoch=0)
+    lab_checkpoint(tmp_path / "lab.ckpt", ModelConfig(), last_epoch=0)
     with pytest.raises(ckpt_io.CheckpointError, match="lab.ckpt"):
         Trainer(tiny_cfg(tiny_dataset, tmp_path / "x", ckpt_path=str(tmp_path / "lab.ckpt")))
 
