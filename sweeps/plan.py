@@ -12,9 +12,8 @@ from cvae.core.data import list_frames, num_clips
 from cvae.core.model import CVAE
 from cvae.core.rollout import rollout
 from cvae.core.schedules import settled_epoch
-from cvae.core.trainer import default_time_chunk, memory_format, model_dims, train_step
+from cvae.core.trainer import default_time_chunk, memory_format, train_step
 from cvae.sweeps.report import fmt_duration
-from cvae.sweeps.space import first_pruning_step
 from cvae.sweeps.spec import SweepSpec, representative_params
 
 
@@ -24,7 +23,8 @@ def _split_frames(spec: SweepSpec, split: str, synth_default: int) -> int | None
     if root and (Path(root) / split / f"{split}_img").is_dir():
         return len(list_frames(Path(root) / split / f"{split}_img"))
     if spec.synth:
-        return int(spec.synth.get(f"{split}_frames", synth_default))
+        frames = spec.synth.frames(split)
+        return int(frames if frames is not None else synth_default)
     return None
 
 
@@ -36,7 +36,7 @@ def time_one_epoch(spec: SweepSpec, params: dict, threads: int) -> tuple[float, 
     cfg = spec.trial_config(params, save_root="plan")
     torch.set_num_threads(threads)
     device = torch.device("cpu")
-    model = CVAE(model_dims(cfg)).to(memory_format=memory_format(cfg.run.channels_last))
+    model = CVAE(cfg.model).to(memory_format=memory_format(cfg.run.channels_last))
     opt = torch.optim.Adam(model.parameters())
     b, t, h, w = cfg.optim.batch_size, cfg.data.train_vi_len, cfg.data.frame_H, cfg.data.frame_W
     frames, poses = torch.rand(b, t, 3, h, w), torch.rand(b, t, 3, h, w)
@@ -67,7 +67,7 @@ def schedule_note(spec: SweepSpec) -> str | None:
     in the pruning benchmark (README) the first look, after epoch 2 and under teacher forcing, stopped the
     eventual best, which led from epoch 5, the first without it.
     """
-    first = first_pruning_step(spec.pruner)
+    first = spec.pruner.first_step
     if first is None:
         return None
     latest, example, num_epoch = -1, {}, 0
@@ -110,9 +110,11 @@ def plan_text(spec: SweepSpec) -> str:
         first = {p.name: p.boundary_values()[0] for p in spec.params}
     trials = spec.n_configs() * spec.replicates
     cfg = spec.trial_config(first, save_root="plan")
-    epochs = trials * cfg.run.num_epoch
-    lines.append(f"trials: {trials}, epochs in total: {epochs} (at most: pruning stops some trials early)")
-    if spec.pruner.get("type", "none") != "none":
+    num_epoch = spec.num_epoch
+    epochs = trials * (num_epoch.max if num_epoch.is_swept else cfg.run.num_epoch)
+    swept = f"; num_epoch is swept from {num_epoch.min} to {num_epoch.max}" if num_epoch.is_swept else ""
+    lines.append(f"trials: {trials}, epochs in total: {epochs} (at most: pruning stops some trials early{swept})")
+    if spec.pruner.type != "none":
         lines.append("pruner: " + ", ".join(f"{k}={v}" for k, v in spec.pruner.items()))
         if spec.method == "grid" and spec.grid_order == "listed":
             lines.append("  note: the pruner judges each trial against those before it, and this grid runs in its "

@@ -1,4 +1,8 @@
-"""The one place where the spec's search space becomes Optuna: suggest calls, samplers, pruners."""
+"""Where the spec's search space becomes Optuna: suggest calls, grid distributions, and the study's sampler
+and pruner (each built by its spec section, :mod:`cvae.sweeps.spec_types`).
+
+This module depends on the spec, never the other way round: ``cvae.sweeps.spec`` does not import it.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +11,8 @@ from collections.abc import Mapping
 from typing import Any
 
 import optuna
-from cvae.core.config import FLAT_KEYS
-from cvae.sweeps.spec import Param, SweepSpec, _is_int_key
+from cvae.sweeps.spec import Param, SweepSpec, is_int_key
+from cvae.sweeps.spec_types import PrunerSpec
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
 
@@ -26,7 +30,7 @@ def suggest(trial: optuna.Trial, param: Param) -> Any:
     if d == "q_uniform":
         return trial.suggest_float(param.name, param.low, param.high, step=param.q)
     if d == "log_uniform_values":
-        if param.name in FLAT_KEYS and _is_int_key(param.name):
+        if is_int_key(param.name):
             return trial.suggest_int(param.name, int(param.low), int(param.high), log=True)
         return trial.suggest_float(param.name, param.low, param.high, log=True)
     if d == "log_uniform":  # W&B: min and max are natural-log exponents
@@ -108,54 +112,22 @@ def grid_conflicts(spec: SweepSpec, study: optuna.Study) -> list[str]:
 
 
 def make_sampler(spec: SweepSpec) -> optuna.samplers.BaseSampler:
-    """The sampler of ``spec.method``. Grid points are enqueued trials, so a grid needs no GridSampler."""
-    kw = dict(spec.sampler)
-    seed = kw.pop("seed", spec.seed)
-    if spec.method in ("grid", "random"):
-        return optuna.samplers.RandomSampler(seed=seed)
-    if spec.method == "tpe":
-        # constant_liar keeps parallel workers from proposing the same point while others run.
-        kw.setdefault("constant_liar", spec.workers > 1)
-        return optuna.samplers.TPESampler(seed=seed, **kw)
-    if spec.method == "cmaes":
-        return optuna.samplers.CmaEsSampler(seed=seed, **kw)
-    if spec.method == "gp":
-        return optuna.samplers.GPSampler(seed=seed, **kw)
-    if spec.method == "qmc":
-        return optuna.samplers.QMCSampler(seed=seed, **kw)
-    raise ValueError(f"unknown method {spec.method!r}")
+    """The sampler of ``spec.method`` with the spec's ``sampler`` options (see :class:`SamplerSpec`)."""
+    return spec.sampler.build(spec.method, seed=spec.seed, workers=spec.workers)
 
 
-def first_pruning_step(pruner: Mapping[str, Any]) -> int | None:
-    """The first step (0-based epoch) at which ``pruner`` may stop a trial; None: no pruner, or unknown
-    until trials run (successive halving's ``min_resource: auto``)."""
-    kind = pruner.get("type", "none")
-    if kind in ("median", "percentile"):
-        return int(pruner.get("n_warmup_steps", 0))
-    if kind == "hyperband":
-        return int(pruner.get("min_resource", 1))
-    if kind == "successive_halving":
-        min_resource = pruner.get("min_resource", "auto")
-        if min_resource == "auto":
-            return None
-        return int(min_resource) * int(pruner.get("reduction_factor", 4)) ** int(pruner.get("min_early_stopping_rate", 0))
-    return None
+def first_pruning_step(pruner: PrunerSpec | Mapping[str, Any]) -> int | None:
+    """The first step (0-based epoch) at which ``pruner`` (a spec's, or a ``pruner`` section) may stop a
+    trial; None: no pruner, or unknown until trials run (successive halving's ``min_resource: auto``)."""
+    return PrunerSpec.of(pruner).first_step
 
 
-def make_pruner(spec: SweepSpec, num_epoch: int) -> optuna.pruners.BasePruner:
-    """The pruner of ``spec.pruner`` (W&B's hyperband early_terminate maps to Optuna's HyperbandPruner)."""
-    kw = {k: v for k, v in spec.pruner.items() if k != "type"}
-    kind = spec.pruner.get("type", "none")
-    if kind == "none":
-        return optuna.pruners.NopPruner()
-    if kind == "median":
-        return optuna.pruners.MedianPruner(**kw)
-    if kind == "percentile":
-        return optuna.pruners.PercentilePruner(**kw)
-    if kind == "successive_halving":
-        return optuna.pruners.SuccessiveHalvingPruner(**kw)
-    if kind == "hyperband":
-        if kw.get("max_resource", "auto") == "auto":
-            kw["max_resource"] = num_epoch
-        return optuna.pruners.HyperbandPruner(**kw)
-    raise ValueError(f"unknown pruner {kind!r}")
+def make_pruner(spec: SweepSpec, num_epoch: int | None = None) -> optuna.pruners.BasePruner:
+    """The pruner of ``spec.pruner`` (W&B's hyperband early_terminate maps to Optuna's HyperbandPruner).
+
+    Args:
+        num_epoch: The most epochs a trial runs, Hyperband's ``max_resource: auto``. By default the spec's
+            :attr:`~cvae.sweeps.spec.SweepSpec.num_epoch` ``.max``: the largest value a swept ``num_epoch``
+            takes, else the base's.
+    """
+    return PrunerSpec.of(spec.pruner).build(num_epoch if num_epoch is not None else spec.num_epoch.max)

@@ -5,6 +5,10 @@ W&B's keys keep W&B's meaning (``name``, ``method``, ``metric``, ``run_cap``, ``
 ``wandb``, ``output_dir``, ``pruner``, ``sampler``, ``synth``, ``heartbeat``, ``max_retry``, ``seed``,
 ``grid_order``, and a parameter's ``when``). Paths are relative to the working directory, as the lab's
 flags are; a ``base`` given as a path is relative to the spec file.
+
+The ``metric``, ``wandb``, ``pruner`` (or ``early_terminate``), ``sampler``, ``heartbeat`` and ``synth`` sections
+are typed (:mod:`cvae.sweeps.spec_types`), each read by its own ``parse``; this module never imports
+``cvae.sweeps.space``, which reads the spec.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import yaml
 from cvae.core.config import (
@@ -27,18 +31,24 @@ from cvae.core.config import (
     FLAT_KEYS,
     ConfigError,
     ExperimentConfig,
+    RunConfig,
     load_yaml_config,
     read_yaml_mapping,
 )
-from cvae.sweeps.secrets import has_password
+from cvae.sweeps.spec_types import (
+    HeartbeatSpec,
+    MetricSpec,
+    PrunerSpec,
+    SamplerSpec,
+    SynthSpec,
+    WandbSpec,
+    read_int,
+    read_mapping,
+)
+
+from cvae.secrets import has_password
 
 METHODS = ("grid", "random", "bayes", "tpe", "cmaes", "gp", "qmc")
-METRICS = {
-    "val/psnr": "val_psnr", "val/loss": "val_loss", "train/loss": "train_loss", "train/mse": "train_mse",
-    "train/kl": "train_kl", "train/psnr": "train_psnr",
-}
-"""Sweep metric name (the W&B key) -> the EpochResult field it reads."""
-
 SUPPORTED_DISTRIBUTIONS = (
     "constant", "categorical", "int_uniform", "uniform", "q_uniform", "log_uniform", "log_uniform_values",
 )
@@ -48,7 +58,6 @@ UNSUPPORTED_DISTRIBUTIONS = (
 )
 GRID_ORDERS = ("listed", "shuffled")
 """``grid_order``: the grid runs as its parameters list it (W&B's order), or shuffled with ``seed`` (Optuna's)."""
-PRUNERS = ("none", "median", "percentile", "hyperband", "successive_halving")
 OWNED_KEYS = ("save_root", "resume", "ckpt_path", "progress")
 """Training keys the sweep sets for every trial; a spec may not set them."""
 
@@ -128,9 +137,56 @@ class Param:
             low, high = math.exp(low), math.exp(high)
         return [low, high]
 
+    def value_range(self) -> tuple[Any, Any]:
+        """The lowest and the highest value the parameter takes (a range's ends; without listing a grid)."""
+        if self.distribution in ("constant", "categorical"):
+            return min(self.values), max(self.values)
+        if self.distribution in ("int_uniform", "q_uniform"):
+            step = self.q or 1
+            n = int(math.floor((self.high - self.low) / step + 1e-9))
+            high = self.low + n * step
+            if self.distribution == "int_uniform":
+                return int(self.low), int(high)
+            return self.low, round(high, 12)
+        if self.distribution == "log_uniform":
+            return math.exp(self.low), math.exp(self.high)
+        if self.distribution == "log_uniform_values" and is_int_key(self.name):
+            return int(self.low), int(self.high)
+        return self.low, self.high
+
     def active(self, chosen: Mapping[str, Any]) -> bool:
         """Whether this parameter applies given the values chosen so far (its ``when`` condition)."""
         return all(k in chosen and chosen[k] in allowed for k, allowed in self.when.items())
+
+
+DEFAULT_NUM_EPOCH = next(f.default for f in dataclasses.fields(RunConfig) if f.name == "num_epoch")
+
+
+@dataclass(frozen=True)
+class NumEpoch:
+    """``num_epoch`` across a sweep's trials: the base's, and the values parameters give it when it is swept
+    (a ``num_epoch`` parameter, or a named choice whose ``sets`` hold it)."""
+
+    base: int
+    """The base config's (cvae train's default when the base has none)."""
+    swept: tuple[int, int] | None = None
+    """The lowest and the highest value parameters give num_epoch; None: it is not swept."""
+    base_used: bool = True
+    """Whether some trials keep the base's value (no parameter sets num_epoch in every trial)."""
+
+    @property
+    def is_swept(self) -> bool:
+        return self.swept is not None
+
+    @property
+    def min(self) -> int:
+        """The fewest epochs a trial runs."""
+        return min(([self.base] if self.base_used else []) + ([self.swept[0]] if self.swept else []))
+
+    @property
+    def max(self) -> int:
+        """The most epochs a trial runs: what a pruner that needs to know (Hyperband's ``max_resource``) uses."""
+        return max(([self.base] if self.base_used else []) + ([self.swept[1]] if self.swept else []))
 
 
 @dataclass(frozen=True)
@@ -139,9 +195,8 @@ class SweepSpec:
 
     name: str
     method: str
-    metric: str
-    goal: str
-    summary: str
+    objective: MetricSpec
+    """The ``metric`` section (``metric``, ``goal``, ``summary`` read it)."""
     params: tuple[Param, ...]
     base: Mapping[str, Any]
     run_cap: int | None
@@ -149,14 +204,13 @@ class SweepSpec:
     workers: int
     storage: str
     output_dir: Path
-    wandb: Mapping[str, Any]
-    pruner: Mapping[str, Any]
-    sampler: Mapping[str, Any]
-    synth: Mapping[str, Any] | None
-    heartbeat_interval: int
-    grace_period: int
-    max_retry: int
-    seed: int
+    wandb: WandbSpec = WandbSpec()
+    pruner: PrunerSpec = PrunerSpec()
+    sampler: SamplerSpec = SamplerSpec()
+    synth: SynthSpec | None = None
+    heartbeat: HeartbeatSpec = HeartbeatSpec()
+    max_retry: int = 3
+    seed: int = 0
     grid_order: str = "listed"
     description: str = ""
     source: str = "spec"
@@ -164,12 +218,52 @@ class SweepSpec:
     """What `cvae train` would warn about in the sweep's trials (odd but accepted settings)."""
 
     @property
+    def metric(self) -> str:
+        """The metric's name (its W&B key, e.g. ``val/psnr``)."""
+        return self.objective.name
+
+    @property
+    def goal(self) -> str:
+        return self.objective.goal
+
+    @property
+    def summary(self) -> str:
+        return self.objective.summary
+
+    @property
     def direction(self) -> str:
-        return "maximize" if self.goal == "maximize" else "minimize"
+        return self.objective.direction
 
     @property
     def metric_field(self) -> str:
-        return METRICS[self.metric]
+        return self.objective.field
+
+    @property
+    def heartbeat_interval(self) -> int:
+        return self.heartbeat.interval
+
+    @property
+    def grace_period(self) -> int:
+        return self.heartbeat.grace
+
+    @property
+    def num_epoch(self) -> NumEpoch:
+        """How many epochs the trials run: the base's, or the range of a swept ``num_epoch``."""
+        base = int(self.base.get("num_epoch", DEFAULT_NUM_EPOCH))
+        ranges: list[tuple[Any, Any]] = []
+        base_used = True
+        for p in self.params:
+            if p.name == "num_epoch":
+                ranges.append(p.value_range())
+                base_used = base_used and bool(p.when)
+            elif p.sets and any("num_epoch" in keys for keys in p.sets.values()):
+                values = [keys["num_epoch"] for keys in p.sets.values() if "num_epoch" in keys]
+                ranges.append((min(values), max(values)))
+                base_used = base_used and (bool(p.when) or not all("num_epoch" in keys for keys in p.sets.values()))
+        if not ranges:
+            return NumEpoch(base)
+        swept = (int(min(r[0] for r in ranges)), int(max(r[1] for r in ranges)))
+        return NumEpoch(base, swept, base_used)
 
     def grid(self) -> list[dict[str, Any]]:
         """Every parameter combination of the grid, conditional branches expanded, duplicates removed."""
@@ -230,9 +324,10 @@ def _expand(params: tuple[Param, ...], i: int, chosen: dict[str, Any]) -> Iterat
         del chosen[p.name]
 
 
-def _is_int_key(name: str) -> bool:
-    from typing import get_args
-
+def is_int_key(name: str) -> bool:
+    """Whether ``name`` is a training key that takes an integer (not a float)."""
+    if name not in FIELD_TYPES:
+        return False
     hint = FIELD_TYPES[name]
     return hint is int or (int in get_args(hint) and float not in get_args(hint))
 
@@ -349,25 +444,6 @@ def _parse_sets(where: str, name: str, values: list, sets: Any, when: dict, erro
     return Param(name, "categorical", tuple(values), when=when, sets={k: dict(v) for k, v in sets.items()}) if ok else None
 
 
-def _mapping(where: str, raw: Any, allowed: tuple[str, ...], errors: list[str]) -> dict[str, Any]:
-    if raw is None:
-        return {}
-    if not isinstance(raw, Mapping):
-        errors.append(f"{where} must be a mapping, got {raw!r}")
-        return {}
-    unknown = sorted(set(raw) - set(allowed))
-    if unknown:
-        errors.append(f"{where}: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(allowed)}")
-    return dict(raw)
-
-
-def _int(where: str, raw: Any, errors: list[str], minimum: int) -> int | None:
-    if isinstance(raw, bool) or not isinstance(raw, int) or raw < minimum:
-        errors.append(f"{where}={raw!r} must be an integer >= {minimum}")
-        return None
-    return raw
-
-
 def load_spec(path: str | os.PathLike, *, storage: str | None = None, workers: int | None = None) -> SweepSpec:
     """Read and validate a sweep spec; ``storage``/``workers`` override the file's.
 
@@ -386,40 +462,65 @@ def load_spec(path: str | os.PathLike, *, storage: str | None = None, workers: i
 
 def parse_spec(raw: Mapping[str, Any], *, source: str = "spec", base_dir: Path = Path("."),
                storage: str | None = None, workers: int | None = None) -> SweepSpec:
-    """Validate a spec already read from YAML (see :func:`load_spec`)."""
+    """Validate a spec already read from YAML (see :func:`load_spec`): each section is read on its own,
+    its problems collected, and all of them raised together."""
     errors: list[str] = []
     unknown = sorted(set(raw) - set(TOP_KEYS))
     if unknown:
         errors.append(f"unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(TOP_KEYS)}")
-
-    name = raw.get("name")
-    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name or ""):
-        errors.append(f"name={str(name)[:60]!r} is required: letters, digits, '_', '-', '.'")
-        name = "sweep"
-    elif len(name) > MAX_NAME:
-        errors.append(f"name={name[:40]!r}... is {len(name)} characters long: at most {MAX_NAME}")
-        name = "sweep"
+    name = _parse_name(raw.get("name"), errors)
     method = raw.get("method")
     if method not in METHODS:
         errors.append(f"method={method!r} is not one of {', '.join(METHODS)}")
-    metric_raw = _mapping("metric", raw.get("metric", {"name": "val/psnr", "goal": "maximize"}),
-                          ("name", "goal", "summary", "target"), errors)
-    metric = metric_raw.get("name", "val/psnr")
-    if metric not in METRICS:
-        errors.append(f"metric.name={metric!r} is not one of {', '.join(METRICS)}")
-    goal = metric_raw.get("goal", "maximize" if metric.endswith("psnr") else "minimize")
-    if goal not in ("maximize", "minimize"):
-        errors.append(f"metric.goal={goal!r} is not maximize or minimize")
-    summary = metric_raw.get("summary", "best")
-    if summary not in ("best", "last"):
-        errors.append(f"metric.summary={summary!r} is not best or last")
+    objective = MetricSpec.parse(raw.get("metric"), errors)
+    params = _parse_params(raw.get("parameters"), method, errors)
+    counts = _parse_counts(raw, method, workers, errors)
+    heartbeat = HeartbeatSpec.parse(raw.get("heartbeat"), errors)
+    output_dir, storage_url = _parse_storage(raw, name, storage, errors)
+    wandb = WandbSpec.parse(raw.get("wandb"), errors)
+    pruner = PrunerSpec.parse(raw, errors)
+    sampler = SamplerSpec.parse(raw.get("sampler"), errors)
+    synth = SynthSpec.parse(raw.get("synth"), errors)
+    if method == "grid" and not errors:
+        upper = math.prod(p.n_values() for p in params)  # before `when` drops branches; cheap to compute
+        if upper > 10 * MAX_TRIALS:
+            errors.append(f"parameters: the grid has up to {upper:.3g} points: at most {MAX_TRIALS} (use method "
+                          "random or tpe with a run_cap)")
+    base = _parse_base(raw.get("base"), base_dir, errors)
+    if errors:
+        raise SpecError(f"{source}: " + "; ".join(errors))
 
+    spec = SweepSpec(
+        name=name, method="tpe" if method == "bayes" else method, objective=objective, params=params, base=base,
+        storage=storage_url, output_dir=output_dir, wandb=wandb, pruner=pruner, sampler=sampler, synth=synth,
+        heartbeat=heartbeat, description=str(raw.get("description", "")), source=source, **counts,
+    )
+    trials = spec.n_configs() * spec.replicates
+    if trials > MAX_TRIALS:
+        raise SpecError(f"{source}: {spec.n_configs()} parameter set(s) x {spec.replicates} replicate(s) = {trials} "
+                        f"trials: at most {MAX_TRIALS} (cut the grid or run_cap)")
+    spec = dataclasses.replace(spec, warnings=_check_trial_configs(spec))
+    _check_buildable(spec)
+    return spec
+
+
+def _parse_name(name: Any, errors: list[str]) -> str:
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name or ""):
+        errors.append(f"name={str(name)[:60]!r} is required: letters, digits, '_', '-', '.'")
+        return "sweep"
+    if len(name) > MAX_NAME:
+        errors.append(f"name={name[:40]!r}... is {len(name)} characters long: at most {MAX_NAME}")
+        return "sweep"
+    return name
+
+
+def _parse_params(raw: Any, method: Any, errors: list[str]) -> tuple[Param, ...]:
+    """``parameters``: each parameter, then their ``when`` conditions, then what a grid needs of them."""
     params: list[Param] = []
-    raw_params = raw.get("parameters")
-    if not isinstance(raw_params, Mapping) or not raw_params:
+    if not isinstance(raw, Mapping) or not raw:
         errors.append("parameters is required: a mapping of cvae train keys to value/values/distributions")
-        raw_params = {}
-    for pname, praw in raw_params.items():
+        raw = {}
+    for pname, praw in raw.items():
         where = f"parameters.{pname}"
         is_bundle = isinstance(praw, Mapping) and "sets" in praw
         if pname not in FLAT_KEYS and not is_bundle:
@@ -435,11 +536,11 @@ def parse_spec(raw: Mapping[str, Any], *, source: str = "spec", base_dir: Path =
         param = _parse_param(where, pname, praw, errors)
         if param is None:
             continue
-        if pname in FLAT_KEYS and _is_int_key(pname) and param.distribution in ("uniform", "q_uniform", "log_uniform"):
+        if is_int_key(pname) and param.distribution in ("uniform", "q_uniform", "log_uniform"):
             errors.append(f"{where}: {pname} is an integer; use int_uniform, log_uniform_values with integer "
                           f"min/max, or values (not {param.distribution})")
             continue
-        if pname in FLAT_KEYS and _is_int_key(pname) and param.distribution == "log_uniform_values" and not (
+        if is_int_key(pname) and param.distribution == "log_uniform_values" and not (
                 float(param.low).is_integer() and float(param.high).is_integer()):
             errors.append(f"{where}: {pname} is an integer; log_uniform_values needs integer min/max")
             continue
@@ -462,117 +563,53 @@ def parse_spec(raw: Mapping[str, Any], *, source: str = "spec", base_dir: Path =
             if not p.is_finite:
                 errors.append(f"parameters.{p.name}: method grid needs values (or int_uniform / q_uniform), "
                               f"not a continuous {p.distribution} distribution")
+    return tuple(params)
 
+
+def _parse_counts(raw: Mapping[str, Any], method: Any, workers: int | None, errors: list[str]) -> dict[str, Any]:
+    """``run_cap``, ``replicates``, ``workers`` (``workers`` overrides it), ``seed``, ``grid_order`` and
+    ``max_retry``: how many trials run, how, and in which order."""
     run_cap = raw.get("run_cap")
     if run_cap is not None:
-        run_cap = _int("run_cap", run_cap, errors, 1)
+        run_cap = read_int("run_cap", run_cap, errors, 1)
         if run_cap is not None and run_cap > MAX_TRIALS:
             errors.append(f"run_cap={run_cap} is over {MAX_TRIALS}: a sweep queues every trial up front")
             run_cap = None
     elif method not in (None, "grid") and method in METHODS:
         errors.append(f"run_cap is required with method {method} (the number of parameter sets to try)")
-    replicates = _int("replicates", raw.get("replicates", 1), errors, 1) or 1
-    n_workers = workers if workers is not None else raw.get("workers", 1)
-    n_workers = _int("workers", n_workers, errors, 1) or 1
-    seed = _int("seed", raw.get("seed", 0), errors, 0) or 0
+    replicates = read_int("replicates", raw.get("replicates", 1), errors, 1) or 1
+    n_workers = read_int("workers", workers if workers is not None else raw.get("workers", 1), errors, 1) or 1
+    seed = read_int("seed", raw.get("seed", 0), errors, 0) or 0
     grid_order = raw.get("grid_order", "listed")
     if grid_order not in GRID_ORDERS:
         errors.append(f"grid_order={grid_order!r} is not listed or shuffled")
     elif "grid_order" in raw and method != "grid":
         errors.append(f"grid_order applies to method grid only, not {method}")
-    max_retry = _int("max_retry", raw.get("max_retry", 3), errors, 0)
-    heartbeat = _mapping("heartbeat", raw.get("heartbeat"), ("interval", "grace"), errors)
-    interval = _int("heartbeat.interval", heartbeat.get("interval", 10), errors, 1) or 10
-    grace = _int("heartbeat.grace", heartbeat.get("grace", 60), errors, 1) or 60
-    if grace <= interval:
-        errors.append(f"heartbeat.grace={grace} must be greater than heartbeat.interval={interval}")
+    max_retry = read_int("max_retry", raw.get("max_retry", 3), errors, 0)
+    return {"run_cap": run_cap, "replicates": replicates, "workers": n_workers, "seed": seed,
+            "grid_order": grid_order, "max_retry": max_retry if max_retry is not None else 3}
 
+
+def _parse_storage(raw: Mapping[str, Any], name: str, storage: str | None, errors: list[str]) -> tuple[Path, str]:
+    """``output_dir`` and ``storage`` (``storage`` overrides it; by default a SQLite file in output_dir)."""
     if isinstance(raw.get("storage"), str) and has_password(raw["storage"]):
         errors.append("storage: the spec must not hold a password (it is committed with the spec); set "
                       "CVAE_DB_PASSWORD or CVAE_DB_PASSWORD_FILE, or use PGPASSWORD / ~/.pgpass")
     output_dir = Path(str(raw.get("output_dir") or f"runs/{name}"))
-    storage_url = storage or raw.get("storage") or f"sqlite:///{output_dir / 'study.db'}"
-    if not isinstance(storage_url, str) or not re.match(r"^(sqlite|postgresql(\+\w+)?|mysql(\+\w+)?|journal):", storage_url):
-        errors.append(f"storage={storage_url!r} must be sqlite:///PATH, postgresql+psycopg2://..., or journal:PATH")
-
-    wandb_cfg = _mapping("wandb", raw.get("wandb"), ("project", "entity", "mode", "tags"), errors)
-    wandb_cfg.setdefault("project", "cvae-sweeps")
-    wandb_cfg.setdefault("mode", "auto")
-    if wandb_cfg["mode"] not in ("auto", "online", "offline", "disabled"):
-        errors.append(f"wandb.mode={wandb_cfg['mode']!r} is not auto, online, offline or disabled")
-
-    pruner = _parse_pruner(raw, errors)
-    sampler = _mapping("sampler", raw.get("sampler"), ("seed", "n_startup_trials", "multivariate", "constant_liar",
-                                                       "scramble", "qmc_type"), errors)
-    synth = raw.get("synth")
-    if synth is not None and not isinstance(synth, Mapping):
-        errors.append(f"synth must be a mapping of `cvae data synth` options, got {synth!r}")
-        synth = None
-
-    if method == "grid" and not errors:
-        upper = math.prod(p.n_values() for p in params)  # before `when` drops branches; cheap to compute
-        if upper > 10 * MAX_TRIALS:
-            errors.append(f"parameters: the grid has up to {upper:.3g} points: at most {MAX_TRIALS} (use method "
-                          "random or tpe with a run_cap)")
-    base = _parse_base(raw.get("base"), base_dir, errors)
-    if errors:
-        raise SpecError(f"{source}: " + "; ".join(errors))
-
-    spec = SweepSpec(
-        name=name, method="tpe" if method == "bayes" else method, metric=metric, goal=goal, summary=summary,
-        params=tuple(params), base=base, run_cap=run_cap, replicates=replicates, workers=n_workers,
-        storage=storage_url, output_dir=output_dir, wandb=wandb_cfg, pruner=pruner, sampler=sampler,
-        synth=dict(synth) if synth else None, heartbeat_interval=interval, grace_period=grace,
-        max_retry=max_retry if max_retry is not None else 3, seed=seed, grid_order=grid_order,
-        description=str(raw.get("description", "")),
-        source=source,
-    )
-    trials = spec.n_configs() * spec.replicates
-    if trials > MAX_TRIALS:
-        raise SpecError(f"{source}: {spec.n_configs()} parameter set(s) x {spec.replicates} replicate(s) = {trials} "
-                        f"trials: at most {MAX_TRIALS} (cut the grid or run_cap)")
-    spec = dataclasses.replace(spec, warnings=_check_trial_configs(spec))
-    _check_buildable(spec)
-    return spec
+    url = storage or raw.get("storage") or f"sqlite:///{output_dir / 'study.db'}"
+    if not isinstance(url, str) or not re.match(r"^(sqlite|postgresql(\+\w+)?|mysql(\+\w+)?|journal):", url):
+        errors.append(f"storage={url!r} must be sqlite:///PATH, postgresql+psycopg2://..., or journal:PATH")
+    return output_dir, str(url)
 
 
 def _check_buildable(spec: SweepSpec) -> None:
     """Build the sampler and pruner once, so a wrong option fails here, not when the first trial starts."""
-    from cvae.sweeps.space import make_pruner, make_sampler
-
-    for what, build in (("sampler", lambda: make_sampler(spec)),
-                        ("pruner", lambda: make_pruner(spec, int(spec.base.get("num_epoch", 70))))):
+    for what, build in (("sampler", lambda: spec.sampler.build(spec.method, seed=spec.seed, workers=spec.workers)),
+                        ("pruner", lambda: spec.pruner.build(spec.num_epoch.max))):
         try:
             build()
         except (TypeError, ValueError, ImportError) as err:
             raise SpecError(f"{spec.source}: {what} for method {spec.method}: {err}") from None
-
-
-def _parse_pruner(raw: Mapping[str, Any], errors: list[str]) -> dict[str, Any]:
-    if "early_terminate" in raw and "pruner" in raw:
-        errors.append("give early_terminate (W&B) or pruner (Optuna), not both")
-        return {"type": "none"}
-    if "early_terminate" in raw:
-        et = _mapping("early_terminate", raw["early_terminate"], ("type", "min_iter", "max_iter", "eta", "s", "strict"),
-                      errors)
-        if et.get("type") != "hyperband":
-            errors.append(f"early_terminate.type={et.get('type')!r}: W&B's only type is hyperband")
-            return {"type": "none"}
-        if "min_iter" not in et and "max_iter" not in et:
-            errors.append("early_terminate needs min_iter or max_iter")
-        return {"type": "hyperband", "min_resource": et.get("min_iter", 1), "reduction_factor": et.get("eta", 3),
-                "max_resource": et.get("max_iter", "auto")}
-    if "pruner" in raw:
-        pr = _mapping("pruner", raw["pruner"], ("type", "n_startup_trials", "n_warmup_steps", "interval_steps",
-                                                "percentile", "min_resource", "max_resource", "reduction_factor",
-                                                "min_early_stopping_rate"), errors)
-        if pr.get("type", "none") not in PRUNERS:
-            errors.append(f"pruner.type={pr.get('type')!r} is not one of {', '.join(PRUNERS)}")
-            return {"type": "none"}
-        if pr.get("type") == "percentile" and "percentile" not in pr:
-            errors.append("pruner.type percentile needs percentile")
-        return {"type": pr.get("type", "none"), **{k: v for k, v in pr.items() if k != "type"}}
-    return {"type": "none"}
 
 
 def _parse_base(raw: Any, base_dir: Path, errors: list[str]) -> dict[str, Any]:
@@ -588,7 +625,7 @@ def _parse_base(raw: Any, base_dir: Path, errors: list[str]) -> dict[str, Any]:
     if not isinstance(raw, Mapping):
         errors.append(f"base must be a mapping of cvae train keys or a path to one, got {raw!r}")
         return {}
-    raw = _mapping("base", raw, tuple(sorted(FLAT_KEYS)), errors)
+    raw = read_mapping("base", raw, tuple(sorted(FLAT_KEYS)), errors)
     owned = sorted(set(raw) & set(OWNED_KEYS))
     if owned:
         errors.append(f"base: {', '.join(owned)} set by the sweep for every trial")
@@ -603,9 +640,9 @@ def representative_params(spec: SweepSpec) -> list[dict[str, Any]]:
     parameter's choices and range ends (both at most MAX_CHECKED_CONFIGS)."""
     if spec.method == "grid":
         return spec.grid()[:MAX_CHECKED_CONFIGS]
-    boundary = SweepSpec(**{**spec.__dict__, "params": tuple(
+    boundary = dataclasses.replace(spec, params=tuple(
         Param(p.name, "categorical", tuple(p.boundary_values()), when=p.when) for p in spec.params
-    )})
+    ))
     return list(itertools.islice(boundary.grid(), MAX_CHECKED_CONFIGS))
 
 

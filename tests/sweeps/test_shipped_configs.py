@@ -40,7 +40,7 @@ def test_the_grids_that_must_learn_cross_the_reports_knobs_without_a_warning(pat
     if "reports" not in path.parts:
         swept = {p.name: len(p.values) for p in spec.params}
         assert swept["kl_anneal_type"] >= 2 and swept["tfr"] >= 2 and swept["N_dim"] >= 2
-        assert spec.synth["dancers"] == 1
+        assert spec.synth.dancers == 1
 
 
 def test_the_reduced_reports_scale_the_reports_schedules_to_their_run():

@@ -300,3 +300,34 @@ def test_first_pruning_step_is_where_optuna_first_prunes() -> None:
         bad = study.ask()
         stopped = next(step for step in range(12) if (bad.report(0.0, step), bad.should_prune())[1])
         assert stopped == first_pruning_step(pruner)
+
+
+# -- Hyperband's max_resource: the most epochs a trial runs, a swept num_epoch's largest value ---------------
+
+@pytest.mark.parametrize(("parameters", "max_resource"), [
+    pytest.param({"N_dim": {"values": [4, 8]}}, 4, id="not-swept-the-base"),
+    pytest.param({"num_epoch": {"values": [2, 12, 6]}}, 12, id="values"),
+    pytest.param({"num_epoch": {"distribution": "int_uniform", "min": 2, "max": 10, "q": 4}}, 10, id="int_uniform"),
+    pytest.param({"num_epoch": {"distribution": "log_uniform_values", "min": 2, "max": 16}}, 16,
+                 id="log_uniform_values"),
+    pytest.param({"num_epoch": {"values": [2, 3]}}, 3, id="below-the-base"),
+    pytest.param({"N_dim": {"values": [4, 8]}, "num_epoch": {"values": [2, 3], "when": {"N_dim": [8]}}}, 4,
+                 id="conditional-keeps-the-base"),
+    pytest.param({"run": {"values": ["short", "long"], "sets": {"short": {"num_epoch": 2}, "long": {"num_epoch": 9}}}},
+                 9, id="named-choice"),
+])
+@pytest.mark.parametrize("top", [{"early_terminate": {"type": "hyperband", "min_iter": 1}},
+                                 {"pruner": {"type": "hyperband", "max_resource": "auto"}}], ids=["wandb", "optuna"])
+def test_hyperband_max_resource_is_the_largest_num_epoch_a_trial_runs(parameters: dict, max_resource: int,
+                                                                       top: dict) -> None:
+    """The base says num_epoch 4; a swept num_epoch decides the most epochs a trial runs instead."""
+    spec = spec_of(parameters, **top)
+    assert spec.num_epoch.is_swept == (max_resource != 4 or "when" in str(parameters))
+    assert spec.num_epoch.max == max_resource
+    assert make_pruner(spec)._max_resource == max_resource
+    assert make_pruner(spec, num_epoch=30)._max_resource == 30  # an explicit value still wins
+
+
+def test_first_pruning_step_reads_a_spec_pruner() -> None:
+    spec = spec_of({"N_dim": {"values": [4]}}, pruner={"type": "percentile", "percentile": 25.0, "n_warmup_steps": 3})
+    assert first_pruning_step(spec.pruner) == spec.pruner.first_step == 3

@@ -12,7 +12,19 @@ import pytest
 import yaml
 from cvae.core.config import ExperimentConfig
 from cvae.sweeps.space import make_pruner, make_sampler, suggest_all
-from cvae.sweeps.spec import UNSUPPORTED_DISTRIBUTIONS, SpecError, SweepSpec, load_spec
+from cvae.sweeps.spec import (
+    UNSUPPORTED_DISTRIBUTIONS,
+    HeartbeatSpec,
+    MetricSpec,
+    NumEpoch,
+    PrunerSpec,
+    SamplerSpec,
+    SpecError,
+    SweepSpec,
+    SynthSpec,
+    WandbSpec,
+    load_spec,
+)
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -95,11 +107,12 @@ def test_issue_example_loads(tmp_path: Path) -> None:
     assert (n_dim.distribution, n_dim.values) == ("categorical", (12, 32))
     assert (tfr.distribution, tfr.low, tfr.high, tfr.q) == ("uniform", 0.0, 1.0, None)
     assert (cycle.values, dict(cycle.when)) == ((4, 10), {"kl_anneal_type": ("cyclical",)})
-    assert spec.pruner == {"type": "hyperband", "min_resource": 2, "reduction_factor": 3, "max_resource": "auto"}
+    assert spec.pruner == PrunerSpec("hyperband", min_resource=2, reduction_factor=3, max_resource="auto")
+    assert dict(spec.pruner) == {"type": "hyperband", "min_resource": 2, "reduction_factor": 3, "max_resource": "auto"}
     assert dict(spec.base) == {"DR": "data/synth", "num_epoch": 10, "F_dim": 32, "tfr_sde": 2}
     assert (spec.replicates, spec.workers) == (1, 2)
     assert spec.storage == "sqlite:///runs/kl-annealing/study.db"
-    assert dict(spec.wandb) == {"project": "cvae-sweeps", "mode": "auto"}
+    assert spec.wandb == WandbSpec(project="cvae-sweeps", mode="auto")
     assert spec.output_dir == Path("runs/kl-annealing")
     assert spec.n_configs() == 12
 
@@ -114,11 +127,16 @@ def test_defaults(tmp_path: Path) -> None:
     spec = load(tmp_path)
     assert spec.storage == "sqlite:///runs/mini/study.db"
     assert spec.output_dir == Path("runs/mini")
-    assert dict(spec.wandb) == {"project": "cvae-sweeps", "mode": "auto"}
+    assert spec.wandb == WandbSpec(project="cvae-sweeps", entity=None, mode="auto", tags=())
+    assert spec.objective == MetricSpec("val/psnr", "maximize", "best")
     assert (spec.metric, spec.goal, spec.summary) == ("val/psnr", "maximize", "best")
     assert (spec.replicates, spec.workers, spec.seed, spec.max_retry) == (1, 1, 0, 3)
+    assert spec.heartbeat == HeartbeatSpec(interval=10, grace=60)
     assert (spec.heartbeat_interval, spec.grace_period) == (10, 60)
-    assert spec.pruner == {"type": "none"}
+    assert spec.pruner == PrunerSpec(type="none") and dict(spec.pruner) == {"type": "none"}
+    assert spec.sampler == SamplerSpec() and dict(spec.sampler) == {}
+    assert spec.synth is None
+    assert spec.num_epoch == NumEpoch(base=4) and not spec.num_epoch.is_swept
     assert spec.source == str(tmp_path / "spec.yaml")
 
 
@@ -584,3 +602,157 @@ def test_a_password_in_the_spec_is_refused(tmp_path: Path) -> None:
     assert "must not hold a password" in message and "CVAE_DB_PASSWORD" in message
     assert "hunter2" not in message
     assert load(tmp_path, storage="postgresql+psycopg2://cvae@db/sweeps").storage.endswith("cvae@db/sweeps")
+
+
+# -- the typed sections: each section parses into its dataclass, its problems named by file and key ---------
+
+def test_sections_are_typed(tmp_path: Path) -> None:
+    spec = load(tmp_path, metric={"name": "val/loss", "summary": "last", "target": 0.1},
+                wandb={"project": "p", "entity": "lab", "mode": "offline", "tags": ["a", 2]},
+                heartbeat={"interval": 5, "grace": 20}, method="tpe",
+                sampler={"n_startup_trials": 3, "multivariate": True},
+                pruner={"type": "median", "n_warmup_steps": 2},
+                synth={"train_frames": 64, "size": "32x48", "dancers": 1})
+    assert spec.objective == MetricSpec("val/loss", "minimize", "last")  # the goal follows a loss; target ignored
+    assert (spec.metric_field, spec.direction) == ("val_loss", "minimize")
+    assert spec.wandb == WandbSpec("p", "lab", "offline", ("a", "2"))
+    assert spec.heartbeat == HeartbeatSpec(5, 20) and (spec.heartbeat_interval, spec.grace_period) == (5, 20)
+    assert spec.sampler == SamplerSpec(n_startup_trials=3, multivariate=True)
+    assert spec.pruner == PrunerSpec("median", n_warmup_steps=2) and spec.pruner.options == {"n_warmup_steps": 2}
+    assert spec.synth == SynthSpec(train_frames=64, size=(32, 48), dancers=1)
+    # a synth section reads as the keyword arguments of generate_dataset, only those given
+    assert dict(spec.synth) == {"train_frames": 64, "size": (32, 48), "dancers": 1}
+    assert (spec.synth.frames("train"), spec.synth.frames("val")) == (64, None)
+
+
+@pytest.mark.parametrize(("size", "expected"), [("64x128", (64, 128)), ("16X16", (16, 16)), ([32, 64], (32, 64))])
+def test_synth_size_forms(tmp_path: Path, size: Any, expected: tuple[int, int]) -> None:
+    assert load(tmp_path, synth={"size": size}).synth.size == expected
+
+
+def test_an_empty_synth_is_none(tmp_path: Path) -> None:
+    assert load(tmp_path, synth={}).synth is None
+
+
+SECTION_ERRORS = [
+    pytest.param(dict(metric={"name": ["val/psnr"]}), "metric.name=['val/psnr'] is not one of val/psnr",
+                 id="metric-name-not-a-string"),
+    pytest.param(dict(metric={"name": "val/psnr", "goal": "up"}), "metric.goal='up' is not maximize or minimize",
+                 id="metric-goal"),
+    pytest.param(dict(metric={"summary": "mean"}), "metric.summary='mean' is not best or last", id="metric-summary"),
+    pytest.param(dict(metric="val/psnr"), "metric must be a mapping, got 'val/psnr'", id="metric-not-a-mapping"),
+    pytest.param(dict(wandb={"tags": "a,b"}), "wandb.tags='a,b' must be a list of strings", id="wandb-tags"),
+    pytest.param(dict(wandb={"project": ""}), "wandb.project='' must be a non-empty string", id="wandb-project"),
+    pytest.param(dict(wandb={"entity": 3}), "wandb.entity=3 must be a non-empty string", id="wandb-entity"),
+    pytest.param(dict(heartbeat={"interval": 0}), "heartbeat.interval=0 must be an integer >= 1", id="heartbeat"),
+    pytest.param(dict(sampler={"temperature": 1}), "sampler: unknown key(s) temperature; valid keys: seed",
+                 id="sampler-key"),
+    pytest.param(dict(pruner="median"), "pruner must be a mapping, got 'median'", id="pruner-not-a-mapping"),
+    pytest.param(dict(synth={"frames": 8}), "synth: unknown key(s) frames; valid keys: train_frames",
+                 id="synth-key"),
+    pytest.param(dict(synth={"train_frames": 0}), "synth.train_frames=0 must be an integer >= 1", id="synth-frames"),
+    pytest.param(dict(synth={"test_frames": 1}), "synth.test_frames=1 must be an integer >= 2", id="synth-test-frames"),
+    pytest.param(dict(synth={"size": "64 by 128"}), "synth.size='64 by 128' must be HxW (e.g. 64x128) or [H, W]",
+                 id="synth-size"),
+    pytest.param(dict(synth={"size": [8, 64]}), "synth.size=[8, 64]: each side must be >= 16", id="synth-size-small"),
+    pytest.param(dict(synth={"progress": "yes"}), "synth.progress='yes' must be true or false", id="synth-progress"),
+    pytest.param(dict(synth=[1]), "synth must be a mapping of `cvae data synth` options, got [1]", id="synth-list"),
+]
+
+
+@pytest.mark.parametrize(("overrides", "expected"), SECTION_ERRORS)
+def test_section_error(tmp_path: Path, overrides: dict, expected: str) -> None:
+    assert expected in error(tmp_path, **overrides)
+
+
+def test_a_pruner_section_given_as_a_mapping_is_read_as_a_spec_reads_it() -> None:
+    assert PrunerSpec.of({"type": "hyperband", "min_resource": 2}) == PrunerSpec("hyperband", min_resource=2)
+    with pytest.raises(ValueError, match=r"pruner.type='asha' is not one of none"):
+        PrunerSpec.of({"type": "asha"})
+
+
+def test_a_synth_section_feeds_the_generator(tmp_path: Path) -> None:
+    from cvae.core.synth import generate_dataset
+
+    spec = load(tmp_path, synth={"train_frames": 4, "train_video_len": 4, "val_frames": 2, "test_sequences": 1,
+                                 "test_frames": 2, "size": "16x16"})
+    summary = generate_dataset(tmp_path / "data", **spec.synth)
+    assert summary["size"] in ((16, 16), [16, 16]) and summary["train_frames"] == 4
+
+
+# -- num_epoch knows when it is swept ------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("overrides", "expected"), [
+    pytest.param({}, NumEpoch(4), id="base"),
+    pytest.param(dict(base={k: v for k, v in BASE.items() if k != "num_epoch"} | {"tfr_sde": 1}), NumEpoch(70),
+                 id="cvae-train-default"),
+    pytest.param(dict(parameters={"num_epoch": {"values": [6, 12, 3]}}), NumEpoch(4, (3, 12), False), id="values"),
+    pytest.param(dict(parameters={"num_epoch": {"min": 2, "max": 11, "q": 3}}), NumEpoch(4, (2, 11), False),
+                 id="int_uniform-q"),
+    pytest.param(dict(parameters={"num_epoch": {"min": 2, "max": 12, "q": 3}}), NumEpoch(4, (2, 11), False),
+                 id="int_uniform-q-last-step-below-max"),
+    pytest.param(dict(parameters={"num_epoch": {"distribution": "log_uniform_values", "min": 2, "max": 40}}),
+                 NumEpoch(4, (2, 40), False), id="log_uniform_values"),
+    pytest.param(dict(parameters={"N_dim": {"values": [4, 8]}, "num_epoch": {"values": [9], "when": {"N_dim": [8]}}}),
+                 NumEpoch(4, (9, 9), True), id="conditional"),
+    pytest.param(dict(parameters={"run": {"values": ["short", "long"], "sets": {"short": {"num_epoch": 2},
+                                                                             "long": {"num_epoch": 20}}}}),
+                 NumEpoch(4, (2, 20), False), id="named-choice"),
+    pytest.param(dict(parameters={"run": {"values": ["short", "base"], "sets": {"short": {"num_epoch": 2},
+                                                                             "base": {"lr": 0.001}}}}),
+                 NumEpoch(4, (2, 2), True), id="named-choice-partly"),
+])
+def test_num_epoch(tmp_path: Path, overrides: dict, expected: NumEpoch) -> None:
+    num_epoch = load(tmp_path, **overrides).num_epoch
+    assert num_epoch == expected
+    assert num_epoch.is_swept == (expected.swept is not None)
+
+
+def test_num_epoch_min_and_max() -> None:
+    assert (NumEpoch(4).min, NumEpoch(4).max) == (4, 4)
+    assert (NumEpoch(4, (6, 12), False).min, NumEpoch(4, (6, 12), False).max) == (6, 12)
+    assert (NumEpoch(4, (6, 12), True).min, NumEpoch(4, (2, 3), True).max) == (4, 4)
+
+
+# -- spec and space: space depends on the spec, never the other way round ---------------------------------
+
+def _sweeps_imports() -> dict[str, set[str]]:
+    """For each module of cvae.sweeps, the cvae.sweeps modules it imports anywhere (module or function level)."""
+    import ast
+    import importlib.util
+
+    folder = Path(importlib.util.find_spec("cvae.sweeps").origin).parent
+    graph: dict[str, set[str]] = {}
+    for path in folder.glob("*.py"):
+        deps: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                deps.update(a.name.split(".")[2] for a in node.names if a.name.startswith("cvae.sweeps."))
+            elif isinstance(node, ast.ImportFrom):
+                module = node.module or ""
+                if node.level:  # from . import space / from .space import x
+                    deps.update([module.split(".")[0]] if module else [a.name for a in node.names])
+                elif module.startswith("cvae.sweeps."):
+                    deps.add(module.split(".")[2])
+                elif module == "cvae.sweeps":
+                    deps.update(a.name for a in node.names)
+        graph[path.stem] = deps
+    return graph
+
+
+def _reachable(graph: dict[str, set[str]], start: str) -> set[str]:
+    seen: set[str] = set()
+    todo = [start]
+    while todo:
+        for dep in graph.get(todo.pop(), set()) - seen:
+            seen.add(dep)
+            todo.append(dep)
+    return seen
+
+
+def test_spec_and_space_do_not_import_each_other() -> None:
+    graph = _sweeps_imports()
+    assert {"spec", "spec_types", "space"} <= set(graph)
+    assert "spec" in graph["space"]  # the check sees imports: space reads the spec
+    assert "space" not in _reachable(graph, "spec"), graph["spec"]
+    assert "spec" not in _reachable(graph, "spec_types") and "space" not in _reachable(graph, "spec_types")

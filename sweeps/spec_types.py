@@ -1,0 +1,420 @@
+"""The typed sections of a sweep spec: ``metric``, ``wandb``, ``pruner`` (or W&B's ``early_terminate``),
+``sampler``, ``heartbeat`` and ``synth``.
+
+Each section is a frozen dataclass with a ``parse`` classmethod that reads the section as YAML gave it,
+appends one line per problem to ``errors`` (naming the key and the value: ``wandb.mode='cloud' is not ...``)
+and returns a usable value anyway (the defaults where the section was wrong), so that
+:func:`cvae.sweeps.spec.parse_spec` reports every problem of a spec at once.
+
+The pruner and the sampler build their Optuna objects here (Optuna is imported only then): the spec builds
+them once to check their options, and ``cvae.sweeps.space`` builds them for a study. This module imports
+neither of those two, so they need not import each other.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+METRICS = {
+    "val/psnr": "val_psnr", "val/loss": "val_loss", "train/loss": "train_loss", "train/mse": "train_mse",
+    "train/kl": "train_kl", "train/psnr": "train_psnr",
+}
+"""Sweep metric name (the W&B key) -> the EpochResult field it reads."""
+
+GOALS = ("maximize", "minimize")
+SUMMARIES = ("best", "last")
+WANDB_MODES = ("auto", "online", "offline", "disabled")
+PRUNERS = ("none", "median", "percentile", "hyperband", "successive_halving")
+
+
+# -- reading a section: each helper appends its one-line problem to ``errors`` ---------------------------
+def read_mapping(where: str, raw: Any, allowed: tuple[str, ...], errors: list[str]) -> dict[str, Any]:
+    """``raw`` as a dict (empty when absent or not a mapping); unknown keys are reported, and kept."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping):
+        errors.append(f"{where} must be a mapping, got {raw!r}")
+        return {}
+    unknown = sorted(set(raw) - set(allowed))
+    if unknown:
+        errors.append(f"{where}: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(allowed)}")
+    return dict(raw)
+
+
+def read_int(where: str, raw: Any, errors: list[str], minimum: int) -> int | None:
+    """``raw`` when it is an integer >= ``minimum`` (a bool is not), else None and a problem."""
+    if isinstance(raw, bool) or not isinstance(raw, int) or raw < minimum:
+        errors.append(f"{where}={raw!r} must be an integer >= {minimum}")
+        return None
+    return raw
+
+
+def _read_str(where: str, raw: Any, errors: list[str]) -> str | None:
+    if not isinstance(raw, str) or not raw:
+        errors.append(f"{where}={raw!r} must be a non-empty string")
+        return None
+    return raw
+
+
+class _Options(Mapping[str, Any]):
+    """A section whose fields are keyword options of one call (an Optuna pruner or sampler,
+    ``generate_dataset``): it reads as the mapping of the options the spec gave, a field left at None
+    being one it did not give (the callee's default applies)."""
+
+    def _given(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)  # type: ignore[arg-type]
+                if getattr(self, f.name) is not None}
+
+    def __getitem__(self, key: str) -> Any:
+        return self._given()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._given())
+
+    def __len__(self) -> int:
+        return len(self._given())
+
+
+# -- metric -------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class MetricSpec:
+    """``metric``: what a trial is judged by. ``target`` (W&B's) is accepted and has no effect."""
+
+    name: str = "val/psnr"
+    goal: str = "maximize"
+    """maximize or minimize; by default maximize for a PSNR, minimize for a loss."""
+    summary: str = "best"
+    """A trial's value: its best epoch's (best) or its last epoch's (last)."""
+
+    KEYS: ClassVar[tuple[str, ...]] = ("name", "goal", "summary", "target")
+
+    @property
+    def direction(self) -> str:
+        """The Optuna study direction."""
+        return "maximize" if self.goal == "maximize" else "minimize"
+
+    @property
+    def field(self) -> str:
+        """The EpochResult field (and metrics.csv column) the metric reads."""
+        return METRICS[self.name]
+
+    @classmethod
+    def parse(cls, raw: Any, errors: list[str]) -> MetricSpec:
+        section = read_mapping("metric", raw, cls.KEYS, errors)
+        name = section.get("name", cls.name)
+        if not isinstance(name, str) or name not in METRICS:
+            errors.append(f"metric.name={name!r} is not one of {', '.join(METRICS)}")
+            name = cls.name
+        goal = section.get("goal", "maximize" if name.endswith("psnr") else "minimize")
+        if goal not in GOALS:
+            errors.append(f"metric.goal={goal!r} is not maximize or minimize")
+            goal = cls.goal
+        summary = section.get("summary", cls.summary)
+        if summary not in SUMMARIES:
+            errors.append(f"metric.summary={summary!r} is not best or last")
+            summary = cls.summary
+        return cls(name, goal, summary)
+
+
+# -- wandb --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class WandbSpec:
+    """``wandb``: where the trials' runs go. The group is the sweep's name; each run's tags are its
+    parameters (``key=value``) and then ``tags``."""
+
+    project: str = "cvae-sweeps"
+    entity: str | None = None
+    mode: str = "auto"
+    """auto (online when logged in, else offline), online, offline or disabled."""
+    tags: tuple[str, ...] = ()
+
+    KEYS: ClassVar[tuple[str, ...]] = ("project", "entity", "mode", "tags")
+
+    @classmethod
+    def parse(cls, raw: Any, errors: list[str]) -> WandbSpec:
+        section = read_mapping("wandb", raw, cls.KEYS, errors)
+        project = _read_str("wandb.project", section.get("project", cls.project), errors) or cls.project
+        entity = section.get("entity")
+        if entity is not None:
+            entity = _read_str("wandb.entity", entity, errors)
+        mode = section.get("mode", cls.mode)
+        if mode not in WANDB_MODES:
+            errors.append(f"wandb.mode={mode!r} is not auto, online, offline or disabled")
+            mode = cls.mode
+        tags = section.get("tags") or []
+        if not isinstance(tags, list | tuple) or not all(isinstance(t, str | int | float) for t in tags):
+            errors.append(f"wandb.tags={tags!r} must be a list of strings")
+            tags = []
+        return cls(project, entity, mode, tuple(str(t) for t in tags))
+
+
+# -- heartbeat ----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class HeartbeatSpec:
+    """``heartbeat``: a running trial's worker beats every ``interval`` seconds; a trial without a beat
+    for ``grace`` seconds lost its worker and is retried."""
+
+    interval: int = 10
+    grace: int = 60
+
+    KEYS: ClassVar[tuple[str, ...]] = ("interval", "grace")
+
+    @classmethod
+    def parse(cls, raw: Any, errors: list[str]) -> HeartbeatSpec:
+        section = read_mapping("heartbeat", raw, cls.KEYS, errors)
+        interval = read_int("heartbeat.interval", section.get("interval", cls.interval), errors, 1) or cls.interval
+        grace = read_int("heartbeat.grace", section.get("grace", cls.grace), errors, 1) or cls.grace
+        if grace <= interval:
+            errors.append(f"heartbeat.grace={grace} must be greater than heartbeat.interval={interval}")
+        return cls(interval, grace)
+
+
+# -- pruner -------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PrunerSpec(_Options):
+    """``pruner`` (Optuna's pruners) or ``early_terminate`` (W&B's hyperband, read as Optuna's
+    HyperbandPruner: ``min_iter`` -> min_resource, ``eta`` -> reduction_factor, ``max_iter`` ->
+    max_resource). An option left at None was not given: Optuna's default applies, except that
+    Hyperband's ``max_resource`` defaults to ``auto`` (the most epochs a trial runs).
+
+    Reads as the mapping ``{"type": ..., **the options given}``; which options a type takes, and their
+    values, Optuna checks when :meth:`build` runs (the spec builds its pruner once while it loads).
+    """
+
+    type: str = "none"
+    n_startup_trials: int | None = None
+    n_warmup_steps: int | None = None
+    interval_steps: int | None = None
+    percentile: float | None = None
+    min_resource: int | str | None = None
+    max_resource: int | str | None = None
+    reduction_factor: int | None = None
+    min_early_stopping_rate: int | None = None
+
+    KEYS: ClassVar[tuple[str, ...]] = (
+        "type", "n_startup_trials", "n_warmup_steps", "interval_steps", "percentile", "min_resource",
+        "max_resource", "reduction_factor", "min_early_stopping_rate",
+    )
+    EARLY_TERMINATE_KEYS: ClassVar[tuple[str, ...]] = ("type", "min_iter", "max_iter", "eta", "s", "strict")
+
+    @classmethod
+    def parse(cls, raw: Mapping[str, Any], errors: list[str]) -> PrunerSpec:
+        """The pruner of a whole spec ``raw``: its ``early_terminate`` or its ``pruner`` (not both)."""
+        if "early_terminate" in raw and "pruner" in raw:
+            errors.append("give early_terminate (W&B) or pruner (Optuna), not both")
+            return cls()
+        if "early_terminate" in raw:
+            return cls._parse_early_terminate(raw["early_terminate"], errors)
+        if "pruner" in raw:
+            return cls.parse_section(raw["pruner"], errors)
+        return cls()
+
+    @classmethod
+    def _parse_early_terminate(cls, raw: Any, errors: list[str]) -> PrunerSpec:
+        et = read_mapping("early_terminate", raw, cls.EARLY_TERMINATE_KEYS, errors)
+        if et.get("type") != "hyperband":
+            errors.append(f"early_terminate.type={et.get('type')!r}: W&B's only type is hyperband")
+            return cls()
+        if "min_iter" not in et and "max_iter" not in et:
+            errors.append("early_terminate needs min_iter or max_iter")
+        return cls("hyperband", min_resource=et.get("min_iter", 1), reduction_factor=et.get("eta", 3),
+                   max_resource=et.get("max_iter", "auto"))
+
+    @classmethod
+    def parse_section(cls, raw: Any, errors: list[str], where: str = "pruner") -> PrunerSpec:
+        """A ``pruner`` section alone."""
+        section = read_mapping(where, raw, cls.KEYS, errors)
+        kind = section.get("type", "none")
+        if kind not in PRUNERS:
+            errors.append(f"{where}.type={section.get('type')!r} is not one of {', '.join(PRUNERS)}")
+            return cls()
+        if kind == "percentile" and "percentile" not in section:
+            errors.append(f"{where}.type percentile needs percentile")
+        return cls(**{k: v for k, v in section.items() if k in cls.KEYS})
+
+    @classmethod
+    def of(cls, pruner: PrunerSpec | Mapping[str, Any]) -> PrunerSpec:
+        """``pruner`` as a PrunerSpec: itself, or a ``pruner`` section given as a mapping.
+
+        Raises:
+            ValueError: the mapping is not a valid pruner section (the message says why).
+        """
+        if isinstance(pruner, PrunerSpec):
+            return pruner
+        errors: list[str] = []
+        out = cls.parse_section(pruner, errors)
+        if errors:
+            raise ValueError("; ".join(errors))
+        return out
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """The keyword arguments given to the Optuna pruner."""
+        return {k: v for k, v in self.items() if k != "type"}
+
+    @property
+    def first_step(self) -> int | None:
+        """The first step (0-based epoch) at which the pruner may stop a trial; None: no pruner, or unknown
+        until trials run (successive halving's ``min_resource: auto``)."""
+        if self.type in ("median", "percentile"):
+            return int(self.n_warmup_steps or 0)
+        if self.type == "hyperband":
+            return int(self.min_resource if self.min_resource is not None else 1)
+        if self.type == "successive_halving":
+            if self.min_resource in (None, "auto"):
+                return None
+            factor = self.reduction_factor if self.reduction_factor is not None else 4
+            return int(self.min_resource) * int(factor) ** int(self.min_early_stopping_rate or 0)
+        return None
+
+    def build(self, max_epochs: int) -> Any:
+        """The Optuna pruner; ``max_epochs``: the most epochs a trial runs (Hyperband's ``max_resource: auto``).
+
+        Raises:
+            TypeError, ValueError: Optuna refuses an option or its value.
+        """
+        import optuna
+
+        kw = self.options
+        if self.type == "none":
+            return optuna.pruners.NopPruner()
+        if self.type == "median":
+            return optuna.pruners.MedianPruner(**kw)
+        if self.type == "percentile":
+            return optuna.pruners.PercentilePruner(**kw)
+        if self.type == "successive_halving":
+            return optuna.pruners.SuccessiveHalvingPruner(**kw)
+        if self.type == "hyperband":
+            if kw.get("max_resource", "auto") == "auto":
+                kw["max_resource"] = max_epochs
+            return optuna.pruners.HyperbandPruner(**kw)
+        raise ValueError(f"unknown pruner {self.type!r}")
+
+
+# -- sampler ------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SamplerSpec(_Options):
+    """``sampler``: options of the sampler of the spec's method (grid and random take none but ``seed``).
+
+    An option left at None was not given: ``seed`` defaults to the spec's ``seed``, TPE's
+    ``constant_liar`` to true with more than one worker, the others to Optuna's defaults. Which options
+    a method takes Optuna checks when :meth:`build` runs (the spec builds its sampler once while it loads).
+    """
+
+    seed: int | None = None
+    n_startup_trials: int | None = None
+    multivariate: bool | None = None
+    constant_liar: bool | None = None
+    scramble: bool | None = None
+    qmc_type: str | None = None
+
+    KEYS: ClassVar[tuple[str, ...]] = ("seed", "n_startup_trials", "multivariate", "constant_liar", "scramble",
+                                       "qmc_type")
+
+    @classmethod
+    def parse(cls, raw: Any, errors: list[str]) -> SamplerSpec:
+        section = read_mapping("sampler", raw, cls.KEYS, errors)
+        return cls(**{k: v for k, v in section.items() if k in cls.KEYS})
+
+    def build(self, method: str, *, seed: int, workers: int) -> Any:
+        """The Optuna sampler of ``method``; grid points are enqueued trials, so a grid needs no GridSampler.
+
+        Raises:
+            TypeError, ValueError: Optuna refuses an option or its value (or ``method`` is unknown).
+        """
+        import optuna
+
+        kw = dict(self)
+        seed = kw.pop("seed", seed)
+        if method in ("grid", "random"):
+            return optuna.samplers.RandomSampler(seed=seed)
+        if method == "tpe":
+            # constant_liar keeps parallel workers from proposing the same point while others run.
+            kw.setdefault("constant_liar", workers > 1)
+            return optuna.samplers.TPESampler(seed=seed, **kw)
+        if method == "cmaes":
+            return optuna.samplers.CmaEsSampler(seed=seed, **kw)
+        if method == "gp":
+            return optuna.samplers.GPSampler(seed=seed, **kw)
+        if method == "qmc":
+            return optuna.samplers.QMCSampler(seed=seed, **kw)
+        raise ValueError(f"unknown method {method!r}")
+
+
+# -- synth --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SynthSpec(_Options):
+    """``synth``: the options of ``cvae data synth`` (``cvae.core.synth.generate_dataset``) that make the
+    sweep's dataset into ``base.DR`` when it is missing. An option left at None was not given: the
+    generator's default applies. Reads as the mapping of the options given (the call's keyword arguments).
+    """
+
+    train_frames: int | None = None
+    val_frames: int | None = None
+    test_sequences: int | None = None
+    test_frames: int | None = None
+    size: tuple[int, int] | None = None
+    """(H, W); the spec gives ``HxW`` (``64x128``) or ``[H, W]``."""
+    seed: int | None = None
+    train_video_len: int | None = None
+    dancers: int | None = None
+    workers: int | None = None
+    progress: bool | None = None
+
+    MINIMUMS: ClassVar[dict[str, int]] = {
+        "train_frames": 1, "val_frames": 1, "test_sequences": 1, "test_frames": 2, "seed": 0, "train_video_len": 2,
+        "dancers": 1, "workers": 1,
+    }
+    """The generator's own bounds, checked here so that a wrong value fails before a study is created."""
+    KEYS: ClassVar[tuple[str, ...]] = ("train_frames", "val_frames", "test_sequences", "test_frames", "size", "seed",
+                                       "train_video_len", "dancers", "workers", "progress")
+    MIN_SIDE: ClassVar[int] = 16
+
+    @classmethod
+    def parse(cls, raw: Any, errors: list[str]) -> SynthSpec | None:
+        """The section, or None when the spec has none (or an empty one)."""
+        if raw is None:
+            return None
+        if not isinstance(raw, Mapping):
+            errors.append(f"synth must be a mapping of `cvae data synth` options, got {raw!r}")
+            return None
+        section = read_mapping("synth", raw, cls.KEYS, errors)
+        if not section:
+            return None
+        values: dict[str, Any] = {}
+        for key, value in section.items():
+            if key in cls.MINIMUMS:
+                if key == "dancers" and value is None:
+                    continue
+                values[key] = read_int(f"synth.{key}", value, errors, cls.MINIMUMS[key])
+            elif key == "size":
+                values[key] = cls._parse_size(value, errors)
+            elif key == "progress":
+                if not isinstance(value, bool):
+                    errors.append(f"synth.progress={value!r} must be true or false")
+                else:
+                    values[key] = value
+        return cls(**values)
+
+    @classmethod
+    def _parse_size(cls, raw: Any, errors: list[str]) -> tuple[int, int] | None:
+        if isinstance(raw, str) and re.fullmatch(r"\s*\d+\s*[xX]\s*\d+\s*", raw):
+            size = tuple(int(v) for v in raw.lower().split("x"))
+        elif isinstance(raw, list | tuple) and len(raw) == 2 and all(
+                isinstance(v, int) and not isinstance(v, bool) for v in raw):
+            size = tuple(raw)
+        else:
+            errors.append(f"synth.size={raw!r} must be HxW (e.g. 64x128) or [H, W]")
+            return None
+        if min(size) < cls.MIN_SIDE:
+            errors.append(f"synth.size={raw!r}: each side must be >= {cls.MIN_SIDE}")
+            return None
+        return size  # type: ignore[return-value]
+
+    def frames(self, split: str) -> int | None:
+        """The frames the generator writes for ``split`` (train or val) when given, else None."""
+        return getattr(self, f"{split}_frames")
