@@ -7,19 +7,9 @@ import math
 import numpy as np
 import pandas as pd
 from cvae.analysis.load import SweepData
+from cvae.analysis.stats import mean_ci
 
-
-def mean_ci(values) -> tuple[float, float]:
-    """Mean and the half-width of its t-based 95% confidence interval (NaN half-width for one value)."""
-    arr = np.asarray([v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))], float)
-    if arr.size == 0:
-        return math.nan, math.nan
-    if arr.size == 1:
-        return float(arr[0]), math.nan
-    from scipy import stats
-
-    sem = arr.std(ddof=1) / math.sqrt(arr.size)
-    return float(arr.mean()), float(stats.t.ppf(0.975, arr.size - 1) * sem)
+__all__ = ["config_table", "fmt_ci", "mean_ci", "render_terminal"]
 
 
 def config_table(data: SweepData) -> pd.DataFrame:
