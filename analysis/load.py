@@ -35,21 +35,29 @@ from cvae.core import safe_yaml
 
 # The training config's key names only (no torch): they tell a named choice (TF1) from a training key.
 from cvae.core.config import FLAT_KEYS
-from cvae.core.records import BASELINE_COLUMNS, BASELINE_NAMES, BASELINES_CSV, MARGIN_COLUMN, read_table
+from cvae.core.records import read_table
+
+from cvae.schema import (
+    BASELINE_COLUMNS,
+    BASELINES_CSV,
+    COLUMN_OF_WANDB_KEY,
+    CONFIG_YAML,
+    FRAME_TABLE_BASELINES,
+    FRAMES_CSV,
+    MARGIN_COLUMN,
+    METRICS_CSV,
+    SPEC,
+    SPEC_YAML,
+    TRIAL_JSON,
+    TrialRecord,
+    baseline_attr,
+    metric_column,
+    run_name,
+    trial_row,
+)
 
 RUN_COLUMNS = ["run", "trial", "state", "value", "best_epoch", "epochs_done", "duration_s", "replicate",
                "config_id", "label", "reason"]
-WANDB_TO_LOCAL = {
-    "train/loss": "train_loss", "train/mse": "train_mse", "train/kl": "train_kl", "train/psnr": "train_psnr",
-    "val/psnr": "val_psnr", "val/loss": "val_loss", "schedule/beta": "beta", "schedule/tfr": "tfr", "lr": "lr",
-    "perf/frames_per_s": "frames_per_s",
-    **{col.replace("val_", "val/", 1): col for col in (*BASELINE_COLUMNS, MARGIN_COLUMN)},
-}
-METRIC_FIELDS = {v_key: local for v_key, local in WANDB_TO_LOCAL.items() if "/" in v_key}
-BASELINE_OF_COLUMN = {f"psnr_{name}": name for name in BASELINE_NAMES}
-"""The W&B per-frame table's baseline columns -> the ``frames`` table's."""
-
-
 class AnalysisError(ValueError):
     """A source that cannot be read or holds no runs; the message names it."""
 
@@ -72,7 +80,7 @@ class SweepData:
 
     @property
     def metric_field(self) -> str:
-        return METRIC_FIELDS.get(self.metric, self.metric.replace("/", "_"))
+        return metric_column(self.metric).replace("/", "_")
 
     def is_empty(self) -> bool:
         return self.runs.empty
@@ -170,18 +178,16 @@ def _read_csv(path: Path) -> pd.DataFrame:
     return pd.DataFrame({name: _numbers([row[name] for row in rows]) for name in header}, columns=header)
 
 
-def _read_trial(folder: Path) -> dict[str, Any] | None:
+def _read_trial(folder: Path) -> TrialRecord | None:
     """``trial.json``, or None when it is not a JSON object (warned: the run may still be writing it)."""
-    path = folder / "trial.json"
+    path = folder / TRIAL_JSON
     try:
-        record = json.loads(path.read_text())
+        return TrialRecord.read(path)
     except json.JSONDecodeError as err:
         _warn(f"skipping {path}: {_json_error(err)}: the run may still be writing it")
-        return None
-    if not isinstance(record, dict):
-        _warn(f"skipping {path}: a {type(record).__name__}, not a JSON object of the trial's record")
-        return None
-    return record
+    except TypeError as err:
+        _warn(f"skipping {path}: {err}")
+    return None
 
 
 def load_local(runs_dir: str | os.PathLike) -> SweepData:
@@ -198,12 +204,12 @@ def load_local(runs_dir: str | os.PathLike) -> SweepData:
     if not root.is_dir():
         raise AnalysisError(f"{root}: no such folder")
     spec = None
-    if (root / "spec.yaml").is_file():
-        spec = _read_yaml(root / "spec.yaml")
+    if (root / SPEC_YAML).is_file():
+        spec = _read_yaml(root / SPEC_YAML)
         if spec is not None and not isinstance(spec, dict):
-            raise AnalysisError(f"{root / 'spec.yaml'}: a sweep spec must be a mapping, not {type(spec).__name__}")
-    folders = sorted(p for p in root.iterdir() if p.is_dir() and ((p / "trial.json").is_file() or (p / "metrics.csv").is_file()))
-    if not folders and (root / "metrics.csv").is_file():
+            raise AnalysisError(f"{root / SPEC_YAML}: a sweep spec must be a mapping, not {type(spec).__name__}")
+    folders = sorted(p for p in root.iterdir() if p.is_dir() and ((p / TRIAL_JSON).is_file() or (p / METRICS_CSV).is_file()))
+    if not folders and (root / METRICS_CSV).is_file():
         folders = [root]
     if not folders:
         raise AnalysisError(f"{root}: no runs (no t*/trial.json or metrics.csv): is it a sweep's output_dir?")
@@ -217,50 +223,49 @@ def load_local(runs_dir: str | os.PathLike) -> SweepData:
     for folder in folders:
         run = folder.name if folder != root else root.name
         config: Any = {}
-        if (folder / "config.yaml").is_file():
+        if (folder / CONFIG_YAML).is_file():
             try:
-                config = _read_yaml(folder / "config.yaml")
+                config = _read_yaml(folder / CONFIG_YAML)
             except AnalysisError as err:
                 _warn(f"skipping {folder}: {err}")
                 skipped += 1
                 continue
             if not isinstance(config, dict):
-                _warn(f"skipping {folder}: {folder / 'config.yaml'} is a {type(config).__name__}, not a mapping")
+                _warn(f"skipping {folder}: {folder / CONFIG_YAML} is a {type(config).__name__}, not a mapping")
                 skipped += 1
                 continue
         record = None
-        if (folder / "trial.json").is_file():
+        if (folder / TRIAL_JSON).is_file():
             record = _read_trial(folder)
             if record is None:
                 skipped += 1
                 continue
-        epochs = _read_csv(folder / "metrics.csv")
+        epochs = _read_csv(folder / METRICS_CSV)
         if record is None:
             done = not epochs.empty and int(epochs["epoch"].max()) + 1 >= int(config.get("num_epoch", 0) or 0)
-            field_name = METRIC_FIELDS.get(metric, "val_psnr")
+            field_name = metric_column(metric)
             values = epochs[field_name].dropna() if field_name in epochs else pd.Series(dtype=float)
             best = values.idxmax() if goal == "maximize" and not values.empty else (values.idxmin() if not values.empty else None)
-            record = {"trial_number": None, "state": "complete" if done else "running", "params": {},
-                      "value": float(values[best]) if best is not None else None,
-                      "best_epoch": int(epochs.loc[best, "epoch"]) if best is not None else None,
-                      "epochs_done": len(epochs), "duration_s": float(epochs["epoch_seconds"].sum())
-                      if "epoch_seconds" in epochs else None, "replicate": 0, "config_id": run, "reason": ""}
+            record = TrialRecord(
+                study="", trial_number=None, state="complete" if done else "running", metric=metric, goal=goal,
+                value=float(values[best]) if best is not None else None,
+                best_epoch=int(epochs.loc[best, "epoch"]) if best is not None else None, epochs_done=len(epochs),
+                duration_s=float(epochs["epoch_seconds"].sum()) if "epoch_seconds" in epochs else None,
+                config_id=run)
         else:
-            metric, goal = record.get("metric", metric), record.get("goal", goal)
-        params = record.get("params") or {}
+            metric, goal = record.metric, record.goal
+        params = record.params or {}
         for key in params:
             if key not in param_order:
                 param_order.append(key)
-        row = {**config, **params, "run": run, "trial": record.get("trial_number"), "state": record.get("state"),
-               "value": record.get("value"), "best_epoch": record.get("best_epoch"),
-               "epochs_done": record.get("epochs_done", len(epochs)), "duration_s": record.get("duration_s"),
-               "replicate": record.get("replicate", 0), "config_id": record.get("config_id"),
-               "reason": record.get("reason", ""), "wandb_run_id": record.get("wandb_run_id"),
-               "run_dir": str(folder)}
+        row = {**config, **params, "run": run, "trial": record.trial_number, "state": record.state,
+               "value": record.value, "best_epoch": record.best_epoch, "epochs_done": record.epochs_done,
+               "duration_s": record.duration_s, "replicate": record.replicate, "config_id": record.config_id,
+               "reason": record.reason, "wandb_run_id": record.wandb_run_id, "run_dir": str(folder)}
         runs_rows.append(row)
         for rec in epochs.to_dict("records"):
             epochs_rows.append({"run": run, **rec})
-        frames = _read_csv(folder / "psnr_per_frame.csv")
+        frames = _read_csv(folder / FRAMES_CSV)
         refs = _read_csv(folder / BASELINES_CSV)
         if not frames.empty and not refs.empty and "frame" in refs:
             frames = frames.merge(refs, on="frame", how="left")
@@ -274,10 +279,6 @@ def load_local(runs_dir: str | os.PathLike) -> SweepData:
 
 
 # -- Optuna storage -------------------------------------------------------------------------------------------
-OPTUNA_STATES = {"COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "failed", "RUNNING": "running",
-                 "WAITING": "waiting"}
-
-
 def load_optuna(storage: str, study: str) -> SweepData:
     """States, parameters, values and intermediate values (the metric per epoch) from the study itself.
 
@@ -288,7 +289,8 @@ def load_optuna(storage: str, study: str) -> SweepData:
         AnalysisError: the storage cannot be opened or the study does not exist.
     """
     import optuna
-    from cvae.sweeps.secrets import mask_secrets as _mask
+
+    from cvae.secrets import mask_secrets as _mask
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
@@ -297,9 +299,9 @@ def load_optuna(storage: str, study: str) -> SweepData:
         raise AnalysisError(f"{_mask(storage)}: no study named {study!r}") from None
     except Exception as err:  # noqa: BLE001 - SQLAlchemy's many errors become one message
         raise AnalysisError(f"{_mask(storage)}: cannot open the study storage ({str(err).splitlines()[0]})") from None
-    spec_attrs = st.user_attrs.get("cvae:spec", {})
+    spec_attrs = st.user_attrs.get(SPEC, {})
     metric = spec_attrs.get("metric", "val/psnr")
-    field_name = METRIC_FIELDS.get(metric, "val_psnr")
+    field_name = metric_column(metric)
     chains: dict[int, list] = {}
     for t in st.get_trials(deepcopy=False):
         if t.state.name == "WAITING" and "failed_trial" in t.system_attrs:
@@ -312,25 +314,24 @@ def load_optuna(storage: str, study: str) -> SweepData:
         for p in last.params:
             if p not in order:
                 order.append(p)
-        run = f"t{key:04d}"
+        run = run_name(key)
         start = attempts[0].datetime_start
         end = last.datetime_complete
         values: dict[int, float] = {}
         for t in attempts:
             values.update(t.intermediate_values)
+        row = trial_row(last)
         runs_rows.append({
-            **last.params, "run": run, "trial": key, "state": OPTUNA_STATES.get(last.state.name, last.state.name.lower()),
-            "value": last.value, "best_epoch": None, "epochs_done": len(values),
+            **last.params, **{k: row[k] for k in ("state", "value", "replicate", "config_id", "reason",
+                                                  "wandb_run_id", "run_dir")},
+            "run": run, "trial": key, "best_epoch": None, "epochs_done": len(values),
             "duration_s": (end - start).total_seconds() if start and end else None,
-            "replicate": last.user_attrs.get("cvae:replicate", 0), "config_id": last.user_attrs.get("cvae:config_id"),
-            "reason": last.user_attrs.get("cvae:fail_reason", ""), "wandb_run_id": last.user_attrs.get("cvae:wandb_run_id"),
-            "run_dir": last.user_attrs.get("cvae:run_dir"),
         })
         if values:
             goal_max = st.direction.name == "MAXIMIZE"
             best = (max if goal_max else min)(values, key=values.get)
             runs_rows[-1]["best_epoch"] = best
-        refs = {col: last.user_attrs.get(f"cvae:{col}") for col in BASELINE_COLUMNS}
+        refs = {col: last.user_attrs.get(baseline_attr(col)) for col in BASELINE_COLUMNS}
         refs = {col: float(v) for col, v in refs.items() if v is not None}
         for e, v in sorted(values.items()):
             row = {"run": run, "epoch": e, field_name: v, **refs}
@@ -345,14 +346,14 @@ def load_optuna(storage: str, study: str) -> SweepData:
 def _wandb_rows(run_id: str, config: dict, summary: dict, history: list[dict], tables: list[dict], tags=()):
     params = {k.removeprefix("param/"): v for k, v in config.items() if k.startswith("param/")}
     key = int(config.get("run_key", config.get("trial", 0)))
-    run = f"t{key:04d}"
+    run = run_name(key)
     plain = {k: v for k, v in config.items() if k in FLAT_KEYS}
     epochs = []
     for h in history:
-        if "epoch" not in h or not any(k in h for k in WANDB_TO_LOCAL):
+        if "epoch" not in h or not any(k in h for k in COLUMN_OF_WANDB_KEY):
             continue
         epochs.append({"run": run, "epoch": int(h["epoch"]),
-                       **{WANDB_TO_LOCAL[k]: v for k, v in h.items() if k in WANDB_TO_LOCAL}})
+                       **{COLUMN_OF_WANDB_KEY[k]: v for k, v in h.items() if k in COLUMN_OF_WANDB_KEY}})
     # A resumed run may log an epoch twice (before a crash and after): the later one wins.
     dedup = {e["epoch"]: e for e in epochs}
     metric_key = config.get("sweep_metric", "val/psnr")
@@ -366,7 +367,7 @@ def _wandb_rows(run_id: str, config: dict, summary: dict, history: list[dict], t
     frames = []
     for table in tables:
         # Columns by name: frame, psnr, then psnr_copy_first, ... where the run logged its baselines.
-        names = [BASELINE_OF_COLUMN.get(c, c) for c in table.get("columns", ["frame", "psnr"])]
+        names = [FRAME_TABLE_BASELINES.get(c, c) for c in table.get("columns", ["frame", "psnr"])]
         for values in table.get("data", []):
             rec = dict(zip(names, values, strict=False))
             frames.append({"run": run, "epoch": last_epoch, **rec, "frame": int(rec["frame"]),
@@ -383,7 +384,7 @@ def load_wandb_offline(wandb_dir: str | os.PathLike, group: str | None = None) -
     Raises:
         AnalysisError: no offline runs, or several groups and none chosen.
     """
-    from cvae.sweeps.tracking import read_offline_runs_merged
+    from cvae.wandb_offline import read_offline_runs_merged
 
     root = Path(wandb_dir)
     try:

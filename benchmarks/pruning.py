@@ -309,9 +309,10 @@ def replay(spec: SweepSpec, pruner: Mapping[str, Any], curves: Sequence[Sequence
     """
     import optuna
     from cvae.sweeps.space import make_pruner
+    from cvae.sweeps.spec_types import PrunerSpec
     from optuna.trial import TrialState
 
-    pruner_obj = make_pruner(replace(spec, pruner=dict(pruner)), int(spec.base.get("num_epoch", 70)))
+    pruner_obj = make_pruner(replace(spec, pruner=PrunerSpec.of(pruner)))
     study = optuna.create_study(study_name=spec.name, direction=spec.direction, pruner=pruner_obj)
     epochs = []
     for curve in curves:
@@ -679,7 +680,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     results["settings"] = {
         "out": str(out), "epochs": int(full.spec.base.get("num_epoch", 70)), "threads": full.threads,
         "pruner": dict(pruned.spec.pruner), "smoke": args.smoke, "base": dict(full.spec.base),
-        "synth": full.spec.synth, "seed": full.spec.seed, "grid_order": full.spec.grid_order,
+        "synth": dict(full.spec.synth or {}), "seed": full.spec.seed, "grid_order": full.spec.grid_order,
         "run_order": [params for _, params in full.spec.grid_points()], "torch": torch.__version__,
         "machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
         "command": full.command,

@@ -22,8 +22,9 @@ from pathlib import Path
 
 import torch
 from cvae.core.data import FrameSequence, clips_of, default_cache_dir, to_float
-from cvae.core.records import BASELINE_NAMES as BASELINES
 from cvae.core.rollout import VideoScore, score
+
+from cvae.schema import BASELINE_NAMES as BASELINES
 
 CACHE_FORMAT = 1
 

@@ -3,7 +3,7 @@
 A run folder (``save_root``) holds:
 
 - ``config.yaml``: the resolved training config, flat keys (``cvae train --config`` reads it back);
-- ``metrics.csv``: one row per epoch (columns :data:`METRIC_COLUMNS`);
+- ``metrics.csv``: one row per epoch (columns :data:`cvae.schema.METRIC_COLUMNS`, the records format);
 - ``psnr_per_frame.csv``: ``epoch,frame,psnr``, the validation rollout's PSNR of every predicted frame;
 - ``baselines.csv``: ``frame,copy_first,mean_frame,copy_prev``, the trivial predictors' PSNR of every frame
   on the same validation clips (:mod:`core.baselines`); their means are ``metrics.csv``'s
@@ -30,28 +30,17 @@ import numpy as np
 import yaml
 from PIL import Image
 
-if TYPE_CHECKING:
-    import torch
-
-BASELINE_NAMES = ("copy_first", "mean_frame", "copy_prev")
-"""The trivial predictors every validation PSNR is recorded beside (see :mod:`core.baselines`)."""
-BASELINE_TITLES = {
-    "copy_first": "copy first frame",
-    "mean_frame": "mean frame (oracle)",
-    "copy_prev": "copy previous ground truth (oracle)",
-}
-"""How figures, tables and charts name them."""
-BASELINE_COLUMNS = tuple(f"val_psnr_{name}" for name in BASELINE_NAMES)
-MARGIN_COLUMN = "val_psnr_margin"
-"""``val_psnr - val_psnr_copy_first``: above 0 the model beats copying the first frame."""
-BASELINES_CSV = "baselines.csv"
-
-METRIC_COLUMNS = (
-    "epoch", "train_loss", "train_mse", "train_kl", "train_psnr", "val_loss", "val_psnr", *BASELINE_COLUMNS,
-    MARGIN_COLUMN, "beta", "tfr", "tf_fraction", "lr", "frames_per_s", "train_seconds", "val_seconds",
-    "epoch_seconds",
+from cvae.schema import (  # noqa: F401 - the records format, re-exported for the trainer's modules
+    BASELINE_COLUMNS,
+    BASELINE_NAMES,
+    BASELINE_TITLES,
+    BASELINES_CSV,
+    MARGIN_COLUMN,
+    METRIC_COLUMNS,
 )
 
+if TYPE_CHECKING:
+    import torch
 
 @contextlib.contextmanager
 def _naming(path: str | os.PathLike) -> Iterator[None]:

@@ -24,22 +24,17 @@ from typing import Any, Protocol
 import torch
 from cvae.core import checkpoint as ckpt_io
 from cvae.core.baselines import NO_BASELINES, Baselines, video_baselines
-from cvae.core.config import ConfigError, ExperimentConfig, ModelConfig
+from cvae.core.config import ConfigError, ExperimentConfig
 from cvae.core.data import ClipBatches, DatasetError, FrameSequence, clips_of, load_split, num_clips, to_float
 from cvae.core.metrics import kl_divergence, psnr
 from cvae.core.model import CVAE
-from cvae.core.records import (
-    BASELINES_CSV,
-    METRIC_COLUMNS,
-    CsvLog,
-    baseline_metrics,
-    write_baselines,
-    write_config,
-)
+from cvae.core.records import CsvLog, baseline_metrics, write_baselines, write_config
 from cvae.core.rollout import VideoScore, rollout, score
 from cvae.core.schedules import kl_beta, teacher_forcing_ratio, train_fraction, warmup_factor
 from torch import nn
 from tqdm.auto import tqdm
+
+from cvae.schema import BASELINES_CSV, CONFIG_YAML, FRAMES_CSV, METRIC_COLUMNS, METRICS_CSV
 
 log = logging.getLogger("cvae")
 
@@ -160,11 +155,6 @@ def make_autocast(cfg: ExperimentConfig, device: torch.device) -> torch.autocast
     if device.type != "cuda":
         raise ConfigError("amp=bf16 needs a CUDA device; on a CPU bf16 autocast is far slower than fp32")
     return torch.autocast("cuda", dtype=torch.bfloat16)
-
-
-def model_dims(cfg: ExperimentConfig) -> ModelConfig:
-    """``cfg.model``. Kept only for sweeps/plan.py's import; use ``cfg.model`` and delete this."""
-    return cfg.model
 
 
 def build_optimizer(cfg: ExperimentConfig, model: nn.Module) -> torch.optim.Optimizer:
@@ -521,12 +511,12 @@ class Trainer:
 
     def fit(self) -> RunResult:
         cfg = self.cfg
-        for name in ("metrics.csv", "psnr_per_frame.csv"):
-            columns = METRIC_COLUMNS if name == "metrics.csv" else ("epoch", "frame", "psnr")
+        for name in (METRICS_CSV, FRAMES_CSV):
+            columns = METRIC_COLUMNS if name == METRICS_CSV else ("epoch", "frame", "psnr")
             CsvLog(self.save_root / name, columns).truncate_from(self.start_epoch)
-        metrics_log = CsvLog(self.save_root / "metrics.csv", METRIC_COLUMNS)
-        frames_log = CsvLog(self.save_root / "psnr_per_frame.csv", ("epoch", "frame", "psnr"))
-        write_config(cfg.to_flat(), self.save_root / "config.yaml")
+        metrics_log = CsvLog(self.save_root / METRICS_CSV, METRIC_COLUMNS)
+        frames_log = CsvLog(self.save_root / FRAMES_CSV, ("epoch", "frame", "psnr"))
+        write_config(cfg.to_flat(), self.save_root / CONFIG_YAML)
         if self.val_data is not None:
             write_baselines(self.baselines, self.save_root / BASELINES_CSV)
         for cb in self.callbacks:

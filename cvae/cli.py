@@ -27,7 +27,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # What libraries record of the command line (W&B's run metadata) must not carry a storage password;
     # the parsed arguments keep it.
-    from cvae.sweeps.secrets import mask_argv
+    from cvae.secrets import mask_argv
 
     mask_argv()
     try:

@@ -16,7 +16,9 @@ from pathlib import Path
 
 from cvae.core.cli import EXIT_BAD_INPUT, EXIT_FAILED
 from cvae.core.cli import fail as _plain_fail
-from cvae.sweeps.secrets import mask_secrets
+
+from cvae.schema import CONFIG_YAML, RUN_DIR, SPEC_YAML, TRIALS_CSV, run_name
+from cvae.secrets import mask_secrets
 
 log = logging.getLogger("cvae")
 
@@ -143,13 +145,18 @@ def _check_data(spec) -> None:
             paired_frames(folder / f"{split}_img", folder / f"{split}_label")
 
 
-def _errors():
-    from cvae.core.data import DatasetError
-    from cvae.sweeps.runner import SweepError
+def _errors(*, data: bool = False):
+    """The errors a command turns into one line; the dataset's only where asked for (``cvae.core.data``
+    imports torch, which ``status``, ``best`` and ``retry`` do without)."""
+    from cvae.sweeps.queue import SweepError
     from cvae.sweeps.spec import SpecError
     from cvae.sweeps.storage import StorageError
 
-    return SpecError, StorageError, SweepError, DatasetError
+    if data:
+        from cvae.core.data import DatasetError
+
+        return SpecError, StorageError, SweepError, DatasetError
+    return SpecError, StorageError, SweepError
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -162,10 +169,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from cvae.sweeps.runner import open_study
+    from cvae.sweeps.queue import open_study
     from cvae.sweeps.storage import mask_url, open_storage, split_password
 
-    SpecError, StorageError, SweepError, DatasetError = _errors()
+    SpecError, StorageError, SweepError, DatasetError = _errors(data=True)
     _setup_logging()
     try:
         spec = _load(args, args.workers, warn="run")
@@ -176,7 +183,7 @@ def _run(args: argparse.Namespace) -> int:
     except (SpecError, StorageError, SweepError, DatasetError, ValueError) as err:
         return fail("sweep run", str(err))
     spec.output_dir.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(args.spec, spec.output_dir / "spec.yaml")
+    shutil.copyfile(args.spec, spec.output_dir / SPEC_YAML)
     logs = spec.output_dir / "logs"
     logs.mkdir(exist_ok=True)
     lock, others = _run_lock(spec)
@@ -331,7 +338,7 @@ def _final_report(spec, study) -> None:
     table = rows(study)
     if table:
         columns = list(dict.fromkeys(k for r in table for k in r))
-        with (spec.output_dir / "trials.csv").open("w", newline="") as fh:
+        with (spec.output_dir / TRIALS_CSV).open("w", newline="") as fh:
             writer = csv.DictWriter(fh, columns)
             writer.writeheader()
             writer.writerows(table)
@@ -342,7 +349,7 @@ def _summary_run(spec, study, table) -> None:
     from cvae.sweeps.spec import dump_spec_summary
     from cvae.sweeps.tracking import log_sweep_summary, resolve_wandb_mode
 
-    mode = resolve_wandb_mode(spec.wandb["mode"])
+    mode = resolve_wandb_mode(spec.wandb.mode)
     if mode == "disabled" or not table:
         return
     importances: dict[str, float] = {}
@@ -353,7 +360,7 @@ def _summary_run(spec, study, table) -> None:
     except Exception as err:  # noqa: BLE001 - too few or too similar trials: no importances, say why
         log.info("no parameter importances: %s", err)
     try:
-        log_sweep_summary(project=spec.wandb["project"], entity=spec.wandb.get("entity"), group=spec.name,
+        log_sweep_summary(project=spec.wandb.project, entity=spec.wandb.entity, group=spec.name,
                           name=f"{spec.name}-summary", run_id=f"{spec.name}-{study.user_attrs.get('cvae:uid')}-summary",
                           mode=mode, trials=table, importances=importances, spec_text=dump_spec_summary(spec))
     except Exception as err:  # noqa: BLE001 - the trials are recorded; a failed summary run is only reported
@@ -364,7 +371,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     from cvae.sweeps.runner import run_worker
     from cvae.sweeps.tracking import TrackingError
 
-    SpecError, StorageError, SweepError, DatasetError = _errors()
+    SpecError, StorageError, SweepError, DatasetError = _errors(data=True)
     worker = os.environ.get("CVAE_WORKER")
     _setup_logging(f"[worker {worker}] " if worker else "")
     # Ctrl-C and a scheduler's SIGTERM (docker stop, Slurm preemption) stop the same way: the trial is re-queued.
@@ -387,10 +394,10 @@ def _cmd_worker(args: argparse.Namespace) -> int:
 
 def _cmd_init(args: argparse.Namespace) -> int:
     import optuna
-    from cvae.sweeps.runner import open_study
+    from cvae.sweeps.queue import open_study
     from cvae.sweeps.storage import mask_url, open_storage
 
-    SpecError, StorageError, SweepError, DatasetError = _errors()
+    SpecError, StorageError, SweepError, DatasetError = _errors(data=True)
     _setup_logging()
     try:
         spec = _load(args, warn="init")
@@ -403,7 +410,7 @@ def _cmd_init(args: argparse.Namespace) -> int:
     except (SpecError, StorageError, SweepError, DatasetError, ValueError) as err:
         return fail("sweep init", str(err))
     spec.output_dir.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(args.spec, spec.output_dir / "spec.yaml")
+    shutil.copyfile(args.spec, spec.output_dir / SPEC_YAML)
     queued = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)))
     print(f"sweep {spec.name}: study ready in {mask_url(spec.storage)}, {queued} trial(s) queued; start workers "
           f"with `cvae sweep worker {args.spec} --storage URL`", flush=True)
@@ -413,7 +420,7 @@ def _cmd_init(args: argparse.Namespace) -> int:
 def _cmd_dashboard(args: argparse.Namespace) -> int:
     from cvae.sweeps.dashboard import serve_dashboard
 
-    SpecError, StorageError, SweepError, DatasetError = _errors()
+    SpecError, StorageError, SweepError = _errors()
     # `docker stop`, `kill`: stop serving like Ctrl-C (exit 0), not with a traceback.
     previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
@@ -444,16 +451,16 @@ def _open_existing(args: argparse.Namespace):
 
 
 def _cmd_retry(args: argparse.Namespace) -> int:
-    from cvae.sweeps.runner import retry_trials
+    from cvae.sweeps.queue import retry_trials
 
-    SpecError, StorageError, SweepError, DatasetError = _errors()
+    SpecError, StorageError, SweepError = _errors()
     try:
         spec, study = _open_existing(args)
         done = retry_trials(study, states=tuple(args.state or ("failed",)), numbers=tuple(args.trial))
     except (SpecError, StorageError, ValueError) as err:
         return fail("sweep retry", str(err))
     for number, key in done:
-        print(f"trial {number} re-queued (run folder {spec.output_dir / f't{key:04d}'})")
+        print(f"trial {number} re-queued (run folder {spec.output_dir / run_name(key)})")
     if not done:
         print(f"sweep {spec.name}: nothing to re-queue (a trial is retried only when its chain has no complete, "
               "waiting or running trial)")
@@ -466,7 +473,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
     from cvae.sweeps.report import summary_line, trials_table
     from rich.console import Console
 
-    SpecError, StorageError, SweepError, DatasetError = _errors()
+    SpecError, StorageError, SweepError = _errors()
     try:
         spec, study = _open_existing(args)
     except (SpecError, StorageError, ValueError) as err:
@@ -479,15 +486,15 @@ def _cmd_status(args: argparse.Namespace) -> int:
 def _cmd_best(args: argparse.Namespace) -> int:
     from cvae.sweeps.report import best_config_text, best_trial
 
-    SpecError, StorageError, SweepError, DatasetError = _errors()
+    SpecError, StorageError, SweepError = _errors()
     try:
         spec, study = _open_existing(args)
     except (SpecError, StorageError, ValueError) as err:
         return fail("sweep best", str(err))
     print(best_config_text(spec, study))
     best = best_trial(study)
-    if best is not None and best.user_attrs.get("cvae:run_dir"):
-        cfg = Path(best.user_attrs["cvae:run_dir"]) / "config.yaml"
+    if best is not None and best.user_attrs.get(RUN_DIR):
+        cfg = Path(best.user_attrs[RUN_DIR]) / CONFIG_YAML
         if cfg.exists():
             print(f"\nfull config ({cfg}):\n{cfg.read_text()}")
     return 0 if best is not None else EXIT_FAILED
@@ -496,7 +503,7 @@ def _cmd_best(args: argparse.Namespace) -> int:
 def _cmd_plan(args: argparse.Namespace) -> int:
     from cvae.sweeps.plan import plan_text
 
-    SpecError, StorageError, SweepError, DatasetError = _errors()
+    SpecError, StorageError, SweepError = _errors()
     try:
         spec = _load(args, warn="plan")
         print(plan_text(spec))

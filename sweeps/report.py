@@ -1,4 +1,6 @@
-"""Reading a study back: trial rows, counts, the best trial, and terminal tables."""
+"""Reading a study back: counts, the best trial, and terminal tables (rows: :func:`cvae.schema.trial_row`).
+
+Torch-free: ``cvae sweep status`` and ``best`` start without the trainer."""
 
 from __future__ import annotations
 
@@ -9,35 +11,15 @@ from collections.abc import Sequence
 from typing import Any
 
 import optuna
-from cvae.core.records import BASELINE_COLUMNS, MARGIN_COLUMN
-from cvae.sweeps.runner import CONFIG_ID, REASON, REPLICATE, RUN_DIR, orphaned, run_key, trial_params
+from cvae.sweeps.queue import orphaned, trial_params
 from cvae.sweeps.spec import SweepSpec
 from optuna.trial import FrozenTrial, TrialState
 
-STATE_NAMES = {
-    TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned", TrialState.FAIL: "failed",
-    TrialState.RUNNING: "running", TrialState.WAITING: "waiting",
-}
-
-
-def trial_row(t: FrozenTrial) -> dict[str, Any]:
-    """One trial as a flat dict (for tables, CSV and the W&B summary run)."""
-    start, end = t.datetime_start, t.datetime_complete
-    duration = (end - start).total_seconds() if start and end else None
-    epochs = max(t.intermediate_values) + 1 if t.intermediate_values else 0
-    return {
-        "trial": t.number, "run": f"t{run_key(t):04d}", "state": STATE_NAMES.get(t.state, t.state.name.lower()),
-        "value": t.value, "epochs": epochs, "duration_s": duration, "replicate": t.user_attrs.get(REPLICATE, 0),
-        "config_id": t.user_attrs.get(CONFIG_ID), "run_dir": t.user_attrs.get(RUN_DIR),
-        "reason": t.user_attrs.get(REASON, ""),
-        "retry_of": (t.system_attrs.get("retry_history") or [None])[-1],
-        **{col: t.user_attrs.get(f"cvae:{col}") for col in (*BASELINE_COLUMNS, MARGIN_COLUMN)},
-        **{f"param/{k}": v for k, v in t.params.items()},
-    }
+from cvae.schema import MARGIN_COLUMN, RUN_DIR, STATE_OF_OPTUNA, trial_row
 
 
 def counts(study: optuna.Study) -> Counter:
-    return Counter(STATE_NAMES.get(t.state, "other") for t in study.get_trials(deepcopy=False))
+    return Counter(STATE_OF_OPTUNA.get(t.state.name, "other") for t in study.get_trials(deepcopy=False))
 
 
 def best_trial(study: optuna.Study) -> FrozenTrial | None:

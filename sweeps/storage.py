@@ -17,11 +17,12 @@ from typing import Any
 
 import optuna
 import sqlalchemy.exc
-from cvae.sweeps.secrets import has_password, mask_url, split_password
 from cvae.sweeps.spec import SweepSpec
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+from cvae.secrets import has_password, mask_url, split_password
 
 log = logging.getLogger("cvae")
 

@@ -44,7 +44,8 @@ SPEC = {
 
 @pytest.fixture(scope="session")
 def sweep_records(tiny_dataset, tmp_path_factory) -> SweepRecords:
-    from cvae.sweeps.runner import open_study, run_worker
+    from cvae.sweeps.queue import open_study
+    from cvae.sweeps.runner import run_worker
     from cvae.sweeps.spec import load_spec
     from cvae.sweeps.storage import open_storage
 

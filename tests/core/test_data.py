@@ -265,10 +265,6 @@ def test_non_png_files_are_ignored(tmp_path: Path, fresh_cache: Path) -> None:
     assert len(load_split(root, "train", SIZE)) == 3
 
 
-def test_dataset_error_is_a_value_error() -> None:
-    assert issubclass(DatasetError, ValueError)
-
-
 # -- clips -----------------------------------------------------------------------------------------------
 
 

@@ -21,22 +21,15 @@ from pathlib import Path
 import optuna
 import pytest
 from cvae.core.records import read_csv
-from cvae.sweeps.runner import (
-    STOP_REQUESTED,
-    SweepError,
-    _claim,
-    install_stop_handlers,
-    open_study,
-    reap_stale,
-    retry_trials,
-    run_worker,
-)
-from cvae.sweeps.secrets import mask_secrets, split_password
+from cvae.sweeps.queue import SweepError, claim, open_study, reap_stale, retry_trials
+from cvae.sweeps.runner import STOP_REQUESTED, install_stop_handlers, run_worker
 from cvae.sweeps.spec import load_spec
 from cvae.sweeps.storage import ResilientStorage, open_storage
-from cvae.sweeps.tracking import read_offline_runs_merged
 from optuna.trial import TrialState
 from test_runner import BASE, _wait_for, cvae, load, write_spec
+
+from cvae.secrets import mask_secrets, split_password
+from cvae.wandb_offline import read_offline_runs_merged
 
 SECRET = "Hunter2-Secret"
 
@@ -85,7 +78,7 @@ def test_a_worker_killed_right_after_its_claim_leaves_a_trial_the_reaper_requeue
     spec = load_spec(write_spec(tmp_path, tiny_dataset, parameters={"N_dim": {"values": [4]}},
                                 wandb={"mode": "disabled"}, heartbeat={"interval": 1, "grace": 2}))
     study = open_study(spec, open_storage(spec), fill_queue=True)
-    assert _claim(study, spec) is not None  # ... and the worker dies here, before any trial code runs
+    assert claim(study, spec) is not None  # ... and the worker dies here, before any trial code runs
     assert states(study) == [TrialState.RUNNING]
     time.sleep(spec.grace_period + 1.5)
     assert reap_stale(study, spec) == [0]

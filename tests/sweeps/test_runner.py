@@ -15,11 +15,13 @@ import optuna
 import pytest
 import yaml
 from cvae.core.records import read_csv
-from cvae.sweeps.runner import config_id, open_study, reap_stale, run_worker
+from cvae.sweeps.queue import config_id, open_study, reap_stale
+from cvae.sweeps.runner import run_worker
 from cvae.sweeps.spec import load_spec
 from cvae.sweeps.storage import mask_url, open_storage
-from cvae.sweeps.tracking import read_offline_runs_merged
 from optuna.trial import TrialState
+
+from cvae.wandb_offline import read_offline_runs_merged
 
 BASE = {
     "num_epoch": 2, "train_vi_len": 4, "batch_size": 4, "val_vi_len": 24, "F_dim": 16, "L_dim": 8, "N_dim": 4,

@@ -15,18 +15,10 @@ import time
 from pathlib import Path
 
 import pytest
-from cvae.sweeps.tracking import (
-    NullTracker,
-    OfflineRun,
-    TrackingError,
-    WandbTrialTracker,
-    find_offline_runs,
-    log_sweep_summary,
-    read_offline_run,
-    read_offline_runs_merged,
-    resolve_wandb_mode,
-)
+from cvae.sweeps.tracking import WandbTrialTracker, log_sweep_summary, resolve_wandb_mode
 from PIL import Image
+
+from cvae.wandb_offline import OfflineRun, find_offline_runs, read_offline_run, read_offline_runs_merged
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -283,7 +275,8 @@ def test_resumed_run_merges_into_one(wandb_dir: Path) -> None:
 
 CRASHING_TRIAL = """
 import os, sys, time
-from cvae.sweeps.tracking import WandbTrialTracker, read_offline_run
+from cvae.sweeps.tracking import WandbTrialTracker
+from cvae.wandb_offline import read_offline_run
 t = WandbTrialTracker(project="cvae-test", entity=None, group="study-a", name="crashy", run_id="trial-crash",
                       config={"lr": 0.1}, tags=[], mode="offline")
 for epoch in range(3):
@@ -398,7 +391,8 @@ def test_online_that_cannot_start_raises_tracking_error(wandb_dir: Path) -> None
 
 
 INHERITED_SERVICE = """
-from cvae.sweeps.tracking import WandbTrialTracker, read_offline_run
+from cvae.sweeps.tracking import WandbTrialTracker
+from cvae.wandb_offline import read_offline_run
 t = WandbTrialTracker(project="cvae-test", entity=None, group="g", name="n", run_id="own-service", config={},
                       tags=[], mode="offline")
 t.log_epoch(0, {"train/loss": 1.0})
@@ -425,21 +419,7 @@ def test_disabled_tracker_writes_nothing(wandb_dir: Path) -> None:
     assert find_offline_runs(wandb_dir) == []
 
 
-def test_tracking_error_is_a_runtime_error() -> None:
-    assert issubclass(TrackingError, RuntimeError)
-
-
-# -- the null tracker and the reader's edges ------------------------------------------------------------------
-def test_null_tracker_does_nothing(tmp_path: Path) -> None:
-    t = NullTracker()
-    t.log_epoch(0, {"train/loss": 1.0})
-    t.log_epoch(0, {"train/loss": 1.0})
-    t.finish(state="failed", summary={"x": object()}, psnr_per_frame=[1.0], video=tmp_path / "nope.gif",
-             reason="r")
-    t.finish(state="complete", summary={})
-    assert list(tmp_path.iterdir()) == []
-
-
+# -- the reader's edges ------------------------------------------------------------------
 def test_find_offline_runs(wandb_dir: Path) -> None:
     assert find_offline_runs(wandb_dir / "nowhere") == []
     a, b = tracker("find-b"), tracker("find-a")

@@ -1,0 +1,221 @@
+"""The run-records format: one definition that the trainer, the sweeps and the analysis share.
+
+Torch-free and Optuna-free (a trial is read through the attributes of Optuna's ``FrozenTrial``), so the
+commands that only read records (``cvae sweep status``/``best``, ``cvae analysis``) start fast.
+
+What it defines (docs/records.md is the prose version):
+
+- the files of a run folder (:data:`TRIAL_JSON`, :data:`METRICS_CSV`, ...);
+- ``metrics.csv``'s columns (:data:`METRIC_COLUMNS`), with the trivial predictors every validation PSNR is
+  recorded beside (:data:`BASELINE_NAMES`, :data:`BASELINE_COLUMNS`, :data:`MARGIN_COLUMN`);
+- the W&B key of each column (:data:`WANDB_KEYS`; :data:`COLUMN_OF_WANDB_KEY` is its inverse);
+- the Optuna attributes a sweep sets (``cvae:*``) and the names of trial states (:data:`STATE_OF_OPTUNA`);
+- :class:`TrialRecord`, the typed ``trial.json``;
+- :func:`trial_row`, the one function that turns an Optuna trial into a row (status table, ``trials.csv``,
+  the W&B summary table, the analysis loaders).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+# -- files of a run folder ------------------------------------------------------------------------------------
+TRIAL_JSON = "trial.json"
+CONFIG_YAML = "config.yaml"
+METRICS_CSV = "metrics.csv"
+FRAMES_CSV = "psnr_per_frame.csv"
+BASELINES_CSV = "baselines.csv"
+SAMPLE_GIF = "sample.gif"
+SPEC_YAML = "spec.yaml"
+"""A sweep's ``output_dir`` holds the spec as run; its ``t<run key>/`` folders are the run folders."""
+TRIALS_CSV = "trials.csv"
+
+
+def run_name(key: int) -> str:
+    """A trial chain's run folder and table name: ``t0003``."""
+    return f"t{key:04d}"
+
+
+# -- metrics.csv ----------------------------------------------------------------------------------------------
+BASELINE_NAMES = ("copy_first", "mean_frame", "copy_prev")
+"""The trivial predictors every validation PSNR is recorded beside (see :mod:`cvae.core.baselines`)."""
+BASELINE_TITLES = {
+    "copy_first": "copy first frame",
+    "mean_frame": "mean frame (oracle)",
+    "copy_prev": "copy previous ground truth (oracle)",
+}
+"""How figures, tables and charts name them."""
+BASELINE_COLUMNS = tuple(f"val_psnr_{name}" for name in BASELINE_NAMES)
+MARGIN_COLUMN = "val_psnr_margin"
+"""``val_psnr - val_psnr_copy_first``: above 0 the model beats copying the first frame."""
+
+METRIC_COLUMNS = (
+    "epoch", "train_loss", "train_mse", "train_kl", "train_psnr", "val_loss", "val_psnr", *BASELINE_COLUMNS,
+    MARGIN_COLUMN, "beta", "tfr", "tf_fraction", "lr", "frames_per_s", "train_seconds", "val_seconds",
+    "epoch_seconds",
+)
+"""``metrics.csv``'s header: one row per epoch."""
+
+# -- W&B ------------------------------------------------------------------------------------------------------
+WANDB_KEYS = {
+    "train_loss": "train/loss", "train_mse": "train/mse", "train_kl": "train/kl", "train_psnr": "train/psnr",
+    "val_psnr": "val/psnr", "val_loss": "val/loss",
+    **{col: col.replace("val_", "val/", 1) for col in (*BASELINE_COLUMNS, MARGIN_COLUMN)},
+    "beta": "schedule/beta", "tfr": "schedule/tfr", "lr": "lr", "frames_per_s": "perf/frames_per_s",
+}
+"""``metrics.csv`` column -> the W&B history key it is logged under (against the ``epoch`` x-axis)."""
+COLUMN_OF_WANDB_KEY = {key: col for col, key in WANDB_KEYS.items()}
+"""W&B history key -> ``metrics.csv`` column."""
+FRAME_TABLE_BASELINES = {f"psnr_{name}": name for name in BASELINE_NAMES}
+"""The W&B per-frame table's baseline columns -> the baselines' names (``frames`` columns in analysis)."""
+
+
+def metric_column(metric: str) -> str:
+    """The ``metrics.csv`` column of a sweep metric given by its W&B key (``val/psnr`` -> ``val_psnr``);
+    a metric that is already a column name is returned as it is."""
+    return COLUMN_OF_WANDB_KEY.get(metric, metric)
+
+
+# -- Optuna ---------------------------------------------------------------------------------------------------
+SLOT = "cvae:slot"
+"""User attribute: the queue slot a trial fills (``g<config id>-r<replicate>`` on a grid, ``s<i>-r<rep>``)."""
+REPLICATE = "cvae:replicate"
+CONFIG_ID = "cvae:config_id"
+"""User attribute: a short id of the parameter set; replicates share it."""
+RUN_DIR = "cvae:run_dir"
+RUN_ID = "cvae:wandb_run_id"
+REASON = "cvae:fail_reason"
+HEARTBEAT = "cvae:heartbeat"
+"""System attribute: the worker's last heartbeat (storages without Optuna's native heartbeat)."""
+READY = "cvae:ready"
+"""Study attribute: the queue is filled."""
+UID = "cvae:uid"
+"""Study attribute: a random id that keeps W&B run ids of two studies with one name apart."""
+SPEC = "cvae:spec"
+"""Study attribute: the spec's metric, goal, method and output_dir (the analysis reads the metric from it)."""
+RETRY_HISTORY = "retry_history"
+FAILED_TRIAL = "failed_trial"
+"""System attributes Optuna's ``RetryFailedTrialCallback`` convention sets on a retry: every earlier
+trial of the chain, and the first one."""
+
+
+def baseline_attr(column: str) -> str:
+    """The user attribute holding a baseline column (or the margin) of a trial: ``cvae:val_psnr_copy_first``."""
+    return f"cvae:{column}"
+
+
+STATES = ("complete", "pruned", "failed", "running", "waiting")
+"""Trial states as records, tables and W&B tags name them."""
+STATE_OF_OPTUNA = {"COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "failed", "RUNNING": "running",
+                   "WAITING": "waiting"}
+"""Optuna's ``TrialState`` names -> :data:`STATES`."""
+
+
+def state_name(state: Any) -> str:
+    """The record name of an Optuna ``TrialState`` (or of its name)."""
+    name = getattr(state, "name", str(state))
+    return STATE_OF_OPTUNA.get(name, name.lower())
+
+
+def run_key(trial: Any) -> int:
+    """The number of the first trial of a retry chain: it names the run folder and the W&B run."""
+    return int(trial.system_attrs.get(FAILED_TRIAL, trial.number))
+
+
+def trial_row(trial: Any) -> dict[str, Any]:
+    """One Optuna trial (a ``FrozenTrial``) as a flat row: for the status table, ``trials.csv``, the W&B
+    summary table and the analysis loaders."""
+    start, end = trial.datetime_start, trial.datetime_complete
+    return {
+        "trial": trial.number, "run": run_name(run_key(trial)), "state": state_name(trial.state),
+        "value": trial.value,
+        "epochs": max(trial.intermediate_values) + 1 if trial.intermediate_values else 0,
+        "duration_s": (end - start).total_seconds() if start and end else None,
+        "replicate": trial.user_attrs.get(REPLICATE, 0), "config_id": trial.user_attrs.get(CONFIG_ID),
+        "run_dir": trial.user_attrs.get(RUN_DIR), "wandb_run_id": trial.user_attrs.get(RUN_ID),
+        "reason": trial.user_attrs.get(REASON, ""),
+        "retry_of": (trial.system_attrs.get(RETRY_HISTORY) or [None])[-1],
+        **{col: trial.user_attrs.get(baseline_attr(col)) for col in (*BASELINE_COLUMNS, MARGIN_COLUMN)},
+        **{f"param/{k}": v for k, v in trial.params.items()},
+    }
+
+
+# -- trial.json -----------------------------------------------------------------------------------------------
+@dataclass
+class TrialRecord:
+    """``trial.json``: a sweep trial's record in its run folder, written at its start and at its end.
+
+    The outcome is on disk before W&B is told; analysis reads it without Optuna or W&B. Unknown keys (a newer
+    writer) are kept in :attr:`extra` and written back.
+    """
+
+    study: str
+    trial_number: int | None
+    run_key: int | None = None
+    retry_of: list[int] = field(default_factory=list)
+    slot: str | None = None
+    replicate: int = 0
+    config_id: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    state: str = "running"
+    metric: str = "val/psnr"
+    goal: str = "maximize"
+    value: float | None = None
+    best_epoch: int | None = None
+    epochs_done: int = 0
+    reason: str = ""
+    wandb_run_id: str | None = None
+    wandb_mode: str | None = None
+    started: str | None = None
+    finished: str | None = None
+    duration_s: float | None = None
+    worker: dict[str, Any] = field(default_factory=dict)
+    val_psnr_copy_first: float | None = None
+    val_psnr_mean_frame: float | None = None
+    val_psnr_copy_prev: float | None = None
+    val_psnr_margin: float | None = None
+    timing: dict[str, Any] = field(default_factory=dict)
+    resources: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> TrialRecord:
+        """A record from ``trial.json``'s object; missing keys take their defaults, unknown ones go to extra."""
+        names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
+        known = {k: v for k, v in raw.items() if k in names}
+        known.setdefault("study", "")
+        known.setdefault("trial_number", None)
+        return cls(**known, extra={k: v for k, v in raw.items() if k not in names})
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra"}
+        return {**out, **self.extra}
+
+    def update(self, **values: Any) -> None:
+        for key, value in values.items():
+            if key in self.__dataclass_fields__ and key != "extra":
+                setattr(self, key, value)
+            else:
+                self.extra[key] = value
+
+    @classmethod
+    def read(cls, path: str | os.PathLike) -> TrialRecord:
+        """Raises ``json.JSONDecodeError`` for a file cut off mid-write and ``TypeError`` for JSON that is
+        not an object."""
+        raw = json.loads(Path(path).read_text())
+        if not isinstance(raw, dict):
+            raise TypeError(f"a {type(raw).__name__}, not a JSON object of the trial's record")
+        return cls.from_dict(raw)
+
+    def write(self, path: str | os.PathLike) -> None:
+        """Atomically: a reader sees the old record or the new one, never half of it."""
+        path = Path(path)
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(self.to_dict(), indent=2, default=str))
+        os.replace(tmp, path)
