@@ -1,23 +1,30 @@
-"""The figures: applicability, what each draws (values, panels, twin axes, labels, legends), files, edge cases.
+"""The figures: each figure's data (the tidy frame :mod:`analysis.figdata` computes and :mod:`analysis.draw`
+draws), its caption, the registry, the files, edge cases; a few rendering checks.
 
-Sweeps are built in memory by ``make_data`` with the loaders' schema and known values, so every plotted line
-can be checked against the records; one test renders the real ``runs/quickstart`` records when present.
+Sweeps are built in memory by ``make_data`` with the loaders' schema and known values, so every line of a
+figure is checked against the records (as Optuna tests its ``_get_*_info`` helpers); one test renders the real
+``runs/quickstart`` records when present.
 """
 
 from __future__ import annotations
 
 import itertools
-import warnings
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from cvae.analysis import figdata as D
 from cvae.analysis import figures as F
 from cvae.analysis.load import RUN_COLUMNS, SweepData, load_local
+from cvae.analysis.stats import mean_ci, t_interval
 from matplotlib.collections import PolyCollection
 from PIL import Image
+from scipy import stats
 
+REPO = Path(__file__).resolve().parents[2]
 REPO = Path(__file__).resolve().parents[2]
 
 KL_SETS = {
@@ -134,31 +141,37 @@ def empty_data() -> SweepData:
                      frames=pd.DataFrame(columns=["run", "epoch", "frame", "psnr"]), params=[], name="empty")
 
 
-# -- figure inspection -------------------------------------------------------------------------------------------
-def panels(fig):
-    return [ax for ax in fig.axes if ax.get_label() == "panel"]
+
+# -- reading a figure's frame -------------------------------------------------------------------------------------
+def metric(df: pd.DataFrame, panel: str = "") -> pd.DataFrame:
+    return df[(df["kind"] == "metric") & (df["panel"] == panel)]
 
 
-def twins(fig):
-    return [ax for ax in fig.axes if ax.get_label() == "twin"]
+def curves(df: pd.DataFrame, panel: str = "") -> dict[str, pd.DataFrame]:
+    """Each metric line of a panel as drawn: mean, lo, hi, n per x (indexed by x), in legend order."""
+    s = D.summary(df)
+    s = s[s["panel"] == panel]
+    order = list(dict.fromkeys(metric(df, panel)["line"]))
+    return {line: s[s["line"] == line].set_index(df.attrs["x"]) for line in order}
 
 
-def legend_texts(fig) -> list[str]:
-    legends = list(fig.legends) + [ax.get_legend() for ax in fig.axes if ax.get_legend() is not None]
-    return [t.get_text() for lg in legends for t in lg.get_texts()]
+def means(df: pd.DataFrame, panel: str = "") -> dict[str, np.ndarray]:
+    return {line: c["mean"].to_numpy() for line, c in curves(df, panel).items()}
 
 
-def lines(ax) -> dict[str, np.ndarray]:
-    return {ln.get_label(): np.asarray(ln.get_ydata(), dtype=float) for ln in ax.get_lines()
-            if not ln.get_label().startswith("_")}
+def schedule(df: pd.DataFrame, panel: str) -> dict[str, np.ndarray]:
+    rows = df[(df["kind"] == "schedule") & (df["panel"] == panel)]
+    return {line: g.groupby("epoch")["value"].mean().to_numpy() for line, g in rows.groupby("line", sort=False)}
 
 
-def bands(ax) -> list:
-    return [c for c in ax.collections if isinstance(c, PolyCollection)]
+def baselines(df: pd.DataFrame, panel: str = "") -> dict[str, pd.DataFrame]:
+    rows = df[(df["kind"] == "baseline") & (df["panel"] == panel)]
+    return {name: g for name, g in rows.groupby("group")}
 
 
-def all_text(fig) -> str:
-    return "\n".join(t.get_text() for t in fig.findobj(lambda a: hasattr(a, "get_text") and callable(a.get_text)))
+def t_half(values) -> float:
+    values = np.asarray(values, dtype=float)
+    return stats.t.ppf(0.975, len(values) - 1) * stats.sem(values)
 
 
 @pytest.fixture(scope="module")
@@ -171,10 +184,29 @@ def tf_data():
     return make_data({"tf_schedule": ["TF1", "TF2", "TF3"], "N_dim": [12, 32]})
 
 
+# -- the interval -------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("values", [[1.0, 2.0], [20.0, 20.2, 19.7], [5.0, 9.0, 1.0, 3.5, 7.25]])
+def test_t_interval_is_scipys_student_t_interval_of_the_mean(values):
+    low, high = stats.t.interval(0.95, len(values) - 1, loc=np.mean(values), scale=stats.sem(values))
+    assert t_interval(values) == pytest.approx((low, high), rel=1e-12)
+    mean, half = mean_ci(values)
+    assert (mean - half, mean + half) == pytest.approx((low, high), rel=1e-12)
+    assert t_interval([*values, np.nan, None]) == pytest.approx((low, high), rel=1e-12)  # missing values left out
+
+
+def test_one_value_has_no_interval():
+    assert all(np.isnan(t_interval([3.0]))) and all(np.isnan(t_interval([])))
+    assert mean_ci([3.0])[0] == 3.0 and np.isnan(mean_ci([3.0])[1])
+    from cvae.analysis.table import mean_ci as table_mean_ci
+
+    assert table_mean_ci is mean_ci  # the table and the figures share the one interval
+
+
 # -- the registry and applicability -----------------------------------------------------------------------------
 def test_registry_lists_every_figure_in_order():
     assert list(F.FIGURES) == ["tfr_loss", "tfr_psnr", "kl_beta_psnr", "kl_psnr", "kl_loss", "psnr_per_frame",
                                "ndim_psnr", "optimization_history", "param_importances", "parallel_coordinates"]
+    assert list(F.DATA) == list(F.FIGURES)
     assert all(callable(ok) and callable(render) for ok, render in F.FIGURES.values())
 
 
@@ -196,141 +228,151 @@ def test_applicability_follows_what_varies(kl_data, tf_data):
 def test_optuna_like_source_lacks_the_schedules():
     """Optuna gives the swept params and the metric per epoch only: no β, no loss, no frames."""
     full = make_data({"kl_anneal_type": ["cyclical", "none"]})
-    runs = full.runs[[*RUN_COLUMNS, "kl_anneal_type"]]
-    data = SweepData(runs=runs, epochs=full.epochs[["run", "epoch", "val_psnr"]],
+    data = SweepData(runs=full.runs[[*RUN_COLUMNS, "kl_anneal_type"]], epochs=full.epochs[["run", "epoch", "val_psnr"]],
                      frames=pd.DataFrame(columns=["run", "epoch", "frame", "psnr"]), params=["kl_anneal_type"])
     names = F.applicable_figures(data)
     assert "kl_psnr" in names
     assert not {"kl_beta_psnr", "kl_loss", "psnr_per_frame", "tfr_loss"} & set(names)
-    # asked for anyway: a figure that says what is missing, no traceback
-    result = F.render_kl_beta_psnr(data)
-    assert "twin" not in {ax.get_label() for ax in result.fig.axes}
-    result = F.render_kl_loss(data)
-    assert "no training loss" in all_text(result.fig)
+    # asked for anyway: the PSNR without its schedule, or a figure that says what is missing; no traceback
+    df = D.kl_beta_psnr(data)
+    assert set(df["kind"]) == {"metric"} and "No per-epoch beta in this source" in df.attrs["caption"]
+    for frame in (D.kl_loss(data), D.psnr_per_frame(data)):
+        assert frame.empty and frame.attrs["layout"] == "message"
+    assert D.kl_loss(data).attrs["message"] == "no training loss per epoch in this source"
+    assert "records no per-epoch train_loss" in D.kl_loss(data).attrs["caption"]
+    assert F.render_kl_loss(data).fig.axes[0].texts[0].get_text() == "no training loss per epoch in this source"
 
 
 def test_named_choice_without_resolved_columns_is_recognised_by_name():
     full = make_data({"tf_schedule": ["TF1", "TF3"]}, spec=False)
-    runs = full.runs[[*RUN_COLUMNS, "tf_schedule"]]
-    data = SweepData(runs=runs, epochs=full.epochs, frames=full.frames, params=["tf_schedule"])
+    data = SweepData(runs=full.runs[[*RUN_COLUMNS, "tf_schedule"]], epochs=full.epochs, frames=full.frames,
+                     params=["tf_schedule"])
     assert "tfr_psnr" in F.applicable_figures(data)
-    assert [ax.get_title() for ax in panels(F.render_tfr_psnr(data).fig)] == ["TF1", "TF3"]
+    df = D.tfr_psnr(data)
+    assert df.attrs["panels"] == ["TF1", "TF3"] and list(dict.fromkeys(metric(df, "TF1")["run"])) == ["t0000", "t0001"]
 
 
 # -- teacher forcing -----------------------------------------------------------------------------------------------
-def test_tfr_loss_one_panel_per_tf_configuration_with_twin_axes(tf_data):
-    result = F.render_tfr_loss(tf_data)
-    fig = result.fig
-    assert result.name == "tfr_loss" and fig._suptitle.get_text() == result.title
-    assert [ax.get_title() for ax in panels(fig)] == ["TF1", "TF2", "TF3"]
-    assert len(twins(fig)) == 3 and len(fig.axes) == 6
-    for c0, (ax, twin, tf) in enumerate(zip(panels(fig), twins(fig), ["TF1", "TF2", "TF3"], strict=True)):
-        assert ax.get_xlabel() == "epoch" and ax.get_ylabel() == "training loss"
-        assert twin.get_ylabel() == "teacher-forcing ratio"
-        got = lines(ax)
-        assert set(got) == {"N_dim=12", "N_dim=32"}
+def test_tfr_loss_one_panel_per_tf_configuration_with_its_schedule(tf_data):
+    df = D.tfr_loss(tf_data)
+    assert df.attrs["name"] == "tfr_loss" and df.attrs["layout"] == "panels"
+    assert df.attrs["panels"] == ["TF1", "TF2", "TF3"]
+    assert (df.attrs["xlabel"], df.attrs["ylabel"], df.attrs["twin_label"]) == ("epoch", "training loss",
+                                                                                 "teacher-forcing ratio")
+    for c0, tf in enumerate(["TF1", "TF2", "TF3"]):
+        got = curves(df, tf)
+        assert list(got) == ["N_dim=12", "N_dim=32"]
         for k, nd in enumerate((12, 32)):
             c = 2 * c0 + k
-            want = [np.mean([train_loss(c, r, e) for r in range(2)]) for e in range(5)]
-            np.testing.assert_allclose(got[f"N_dim={nd}"], want)
-        assert len(bands(ax)) == 2  # replicates: a 95% CI band per line
-        (tfr_line,) = lines(twin).values()
-        np.testing.assert_allclose(tfr_line, [tfr_of(TF_SETS[tf], e) for e in range(5)])
-    # every panel has the same entries: one legend for the figure
-    assert legend_texts(fig) == ["N_dim=12", "N_dim=32", "teacher-forcing ratio"]
-    assert "TF1: tfr=1.0, sde=0, step=0.25" in result.caption and "Runs t0000-t0011." in result.caption
-    assert result.runs == [f"t{i:04d}" for i in range(12)]
+            per_epoch = [[train_loss(c, r, e) for r in range(2)] for e in range(5)]
+            line = got[f"N_dim={nd}"]
+            np.testing.assert_allclose(line["mean"], np.mean(per_epoch, axis=1))
+            np.testing.assert_allclose(line["hi"] - line["mean"], [t_half(v) for v in per_epoch])
+            assert (line["n"] == 2).all()
+        # the runs share the schedule: one grey line per panel
+        (line,) = schedule(df, tf).items()
+        assert line[0] == "teacher-forcing ratio"
+        np.testing.assert_allclose(line[1], [tfr_of(TF_SETS[tf], e) for e in range(5)])
+    assert not df["dashed"].any() and set(df["state"]) == {"complete"}
+    caption = df.attrs["caption"]
+    assert caption.startswith("Training loss (left axis) and teacher-forcing ratio (right axis, grey) per epoch, "
+                              "one panel per teacher-forcing configuration (3 configurations).")
+    assert "TF1: tfr=1.0, sde=0, step=0.25" in caption and "Runs t0000-t0011." in caption
+    assert df.attrs["runs"] == [f"t{i:04d}" for i in range(12)]
 
 
 def test_tfr_psnr_titles_from_resolved_settings():
-    data = make_data({"tfr": [1.0, 0.0]}, replicates=1)
-    result = F.render_tfr_psnr(data)
-    fig = result.fig
-    assert [ax.get_title() for ax in panels(fig)] == ["tfr=1.0, sde=0, step=0.0", "tfr=0.0, sde=0, step=0.0"]
-    assert len(twins(fig)) == 2
-    for c, ax in enumerate(panels(fig)):
-        assert ax.get_ylabel() == "validation PSNR (dB)"
-        (psnr,) = lines(ax).values()
-        np.testing.assert_allclose(psnr, [val_psnr(c, 0, e) for e in range(5)])
-        assert bands(ax) == []  # a single replicate: just the line
+    df = D.tfr_psnr(make_data({"tfr": [1.0, 0.0]}, replicates=1))
+    assert df.attrs["panels"] == ["tfr=1.0, sde=0, step=0.0", "tfr=0.0, sde=0, step=0.0"]
+    assert df.attrs["ylabel"] == "validation PSNR (dB)"
+    for c, panel in enumerate(df.attrs["panels"]):
+        (line,) = curves(df, panel).values()
+        np.testing.assert_allclose(line["mean"], [val_psnr(c, 0, e) for e in range(5)])
+        assert (line["n"] == 1).all() and line[["lo", "hi"]].isna().all().all()  # one replicate: no band
+        assert list(schedule(df, panel)) == ["teacher-forcing ratio"]
+
+
+def test_panels_with_different_schedules_draw_one_each():
+    """N_dim within a panel changes nothing about the schedule; a panel pooling two schedules shows both."""
+    data = make_data({"tfr": [1.0, 0.0], "N_dim": [12, 32]}, replicates=1)
+    data.epochs.loc[data.epochs.run == "t0001", "tfr"] = 0.5  # tfr=1.0, N_dim=32 follows another schedule
+    df = D.tfr_loss(data)
+    assert list(schedule(df, "tfr=1.0, sde=0, step=0.0")) == ["teacher-forcing ratio (N_dim=12)",
+                                                                "teacher-forcing ratio (N_dim=32)"]
+    assert list(schedule(df, "tfr=0.0, sde=0, step=0.0")) == ["teacher-forcing ratio"]
+    assert "one dash-dotted curve each" in df.attrs["caption"]
 
 
 # -- KL annealing ------------------------------------------------------------------------------------------------
 def test_kl_beta_psnr_panels_show_beta_on_a_twin_axis(kl_data):
-    fig = F.render_kl_beta_psnr(kl_data).fig
-    assert [ax.get_title() for ax in panels(fig)] == ["cyclical", "monotonic", "none"]
-    assert len(twins(fig)) == 3
-    for c, (ax, twin, kind) in enumerate(zip(panels(fig), twins(fig), KL_SETS, strict=True)):
-        (psnr,) = lines(ax).values()
+    df = D.kl_beta_psnr(kl_data)
+    assert df.attrs["panels"] == ["cyclical", "monotonic", "none"] and df.attrs["twin_label"] == "β (KL weight)"
+    for c, kind in enumerate(KL_SETS):
+        (psnr,) = means(df, kind).values()
         np.testing.assert_allclose(psnr, [val_psnr(c, 0, e) + 0.1 for e in range(5)])
-        assert twin.get_ylabel() == "β (KL weight)"
-        (beta,) = lines(twin).values()
-        np.testing.assert_allclose(beta, [beta_of(KL_SETS[kind], e, 5) for e in range(5)])
+        (beta,) = schedule(df, kind).items()
+        assert beta[0] == "β (KL weight)"
+        np.testing.assert_allclose(beta[1], [beta_of(KL_SETS[kind], e, 5) for e in range(5)])
 
 
-def test_kl_psnr_lines_are_replicate_means_with_ci(kl_data):
-    result = F.render_kl_psnr(kl_data)
-    (ax,) = panels(result.fig)
-    assert ax.get_xlabel() == "epoch" and ax.get_ylabel() == "validation PSNR (dB)"
-    got = lines(ax)
+def test_kl_psnr_lines_are_replicate_means_with_t_intervals(kl_data):
+    df = D.kl_psnr(kl_data)
+    assert df.attrs["layout"] == "lines" and df.attrs["ylabel"] == "validation PSNR (dB)"
+    got = curves(df)
     assert list(got) == ["cyclical", "monotonic", "none"]
-    for c, kind in enumerate(got):
-        np.testing.assert_allclose(got[kind], [val_psnr(c, 0, e) + 0.1 for e in range(5)])
-    assert len(bands(ax)) == 3
-    # the band is the t interval: mean ± t(0.975, 1) * sd / sqrt(2), sd of (x, x + 0.2) = 0.2 / sqrt(2)
-    verts = bands(ax)[0].get_paths()[0].vertices
-    half = 12.706204736 * (0.2 / np.sqrt(2)) / np.sqrt(2)
-    assert verts[:, 1].max() == pytest.approx(val_psnr(0, 0, 4) + 0.1 + half, rel=1e-6)
-    assert result.caption.startswith("Validation PSNR per epoch, one line per KL annealing configuration "
-                                     "(3 configurations, 2 replicates each; shaded: 95% CI of the mean).")
-    assert "Runs t0000-t0005." in result.caption
-    single = F.render_kl_psnr(make_data({"kl_anneal_type": ["cyclical", "none"]}, replicates=1))
-    assert bands(panels(single.fig)[0]) == []
+    for c, line in enumerate(got.values()):
+        for e in range(5):
+            replicates = [val_psnr(c, r, e) for r in range(2)]
+            low, high = stats.t.interval(0.95, 1, loc=np.mean(replicates), scale=stats.sem(replicates))
+            assert (line.loc[e, "mean"], line.loc[e, "lo"], line.loc[e, "hi"]) == pytest.approx(
+                (np.mean(replicates), low, high), rel=1e-9)
+    # sd of (x, x + 0.2) is 0.2 / sqrt(2): half-width t(0.975, 1) * 0.1
+    assert got["cyclical"].loc[4, "hi"] == pytest.approx(val_psnr(0, 0, 4) + 0.1 + 12.706204736 * 0.1)
+    assert df.attrs["caption"].startswith("Validation PSNR per epoch, one line per KL annealing configuration "
+                                          "(3 configurations, 2 replicates each; shaded: 95% CI of the mean).")
+    assert "Runs t0000-t0005." in df.attrs["caption"]
+    single = D.kl_psnr(make_data({"kl_anneal_type": ["cyclical", "none"]}, replicates=1))
+    assert D.summary(single)[["lo", "hi"]].isna().all().all()
+    assert "1 run each)." in single.attrs["caption"] and "shaded" not in single.attrs["caption"]
 
 
-def reference_lines(ax) -> dict[str, np.ndarray]:
-    return {ln.get_gid(): np.asarray(ln.get_ydata(), dtype=float) for ln in ax.get_lines()
-            if str(ln.get_gid()).startswith("baseline:")}
-
-
-@pytest.mark.parametrize("render", [F.render_kl_psnr, F.render_kl_beta_psnr, F.render_optimization_history],
+@pytest.mark.parametrize("compute", [D.kl_psnr, D.kl_beta_psnr, D.optimization_history],
                          ids=["kl_psnr", "kl_beta_psnr", "optimization_history"])
-def test_psnr_figures_draw_the_baselines_as_labelled_reference_lines(render):
-    data = make_data({"kl_anneal_type": ["cyclical", "monotonic", "none"]}, baselines=True)
-    result = render(data)
-    for ax in panels(result.fig):
-        refs = reference_lines(ax)
-        assert set(refs) == {"baseline:copy_first", "baseline:mean_frame"}
-        assert refs["baseline:copy_first"] == pytest.approx([21.0, 21.0])  # axhline: two ends
-        assert refs["baseline:mean_frame"] == pytest.approx([22.0, 22.0])
-        low, high = ax.get_ylim()
-        assert low < 21.0 < 22.0 < high  # on the axes, not cut off
-    assert "copy first frame: 21.00 dB" in legend_texts(result.fig)
+def test_psnr_figures_carry_the_baselines_as_reference_lines(compute):
+    df = compute(make_data({"kl_anneal_type": ["cyclical", "monotonic", "none"]}, baselines=True))
+    for panel in df.attrs["panels"]:
+        refs = baselines(df, panel)
+        assert set(refs) == {"copy_first", "mean_frame"}  # copy_prev (an oracle) only in the caption
+        assert refs["copy_first"]["value"].tolist() == [21.0] and refs["mean_frame"]["value"].tolist() == [22.0]
+        assert refs["copy_first"][df.attrs["x"]].isna().all()  # a horizontal line
+        assert refs["copy_first"]["line"].tolist() == ["copy first frame: 21.00 dB"]
+        if df.attrs["ylim"]:
+            low, high = df.attrs["ylim"]
+            assert low < 21.0 < 22.0 < high  # on the axes, not cut off
     assert ("Grey reference lines: the trivial predictors on the same validation clips, copy first frame "
             "(21.00 dB) and mean frame (oracle) (22.00 dB); copying the previous ground-truth frame, an oracle a "
-            "rollout cannot use, scores 37.00 dB.") in result.caption
-    plain = render(make_data({"kl_anneal_type": ["cyclical", "none"]}))  # records without baselines
-    assert not any(reference_lines(ax) for ax in panels(plain.fig)) and "reference" not in plain.caption
+            "rollout cannot use, scores 37.00 dB.") in df.attrs["caption"]
+    plain = compute(make_data({"kl_anneal_type": ["cyclical", "none"]}))  # records without baselines
+    assert "baseline" not in set(plain["kind"]) and "reference" not in plain.attrs["caption"]
 
 
-def test_psnr_per_frame_draws_the_baselines_per_frame():
-    result = F.render_psnr_per_frame(make_data({"kl_anneal_type": ["cyclical", "none"]}, baselines=True))
-    (ax,) = panels(result.fig)
-    refs = reference_lines(ax)
-    np.testing.assert_allclose(refs["baseline:copy_first"], [25.0 - 0.2 * f for f in range(1, 21)])
-    np.testing.assert_allclose(refs["baseline:mean_frame"], [22.0] * 20)
-    assert "copy first frame: 22.90 dB average PSNR" in legend_texts(result.fig)
-    assert "copy first frame (22.90 dB)" in result.caption
+def test_psnr_per_frame_carries_the_baselines_per_frame():
+    df = D.psnr_per_frame(make_data({"kl_anneal_type": ["cyclical", "none"]}, baselines=True))
+    refs = baselines(df)
+    np.testing.assert_allclose(refs["copy_first"]["value"], [25.0 - 0.2 * f for f in range(1, 21)])
+    np.testing.assert_allclose(refs["mean_frame"]["value"], [22.0] * 20)
+    assert set(refs["copy_first"]["line"]) == {"copy first frame: 22.90 dB average PSNR"}
+    assert "copy first frame (22.90 dB)" in df.attrs["caption"]
 
 
 def test_kl_loss_uses_a_log_scale_when_losses_span_decades():
     data = make_data({"kl_anneal_type": ["cyclical", "none"]})
-    assert panels(F.render_kl_loss(data).fig)[0].get_yscale() == "linear"
+    assert D.kl_loss(data).attrs["log"] is False
     data.epochs.loc[data.epochs.run.isin(["t0000", "t0001"]), "train_loss"] *= 1000  # β·KL dwarfs the MSE
-    result = F.render_kl_loss(data)
-    (ax,) = panels(result.fig)
-    assert ax.get_yscale() == "log" and "Log y-scale" in result.caption
-    assert ax.get_ylabel() == "training loss"
+    df = D.kl_loss(data)
+    assert df.attrs["log"] is True and "Log y-scale" in df.attrs["caption"]
+    assert df.attrs["ylabel"] == "training loss"
+    assert F.render_kl_loss(data).fig.axes[0].get_yscale() == "log"
 
 
 def test_kl_named_choice_panels_use_the_label():
@@ -339,42 +381,43 @@ def test_kl_named_choice_panels_use_the_label():
     data.runs["label"] = data.runs["kl_schedule"]
     data.spec = {"parameters": {"kl_schedule": {"values": ["KL1", "KL3"],
                                                 "sets": {"KL1": KL_SETS["cyclical"], "KL3": KL_SETS["none"]}}}}
-    assert [ax.get_title() for ax in panels(F.render_kl_beta_psnr(data).fig)] == ["KL1", "KL3"]
-    assert list(lines(panels(F.render_kl_psnr(data).fig)[0])) == ["KL1", "KL3"]
+    assert D.kl_beta_psnr(data).attrs["panels"] == ["KL1", "KL3"]
+    assert list(means(D.kl_psnr(data))) == ["KL1", "KL3"]
+    assert "Configurations: KL1: cyclical; KL3: none." in D.kl_beta_psnr(data).attrs["caption"]
 
 
 # -- per frame, N_dim, compare ----------------------------------------------------------------------------------
 def test_psnr_per_frame_uses_the_last_epoch_and_reports_averages(kl_data):
-    result = F.render_psnr_per_frame(kl_data)
-    (ax,) = panels(result.fig)
-    assert ax.get_xlabel() == "frame" and ax.get_ylabel() == "PSNR (dB)"
+    df = D.psnr_per_frame(kl_data)
+    assert (df.attrs["x"], df.attrs["xlabel"], df.attrs["ylabel"]) == ("frame", "frame", "PSNR (dB)")
     frames = np.arange(1, 21)
     expected = []
+    got = means(df)
     for c, kind in enumerate(["cyclical", "monotonic", "none"]):
         curve = np.mean([[frame_psnr(c, r, f, True) for f in frames] for r in range(2)], axis=0)
         expected.append(f"kl_anneal_type={kind}: {curve.mean():.2f} dB average PSNR")
-        np.testing.assert_allclose(lines(ax)[expected[-1]], curve)
-    assert legend_texts(result.fig) == expected
-    assert expected[0] == "kl_anneal_type=cyclical: 29.05 dB average PSNR"
-    assert "20 predicted frames" in result.caption and "(epoch 4)" in result.caption
+        np.testing.assert_allclose(got[expected[-1]], curve)
+    assert list(got) == expected and expected[0] == "kl_anneal_type=cyclical: 29.05 dB average PSNR"
+    assert "20 predicted frames" in df.attrs["caption"] and "(epoch 4)" in df.attrs["caption"]
 
 
 def test_ndim_psnr_one_line_per_value_in_numeric_order():
-    data = make_data({"N_dim": [32, 12]})  # grid order 32 first: lines still go 12, 32
-    result = F.render_ndim_psnr(data)
-    got = lines(panels(result.fig)[0])
+    df = D.ndim_psnr(make_data({"N_dim": [32, 12]}))  # grid order 32 first: lines still go 12, 32
+    got = means(df)
     assert list(got) == ["N_dim=12", "N_dim=32"]
     np.testing.assert_allclose(got["N_dim=32"], [val_psnr(0, 0, e) + 0.1 for e in range(5)])
     np.testing.assert_allclose(got["N_dim=12"], [val_psnr(1, 0, e) + 0.1 for e in range(5)])
 
 
 def test_compare_pools_runs_sharing_a_value(tf_data):
-    result = F.render_compare(tf_data, "N_dim", "train_loss")
-    assert result.name == "compare_N_dim_train_loss"
-    got = lines(panels(result.fig)[0])
-    want = [np.mean([train_loss(c, r, e) for c in (0, 2, 4) for r in range(2)]) for e in range(5)]
-    np.testing.assert_allclose(got["N_dim=12"], want)
-    assert "6 runs each, pooled over tf_schedule" in result.caption
+    df = D.compare(tf_data, "N_dim", "train_loss")
+    assert df.attrs["name"] == "compare_N_dim_train_loss" and df.attrs["title"] == "Training loss per epoch by N_dim"
+    line = curves(df)["N_dim=12"]
+    pooled = [[train_loss(c, r, e) for c in (0, 2, 4) for r in range(2)] for e in range(5)]
+    np.testing.assert_allclose(line["mean"], np.mean(pooled, axis=1))
+    np.testing.assert_allclose(line["hi"] - line["mean"], [t_half(v) for v in pooled])
+    assert (line["n"] == 6).all() and "6 runs each, pooled over tf_schedule" in df.attrs["caption"]
+    assert F.render_compare(tf_data, "N_dim", "train_loss").name == "compare_N_dim_train_loss"
     with pytest.raises(ValueError, match=r"unknown parameter 'nope'.*swept parameters: tf_schedule, N_dim"):
         F.render_compare(tf_data, "nope", "val_psnr")
     with pytest.raises(ValueError, match=r"unknown metric 'psnr'.*valid metrics: .*val_psnr"):
@@ -382,76 +425,176 @@ def test_compare_pools_runs_sharing_a_value(tf_data):
 
 
 # -- partial runs -------------------------------------------------------------------------------------------------
-def test_partial_runs_are_dashed_and_named_in_the_legend():
+@pytest.fixture(scope="module")
+def partial_data():
     # t0001 (cyclical, replicate 1) pruned after 2 epochs; both monotonic runs pruned; t0005 waiting, no epochs
-    data = make_data({"kl_anneal_type": ["cyclical", "monotonic", "none"]},
-                     epochs_done={"t0001": 2, "t0002": 3, "t0003": 3, "t0005": 0},
-                     states={"t0005": "waiting"})
-    result = F.render_kl_psnr(data)
-    ax = panels(result.fig)[0]
-    by_label = {ln.get_label(): ln for ln in ax.get_lines()}
-    assert set(by_label) == {"cyclical (1 of 2 pruned)", "monotonic (pruned)", "none"}
-    assert by_label["monotonic (pruned)"].get_linestyle() == "--"
-    assert by_label["none"].get_linestyle() == "-"
-    # the mean uses the runs that reached each epoch
-    np.testing.assert_allclose(by_label["cyclical (1 of 2 pruned)"].get_ydata(),
-                               [val_psnr(0, 0, 0) + 0.1, val_psnr(0, 0, 1) + 0.1, *(val_psnr(0, 0, e) for e in (2, 3, 4))])
-    assert "t0005 (waiting)" in result.caption and "t0005" not in result.runs
-    frames = F.render_psnr_per_frame(data)
-    assert any(t.startswith("kl_anneal_type=monotonic (pruned): ") for t in legend_texts(frames.fig))
-    history = F.render_optimization_history(data)
-    assert "pruned run" in legend_texts(history.fig)
+    return make_data({"kl_anneal_type": ["cyclical", "monotonic", "none"]},
+                     epochs_done={"t0001": 2, "t0002": 3, "t0003": 3, "t0005": 0}, states={"t0005": "waiting"})
+
+
+def test_partial_runs_are_dashed_and_named_in_the_legend(partial_data):
+    df = D.kl_psnr(partial_data)
+    dashed = metric(df).groupby("line", sort=False)["dashed"].agg(lambda d: set(d))
+    assert dashed.to_dict() == {"cyclical (1 of 2 pruned)": {True}, "monotonic (pruned)": {True}, "none": {False}}
+    assert metric(df).groupby("run")["state"].first().to_dict() == {
+        "t0000": "complete", "t0001": "pruned", "t0002": "pruned", "t0003": "pruned", "t0004": "complete"}
+    # the mean uses the runs that reached each epoch; the band only where two did
+    line = curves(df)["cyclical (1 of 2 pruned)"]
+    np.testing.assert_allclose(line["mean"], [val_psnr(0, 0, 0) + 0.1, val_psnr(0, 0, 1) + 0.1,
+                                              *(val_psnr(0, 0, e) for e in (2, 3, 4))])
+    assert line["n"].tolist() == [2, 2, 1, 1, 1] and line["hi"].isna().tolist() == [False, False, True, True, True]
+    assert "t0005 (waiting)" in df.attrs["caption"] and "t0005" not in df.attrs["runs"]
+    per_frame = D.psnr_per_frame(partial_data)
+    assert any(t.startswith("kl_anneal_type=monotonic (pruned): ") for t in set(per_frame["line"]))
 
 
 # -- sweep-level ------------------------------------------------------------------------------------------------
-def test_optimization_history_and_best_so_far(tf_data):
-    result = F.render_optimization_history(tf_data)
-    ax = panels(result.fig)[0]
-    assert ax.get_xlabel() == "trial number" and ax.get_ylabel() == "validation PSNR (dB)"
-    got = lines(ax)
+def test_optimization_history_and_best_so_far(tf_data, partial_data):
+    df = D.optimization_history(tf_data)
+    assert (df.attrs["xlabel"], df.attrs["ylabel"]) == ("trial number", "validation PSNR (dB)")
     values = tf_data.runs.value.to_numpy()
-    np.testing.assert_allclose(got["complete run"], values)
-    np.testing.assert_allclose(got["best so far"], np.maximum.accumulate(values))
+    points = df[df["line"] == "complete run"]
+    np.testing.assert_allclose(points["value"], values)
+    np.testing.assert_allclose(points["trial"], range(12))
+    np.testing.assert_allclose(df.loc[df["kind"] == "best", "value"], np.maximum.accumulate(values))
+    assert "Best: 27.2 (t0011, TF3, N_dim=32)." in df.attrs["caption"]
+    partial = D.optimization_history(partial_data)
+    crosses = partial[partial["line"] == "pruned run"]
+    assert crosses["run"].tolist() == ["t0001", "t0002", "t0003"] and crosses["dashed"].all()
+    assert "crosses: runs that did not complete" in partial.attrs["caption"]
+    assert partial.loc[partial["kind"] == "best", "trial"].tolist() == [0.0, 4.0]  # complete runs only
 
 
 def test_param_importances_from_an_in_memory_study(tf_data):
     imp = F.param_importances(tf_data)
     assert set(imp) == {"tf_schedule", "N_dim"} and sum(imp.values()) == pytest.approx(1.0)
-    assert list(imp.values()) == sorted(imp.values(), reverse=True) and imp.n_runs == 12 and imp.method
-    result = F.FIGURES["param_importances"][1](tf_data)
-    (ax,) = panels(result.fig)
-    assert [t.get_text() for t in ax.get_yticklabels()] == list(reversed(imp))
-    assert ax.get_xlabel().startswith("importance")
+    assert list(imp.values()) == sorted(imp.values(), reverse=True) and imp.n_runs == 12
+    assert imp.method.startswith("PED-ANOVA") or imp.method.startswith("fANOVA")
+    df = D.param_importances_data(tf_data)
+    assert df["param"].tolist() == list(imp) and df["importance"].tolist() == pytest.approx(list(imp.values()))
+    assert df.attrs["xlabel"].startswith("importance (") and "from 12 complete runs" in df.attrs["caption"]
     few = make_data({"tf_schedule": ["TF1", "TF2"], "N_dim": [12]}, replicates=1)
     assert F.param_importances(few) == {} and "need at least" in F.param_importances(few).reason
-    shown = F.render_param_importances(F.Importances(reason="only N_dim varies"), metric="val/psnr")
-    assert "only N_dim varies" in all_text(shown.fig)
+    shown = D.importances_frame(F.Importances(reason="only N_dim varies"), metric="val/psnr")
+    assert shown.attrs["message"] == "no importances: only N_dim varies"
+    fig = F.render_param_importances(imp, metric="val/psnr").fig
+    (ax,) = fig.axes
+    assert [t.get_text() for t in ax.get_yticklabels()] == list(imp)  # most important on top
 
 
-def test_parallel_coordinates_one_line_per_run_with_a_colorbar(tf_data):
-    result = F.render_parallel_coordinates(tf_data)
-    (ax,) = panels(result.fig)
-    run_lines = [ln for ln in ax.get_lines() if ln.get_gid()]
-    assert sorted(ln.get_gid() for ln in run_lines) == list(tf_data.runs.run)
-    assert [t.get_text() for t in ax.get_xticklabels()] == ["tf_schedule", "N_dim", "val/psnr"]
-    assert any(a.get_label() == "<colorbar>" for a in result.fig.axes)
-    # categorical axis: TF1, TF2, TF3 at 0, 0.5, 1; the metric axis spans min..max
-    first = next(ln for ln in run_lines if ln.get_gid() == "t0000")
-    assert first.get_ydata()[0] == 0.0 and first.get_ydata()[2] == 0.0
-    assert {"TF1", "TF2", "TF3"} <= set(all_text(result.fig).split("\n"))
+def test_parallel_coordinates_one_line_per_run(tf_data):
+    df = D.parallel_coordinates(tf_data)
+    runs = df[df["kind"] == "run"]
+    assert df.attrs["axes"] == ["tf_schedule", "N_dim", "val/psnr"]
+    assert sorted(set(runs["run"])) == list(tf_data.runs.run) and runs.groupby("run").size().eq(3).all()
+    pos = runs.pivot(index="run", columns="axis", values="position")
+    # categorical axis: TF1, TF2, TF3 at 0, 0.5, 1; N_dim 12 and 32 at its ends; the metric spans min..max
+    assert pos.loc[["t0000", "t0004", "t0008"], "tf_schedule"].tolist() == [0.0, 0.5, 1.0]
+    assert pos.loc[["t0000", "t0002"], "N_dim"].tolist() == [0.0, 1.0]
+    assert pos["val/psnr"].min() == 0.0 and pos["val/psnr"].max() == 1.0
+    ticks = df[df["kind"] == "tick"]
+    assert ticks[ticks["axis"] == "tf_schedule"]["text"].tolist() == ["TF1", "TF2", "TF3"]
+    assert df.attrs["norm"] == ("linear", 22.0, pytest.approx(27.2))
+    assert not runs["dashed"].any() and "12 complete runs" in df.attrs["caption"]
 
 
-# -- files, selection, empty sweeps -------------------------------------------------------------------------------
+# -- edge cases ------------------------------------------------------------------------------------------------
+def test_empty_sweep_gives_no_runs_frames_and_figures(tmp_path):
+    data = empty_data()
+    assert F.applicable_figures(data) == []
+    for name, compute in F.DATA.items():
+        df = compute(data)
+        assert df.empty and df.attrs["message"] == "no runs" and df.attrs["name"] == name, name
+    with pytest.warns(UserWarning, match="no runs"):
+        ((result, png, _),) = F.render_all(data, tmp_path)
+    assert result.name == "no_runs" and result.data.attrs["message"] == "no runs" and png.is_file()
+
+
+def test_one_run_draws_lines_without_bands():
+    data = make_data({"kl_anneal_type": ["cyclical"]}, replicates=1)
+    for compute in (D.kl_psnr, D.kl_loss, D.psnr_per_frame, D.ndim_psnr):
+        df = compute(data)
+        if df.attrs["layout"] == "message":
+            continue
+        s = D.summary(df)
+        assert len(s) and (s["n"] == 1).all() and s[["lo", "hi"]].isna().all().all()
+    assert D.optimization_history(data).attrs["runs"] == ["t0000"]
+    assert D.parallel_coordinates(data).attrs["message"] == "no swept parameter varies"
+
+
+def test_missing_columns_give_a_message_not_a_traceback():
+    data = make_data({"kl_anneal_type": ["cyclical", "none"]}, with_frames=False)
+    data.epochs = data.epochs.drop(columns=["val_psnr", "beta"])
+    assert D.kl_psnr(data).attrs["message"] == "no validation PSNR (dB) per epoch in this source"
+    assert D.psnr_per_frame(data).attrs["message"] == "no per-frame PSNR in this source"
+    no_ndim = make_data({"kl_anneal_type": ["cyclical", "none"]})
+    no_ndim.runs = no_ndim.runs.drop(columns=["N_dim"])
+    assert D.ndim_psnr(no_ndim).attrs["message"] == "N_dim is not known for these runs"
+    no_values = make_data({"kl_anneal_type": ["cyclical", "none"]})
+    no_values.runs["value"] = np.nan
+    assert D.parallel_coordinates(no_values).attrs["message"] == "no run has a metric value"
+
+
+def test_wide_intervals_are_cut_at_the_runs_range():
+    """Two diverging seeds: t(0.975, 1) = 12.7 would flatten every line; the axes keep the runs' range."""
+    data = make_data({"kl_anneal_type": ["cyclical", "none"]})
+    data.epochs.loc[data.epochs.run == "t0001", "val_psnr"] -= 10.0
+    df = D.kl_psnr(data)
+    low, high = df.attrs["ylim"]
+    values = data.epochs.val_psnr
+    assert low >= values.min() - 0.1 * np.ptp(values) and high <= values.max() + 0.1 * np.ptp(values)
+    assert D.summary(df)["lo"].min() < low  # the band reaches beyond: cut at the axes
+    assert "cut at the axes" in df.attrs["caption"]
+    single = make_data({"kl_anneal_type": ["cyclical", "none"]}, replicates=1)
+    assert "cut at the axes" not in D.kl_psnr(single).attrs["caption"]
+
+
+def test_colors_are_stable_per_configuration(kl_data):
+    def colors(df):
+        return metric(df).groupby("group", sort=False)["color"].agg(set).to_dict()
+
+    psnr = colors(D.kl_psnr(kl_data))
+    frames = {k.removeprefix("kl_anneal_type="): v for k, v in colors(D.psnr_per_frame(kl_data)).items()}
+    assert psnr == frames and all(len(v) == 1 for v in psnr.values()) and len(set.union(*psnr.values())) == 3
+    assert F.palette(["N_dim=12", "N_dim=4"]) == F.palette(["N_dim=4", "N_dim=12"])
+    assert list(F.palette(["N_dim=12", "N_dim=4"])) == ["N_dim=4", "N_dim=12"]
+
+
+# -- rendering ----------------------------------------------------------------------------------------------------
+def test_rendered_figures_have_their_axes(tf_data, kl_data):
+    assert len(F.render_tfr_loss(tf_data).fig.axes) == 6  # three panels, three twin axes for the schedule
+    assert len(F.render_kl_psnr(kl_data).fig.axes) == 1
+    assert len(F.render_parallel_coordinates(tf_data).fig.axes) == 2  # + the colour bar
+    optuna_like = SweepData(runs=kl_data.runs, epochs=kl_data.epochs[["run", "epoch", "val_psnr"]],
+                            frames=kl_data.frames, params=kl_data.params)
+    assert len(F.render_kl_beta_psnr(optuna_like).fig.axes) == 3  # no schedule: no twin axes
+
+
+def test_seaborn_draws_the_t_band(kl_data):
+    """The shaded bands are the t-interval of :func:`figdata.summary` (not seaborn's bootstrap)."""
+    result = F.render_kl_psnr(kl_data)
+    (ax,) = result.fig.axes
+    tops = sorted(max(p.vertices[:, 1].max() for p in c.get_paths()) for c in ax.collections
+                  if isinstance(c, PolyCollection))
+    s = D.summary(result.data)
+    assert tops == pytest.approx(sorted(s.groupby("line")["hi"].max()), rel=1e-9)
+
+
 def test_render_all_writes_png_and_svg(tf_data, tmp_path):
+    import matplotlib.pyplot as plt
+
     written = F.render_all(tf_data, tmp_path / "figs")
     assert [r.name for r, _, _ in written] == F.applicable_figures(tf_data)
     for result, png, svg in written:
         assert png == tmp_path / "figs" / f"{result.name}.png" and svg.suffix == ".svg"
         with Image.open(png) as img:
             assert img.format == "PNG" and 900 <= img.size[0] <= 1600
+            assert np.asarray(img.convert("L")).std() > 10  # not blank
         head = svg.read_text()[:300]
         assert head.startswith("<?xml") or "<svg" in head
         assert result.title and result.caption and result.runs
+        assert result.data.attrs["name"] == result.name
+    assert plt.get_fignums() == []  # no pyplot state
 
 
 def test_only_renders_exactly_those_named_even_inapplicable(kl_data, tmp_path):
@@ -463,25 +606,10 @@ def test_only_renders_exactly_those_named_even_inapplicable(kl_data, tmp_path):
         F.render_all(kl_data, tmp_path, only=["kl_psnr", "bogus"])
 
 
-def test_empty_sweep_gives_a_no_runs_figure(tmp_path):
-    data = empty_data()
-    assert F.applicable_figures(data) == []
-    with pytest.warns(UserWarning, match="no runs"):
-        written = F.render_all(data, tmp_path)
-    ((result, png, _),) = written
-    assert result.name == "no_runs" and "no runs" in all_text(result.fig) and png.is_file()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        for name, (_, render) in F.FIGURES.items():
-            assert "no runs" in all_text(render(data).fig), name
-
-
-def test_colors_are_stable_per_configuration(kl_data):
-    psnr = {ln.get_label(): ln.get_color() for ln in panels(F.render_kl_psnr(kl_data).fig)[0].get_lines()}
-    frames = {ln.get_label().split(":")[0].removeprefix("kl_anneal_type="): ln.get_color()
-              for ln in panels(F.render_psnr_per_frame(kl_data).fig)[0].get_lines()}
-    assert psnr == frames and len(set(psnr.values())) == 3
-    assert F.palette(["N_dim=12", "N_dim=4"]) == F.palette(["N_dim=4", "N_dim=12"])
+def test_importing_the_figures_does_not_import_torch():
+    code = "import sys, cvae.analysis.figures; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
+    assert out.stdout.strip() == "False"
 
 
 @pytest.mark.skipif(not (REPO / "runs" / "quickstart" / "spec.yaml").is_file(),
@@ -494,17 +622,3 @@ def test_quickstart_records_render(tmp_path):
         with Image.open(png) as img:
             assert img.format == "PNG"
         assert svg.stat().st_size > 1000 and result.runs, result.name
-
-
-def test_wide_intervals_are_cut_at_the_runs_range():
-    """Two diverging seeds: t(0.975, 1) = 12.7 would flatten every line; the axes keep the runs' range."""
-    data = make_data({"kl_anneal_type": ["cyclical", "none"]})
-    data.epochs.loc[data.epochs.run == "t0001", "val_psnr"] -= 10.0
-    result = F.render_kl_psnr(data)
-    (ax,) = panels(result.fig)
-    low, high = ax.get_ylim()
-    values = data.epochs.val_psnr
-    assert low >= values.min() - 0.1 * np.ptp(values) and high <= values.max() + 0.1 * np.ptp(values)
-    assert "cut at the axes" in result.caption
-    single = make_data({"kl_anneal_type": ["cyclical", "none"]}, replicates=1)
-    assert "cut at the axes" not in F.render_kl_psnr(single).caption
