@@ -230,7 +230,10 @@ def _parallel(df: pd.DataFrame) -> Figure:
     fig = _canvas((max(8.0, min(12.0, 2.2 * n_axes + 3)), 5.0))
     ax = fig.add_subplot()
     runs, ticks = df[df["kind"] == "run"], df[df["kind"] == "tick"]
-    common = {"x": "axis_index", "y": "position", "units": "run", "estimator": None, "legend": False, "ax": ax}
+    # a run without a value on an axis (a conditional parameter) is broken there: one unit per stretch
+    gaps = runs.groupby("run", sort=False)["position"].transform(lambda p: p.isna().cumsum())
+    runs = runs.assign(segment=runs["run"] + ":" + gaps.astype(str))
+    common = {"x": "axis_index", "y": "position", "units": "segment", "estimator": None, "legend": False, "ax": ax}
     done, partial = runs[~runs["dashed"].astype(bool)], runs[runs["dashed"].astype(bool)]
     if not done.empty:
         sns.lineplot(data=done, hue="metric", hue_norm=norm, palette="viridis", linewidth=1.6, alpha=0.85, **common)

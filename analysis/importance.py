@@ -64,9 +64,9 @@ def importance_inputs(data: SweepData) -> tuple[pd.DataFrame, list[str], list[st
 
 
 def evaluator(n_runs: int, seed: int) -> tuple[Any, str]:
-    """fANOVA when scikit-learn is installed (the choice of earlier versions of this module), else PED-ANOVA
-    (Optuna 5's default; no extra package), aimed at the top quantile that holds about 5 runs (Optuna's
-    advice), between 10% and 50%. Returns the evaluator and how to describe it."""
+    """fANOVA (a variance decomposition; Optuna's default before 5.0) when scikit-learn is installed, else
+    PED-ANOVA (Optuna 5's default; no extra package), aimed at the top quantile that holds about 5 runs
+    (Optuna's advice), between 10% and 50%. Returns the evaluator and how to describe it."""
     from optuna.importance import FanovaImportanceEvaluator, PedAnovaImportanceEvaluator
 
     try:
