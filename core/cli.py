@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import os
 import sys
 from typing import Any, get_args, get_origin
 
@@ -27,6 +28,26 @@ def fail(command: str, message: str, code: int = EXIT_BAD_INPUT) -> int:
     return code
 
 
+class _BoolFlag(argparse.Action):
+    """``--key`` / ``--no-key`` like ``BooleanOptionalAction``, and also ``--key=true|false``: the form
+    ``wandb agent`` passes for a swept boolean (``${args}`` is ``--key=value`` for every parameter)."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: Any) -> None:
+        names = [*option_strings, *(f"--no-{o[2:]}" for o in option_strings if o.startswith("--"))]
+        super().__init__(names, dest, nargs="?", metavar="BOOL", **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:  # noqa: ANN001 - argparse's
+        if option_string and option_string.startswith("--no-"):
+            if values is not None:
+                parser.error(f"{option_string} takes no value")
+            setattr(namespace, self.dest, False)
+        else:
+            setattr(namespace, self.dest, True if values is None else values)  # a string: the config checks it
+
+    def format_usage(self) -> str:
+        return " | ".join(self.option_strings)
+
+
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
     docs = field_docs()
     groups: dict[str, argparse._ArgumentGroup] = {}
@@ -35,8 +56,7 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
         hint = FIELD_TYPES[key]
         help_text = docs.get(key, "")
         if hint is bool:
-            group.add_argument(f"--{key}", action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
-                               help=help_text)
+            group.add_argument(f"--{key}", action=_BoolFlag, default=argparse.SUPPRESS, help=help_text)
         elif get_origin(hint) is tuple:
             group.add_argument(f"--{key}", nargs="+", default=argparse.SUPPRESS, metavar="V", help=help_text)
         else:
@@ -156,13 +176,64 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 
 def _train_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    return {k: v for k, v in vars(args).items() if k in FLAT_KEYS}
+    out = {k: v for k, v in vars(args).items() if k in FLAT_KEYS}
+    for key, value in out.items():
+        # `wandb agent` passes a swept list as one argument: --lr_milestones=[2, 5].
+        if isinstance(value, list) and len(value) == 1 and isinstance(value[0], str) and value[0].startswith("["):
+            out[key] = value[0]
+    return out
+
+
+class _WandbTraining:
+    """The trainer callback of ``cvae train --wandb``: the W&B run starts once the data and the checkpoint are
+    known to be good (no empty run for a bad ``DR``), resuming the same run when training resumes."""
+
+    ID_FILE = "wandb_run_id"
+    """In save_root: the W&B run id, so that a resumed training continues its run."""
+
+    def __init__(self, cfg: Any) -> None:
+        self.cfg = cfg
+        self.run = None
+
+    def on_train_start(self, cfg: Any, start_epoch: int) -> None:
+        from pathlib import Path
+
+        from cvae.tracking import WandbRun, resolve_wandb_mode
+
+        t = cfg.track
+        mode = resolve_wandb_mode(t.wandb_mode)
+        if mode == "disabled":
+            return
+        save_root = Path(cfg.run.save_root)
+        id_file = save_root / self.ID_FILE
+        # An agent's run id comes from its environment (wandb.init reads WANDB_RUN_ID itself).
+        run_id = None
+        if start_epoch > 0 and id_file.is_file() and not os.environ.get("WANDB_RUN_ID"):
+            run_id = id_file.read_text().strip() or None
+        self.run = WandbRun(project=t.wandb_project, entity=t.wandb_entity, group=t.wandb_group,
+                            name=save_root.name, run_id=run_id, config=cfg.to_flat(), tags=list(t.wandb_tags),
+                            mode=mode, job_type="train", log_model=t.wandb_log_model)
+        id_file.write_text(self.run.run_id + "\n")
+        log.info("W&B %s run %s%s", mode, self.run.path, f" ({self.run.url})" if self.run.url else "")
+
+    def on_epoch_end(self, result: Any) -> None:
+        if self.run is not None:
+            self.run.log_epoch(result)
+
+    def on_train_end(self, result: Any) -> None:
+        pass
+
+    def finish(self, state: str, reason: str = "", **summary: Any) -> None:
+        if self.run is not None:
+            self.run.finish(state=state, summary=summary, reason=reason)
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from cvae.core.checkpoint import DISK_FULL_ERRNOS, CheckpointError
     from cvae.core.data import DatasetError
     from cvae.core.trainer import DivergenceError, fit
+
+    from cvae.tracking import TrackingError
 
     _configure_logging(args.log_level)
     try:
@@ -186,9 +257,20 @@ def _cmd_train(args: argparse.Namespace) -> int:
             return 0
         from tqdm.contrib.logging import logging_redirect_tqdm
 
+        # `wandb agent` runs `cvae train ${args}` with its sweep in the environment: that run is always tracked.
+        tracking = _WandbTraining(cfg) if cfg.track.wandb or os.environ.get("WANDB_SWEEP_ID") else None
         with logging_redirect_tqdm():
-            run = fit(cfg)
-    except (ConfigError, DatasetError, CheckpointError) as err:
+            try:
+                run = fit(cfg, [tracking] if tracking else [])
+            except BaseException as err:
+                if tracking is not None:
+                    reason = "interrupted (Ctrl-C)" if isinstance(err, KeyboardInterrupt) else str(err)
+                    tracking.finish("failed", reason=reason.splitlines()[0] if reason else type(err).__name__)
+                raise
+        if tracking is not None:
+            tracking.finish("complete" if run.status == "completed" else "pruned", reason=run.reason,
+                            best_epoch=run.best_epoch)
+    except (ConfigError, DatasetError, CheckpointError, TrackingError) as err:
         return fail("train", str(err))
     except DivergenceError as err:
         return fail("train", str(err), EXIT_FAILED)

@@ -160,12 +160,33 @@ class RunConfig:
     """Roll out the validation video every epoch."""
 
 
+@dataclass(frozen=True)
+class TrackConfig:
+    """W&B tracking of a ``cvae train`` run (sweep trials are tracked as their spec's ``wandb`` section says)."""
+
+    wandb: bool = False
+    """Log the run to W&B (offline without credentials); a run started by ``wandb agent`` always logs."""
+    wandb_project: str | None = None
+    """W&B project (default: $WANDB_PROJECT, else W&B's default)."""
+    wandb_entity: str | None = None
+    """W&B entity, a team or user (default: $WANDB_ENTITY, else your default entity)."""
+    wandb_group: str | None = None
+    """W&B run group (default: $WANDB_RUN_GROUP)."""
+    wandb_tags: tuple[str, ...] = ()
+    """W&B run tags."""
+    wandb_mode: Literal["auto", "online", "offline", "disabled"] = "auto"
+    """auto: online when W&B credentials exist, else offline ($WANDB_MODE wins over auto)."""
+    wandb_log_model: bool = True
+    """Upload best.ckpt and last.ckpt as the run's model artifact (turn off for large models)."""
+
+
 SECTIONS: dict[str, type] = {
     "data": DataConfig,
     "model": ModelConfig,
     "schedule": ScheduleConfig,
     "optim": OptimConfig,
     "run": RunConfig,
+    "track": TrackConfig,
 }
 
 
@@ -178,6 +199,7 @@ class ExperimentConfig:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    track: TrackConfig = field(default_factory=TrackConfig)
 
     def to_flat(self) -> dict[str, Any]:
         """Flat ``{key: value}`` with YAML-friendly values (lists, not tuples)."""

@@ -184,6 +184,12 @@ class OfflineRun:
     """Seconds since the epoch when this (segment of the) run started; None if not recorded."""
     paths: tuple[Path, ...] = field(default=())
     """Every folder the run was read from, oldest first (several after offline resumes); ``path`` is the last."""
+    console: tuple[str, ...] = ()
+    """The captured console (stdout and stderr), one item a line, as the run's Logs tab shows it."""
+    artifacts: tuple[dict[str, Any], ...] = ()
+    """Artifacts the run logged, in order: ``{"name", "type", "aliases", "metadata"}``."""
+    metrics: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """``define_metric`` calls by metric name (or glob): ``{"step_metric": "epoch", "summary": ["max"]}``."""
 
 
 _RUN_DIR_PREFIX = re.compile(r"^(?:offline-run|run)-\d{8}_\d{6}-")
@@ -232,6 +238,10 @@ def read_offline_run(run_dir: str | os.PathLike[str]) -> OfflineRun:
     config: dict[str, Any] = {}
     summary: dict[str, Any] = {}
     history: list[dict[str, Any]] = []
+    console: list[str] = []
+    partial = ""
+    artifacts: list[dict[str, Any]] = []
+    metrics: dict[str, dict[str, Any]] = {}
     try:
         for raw in _scan_records(path):
             record = pb.Record()
@@ -259,15 +269,31 @@ def read_offline_run(run_dir: str | os.PathLike[str]) -> OfflineRun:
                 history.append(row)
             elif kind == "exit":
                 exit_code = int(record.exit.exit_code)
+            elif kind in ("output_raw", "output"):
+                # Writes as they came: a line may arrive in pieces, its newline last.
+                lines = (partial + getattr(record, kind).line).split("\n")
+                partial = lines.pop()
+                console.extend(line.rstrip("\r") for line in lines)
+            elif kind == "artifact":
+                art = record.artifact
+                artifacts.append({"name": art.name, "type": art.type, "aliases": list(art.aliases),
+                                  "metadata": _loads(art.metadata) if art.metadata else {}})
+            elif kind == "metric":
+                m = record.metric
+                summary_of = [f.name for f, on in m.summary.ListFields() if on] if m.HasField("summary") else []
+                metrics[m.name or m.glob_name] = {"step_metric": m.step_metric or None, "summary": summary_of}
     except ValueError:
         raise
     except Exception as err:  # noqa: BLE001 - protobuf DecodeError, OSError, bad JSON: all "unreadable"
         raise ValueError(f"{path}: unreadable W&B transaction log ({type(err).__name__}: {err})") from err
     config.pop("_wandb", None)
     summary.pop("_wandb", None)
+    if partial:
+        console.append(partial)
     return OfflineRun(run_id=run_id, path=folder, name=name, group=group, job_type=job_type, tags=tags,
                       config=config, history=history, summary=summary, exit_code=exit_code,
-                      start_time=start_time, paths=(folder,))
+                      start_time=start_time, paths=(folder,), console=tuple(console),
+                      artifacts=tuple(artifacts), metrics=metrics)
 
 
 def _time_order(run: OfflineRun) -> tuple[float, str, int]:
@@ -305,10 +331,12 @@ def read_offline_runs_merged(wandb_dir: str | os.PathLike[str]) -> dict[str, Off
         config: dict[str, Any] = {}
         summary: dict[str, Any] = {}
         history: list[dict[str, Any]] = []
+        metrics: dict[str, dict[str, Any]] = {}
         for run in runs:
             config.update(run.config)
             summary.update(run.summary)
             history.extend(run.history)
+            metrics.update(run.metrics)
         last = runs[-1]
         merged[run_id] = OfflineRun(
             run_id=run_id, path=last.path,
@@ -318,5 +346,7 @@ def read_offline_runs_merged(wandb_dir: str | os.PathLike[str]) -> dict[str, Off
             tags=next((r.tags for r in reversed(runs) if r.tags), ()),
             config=config, history=history, summary=summary, exit_code=last.exit_code,
             start_time=runs[0].start_time, paths=tuple(r.path for r in runs),
+            console=tuple(line for r in runs for line in r.console),
+            artifacts=tuple(a for r in runs for a in r.artifacts), metrics=metrics,
         )
     return merged

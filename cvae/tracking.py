@@ -1,0 +1,440 @@
+"""W&B tracking: one W&B run per ``cvae train --wandb`` run or per sweep trial chain, with W&B's conventions.
+
+- Charts use ``epoch`` as their x-axis (``define_metric``), so a resumed run that logs an epoch again adds a
+  point instead of failing on W&B's monotonic ``_step``. Summaries follow each metric's goal: the highest
+  PSNR (``summary="max"``), the lowest loss (``"min"``); W&B shows them as ``val/psnr.max``, ...
+- Every validation logs the PSNR of each predicted frame as a table (``val/psnr_per_frame``, with the
+  trivial predictors' PSNR of the same frames), and every new best epoch its rollout (``val/rollout``), so
+  W&B's media slider steps through them. At the end the best epoch's table, per-frame chart and rollout are
+  logged once more as the run's last media row: the summary, the best checkpoint and the media always show
+  the same epoch.
+- Checkpoints go up as a ``model`` artifact named ``model-<run id>`` (the name Lightning's WandbLogger uses):
+  ``best.ckpt`` with the alias ``best``, ``last.ckpt`` with ``latest``. A resumed run adds versions to the
+  same artifact and the aliases move. ``log_model=False`` turns the upload off for large models.
+- The console (stdout and stderr, the log lines included) is captured into the run's Logs tab.
+- W&B's environment is respected: ``WANDB_MODE`` (over ``auto``), ``WANDB_PROJECT``, ``WANDB_ENTITY``,
+  ``WANDB_RUN_GROUP``, ``WANDB_DIR``, ``WANDB_RUN_ID`` and a ``wandb agent``'s sweep (``WANDB_SWEEP_ID``).
+- Offline needs no account; ``auto`` is online only where credentials exist. Online never falls back to
+  offline: a user who asked for online would otherwise find an empty dashboard afterwards.
+
+:mod:`cvae.wandb_offline` reads the offline runs back. ``wandb`` is imported lazily: importing this module,
+and :func:`resolve_wandb_mode`, cost nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import netrc
+import os
+import re
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from cvae.schema import BASELINE_NAMES, BASELINE_TITLES, BASELINES_CSV, WANDB_KEYS
+from cvae.wandb_offline import has_exit_record
+
+if TYPE_CHECKING:
+    from wandb.sdk.wandb_run import Run
+
+log = logging.getLogger("cvae")
+
+MODES = ("online", "offline", "disabled")
+STATES = ("complete", "pruned", "failed")
+DEFAULT_BASE_URL = "https://api.wandb.ai"
+
+_ENV_MODE_ALIASES = {"online": "online", "run": "online", "offline": "offline", "dryrun": "offline",
+                     "disabled": "disabled"}
+"""WANDB_MODE values wandb itself accepts, mapped to the three modes (``dryrun``/``run`` are its old names)."""
+
+SUMMARIES = {
+    **{key: "max" for key in ("train/psnr", "val/psnr", "val/psnr_margin")},
+    **{key: "min" for key in ("train/loss", "train/mse", "train/kl", "val/loss")},
+}
+"""W&B key -> its summary: the best value for metrics with a goal; the rest keep W&B's last value."""
+
+
+class TrackingError(RuntimeError):
+    """W&B was asked for and could not start; the message says why and what to do."""
+
+
+# -- mode -----------------------------------------------------------------------------------------------------
+def _netrc_path() -> Path:
+    # Same lookup order as wandb's own login, so 'auto' agrees with what wandb.init would find.
+    if env := os.environ.get("NETRC"):
+        return Path(env).expanduser()
+    for name in ("~/.netrc", "~/_netrc"):
+        path = Path(name).expanduser()
+        if path.exists():
+            return path
+    return Path("~/.netrc").expanduser()
+
+
+def _has_credentials() -> bool:
+    if os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_IDENTITY_TOKEN_FILE"):
+        return True
+    host = urlsplit(os.environ.get("WANDB_BASE_URL") or DEFAULT_BASE_URL).netloc
+    try:
+        creds = netrc.netrc(str(_netrc_path())).authenticators(host)
+    except (OSError, netrc.NetrcParseError):
+        # No file, or one we cannot parse: wandb would not log in from it either.
+        return False
+    return bool(creds and creds[2])
+
+
+def resolve_wandb_mode(mode: str) -> str:
+    """The W&B mode a run should use.
+
+    ``'auto'`` -> ``'online'`` when W&B credentials exist (``WANDB_API_KEY`` or ``WANDB_IDENTITY_TOKEN_FILE``
+    set, or an entry for the W&B host, ``api.wandb.ai`` unless ``WANDB_BASE_URL`` says otherwise, in
+    ``$NETRC`` / ``~/.netrc``), else ``'offline'``. An explicit ``WANDB_MODE`` environment variable
+    (``online``/``offline``/``disabled``, or wandb's older ``run``/``dryrun``) wins over ``'auto'``.
+    ``'online'``, ``'offline'`` and ``'disabled'`` pass through.
+
+    Raises:
+        ValueError: ``mode`` is none of ``auto``, ``online``, ``offline``, ``disabled`` (case-insensitive).
+    """
+    wanted = str(mode).strip().lower()
+    if wanted in MODES:
+        return wanted
+    if wanted != "auto":
+        raise ValueError(f"wandb mode {mode!r} is not auto, online, offline or disabled")
+    env_mode = _ENV_MODE_ALIASES.get(os.environ.get("WANDB_MODE", "").strip().lower())
+    if env_mode is not None:
+        return env_mode
+    return "online" if _has_credentials() else "offline"
+
+
+# -- starting and finishing a run -----------------------------------------------------------------------------
+def _settings() -> Any:
+    """Settings for runs started in a long-lived process: quiet, the console captured, flushed every second."""
+    import wandb
+
+    wanted: dict[str, Any] = {
+        "silent": True,
+        "quiet": True,
+        # The Logs tab: stdout and stderr (our log lines too) go to the run as they are written.
+        "console": "wrap",
+        # Flush the transaction log every second instead of every 15 s: a worker killed hard (OOM, SIGKILL)
+        # otherwise loses up to 15 s of epochs, since wandb-core buffers them in memory.
+        "x_transaction_log_flush_interval": 1.0,
+    }
+    # Private (x_) settings come and go between wandb versions, and Settings forbids unknown fields.
+    fields = getattr(wandb.Settings, "model_fields", {})
+    return wandb.Settings(**{k: v for k, v in wanted.items() if k in fields or not k.startswith("x_")})
+
+
+_SERVICE_TOKEN = re.compile(r"^\d+-(?P<pid>\d+)-")
+
+
+def _detach_inherited_service() -> None:
+    """Make this process start its own wandb-core instead of using its parent's.
+
+    wandb saves its service address in ``WANDB_SERVICE`` (``<version>-<owner pid>-...``) and child
+    processes connect to it. For sweep workers that is harmful: a worker killed mid-trial leaves its run's
+    stream open in the parent's service, and the retry of that trial, same run id, then fails with "run ID
+    ... is in use". A service of its own dies with the worker and frees the id.
+    """
+    token = os.environ.get("WANDB_SERVICE", "")
+    match = _SERVICE_TOKEN.match(token)
+    if match and int(match.group("pid")) != os.getpid():
+        log.debug("not sharing the parent's wandb service (%s)", token)
+        del os.environ["WANDB_SERVICE"]
+
+
+FINISH_WAIT_S = 10.0
+"""How long :func:`finish_run` waits for wandb-core to write a finished run's exit record to disk."""
+
+
+def finish_run(run: Run, run_dir: Path | None, exit_code: int) -> None:
+    """``run.finish``, then wait until the run's ``.wandb`` file holds its exit record.
+
+    ``run.finish()`` returns once wandb-core has the exit record, not once it is on disk: wandb-core closes
+    the transaction log asynchronously, milliseconds later. Waiting makes "finish returned" mean "the file
+    is complete", for anything reading it in this process and for a retry reusing the run id.
+    """
+    run.finish(exit_code=exit_code)
+    if run_dir is None or not any(run_dir.glob("*.wandb")):
+        return  # disabled, or an online run told to skip its transaction log
+    deadline = time.monotonic() + FINISH_WAIT_S
+    pause = 0.005
+    while not has_exit_record(run_dir):
+        if time.monotonic() > deadline:
+            log.debug("W&B run folder %s: no exit record after %.0f s", run_dir, FINISH_WAIT_S)
+            return
+        time.sleep(pause)
+        pause = min(pause * 2, 0.2)
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return (text[0] if text else type(err).__name__)[:300]
+
+
+def start_run(*, project: str | None, entity: str | None, group: str | None, name: str | None,
+              run_id: str | None, config: Mapping[str, Any], tags: Sequence[str], mode: str, job_type: str,
+              notes: str | None) -> Run:
+    """``wandb.init`` with our settings, resuming ``run_id`` when it exists.
+
+    None for ``project``, ``entity``, ``group`` or ``run_id`` lets wandb take its environment variables
+    (``WANDB_PROJECT``, ...), and, under ``wandb agent``, the agent's sweep run.
+
+    Raises:
+        TrackingError: the run cannot start; online says how to log in or go offline.
+    """
+    if mode not in MODES:
+        raise ValueError(f"wandb mode {mode!r} is not online, offline or disabled (resolve 'auto' first)")
+    _detach_inherited_service()
+    import wandb
+
+    try:
+        return wandb.init(
+            project=project, entity=entity, group=group, name=name, id=run_id, resume="allow",
+            job_type=job_type, config=dict(config), tags=list(tags), notes=notes, mode=mode,
+            # W&B's convention: files go under WANDB_DIR when set, else the working directory. Passing it
+            # explicitly also honours a WANDB_DIR changed after wandb's first use in this process, which
+            # wandb itself would ignore (it snapshots the environment once).
+            dir=os.environ.get("WANDB_DIR") or None,
+            # One process runs many trials one after another; "create_new" never returns or finishes a
+            # run other than the one asked for.
+            reinit="create_new",
+            settings=_settings(),
+        )
+    except Exception as err:  # noqa: BLE001 - wandb raises CommError, UsageError, AuthenticationError, ...
+        if mode == "online":
+            raise TrackingError(
+                f"W&B online was requested but could not start ({_first_line(err)}); use wandb mode offline, "
+                "or set WANDB_API_KEY (and WANDB_BASE_URL for a private server)"
+            ) from err
+        raise TrackingError(f"W&B {mode} run {run_id!r} could not start ({_first_line(err)})") from err
+
+
+# -- one run --------------------------------------------------------------------------------------------------
+_ACTIVE: dict[str, WandbRun] = {}
+"""Unfinished runs of this process by run id."""
+
+
+class WandbRun:
+    """One training run as one W&B run, resumable by its id.
+
+    Feed it every epoch (:meth:`log_epoch`, or the trainer callback :meth:`callback`), then :meth:`finish` it.
+    A W&B problem while logging is a warning, never an error: a lost chart point must not end a long training.
+
+    Raises:
+        TrackingError: from the constructor, when the run cannot start.
+    """
+
+    def __init__(self, *, project: str | None, entity: str | None = None, group: str | None = None,
+                 name: str | None = None, run_id: str | None = None, config: Mapping[str, Any] | None = None,
+                 tags: Sequence[str] = (), mode: str = "offline", job_type: str = "train",
+                 notes: str | None = None, log_model: bool = True) -> None:
+        self.log_model = log_model
+        self._finished = False
+        self._last_epoch: int | None = None
+        self._best: tuple[int, float] | None = None
+        self._best_table: Any = None
+        self._best_video: Path | None = None
+        self._frames: list[float] | None = None
+        self._save_root: Path | None = None
+        self._baselines: dict[str, list[float]] | None = None
+        stale = _ACTIVE.get(run_id) if run_id else None
+        if stale is not None and not stale.finished:
+            # wandb refuses a second live run with the same id in one process ("run ID ... is in use"); an
+            # attempt that never reached finish() must not block the retry.
+            log.warning("W&B run %s: an earlier attempt was never finished; closing it as failed", run_id)
+            stale.finish(state="failed", reason="superseded by a new attempt")
+        self._run = start_run(project=project, entity=entity, group=group, name=name, run_id=run_id,
+                              config=config or {}, tags=tags, mode=mode, job_type=job_type, notes=notes)
+        self.mode = mode
+        self.run_id: str = self._run.id
+        self.run_dir: Path | None = Path(self._run.sync_dir) if mode != "disabled" else None
+        """The run's folder (``.../wandb/offline-run-<date>-<id>`` offline); None when disabled."""
+        self.url: str | None = self._run.url if mode == "online" else None
+        """The run's page on the W&B server; None unless online."""
+        self.path: str = "/".join(str(p) for p in (self._run.entity, self._run.project, self._run.id) if p)
+        """``entity/project/id`` (``wandb.Api().run(path)``); offline, the entity may be unknown."""
+        _ACTIVE[self.run_id] = self
+        try:
+            self._run.define_metric("epoch")
+            # Every chart against epoch: W&B's _step restarts at 0 in a resumed offline run and counts the
+            # final media row as a step; epoch means the same thing in every run.
+            self._run.define_metric("*", step_metric="epoch")
+            for key, summary in SUMMARIES.items():
+                self._run.define_metric(key, step_metric="epoch", summary=summary)
+        except Exception as err:  # noqa: BLE001 - cosmetic; the metrics still get logged
+            log.warning("W&B run %s: could not define its metrics: %s", self.run_id, err)
+
+    @property
+    def finished(self) -> bool:
+        return self._finished
+
+    def callback(self) -> _Callback:
+        """A trainer callback (:func:`cvae.core.trainer.fit`) that logs every epoch to this run."""
+        return _Callback(self)
+
+    # -- per epoch ---------------------------------------------------------------------------------------
+    def log_epoch(self, result: Any) -> None:
+        """One epoch (a :class:`cvae.core.trainer.EpochResult`): its metrics at x = ``epoch``; where it was
+        validated the per-frame table, and where it is the best epoch so far its rollout."""
+        if self._finished:
+            log.debug("W&B run %s: epoch %d logged after finish, ignored", self.run_id, result.epoch)
+            return
+        self._save_root = Path(result.save_root)
+        row: dict[str, Any] = {key: getattr(result, col) for col, key in WANDB_KEYS.items()}
+        row["epoch"] = int(result.epoch)
+        try:
+            table = self._frame_table(result.val_psnr_per_frame)
+            if table is not None:
+                row["val/psnr_per_frame"] = table
+            if result.is_best:
+                self._best = (int(result.epoch), float(result.val_psnr))
+                self._best_table = table
+                self._frames = list(result.val_psnr_per_frame)
+                video = self._rollout(result)
+                if video is not None:
+                    row["val/rollout"] = video
+        except Exception as err:  # noqa: BLE001 - media are a bonus; the scalars must still go
+            log.warning("W&B run %s: epoch %d media not logged: %s", self.run_id, result.epoch, err)
+        try:
+            self._run.log(row)
+            self._last_epoch = int(result.epoch)
+        except Exception as err:  # noqa: BLE001 - see the class docstring
+            log.warning("W&B run %s: could not log epoch %d: %s", self.run_id, result.epoch, err)
+
+    def _baseline_frames(self) -> dict[str, list[float]]:
+        """The trivial predictors' PSNR per validation frame (the same every epoch): ``baselines.csv``."""
+        if self._baselines is None:
+            self._baselines = {}
+            path = self._save_root / BASELINES_CSV if self._save_root else None
+            if path is not None and path.is_file():
+                from cvae.core.records import read_csv
+
+                rows = read_csv(path)
+                self._baselines = {name: [float(r[name]) for r in rows] for name in BASELINE_NAMES if rows and name in rows[0]}
+        return self._baselines
+
+    def _frame_table(self, per_frame: Sequence[float]) -> Any:
+        if not per_frame or not all(math.isfinite(v) for v in per_frame):
+            return None
+        import wandb
+
+        refs = {name: v for name, v in self._baseline_frames().items() if len(v) == len(per_frame)}
+        columns = ["frame", "psnr", *(f"psnr_{name}" for name in refs)]
+        rows = [[i, float(v), *(float(r[i - 1]) for r in refs.values())] for i, v in enumerate(per_frame, start=1)]
+        return wandb.Table(columns=columns, data=rows)
+
+    def _rollout(self, result: Any) -> Any:
+        """The best epoch's rollout as ``best_rollout.gif`` in the run folder (overwritten by a better epoch),
+        logged as a W&B video."""
+        if result.val_video is None or self._save_root is None:
+            return None
+        import wandb
+        from cvae.core.records import write_gif
+
+        path = self._save_root / "best_rollout.gif"
+        write_gif(result.val_video, path)
+        self._best_video = path
+        return wandb.Video(str(path), format="gif")
+
+    # -- the end -----------------------------------------------------------------------------------------
+    def _final_media(self) -> dict[str, Any]:
+        """The best epoch's table, chart and rollout, pinned to that epoch."""
+        if self._best is None or self._best_table is None:
+            return {}
+        import wandb
+
+        epoch, _ = self._best
+        media: dict[str, Any] = {"epoch": epoch, "val/psnr_per_frame": self._best_table}
+        refs = {n: v for n, v in self._baseline_frames().items() if n in ("copy_first", "mean_frame")
+                and len(v) == len(self._frames or [])}
+        frames = list(range(1, len(self._frames or []) + 1))
+        # The model beside the trivial predictors it must beat (copy_prev, an oracle far above, stays in the
+        # table: on the chart it would flatten the other lines).
+        media["val/psnr_per_frame_plot"] = wandb.plot.line_series(
+            xs=frames, ys=[list(self._frames or []), *refs.values()],
+            keys=["model", *(BASELINE_TITLES[n] for n in refs)],
+            title=f"Validation PSNR per frame (best epoch, {epoch})", xname="frame")
+        if self._best_video is not None and self._best_video.is_file():
+            media["val/rollout"] = wandb.Video(str(self._best_video), format="gif")
+        return media
+
+    def _log_model(self) -> None:
+        """``best.ckpt`` and ``last.ckpt`` as versions of the artifact ``model-<run id>``."""
+        if not self.log_model or self._save_root is None or self.mode == "disabled":
+            return
+        import wandb
+
+        best, last = self._save_root / "best.ckpt", self._save_root / "last.ckpt"
+        best_epoch = self._best[0] if self._best is not None else None
+        same = best_epoch is not None and best_epoch == self._last_epoch  # one file, both aliases
+        for path, aliases, epoch in ((best, ["best", *(["latest"] if same else [])], best_epoch),
+                                     (last, ["latest"], self._last_epoch)):
+            if not path.is_file() or (same and path == last):
+                continue
+            meta: dict[str, Any] = {"file": path.name, "epoch": epoch}
+            if "best" in aliases and self._best is not None:
+                meta["val/psnr"] = self._best[1]
+            artifact = wandb.Artifact(f"model-{self.run_id}", type="model", metadata=meta)
+            artifact.add_file(str(path), name="model.ckpt")
+            self._run.log_artifact(artifact, aliases=aliases)
+
+    def finish(self, *, state: str = "complete", summary: Mapping[str, Any] | None = None, reason: str = "") -> None:
+        """Log the best epoch's media and the model, write the summary, close the run; a second call does nothing.
+
+        Args:
+            state: ``complete``, ``pruned`` or ``failed``; ``failed`` closes the run with exit code 1, so W&B
+                shows it as failed.
+            summary: Extra summary values (the best epoch, the trial number, ...).
+            reason: Why the run failed or was pruned (summary ``fail_reason``).
+        """
+        if self._finished:
+            return
+        self._finished = True
+        if _ACTIVE.get(self.run_id) is self:
+            del _ACTIVE[self.run_id]
+        if state not in STATES:
+            log.warning("W&B run %s: unknown state %r recorded as is", self.run_id, state)
+        try:
+            media = self._final_media()
+            if media:
+                self._run.log(media)
+        except Exception as err:  # noqa: BLE001
+            log.warning("W&B run %s: best epoch's media not logged: %s", self.run_id, err)
+        try:
+            self._log_model()
+        except Exception as err:  # noqa: BLE001 - the checkpoints stay on disk
+            log.warning("W&B run %s: model artifact not logged: %s", self.run_id, err)
+        final = {**(summary or {}), "state": state}
+        if self._best is not None:
+            final.setdefault("best_epoch", self._best[0])
+        if self._last_epoch is not None:
+            final.setdefault("epoch", self._last_epoch)  # the media row above is pinned to the best epoch
+        if reason:
+            final["fail_reason"] = reason
+        try:
+            self._run.summary.update(final)
+        except Exception as err:  # noqa: BLE001 - a bad value in summary must not lose the state
+            log.warning("W&B run %s: summary not fully written: %s", self.run_id, err)
+        try:
+            finish_run(self._run, self.run_dir, 0 if state in ("complete", "pruned") else 1)
+        except Exception as err:  # noqa: BLE001 - the outcome is already on disk; report only
+            log.warning("W&B run %s: finishing failed: %s", self.run_id, err)
+
+
+class _Callback:
+    """The trainer's callback interface (``on_train_start``, ``on_epoch_end``, ``on_train_end``) for a run."""
+
+    def __init__(self, run: WandbRun) -> None:
+        self.run = run
+
+    def on_train_start(self, cfg: Any, start_epoch: int) -> None:
+        pass
+
+    def on_epoch_end(self, result: Any) -> None:
+        self.run.log_epoch(result)
+
+    def on_train_end(self, result: Any) -> None:
+        pass
