@@ -2,7 +2,10 @@
 
 The storage is opened as the workers open it (:func:`sweeps.storage.open_storage`: the password from
 ``$CVAE_DB_PASSWORD`` / ``$CVAE_DB_PASSWORD_FILE`` / libpq, an unreachable server fails within seconds,
-messages show the URL with its password masked), then served by ``optuna_dashboard.run_server``.
+messages show the URL with its password masked), then served by ``optuna_dashboard.run_server`` with the
+sweep's artifact store (``<output_dir>/artifacts``, :mod:`cvae.sweeps.artifacts`): a trial's page lists its
+rollout GIF and PSNR plot. The store is read lazily: a dashboard started before the first trial ends shows
+its artifacts once they are uploaded.
 
 optuna-dashboard has no authentication, and its API can rename and delete studies, so it listens on
 127.0.0.1 unless told otherwise; from another machine, open it through an SSH tunnel
@@ -15,6 +18,7 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
+from cvae.sweeps.artifacts import artifact_dir, artifact_store
 from cvae.sweeps.spec import SweepSpec
 from cvae.sweeps.storage import StorageError, mask_url, open_storage
 
@@ -69,8 +73,8 @@ def serve_dashboard(spec: SweepSpec, *, storage_url: str | None = None, host: st
         text = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise StorageError(f"cannot read studies from {mask_url(url)}: {mask_url(text)}") from None
 
-    print(f"optuna-dashboard for sweep {spec.name} (storage {mask_url(url)}) at {dashboard_url(host, port)}",
-          file=out, flush=True)
+    print(f"optuna-dashboard for sweep {spec.name} (storage {mask_url(url)}, artifacts "
+          f"{artifact_dir(spec.output_dir)}) at {dashboard_url(host, port)}", file=out, flush=True)
     if spec.name not in names:
         print(f"note: study {spec.name!r} is not in this storage yet; it appears when `cvae sweep run` or a "
               f"worker creates it", file=out, flush=True)
@@ -80,4 +84,4 @@ def serve_dashboard(spec: SweepSpec, *, storage_url: str | None = None, host: st
 
     import optuna_dashboard
 
-    optuna_dashboard.run_server(storage, host=host, port=port)
+    optuna_dashboard.run_server(storage, host=host, port=port, artifact_store=artifact_store(spec.output_dir))

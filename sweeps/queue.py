@@ -18,7 +18,12 @@ Private Optuna API used here, and why:
   a live ``Trial`` has no system attributes: :func:`frozen` reads them;
 - ``optuna.Trial(study, trial_id)``: the claimed trial as a live trial (``Study.ask`` does the same);
 - ``optuna.storages._heartbeat``: whether a storage keeps Optuna's heartbeat, and the ids of stale trials
-  (what ``fail_stale_trials`` reads; it cannot set a fail reason before the state change).
+  (what ``fail_stale_trials`` reads; it cannot set a fail reason before the state change);
+- ``optuna.artifacts._upload.ARTIFACTS_ATTR_PREFIX``: the system attributes that list a trial's artifacts,
+  which a retry must not inherit (:func:`requeue`; it uploads its own).
+
+Every opening names the study's metric (``set_metric_names``) when it has no name yet; the creator and
+``fill_queue`` record the spec's description (:mod:`cvae.sweeps.artifacts`).
 
 Torch-free: ``cvae sweep status``, ``best`` and ``retry`` import it without the trainer.
 """
@@ -37,8 +42,10 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import optuna
+from cvae.sweeps.artifacts import describe_study, name_metric
 from cvae.sweeps.space import grid_conflicts, make_pruner, make_sampler
 from cvae.sweeps.spec import SweepSpec
+from optuna.artifacts._upload import ARTIFACTS_ATTR_PREFIX
 from optuna.trial import TrialState
 
 from cvae.schema import (
@@ -94,6 +101,7 @@ def open_study(spec: SweepSpec, storage: optuna.storages.BaseStorage, *, fill_qu
     A worker that loads a study created a moment ago by another process waits until its queue is ready.
     """
     study, created = _create_or_load(spec, storage)
+    name_metric(study, spec.metric)  # optuna-dashboard's "Objective 0" otherwise; also older studies
     conflicts = grid_conflicts(spec, study)
     if conflicts:
         raise SweepError(f"{spec.source}: " + "; ".join(conflicts) + ": Optuna fixes a categorical parameter's "
@@ -103,6 +111,7 @@ def open_study(spec: SweepSpec, storage: optuna.storages.BaseStorage, *, fill_qu
             study.set_user_attr(UID, uuid.uuid4().hex[:8])
             study.set_user_attr(SPEC, {"metric": spec.metric, "goal": spec.goal, "method": spec.method,
                                               "output_dir": str(spec.output_dir)})
+        describe_study(study, spec.description)
         fill(study, spec)
         study.set_user_attr(READY, True)
         return study
@@ -198,6 +207,8 @@ def requeue(study: optuna.Study, trial: optuna.trial.FrozenTrial, *, max_retry: 
     ``RetryFailedTrialCallback`` rule)."""
     system_attrs: dict[str, Any] = {FAILED_TRIAL: trial.number, RETRY_HISTORY: [], **trial.system_attrs}
     system_attrs.pop(HEARTBEAT, None)
+    for key in [k for k in system_attrs if k.startswith(ARTIFACTS_ATTR_PREFIX)]:
+        del system_attrs[key]  # the retry uploads its own files when it ends
     system_attrs[RETRY_HISTORY] = [*system_attrs[RETRY_HISTORY], trial.number]
     if max_retry is not None and max_retry < len(system_attrs[RETRY_HISTORY]):
         return False

@@ -31,8 +31,9 @@ import torch
 from cvae.core.checkpoint import CheckpointError
 from cvae.core.config import ConfigError
 from cvae.core.data import DatasetError
-from cvae.core.records import read_csv, write_gif
+from cvae.core.records import read_csv, write_gif, write_psnr_plot
 from cvae.core.trainer import BaseCallback, DivergenceError, EpochResult, StopTraining, fit
+from cvae.sweeps.artifacts import PSNR_PLOT, upload_trial_files
 from cvae.sweeps.queue import (
     SweepError,
     claim,
@@ -67,6 +68,8 @@ from cvae.schema import (
     TRIAL_JSON,
     UID,
     WANDB_KEYS,
+    WANDB_PATH,
+    WANDB_URL,
     TrialRecord,
     baseline_attr,
     run_key,
@@ -206,6 +209,31 @@ def make_tracker(spec: SweepSpec, study: optuna.Study, key: int, config: dict[st
     ), mode
 
 
+def wandb_attrs(tracker, mode: str) -> dict[str, str]:
+    """Where a trial's W&B run is, as the trial's user attributes: :data:`WANDB_PATH` (``entity/project/run_id``
+    online, the local run folder offline) and :data:`WANDB_URL` (online). Empty when W&B is disabled."""
+    if mode == "disabled":
+        return {}
+    out: dict[str, str] = {}
+    run = getattr(tracker, "_run", None)
+    run_id = getattr(tracker, "run_id", None)
+    if mode == "online":
+        path = getattr(tracker, "path", None) or getattr(run, "path", None)
+        if not path and run is not None and run_id:
+            entity, project = getattr(run, "entity", None), getattr(run, "project", None)
+            path = "/".join(str(p) for p in (entity, project, run_id) if p)
+        if path:
+            out[WANDB_PATH] = str(path)
+        url = getattr(tracker, "url", None) or getattr(run, "url", None)
+        if url:
+            out[WANDB_URL] = str(url)
+    else:
+        folder = getattr(tracker, "run_dir", None)
+        if folder:
+            out[WANDB_PATH] = str(folder)
+    return out
+
+
 ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOENT, errno.EIO}
 """OSErrors that are faults of the machine, not of the trial's configuration: the trial is re-queued."""
 
@@ -282,6 +310,8 @@ def _start(study: optuna.Study, trial: optuna.Trial, spec: SweepSpec, num_thread
     t_track = time.monotonic()
     tracker, mode = make_tracker(spec, study, key, config, params)
     record.wandb_mode = mode
+    for name, value in wandb_attrs(tracker, mode).items():  # a retry resumes the run: same path, new folder
+        trial.set_user_attr(name, value)
     callback = TrialCallback(trial, spec, tracker, t0)
     callback.tracking_s = callback.startup_tracking_s = time.monotonic() - t_track
     return cfg, record, folder, tracker, callback, t0
@@ -364,6 +394,9 @@ def _finish(study, trial, spec, tracker, record, folder, callback, state, reason
     for name, v in baselines.items():
         if v is not None:
             trial.set_user_attr(baseline_attr(name), v)
+    plot_path = _psnr_plot(spec, trial, folder, per_frame, per_frame_baselines, rows)
+    # Artifacts before the state change: a finished trial takes no more attributes. A retry uploads again.
+    upload_trial_files(spec.output_dir, trial, [p for p in (video_path, plot_path) if p is not None])
     if state == "complete" and math.isnan(value):
         state, reason = "failed", f"no {spec.metric} was recorded"
     if state == "failed":
@@ -392,6 +425,25 @@ def _finish(study, trial, spec, tracker, record, folder, callback, state, reason
     record.write(folder / TRIAL_JSON)
     log.info("trial %d (%s) %s%s%s", trial.number, run_name(record.run_key), state,
              f": {spec.metric} {value:.4f}" if not math.isnan(value) else "", f" ({reason})" if reason else "")
+
+
+def _psnr_plot(spec: SweepSpec, trial: optuna.Trial, folder: Path, per_frame: list[float] | None,
+               per_frame_baselines: dict[str, list[float]] | None, rows: list[dict[str, str]]) -> Path | None:
+    """The last epoch's validation PSNR per frame beside copy-first and mean-frame, as ``psnr_per_frame.png``
+    in the run folder; None when nothing was validated or the plot cannot be drawn (one warning)."""
+    if not per_frame:
+        return None
+    path = folder / PSNR_PLOT
+    # As on the W&B chart: copy_prev, an oracle far above, would flatten the other lines.
+    references = {name: values for name, values in (per_frame_baselines or {}).items()
+                  if name in ("copy_first", "mean_frame") and len(values) == len(per_frame)}
+    try:
+        write_psnr_plot(per_frame, path, references=references,
+                        title=f"{spec.name} trial {trial.number}: validation PSNR per frame (epoch {rows[-1]['epoch']})")
+    except Exception as err:  # noqa: BLE001 - a plot must not fail the trial
+        log.warning("trial %d: no PSNR plot (%s: %s)", trial.number, type(err).__name__, err)
+        return None
+    return path
 
 
 def trial_baselines(rows: list[dict[str, str]], epoch: int, baselines_csv: Path,

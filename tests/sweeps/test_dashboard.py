@@ -153,14 +153,19 @@ def test_other_addresses_warn(sqlite_spec: Path, monkeypatch: pytest.MonkeyPatch
     spec = load_spec(sqlite_spec)
     dash.serve_dashboard(spec, host="0.0.0.0", port=9999)
     storage, kw = calls[0]
+    store = kw.pop("artifact_store")
     assert kw == {"host": "0.0.0.0", "port": 9999}
+    # The sweep's artifact store (<output_dir>/artifacts), served read-only; nothing is created.
+    assert isinstance(store, optuna.artifacts.FileSystemArtifactStore)
+    assert store._base_path == spec.output_dir / "artifacts"  # noqa: SLF001
+    assert not spec.output_dir.exists()
     assert isinstance(storage, optuna.storages.BaseStorage)
     assert [s.study_name for s in storage.get_all_studies()] == [STUDY]
     err = capsys.readouterr().err
     assert "0.0.0.0" in err and "no authentication" in err
 
     dash.serve_dashboard(spec, port=9999)
-    assert calls[1][1] == {"host": "127.0.0.1", "port": 9999}
+    assert {k: v for k, v in calls[1][1].items() if k != "artifact_store"} == {"host": "127.0.0.1", "port": 9999}
     assert capsys.readouterr().err == ""
 
 
