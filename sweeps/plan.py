@@ -19,7 +19,7 @@ from cvae.sweeps.spec import SweepSpec, representative_params
 
 def _split_frames(spec: SweepSpec, split: str, synth_default: int) -> int | None:
     """Frames of the dataset's ``train`` or ``val`` split: counted on disk, else what ``synth`` will write."""
-    root = spec.base.get("DR")
+    root = spec.data_root
     if root and (Path(root) / split / f"{split}_img").is_dir():
         return len(list_frames(Path(root) / split / f"{split}_img"))
     if spec.synth:
@@ -90,8 +90,11 @@ def schedule_note(spec: SweepSpec) -> str | None:
 
 def plan_text(spec: SweepSpec) -> str:
     """The trials a sweep makes, its conditional branches, epochs in total, and an estimated time."""
-    lines = [f"sweep {spec.name}: method {spec.method}, metric {spec.metric} ({spec.goal}), "
+    target = f", target {spec.objective.target:g}" if spec.objective.target is not None else ""
+    lines = [f"sweep {spec.name}: method {spec.method}, metric {spec.metric} ({spec.goal}{target}), "
              f"{spec.replicates} replicate(s), {spec.workers} worker(s)"]
+    if spec.display_name:
+        lines.insert(0, spec.display_name)
     conditional = [p for p in spec.params if p.when]
     for p in conditional:
         lines.append(f"  branch: {p.name} only when " + ", ".join(f"{k} in {list(v)}" for k, v in p.when.items()))
@@ -105,8 +108,13 @@ def plan_text(spec: SweepSpec) -> str:
     else:
         lines.append(f"{spec.method}: {spec.run_cap} parameter set(s) drawn from:")
         for p in spec.params:
-            rng = list(p.values) if p.values else f"[{p.low}, {p.high}]" + (f" step {p.q}" if p.q else "")
-            lines.append(f"  {p.name}: {p.distribution} {rng}")
+            if p.is_quantized_log:
+                rng = f"[{p.values[0]}, {p.values[-1]}], {len(p.values)} multiples of q"
+            else:
+                rng = list(p.values) if p.values else f"[{p.low}, {p.high}]" + (f" step {p.q}" if p.q else "")
+            weights = (f" with probabilities {[round(w, 3) for w in p.probabilities]}"
+                       if p.probabilities and not p.is_quantized_log else "")
+            lines.append(f"  {p.name}: {p.wandb_distribution} {rng}{weights}")
         first = {p.name: p.boundary_values()[0] for p in spec.params}
     trials = spec.n_configs() * spec.replicates
     cfg = spec.trial_config(first, save_root="plan")

@@ -17,7 +17,8 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 
 
 def suggest(trial: optuna.Trial, param: Param) -> Any:
-    """Ask ``trial`` for a value of ``param``, mapping W&B's distribution names to Optuna's calls."""
+    """Ask ``trial`` for a value of ``param``, mapping W&B's distribution names to Optuna's calls (the spec has
+    read ``inv_log_uniform*`` as ``log_uniform_values``, ``q_log_uniform*`` as a categorical)."""
     d = param.distribution
     if d == "constant":
         return param.values[0]
@@ -27,7 +28,7 @@ def suggest(trial: optuna.Trial, param: Param) -> Any:
         return trial.suggest_int(param.name, int(param.low), int(param.high), step=int(param.q or 1))
     if d == "uniform":
         return trial.suggest_float(param.name, param.low, param.high)
-    if d == "q_uniform":
+    if d == "q_uniform":  # low and high are multiples of q (W&B's round(x / q) * q); an integer key's is int_uniform
         return trial.suggest_float(param.name, param.low, param.high, step=param.q)
     if d == "log_uniform_values":
         if is_int_key(param.name):
@@ -111,8 +112,42 @@ def grid_conflicts(spec: SweepSpec, study: optuna.Study) -> list[str]:
     return problems
 
 
+class WeightedRandomSampler(optuna.samplers.RandomSampler):
+    """Optuna's RandomSampler, except that it draws the categorical parameters given in ``weights`` with
+    their W&B ``probabilities`` instead of uniformly.
+
+    Why a sampler rather than a custom suggest (e.g. a float in [0, 1) mapped to the cumulative probabilities):
+    the parameter stays a categorical of its own values, so the trial's params, the dashboard, importance and
+    a retry's enqueued parameters all show and take the chosen value, and the distribution recorded in the
+    study is the one other samplers (a later run with method tpe) see. Only the draw changes.
+    """
+
+    def __init__(self, weights: Mapping[str, tuple[tuple[Any, ...], tuple[float, ...]]], seed: int | None = None):
+        super().__init__(seed=seed)
+        self._weights = {name: (tuple(values), tuple(p / sum(probs) for p in probs))
+                         for name, (values, probs) in weights.items()}
+
+    def sample_independent(self, study: optuna.Study, trial: optuna.trial.FrozenTrial, param_name: str,
+                           param_distribution: optuna.distributions.BaseDistribution) -> Any:
+        weighted = self._weights.get(param_name)
+        if weighted is None or not isinstance(param_distribution, CategoricalDistribution) or (
+                tuple(param_distribution.choices) != weighted[0]):
+            return super().sample_independent(study, trial, param_name, param_distribution)
+        index = int(self._rng.rng.choice(len(weighted[0]), p=weighted[1]))
+        return param_distribution.choices[index]
+
+
 def make_sampler(spec: SweepSpec) -> optuna.samplers.BaseSampler:
-    """The sampler of ``spec.method`` with the spec's ``sampler`` options (see :class:`SamplerSpec`)."""
+    """The sampler of ``spec.method`` with the spec's ``sampler`` options (see :class:`SamplerSpec`).
+
+    ``method: random`` with W&B ``probabilities`` (or a quantized log-uniform parameter, a categorical with
+    W&B's probabilities) draws those parameters with them (:class:`WeightedRandomSampler`), as W&B's random
+    search does; other methods warn (the spec's ``warnings``) that they do not.
+    """
+    weights = {p.name: (p.values, p.probabilities) for p in spec.params if p.probabilities}
+    if spec.method == "random" and weights:
+        seed = spec.sampler.seed if spec.sampler.seed is not None else spec.seed
+        return WeightedRandomSampler(weights, seed=seed)
     return spec.sampler.build(spec.method, seed=spec.seed, workers=spec.workers)
 
 

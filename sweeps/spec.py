@@ -1,13 +1,15 @@
 """The sweep spec: a YAML file a W&B Sweeps user reads at a glance, validated whole before anything runs.
 
-W&B's keys keep W&B's meaning (``name``, ``method``, ``metric``, ``run_cap``, ``parameters``,
-``early_terminate``, ``description``); the rest are ours (``base``, ``replicates``, ``workers``, ``storage``,
+W&B's keys keep W&B's meaning (``name``, ``description``, ``method``, ``metric``, ``run_cap``, ``parameters``,
+``early_terminate``, ``program``, ``command``, ``project``, ``entity``): a stock W&B sweep file runs unchanged
+when its parameters name ``cvae train`` keys, and what of it cannot be honoured is refused by name or, for
+``program`` and ``command``, ignored with one warning. The rest are ours (``base``, ``replicates``, ``workers``, ``storage``,
 ``wandb``, ``output_dir``, ``pruner``, ``sampler``, ``synth``, ``heartbeat``, ``max_retry``, ``seed``,
 ``grid_order``, and a parameter's ``when``). Paths are relative to the working directory, as the lab's
 flags are; a ``base`` given as a path is relative to the spec file.
 
-The ``metric``, ``wandb``, ``pruner`` (or ``early_terminate``), ``sampler``, ``heartbeat`` and ``synth`` sections
-are typed (:mod:`cvae.sweeps.spec_types`), each read by its own ``parse``; this module never imports
+The ``metric``, ``wandb``, ``pruner`` (or ``early_terminate``), ``sampler``, ``heartbeat``, ``synth`` sections and
+``program``/``command`` are typed (:mod:`cvae.sweeps.spec_types`), each read by its own ``parse``; this module never imports
 ``cvae.sweeps.space``, which reads the spec.
 """
 
@@ -20,7 +22,8 @@ import math
 import os
 import random
 import re
-from collections.abc import Iterator, Mapping
+import unicodedata
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_args
@@ -36,6 +39,7 @@ from cvae.core.config import (
     read_yaml_mapping,
 )
 from cvae.sweeps.spec_types import (
+    CommandSpec,
     HeartbeatSpec,
     MetricSpec,
     PrunerSpec,
@@ -50,12 +54,26 @@ from cvae.secrets import has_password
 
 METHODS = ("grid", "random", "bayes", "tpe", "cmaes", "gp", "qmc")
 SUPPORTED_DISTRIBUTIONS = (
-    "constant", "categorical", "int_uniform", "uniform", "q_uniform", "log_uniform", "log_uniform_values",
+    "constant", "categorical", "categorical_w_probabilities", "int_uniform", "uniform", "q_uniform", "log_uniform",
+    "log_uniform_values", "q_log_uniform", "q_log_uniform_values", "inv_log_uniform", "inv_log_uniform_values",
 )
-UNSUPPORTED_DISTRIBUTIONS = (
-    "q_log_uniform", "q_log_uniform_values", "inv_log_uniform", "inv_log_uniform_values", "normal",
-    "q_normal", "log_normal", "q_log_normal", "beta", "q_beta",
-)
+"""W&B's distributions that map to an Optuna distribution of the same support (see :func:`_parse_param`)."""
+UNSUPPORTED_DISTRIBUTIONS = {
+    "normal": "its support is unbounded, and Optuna samples bounded ranges",
+    "q_normal": "its support is unbounded, and Optuna samples bounded ranges",
+    "log_normal": "its support is unbounded above, and Optuna samples bounded ranges",
+    "q_log_normal": "its support is unbounded above, and Optuna samples bounded ranges",
+    "beta": "Optuna samples a range uniformly or log-uniformly, never by a beta density",
+    "q_beta": "Optuna samples a range uniformly or log-uniformly, never by a beta density",
+}
+"""W&B's distributions with no Optuna equivalent, each refused by name with why."""
+DISTRIBUTION_OPTIONS = ("mu", "sigma", "a", "b")
+"""W&B's options of the refused distributions (not reported as unknown keys: the distribution is the problem)."""
+Q_DEFAULT = 1.0
+"""W&B's ``q`` when a quantized distribution gives none."""
+MAX_CHOICES = 1000
+"""The most values a quantized log-uniform parameter may take (each a categorical choice)."""
+PROBABILITY_TOLERANCE = 1e-6
 GRID_ORDERS = ("listed", "shuffled")
 """``grid_order``: the grid runs as its parameters list it (W&B's order), or shuffled with ``seed`` (Optuna's)."""
 OWNED_KEYS = ("save_root", "resume", "ckpt_path", "progress")
@@ -64,9 +82,9 @@ OWNED_KEYS = ("save_root", "resume", "ckpt_path", "progress")
 TOP_KEYS = (
     "name", "description", "method", "metric", "run_cap", "parameters", "early_terminate", "pruner", "sampler",
     "base", "replicates", "workers", "storage", "wandb", "output_dir", "synth", "heartbeat", "max_retry", "seed",
-    "grid_order",
+    "grid_order", "program", "command", "project", "entity",
 )
-PARAM_KEYS = ("value", "values", "distribution", "min", "max", "q", "when", "sets")
+PARAM_KEYS = ("value", "values", "distribution", "min", "max", "q", "when", "sets", "probabilities")
 
 
 MAX_TRIALS = 10_000
@@ -74,11 +92,34 @@ MAX_TRIALS = 10_000
 written to the study up front."""
 
 MAX_NAME = 100
-"""The longest sweep name: it names the study, the W&B group and runs (W&B run ids stop at 128 characters)."""
+"""The longest sweep name (its slug): it names the study, the W&B group and runs (W&B run ids stop at 128
+characters)."""
+NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]*"
+"""A name that is its own slug (kept as it is: studies made before names were slugged keep their name)."""
 
 
 class SpecError(ValueError):
-    """An invalid sweep spec; the message names the file, the key and the value."""
+    """An invalid sweep spec: one line per problem, each naming the file, the key and the value.
+
+    ``problems`` holds the lines without the file (empty for an error made from a message alone).
+    """
+
+    problems: tuple[str, ...] = ()
+
+
+def spec_error(source: str, problems: str | Sequence[str]) -> SpecError:
+    """A SpecError of ``problems``, one line each, each line starting with ``source``."""
+    problems = (problems,) if isinstance(problems, str) else tuple(problems)
+    err = SpecError("\n".join(f"{source}: {p}" for p in problems))
+    err.problems = problems
+    return err
+
+
+def slugify(text: str) -> str:
+    """``text`` as a study and folder name: ASCII, lower case, each run of other characters one ``-``
+    ("My KL sweep #2" -> "my-kl-sweep-2")."""
+    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+    return re.sub(r"[^a-z0-9_.]+", "-", ascii_text.lower()).strip("-_.")
 
 
 @dataclass(frozen=True)
@@ -95,6 +136,21 @@ class Param:
     when: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)
     sets: Mapping[str, Mapping[str, Any]] | None = None
     """A named choice (ours): each value names a group of training keys it sets, e.g. TF1 -> tfr, tfr_sde."""
+    probabilities: tuple[float, ...] | None = None
+    """A categorical's W&B ``probabilities``, one per value (method random draws with them)."""
+    declared: str = ""
+    """The distribution as the spec wrote it, where it is read as another: ``inv_log_uniform*`` as
+    ``log_uniform_values``, ``q_log_uniform*`` as a categorical of the multiples of ``q`` with W&B's
+    probabilities, ``q_uniform`` over an integer key as ``int_uniform`` with step ``q``."""
+
+    @property
+    def wandb_distribution(self) -> str:
+        """The distribution's W&B name, as the spec wrote it."""
+        return self.declared or self.distribution
+
+    @property
+    def is_quantized_log(self) -> bool:
+        return self.declared in ("q_log_uniform", "q_log_uniform_values")
 
     def n_values(self) -> int:
         """How many values a grid takes (without listing them: an int range can be huge)."""
@@ -127,6 +183,8 @@ class Param:
 
     def boundary_values(self) -> list[Any]:
         """Values that exercise a trial config's validation: every choice, or both ends of a range."""
+        if self.is_quantized_log:  # ordered multiples of q: the ends
+            return [self.values[0], self.values[-1]] if len(self.values) > 1 else list(self.values)
         if self.distribution in ("constant", "categorical"):
             return list(self.values)
         if self.is_finite:
@@ -194,6 +252,7 @@ class SweepSpec:
     """A validated sweep spec."""
 
     name: str
+    """The study's name, the W&B group and the default output folder's: the spec's ``name`` slugged."""
     method: str
     objective: MetricSpec
     """The ``metric`` section (``metric``, ``goal``, ``summary`` read it)."""
@@ -215,7 +274,38 @@ class SweepSpec:
     description: str = ""
     source: str = "spec"
     warnings: tuple[str, ...] = ()
-    """What `cvae train` would warn about in the sweep's trials (odd but accepted settings)."""
+    """What the sweep does otherwise than the spec asks (ignored ``program``/``command``, ``method: bayes``
+    as TPE, probabilities a method does not draw with), then what `cvae train` would warn about in the sweep's
+    trials (odd but accepted settings); the CLI prints each."""
+    display_name: str = ""
+    """The spec's ``name`` as written, when it is not its own slug (``name``); else empty."""
+    command: CommandSpec = CommandSpec()
+    """W&B's ``program`` and ``command``, and what of them is ignored."""
+
+    @property
+    def title(self) -> str:
+        """The sweep's name as the spec wrote it (for display)."""
+        return self.display_name or self.name
+
+    @property
+    def data_root(self) -> str | None:
+        """The dataset root every trial reads: ``base.DR``, or a constant ``DR`` parameter (a stock W&B file
+        has no ``base``, and says ``parameters: {DR: {value: PATH}}``); None when neither gives it."""
+        for p in self.params:
+            if p.name == "DR" and p.distribution == "constant" and not p.when:
+                return str(p.values[0])
+        root = self.base.get("DR")
+        return str(root) if root else None
+
+    def target_reached(self, value: float | None) -> bool:
+        """Whether a trial value reaches ``metric.target`` (>= when maximizing, <= when minimizing); False
+        without a target."""
+        return self.objective.reached(value)
+
+    def target_reached_in(self, trials: Any) -> int | None:
+        """The number of the first of ``trials`` (``study.get_trials()``) that reached ``metric.target``, else
+        None: the sweep starts no trial once one has (see :meth:`MetricSpec.reached_by`)."""
+        return self.objective.reached_by(trials)
 
     @property
     def metric(self) -> str:
@@ -340,13 +430,28 @@ def _num(where: str, key: str, value: Any, errors: list[str]) -> float | None:
 
 
 def _parse_param(where: str, name: str, raw: Any, errors: list[str]) -> Param | None:
+    """One parameter in W&B's syntax, each W&B distribution read as the Optuna distribution of the same support:
+
+    ``uniform``, ``int_uniform``, ``log_uniform_values`` as they are; ``log_uniform`` (min/max are natural-log
+    exponents) and ``inv_log_uniform_values`` (log(1/x) uniform: x is log-uniform in [min, max]) as log-uniform
+    ranges, ``inv_log_uniform`` as the log-uniform range [exp(-max), exp(-min)]; ``q_uniform`` (round(x/q)*q)
+    as the multiples of q from round(min/q)*q to round(max/q)*q (an integer key's as integers); the
+    ``q_log_uniform`` ones (Optuna has no quantized log distribution) as a categorical of those multiples with
+    W&B's probability for each. W&B's normal, log-normal and beta distributions are refused by name.
+    """
     if not isinstance(raw, Mapping):
         errors.append(f"{where}: expected a mapping (value, values or distribution + min/max), got {raw!r}")
         return None
-    unknown = sorted(set(raw) - set(PARAM_KEYS))
-    if unknown:
-        errors.append(f"{where}: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(PARAM_KEYS)}")
+    if "parameters" in raw:
+        errors.append(f"{where}.parameters: W&B's nested parameters have no cvae train key (its keys are flat: "
+                      "name each one under parameters)")
+        return None
     dist = raw.get("distribution")
+    unknown = set(raw) - set(PARAM_KEYS)
+    if dist in UNSUPPORTED_DISTRIBUTIONS:
+        unknown -= set(DISTRIBUTION_OPTIONS)
+    if unknown:
+        errors.append(f"{where}: unknown key(s) {', '.join(sorted(unknown))}; valid keys: {', '.join(PARAM_KEYS)}")
     if dist is None:
         if "value" in raw:
             dist = "constant"
@@ -359,8 +464,8 @@ def _parse_param(where: str, name: str, raw: Any, errors: list[str]) -> Param | 
             errors.append(f"{where}: give value, values, or distribution with min/max")
             return None
     if dist in UNSUPPORTED_DISTRIBUTIONS:
-        errors.append(f"{where}.distribution={dist!r} has no Optuna equivalent; supported: "
-                      f"{', '.join(SUPPORTED_DISTRIBUTIONS)}")
+        errors.append(f"{where}.distribution={dist!r} has no Optuna equivalent ({UNSUPPORTED_DISTRIBUTIONS[dist]}); "
+                      f"supported: {', '.join(SUPPORTED_DISTRIBUTIONS)}")
         return None
     if dist not in SUPPORTED_DISTRIBUTIONS:
         errors.append(f"{where}.distribution={dist!r} is unknown; supported: {', '.join(SUPPORTED_DISTRIBUTIONS)}")
@@ -377,23 +482,11 @@ def _parse_param(where: str, name: str, raw: Any, errors: list[str]) -> Param | 
             errors.append(f"{where}: distribution constant needs value")
             return None
         return Param(name, dist, (raw["value"],), when=when)
-    if dist == "categorical":
-        values = raw.get("values")
-        if not isinstance(values, list):
-            errors.append(f"{where}.values must be a list, got {values!r}")
-            return None
-        if not values:
-            errors.append(f"{where}.values is empty")
-            return None
-        sets = raw.get("sets")
-        if sets is not None:
-            return _parse_sets(where, name, values, sets, when, errors)
-        lists = [v for v in values if not (v is None or isinstance(v, bool | int | float | str))]
-        if lists:
-            errors.append(f"{where}.values must be scalars (Optuna's categorical choices), not {lists[0]!r}; "
-                          f"a list-valued key takes a string such as '2,5'")
-            return None
-        return Param(name, dist, tuple(values), when=when)
+    if dist in ("categorical", "categorical_w_probabilities"):
+        return _parse_categorical(where, name, raw, dist, when, errors)
+    if "probabilities" in raw:
+        errors.append(f"{where}.probabilities: probabilities weigh the values of a categorical, not a {dist} range")
+        return None
     if "min" not in raw or "max" not in raw:
         errors.append(f"{where}: distribution {dist} needs min and max")
         return None
@@ -407,16 +500,106 @@ def _parse_param(where: str, name: str, raw: Any, errors: list[str]) -> Param | 
     if q is not None and q <= 0:
         errors.append(f"{where}.q={raw['q']} must be > 0")
         return None
+    if q is not None and dist not in ("int_uniform", "q_uniform", "q_log_uniform", "q_log_uniform_values"):
+        errors.append(f"{where}.q: q quantizes int_uniform and the q_ distributions, not {dist}")
+        return None
     if dist == "int_uniform" and not (low.is_integer() and high.is_integer() and (q is None or q.is_integer())):
         errors.append(f"{where}: int_uniform needs integer min/max/q (got {raw['min']}, {raw['max']})")
         return None
-    if dist == "q_uniform" and q is None:
-        errors.append(f"{where}: q_uniform needs q")
+    if dist in ("log_uniform_values", "inv_log_uniform_values", "q_log_uniform_values") and low <= 0:
+        errors.append(f"{where}: {dist} needs min > 0 (got {raw['min']})")
         return None
-    if dist == "log_uniform_values" and low <= 0:
-        errors.append(f"{where}: log_uniform_values needs min > 0 (got {raw['min']})")
-        return None
+    if dist == "inv_log_uniform_values":  # log(1/x) uniform in [log(1/max), log(1/min)]: log(x) in [log(min), log(max)]
+        return Param(name, "log_uniform_values", (), low, high, None, when, declared=dist)
+    if dist == "inv_log_uniform":  # x = exp(-u), u uniform in [min, max]: log-uniform in [exp(-max), exp(-min)]
+        return Param(name, "log_uniform_values", (), math.exp(-high), math.exp(-low), None, when, declared=dist)
+    if dist == "q_uniform":
+        q = q if q is not None else Q_DEFAULT
+        low, high = round(round(low / q) * q, 12), round(round(high / q) * q, 12)  # W&B's round(x / q) * q
+        if is_int_key(name) and low.is_integer() and high.is_integer() and q.is_integer():
+            return Param(name, "int_uniform", (), low, high, q, when, declared=dist)
+        return Param(name, dist, (), low, high, q, when)
+    if dist in ("q_log_uniform", "q_log_uniform_values"):
+        return _parse_quantized_log(where, name, dist, low, high, q if q is not None else Q_DEFAULT, when, errors)
     return Param(name, dist, (), low, high, q, when)
+
+
+def _parse_categorical(where: str, name: str, raw: Mapping[str, Any], dist: str, when: dict, errors: list[str],
+                       ) -> Param | None:
+    values = raw.get("values")
+    if not isinstance(values, list):
+        errors.append(f"{where}.values must be a list, got {values!r}")
+        return None
+    if not values:
+        errors.append(f"{where}.values is empty")
+        return None
+    probabilities = None
+    if "probabilities" in raw:
+        probabilities = _parse_probabilities(where, raw["probabilities"], len(values), errors)
+        if probabilities is None:
+            return None
+    elif dist == "categorical_w_probabilities":
+        errors.append(f"{where}: distribution categorical_w_probabilities needs probabilities")
+        return None
+    sets = raw.get("sets")
+    if sets is not None:
+        param = _parse_sets(where, name, values, sets, when, errors)
+        return dataclasses.replace(param, probabilities=probabilities) if param else None
+    lists = [v for v in values if not (v is None or isinstance(v, bool | int | float | str))]
+    if lists:
+        errors.append(f"{where}.values must be scalars (Optuna's categorical choices), not {lists[0]!r}; "
+                      f"a list-valued key takes a string such as '2,5'")
+        return None
+    return Param(name, "categorical", tuple(values), when=when, probabilities=probabilities)
+
+
+def _parse_probabilities(where: str, raw: Any, n: int, errors: list[str]) -> tuple[float, ...] | None:
+    """W&B's ``probabilities``: one number >= 0 per value, summing to 1."""
+    if not isinstance(raw, list) or not all(isinstance(p, int | float) and not isinstance(p, bool) for p in raw):
+        errors.append(f"{where}.probabilities={raw!r} must be a list of numbers, one per value")
+        return None
+    if len(raw) != n:
+        errors.append(f"{where}.probabilities has {len(raw)} number(s) for {n} value(s)")
+        return None
+    if any(p < 0 for p in raw):
+        errors.append(f"{where}.probabilities={raw!r} must not be negative")
+        return None
+    if abs(sum(raw) - 1.0) > PROBABILITY_TOLERANCE:
+        errors.append(f"{where}.probabilities={raw!r} sum to {sum(raw):.6g}, not 1")
+        return None
+    return tuple(float(p) for p in raw)
+
+
+def _parse_quantized_log(where: str, name: str, dist: str, low: float, high: float, q: float, when: dict,
+                         errors: list[str]) -> Param | None:
+    """W&B's ``q_log_uniform`` (min/max are exponents) and ``q_log_uniform_values``: round(x/q)*q with x
+    log-uniform. Optuna has no quantized log distribution (a log range takes no step), so the parameter is the
+    categorical of every multiple of q it can take, each with W&B's probability: the share of [log lo, log hi]
+    that rounds to it (method random draws with them; other methods see the choices)."""
+    lo, hi = (math.exp(low), math.exp(high)) if dist == "q_log_uniform" else (low, high)
+    first, last = round(lo / q), round(hi / q)
+    if last - first + 1 > MAX_CHOICES:
+        errors.append(f"{where}: {dist} takes {last - first + 1} multiples of q={q:g}: at most {MAX_CHOICES} "
+                      "(raise q)")
+        return None
+    span = math.log(hi) - math.log(lo)
+    values: list[Any] = []
+    weights: list[float] = []
+    for k in range(first, last + 1):
+        a, b = max(lo, (k - 0.5) * q), min(hi, (k + 0.5) * q)
+        weight = (math.log(b) - math.log(a)) / span if span > 0 else 1.0
+        if weight <= 0:
+            continue
+        values.append(round(k * q, 12))
+        weights.append(weight)
+    if is_int_key(name):
+        if not all(float(v).is_integer() for v in values):
+            errors.append(f"{where}: {name} is an integer; {dist} with q={q:g} takes {values[0]!r}, ...")
+            return None
+        values = [int(v) for v in values]
+    total = sum(weights)
+    return Param(name, "categorical", tuple(values), when=when, probabilities=tuple(w / total for w in weights),
+                 declared=dist)
 
 
 def _parse_sets(where: str, name: str, values: list, sets: Any, when: dict, errors: list[str]) -> Param | None:
@@ -456,19 +639,26 @@ def load_spec(path: str | os.PathLike, *, storage: str | None = None, workers: i
     except ConfigError as err:
         raise SpecError(str(err)) from None
     if not raw:
-        raise SpecError(f"{path}: the file is empty: a sweep spec must be a mapping of keys to values")
-    return parse_spec(raw, source=str(path), base_dir=path.parent, storage=storage, workers=workers)
+        raise spec_error(str(path), "the file is empty: a sweep spec must be a mapping of keys to values")
+    return parse_spec(raw, source=str(path), base_dir=path.parent, storage=storage, workers=workers,
+                      default_name=path.stem)
 
 
 def parse_spec(raw: Mapping[str, Any], *, source: str = "spec", base_dir: Path = Path("."),
-               storage: str | None = None, workers: int | None = None) -> SweepSpec:
+               storage: str | None = None, workers: int | None = None, default_name: str | None = None,
+               ) -> SweepSpec:
     """Validate a spec already read from YAML (see :func:`load_spec`): each section is read on its own,
-    its problems collected, and all of them raised together."""
+    its problems collected, and all of them raised together, one line each.
+
+    Args:
+        default_name: The name of a spec without ``name`` (W&B's is optional): :func:`load_spec` gives the
+            file's stem.
+    """
     errors: list[str] = []
     unknown = sorted(set(raw) - set(TOP_KEYS))
     if unknown:
         errors.append(f"unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(TOP_KEYS)}")
-    name = _parse_name(raw.get("name"), errors)
+    name, display_name = _parse_name(raw.get("name", default_name), errors)
     method = raw.get("method")
     if method not in METHODS:
         errors.append(f"method={method!r} is not one of {', '.join(METHODS)}")
@@ -477,10 +667,11 @@ def parse_spec(raw: Mapping[str, Any], *, source: str = "spec", base_dir: Path =
     counts = _parse_counts(raw, method, workers, errors)
     heartbeat = HeartbeatSpec.parse(raw.get("heartbeat"), errors)
     output_dir, storage_url = _parse_storage(raw, name, storage, errors)
-    wandb = WandbSpec.parse(raw.get("wandb"), errors)
+    wandb = WandbSpec.parse(raw.get("wandb"), errors, top=raw)
     pruner = PrunerSpec.parse(raw, errors)
     sampler = SamplerSpec.parse(raw.get("sampler"), errors)
     synth = SynthSpec.parse(raw.get("synth"), errors)
+    command = CommandSpec.parse(raw, errors)
     if method == "grid" and not errors:
         upper = math.prod(p.n_values() for p in params)  # before `when` drops branches; cheap to compute
         if upper > 10 * MAX_TRIALS:
@@ -488,30 +679,69 @@ def parse_spec(raw: Mapping[str, Any], *, source: str = "spec", base_dir: Path =
                           "random or tpe with a run_cap)")
     base = _parse_base(raw.get("base"), base_dir, errors)
     if errors:
-        raise SpecError(f"{source}: " + "; ".join(errors))
+        raise spec_error(source, errors)
 
     spec = SweepSpec(
         name=name, method="tpe" if method == "bayes" else method, objective=objective, params=params, base=base,
         storage=storage_url, output_dir=output_dir, wandb=wandb, pruner=pruner, sampler=sampler, synth=synth,
-        heartbeat=heartbeat, description=str(raw.get("description", "")), source=source, **counts,
+        heartbeat=heartbeat, description=str(raw.get("description", "")), source=source, display_name=display_name,
+        command=command, **counts,
     )
     trials = spec.n_configs() * spec.replicates
     if trials > MAX_TRIALS:
-        raise SpecError(f"{source}: {spec.n_configs()} parameter set(s) x {spec.replicates} replicate(s) = {trials} "
-                        f"trials: at most {MAX_TRIALS} (cut the grid or run_cap)")
-    spec = dataclasses.replace(spec, warnings=_check_trial_configs(spec))
+        raise spec_error(source, f"{spec.n_configs()} parameter set(s) x {spec.replicates} replicate(s) = {trials} "
+                                 f"trials: at most {MAX_TRIALS} (cut the grid or run_cap)")
+    spec = dataclasses.replace(spec, warnings=_spec_warnings(spec, method) + _check_trial_configs(spec))
     _check_buildable(spec)
     return spec
 
 
-def _parse_name(name: Any, errors: list[str]) -> str:
-    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name or ""):
-        errors.append(f"name={str(name)[:60]!r} is required: letters, digits, '_', '-', '.'")
-        return "sweep"
-    if len(name) > MAX_NAME:
-        errors.append(f"name={name[:40]!r}... is {len(name)} characters long: at most {MAX_NAME}")
-        return "sweep"
-    return name
+def _parse_name(name: Any, errors: list[str]) -> tuple[str, str]:
+    """``name`` -> (its slug, the study and folder name; the name as written when that differs, else "").
+
+    W&B's name is free text; a name that is already a slug (letters, digits, '_', '-', '.') is kept as it is.
+    """
+    if name is None:
+        errors.append("name is required: the sweep's name (free text; its slug names the study and output folder)")
+        return "sweep", ""
+    if isinstance(name, bool) or not isinstance(name, str | int | float):
+        errors.append(f"name={name!r} must be text")
+        return "sweep", ""
+    text = str(name).strip()
+    slug = text if re.fullmatch(NAME_PATTERN, text) else slugify(text)
+    if not slug:
+        errors.append(f"name={text[:60]!r} has no letter or digit to name the study and output folder by "
+                      "(a name is slugged: 'My KL sweep #2' -> 'my-kl-sweep-2')")
+        return "sweep", ""
+    if len(slug) > MAX_NAME:
+        errors.append(f"name={text[:40]!r}... makes a {len(slug)}-character study name ({slug[:20]}...): at most "
+                      f"{MAX_NAME}")
+        return "sweep", ""
+    return slug, "" if slug == text else text
+
+
+def _spec_warnings(spec: SweepSpec, method: str) -> tuple[str, ...]:
+    """What the spec asks for that the sweep does otherwise: ignored ``program``/``command`` (one warning),
+    ``method: bayes`` (TPE here), and W&B probabilities a method does not draw with."""
+    warnings = [spec.command.warning] if spec.command.warning else []
+    if method == "bayes":
+        warnings.append("method: bayes runs Optuna's TPE sampler here (W&B's bayes is a Gaussian-process search): "
+                        "write method: gp for a Gaussian-process sampler, or method: tpe to keep TPE without "
+                        "this warning")
+    for p in spec.params:
+        if not p.probabilities or spec.method == "random":
+            continue
+        if p.is_quantized_log:
+            if spec.method != "grid":
+                warnings.append(f"parameters.{p.name}: method {method} samples {p.declared} as {len(p.values)} "
+                                "unordered choices, the multiples of q (Optuna has no quantized log distribution); "
+                                "only method random draws them with W&B's probabilities")
+        elif spec.method == "grid":
+            warnings.append(f"parameters.{p.name}.probabilities ignored: a grid runs every value")
+        else:
+            warnings.append(f"parameters.{p.name}.probabilities ignored: method {method} chooses values by its own "
+                            "model; only method random draws them with these probabilities (as in W&B)")
+    return tuple(warnings)
 
 
 def _parse_params(raw: Any, method: Any, errors: list[str]) -> tuple[Param, ...]:
@@ -537,12 +767,13 @@ def _parse_params(raw: Any, method: Any, errors: list[str]) -> tuple[Param, ...]
         if param is None:
             continue
         if is_int_key(pname) and param.distribution in ("uniform", "q_uniform", "log_uniform"):
-            errors.append(f"{where}: {pname} is an integer; use int_uniform, log_uniform_values with integer "
-                          f"min/max, or values (not {param.distribution})")
+            errors.append(f"{where}: {pname} is an integer; use int_uniform, q_uniform with integer min/max/q, "
+                          f"log_uniform_values with integer min/max, or values (not {param.wandb_distribution})")
             continue
         if is_int_key(pname) and param.distribution == "log_uniform_values" and not (
                 float(param.low).is_integer() and float(param.high).is_integer()):
-            errors.append(f"{where}: {pname} is an integer; log_uniform_values needs integer min/max")
+            errors.append(f"{where}: {pname} is an integer; {param.wandb_distribution} needs integer min/max "
+                          f"(here {param.low:g} and {param.high:g})")
             continue
         params.append(param)
     names = [p.name for p in params]
@@ -609,7 +840,7 @@ def _check_buildable(spec: SweepSpec) -> None:
         try:
             build()
         except (TypeError, ValueError, ImportError) as err:
-            raise SpecError(f"{spec.source}: {what} for method {spec.method}: {err}") from None
+            raise spec_error(spec.source, f"{what} for method {spec.method}: {err}") from None
 
 
 def _parse_base(raw: Any, base_dir: Path, errors: list[str]) -> dict[str, Any]:
@@ -666,8 +897,8 @@ def _check_trial_configs(spec: SweepSpec) -> tuple[str, ...]:
         for _, message in cfg.warnings():
             warned.setdefault(message, []).append(combo)
     if problems:
-        parts = [f"{msg} (e.g. with {examples[0] or 'the base config'})" for msg, examples in problems.items()]
-        raise SpecError(f"{spec.source}: trials would be rejected by cvae train: " + "; ".join(parts))
+        raise spec_error(spec.source, [f"trials would be rejected by cvae train: {msg} (e.g. with "
+                                       f"{examples[0] or 'the base config'})" for msg, examples in problems.items()])
     return tuple(
         message + ("" if len(examples) == len(combos) else
                    f" ({len(examples)} of {len(combos)} trial configs, e.g. {examples[0]})")
@@ -678,7 +909,7 @@ def _check_trial_configs(spec: SweepSpec) -> tuple[str, ...]:
 def dump_spec_summary(spec: SweepSpec) -> str:
     """The spec as YAML-ish text (for logs and the W&B summary run)."""
     return yaml.safe_dump({
-        "name": spec.name, "method": spec.method, "metric": {"name": spec.metric, "goal": spec.goal},
+        "name": spec.name, **({"title": spec.display_name} if spec.display_name else {}), "method": spec.method, "metric": {"name": spec.metric, "goal": spec.goal},
         "run_cap": spec.run_cap, **({"grid_order": spec.grid_order} if spec.method == "grid" else {}),
         "replicates": spec.replicates, "workers": spec.workers,
         "parameters": {p.name: (list(p.values) if p.values else [p.low, p.high]) for p in spec.params},

@@ -1,5 +1,6 @@
-"""The typed sections of a sweep spec: ``metric``, ``wandb``, ``pruner`` (or W&B's ``early_terminate``),
-``sampler``, ``heartbeat`` and ``synth``.
+"""The typed sections of a sweep spec: ``metric``, ``wandb`` (with W&B's top-level ``project`` and ``entity``),
+``pruner`` (or W&B's ``early_terminate``), ``sampler``, ``heartbeat``, ``synth``, and W&B's ``program`` and
+``command`` (:class:`CommandSpec`).
 
 Each section is a frozen dataclass with a ``parse`` classmethod that reads the section as YAML gave it,
 appends one line per problem to ``errors`` (naming the key and the value: ``wandb.mode='cloud' is not ...``)
@@ -14,6 +15,8 @@ neither of those two, so they need not import each other.
 from __future__ import annotations
 
 import dataclasses
+import math
+import os
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -82,13 +85,15 @@ class _Options(Mapping[str, Any]):
 # -- metric -------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class MetricSpec:
-    """``metric``: what a trial is judged by. ``target`` (W&B's) is accepted and has no effect."""
+    """``metric``: what a trial is judged by, and W&B's ``target``: the sweep stops once a trial reaches it."""
 
     name: str = "val/psnr"
     goal: str = "maximize"
     """maximize or minimize; by default maximize for a PSNR, minimize for a loss."""
     summary: str = "best"
     """A trial's value: its best epoch's (best) or its last epoch's (last)."""
+    target: float | None = None
+    """W&B's ``target``: no trial starts once one has reached it (>= when maximizing, <= when minimizing)."""
 
     KEYS: ClassVar[tuple[str, ...]] = ("name", "goal", "summary", "target")
 
@@ -101,6 +106,31 @@ class MetricSpec:
     def field(self) -> str:
         """The EpochResult field (and metrics.csv column) the metric reads."""
         return METRICS[self.name]
+
+    def reached(self, value: float | None) -> bool:
+        """Whether ``value`` reaches the target (goal-aware); False without a target, or for None and NaN."""
+        if self.target is None or value is None or isinstance(value, bool):
+            return False
+        value = float(value)
+        if math.isnan(value):
+            return False
+        return value >= self.target if self.goal == "maximize" else value <= self.target
+
+    def reached_by(self, trials: Any) -> int | None:
+        """The number of the first of ``trials`` (Optuna FrozenTrials) that reached the target, else None.
+
+        With ``summary: best`` a trial reaches it as soon as one of its epochs does (its value can only be that
+        good or better: W&B, too, stops starting runs while the run that reached it still runs); with
+        ``summary: last`` only a complete trial's value counts.
+        """
+        if self.target is None:
+            return None
+        for trial in sorted(trials, key=lambda t: t.number):
+            if getattr(trial.state, "name", str(trial.state)) == "COMPLETE" and self.reached(trial.value):
+                return trial.number
+            if self.summary == "best" and any(self.reached(v) for v in trial.intermediate_values.values()):
+                return trial.number
+        return None
 
     @classmethod
     def parse(cls, raw: Any, errors: list[str]) -> MetricSpec:
@@ -117,7 +147,12 @@ class MetricSpec:
         if summary not in SUMMARIES:
             errors.append(f"metric.summary={summary!r} is not best or last")
             summary = cls.summary
-        return cls(name, goal, summary)
+        target = section.get("target")
+        if target is not None and (isinstance(target, bool) or not isinstance(target, int | float)
+                                   or math.isnan(target)):
+            errors.append(f"metric.target={target!r} must be a number (the {name} value that ends the sweep)")
+            target = None
+        return cls(name, goal, summary, None if target is None else float(target))
 
 
 # -- wandb --------------------------------------------------------------------------------------------
@@ -135,8 +170,21 @@ class WandbSpec:
     KEYS: ClassVar[tuple[str, ...]] = ("project", "entity", "mode", "tags")
 
     @classmethod
-    def parse(cls, raw: Any, errors: list[str]) -> WandbSpec:
+    def parse(cls, raw: Any, errors: list[str], top: Mapping[str, Any] | None = None) -> WandbSpec:
+        """The ``wandb`` section; ``top`` (the whole spec) gives W&B's top-level ``project`` and ``entity``,
+        which fill the section's unless it sets them too: the same value is fine, two values an error."""
         section = read_mapping("wandb", raw, cls.KEYS, errors)
+        for key in ("project", "entity"):
+            if top is None or key not in top:
+                continue
+            value = _read_str(key, top[key], errors)
+            if value is None:
+                continue
+            if key in section and section[key] != value:
+                errors.append(f"{key}={value!r} and wandb.{key}={section[key]!r} disagree: give one (W&B writes "
+                              f"{key} at the top level)")
+                continue
+            section[key] = value
         project = _read_str("wandb.project", section.get("project", cls.project), errors) or cls.project
         entity = section.get("entity")
         if entity is not None:
@@ -177,8 +225,8 @@ class HeartbeatSpec:
 @dataclass(frozen=True)
 class PrunerSpec(_Options):
     """``pruner`` (Optuna's pruners) or ``early_terminate`` (W&B's hyperband, read as Optuna's
-    HyperbandPruner: ``min_iter`` -> min_resource, ``eta`` -> reduction_factor, ``max_iter`` ->
-    max_resource). An option left at None was not given: Optuna's default applies, except that
+    HyperbandPruner: ``min_iter`` (or ``max_iter / eta**s``) -> min_resource, ``eta`` -> reduction_factor,
+    ``max_iter`` (or ``min_iter * eta**s``) -> max_resource, ``strict: true`` is Optuna's rule). An option left at None was not given: Optuna's default applies, except that
     Hyperband's ``max_resource`` defaults to ``auto`` (the most epochs a trial runs).
 
     Reads as the mapping ``{"type": ..., **the options given}``; which options a type takes, and their
@@ -215,14 +263,64 @@ class PrunerSpec(_Options):
 
     @classmethod
     def _parse_early_terminate(cls, raw: Any, errors: list[str]) -> PrunerSpec:
+        """W&B's ``early_terminate`` as Optuna's HyperbandPruner, every key honoured or refused by name.
+
+        W&B stops a run at each *band* (an epoch count) when it is not in the best 1/``eta`` of the runs that
+        reached the band. Its bands are ``min_iter * eta**k``, or, given ``max_iter`` and ``s``, the ``s`` bands
+        ``max_iter / eta**k`` below ``max_iter``: the rungs ``min_resource * reduction_factor**k`` of
+        Optuna's first Hyperband bracket, with min_resource = ``min_iter`` (= ``max_iter / eta**s``),
+        reduction_factor = ``eta`` and max_resource = ``max_iter`` (= ``min_iter * eta**s``; by default the
+        most epochs a trial runs). Optuna adds Hyperband's other brackets, which start later (``s + 1``
+        brackets in all when ``s`` is given, as in the Hyperband paper's ``s_max``).
+        """
         et = read_mapping("early_terminate", raw, cls.EARLY_TERMINATE_KEYS, errors)
         if et.get("type") != "hyperband":
             errors.append(f"early_terminate.type={et.get('type')!r}: W&B's only type is hyperband")
             return cls()
-        if "min_iter" not in et and "max_iter" not in et:
-            errors.append("early_terminate needs min_iter or max_iter")
-        return cls("hyperband", min_resource=et.get("min_iter", 1), reduction_factor=et.get("eta", 3),
-                   max_resource=et.get("max_iter", "auto"))
+        values: dict[str, int] = {}
+        for key, minimum in (("min_iter", 1), ("max_iter", 1), ("s", 1), ("eta", 2)):
+            if key in et:
+                value = et[key]
+                if isinstance(value, float) and value.is_integer():
+                    value = int(value)
+                if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+                    why = " (Optuna's reduction_factor is an integer)" if key == "eta" else ""
+                    errors.append(f"early_terminate.{key}={et[key]!r} must be an integer >= {minimum}{why}")
+                    return cls()
+                values[key] = value
+        if "strict" in et and et["strict"] is not True:
+            errors.append(f"early_terminate.strict={et['strict']!r}: Optuna compares the value a trial reports "
+                          "at each band, which is W&B's strict: true; W&B's non-strict rule (a run's best value so "
+                          "far) has no Optuna equivalent: set strict: true or drop it")
+            return cls()
+        eta = values.get("eta", 3)
+        min_iter, max_iter, s = values.get("min_iter"), values.get("max_iter"), values.get("s")
+        if min_iter is None and max_iter is None:
+            errors.append("early_terminate needs min_iter or max_iter (with s)")
+            return cls()
+        if max_iter is not None and s is not None:
+            if max_iter % eta**s:
+                bands = sorted({int(max_iter / eta**k) for k in range(1, s + 1) if max_iter / eta**k >= 1})
+                errors.append(f"early_terminate: max_iter={max_iter} is not a multiple of eta**s={eta**s}, so "
+                              f"W&B's bands {bands} are not max_iter / eta**k, the epochs Optuna's Hyperband "
+                              f"stops at: give a multiple of {eta**s} or min_iter")
+                return cls()
+            if min_iter is not None and min_iter != max_iter // eta**s:
+                errors.append(f"early_terminate: min_iter={min_iter} is not max_iter / eta**s = {max_iter} / "
+                              f"{eta**s}: give two of min_iter, max_iter and s")
+                return cls()
+            min_iter = max_iter // eta**s
+        elif max_iter is not None and min_iter is None:
+            errors.append(f"early_terminate.max_iter={max_iter} needs s (the number of bands below max_iter, as "
+                          "W&B requires) or min_iter")
+            return cls()
+        elif s is not None:  # min_iter and s: the s bands min_iter * eta**k, k < s
+            max_iter = min_iter * eta**s
+        if max_iter is not None and min_iter > max_iter:
+            errors.append(f"early_terminate: min_iter={min_iter} > max_iter={max_iter}")
+            return cls()
+        return cls("hyperband", min_resource=min_iter, reduction_factor=eta,
+                   max_resource=max_iter if max_iter is not None else "auto")
 
     @classmethod
     def parse_section(cls, raw: Any, errors: list[str], where: str = "pruner") -> PrunerSpec:
@@ -301,7 +399,7 @@ class SamplerSpec(_Options):
     """``sampler``: options of the sampler of the spec's method (grid and random take none but ``seed``).
 
     An option left at None was not given: ``seed`` defaults to the spec's ``seed``, TPE's
-    ``constant_liar`` to true with more than one worker, the others to Optuna's defaults. Which options
+    ``constant_liar`` to true (any number of workers may share a study), the others to Optuna's defaults. Which options
     a method takes Optuna checks when :meth:`build` runs (the spec builds its sampler once while it loads).
     """
 
@@ -333,8 +431,11 @@ class SamplerSpec(_Options):
         if method in ("grid", "random"):
             return optuna.samplers.RandomSampler(seed=seed)
         if method == "tpe":
-            # constant_liar keeps parallel workers from proposing the same point while others run.
-            kw.setdefault("constant_liar", workers > 1)
+            # constant_liar keeps workers that share the study from proposing the same point while others run.
+            # On by default whatever ``workers`` says: a spec of one worker may run as a Slurm or SSH array of
+            # `cvae sweep worker`s against one study, which the spec cannot know; with a single worker it
+            # changes nothing (no trial runs while the sampler proposes). ``constant_liar: false`` turns it off.
+            kw.setdefault("constant_liar", True)
             return optuna.samplers.TPESampler(seed=seed, **kw)
         if method == "cmaes":
             return optuna.samplers.CmaEsSampler(seed=seed, **kw)
@@ -418,3 +519,111 @@ class SynthSpec(_Options):
     def frames(self, split: str) -> int | None:
         """The frames the generator writes for ``split`` (train or val) when given, else None."""
         return getattr(self, f"{split}_frames")
+
+
+# -- program and command (W&B's) ------------------------------------------------------------------------
+@dataclass(frozen=True)
+class CommandSpec:
+    """W&B's ``program`` and ``command``: how W&B's agent starts a run. Here a worker runs each trial itself,
+    as ``cvae train`` with the swept values as its flags: what ``[cvae, train, ${args}]`` does, and what W&B's
+    default ``[${env}, ${interpreter}, ${program}, ${args}]`` does when the program is our trainer (``cvae
+    train``, ``python -m cvae train``, or the lab's ``Trainer.py``, whose flags ``cvae train`` takes).
+
+    ``--config ${args_json_file}`` after ``cvae train`` is honoured as well (``--config`` reads a flat YAML file,
+    and JSON is YAML). What else the command or the program asks for (another program, fixed arguments, the
+    other ``${args_*}`` forms, custom macros) cannot be honoured: :attr:`ignored` names it, and the spec warns
+    once.
+    """
+
+    program: str | None = None
+    command: tuple[str, ...] | None = None
+    ignored: tuple[str, ...] = ()
+    """What of ``program`` and ``command`` the sweep does not do, each as ``key=value`` (empty: all honoured)."""
+
+    DEFAULT_COMMAND: ClassVar[tuple[str, ...]] = ("${env}", "${interpreter}", "${program}", "${args}")
+    """W&B's command when a spec gives ``program`` without ``command``."""
+    ENV: ClassVar[tuple[str, ...]] = ("${env}", "/usr/bin/env", "env")
+    INTERPRETERS: ClassVar[tuple[str, ...]] = ("${interpreter}", "python", "python3")
+    TRAINER_SCRIPTS: ClassVar[tuple[str, ...]] = ("trainer.py",)
+    """Script names (any case, any folder) that are our trainer: the lab's Trainer.py."""
+
+    @property
+    def warning(self) -> str | None:
+        """The one warning about what is ignored, or None."""
+        if not self.ignored:
+            return None
+        return (f"{', '.join(self.ignored)} ignored: each trial runs `cvae train` with the swept values as its "
+                "flags, as `command: [cvae, train, ${args}]` does")
+
+    @classmethod
+    def parse(cls, raw: Mapping[str, Any], errors: list[str]) -> CommandSpec:
+        """``program`` and ``command`` of a whole spec ``raw``."""
+        program = raw.get("program")
+        if program is not None and (not isinstance(program, str) or not program.strip()):
+            errors.append(f"program={program!r} must be a non-empty string (W&B's training script)")
+            program = None
+        command = raw.get("command")
+        if command is not None:
+            if (not isinstance(command, list | tuple) or not command
+                    or not all(isinstance(c, str | int | float) and not isinstance(c, bool) for c in command)):
+                errors.append(f"command={command!r} must be a non-empty list of strings, as W&B's "
+                              "[${env}, ${interpreter}, ${program}, ${args}]")
+                command = None
+            else:
+                command = tuple(str(c) for c in command)
+        if program is None and command is None:
+            return cls()
+        tokens = command if command is not None else cls.DEFAULT_COMMAND
+        return cls(program, command, tuple(cls._ignored(program, tokens)))
+
+    @classmethod
+    def _ignored(cls, program: str | None, tokens: tuple[str, ...]) -> list[str]:
+        """What of ``tokens`` (and of ``program``, where the tokens run it) a worker does not do."""
+        i = 0
+        while i < len(tokens) and tokens[i] in cls.ENV:
+            i += 1
+        ours = False
+        program_used = False
+        rest = list(tokens[i:])
+        if rest[:2] == ["cvae", "train"]:
+            ours, rest = True, rest[2:]
+        elif rest[:1] and rest[0] in cls.INTERPRETERS and rest[1:4] in (["-m", "cvae", "train"],
+                                                                        ["-m", "cvae.cli", "train"]):
+            ours, rest = True, rest[4:]
+        else:
+            if rest[:1] and rest[0] in cls.INTERPRETERS:
+                rest = rest[1:]
+            if rest[:1] == ["${program}"]:
+                program_used = True
+                ours = program is not None and cls.is_trainer(program)
+                rest = rest[1:]
+            elif rest[:1] and cls.is_trainer(rest[0]):
+                ours, rest = True, rest[1:]
+        ignored: list[str] = []
+        if program_used and not ours:
+            ignored.append(f"program={program!r}" if program is not None else "${program} (no program given)")
+        if not ours and not program_used:
+            rest = list(tokens[i:])  # no trainer found: the whole command is someone else's
+        has_args = False
+        extra: list[str] = []
+        j = 0
+        while j < len(rest):
+            if rest[j] == "${args}":
+                has_args = True
+            elif rest[j:j + 2] == ["--config", "${args_json_file}"] and ours:
+                has_args = True
+                j += 1
+            else:
+                extra.append(rest[j])
+            j += 1
+        if extra:
+            ignored.append("command items " + ", ".join(repr(t) for t in extra))
+        elif not has_args:
+            ignored.append("a command without ${args}")
+        return ignored
+
+    @classmethod
+    def is_trainer(cls, program: str) -> bool:
+        """Whether ``program`` (a script path) is our trainer: the lab's Trainer.py (``cvae train`` takes its
+        flags)."""
+        return os.path.basename(program.strip()).lower() in cls.TRAINER_SCRIPTS

@@ -69,6 +69,20 @@ SUGGEST_CASES = [
     pytest.param("lr", {"distribution": "log_uniform_values", "min": 1e-4, "max": 1e-2},
                  FloatDistribution(1e-4, 1e-2, log=True),
                  lambda v: type(v) is float and 1e-4 <= v <= 1e-2, None, id="log_uniform_values"),
+    pytest.param("lr", {"distribution": "inv_log_uniform_values", "min": 1e-4, "max": 1e-2},
+                 FloatDistribution(1e-4, 1e-2, log=True),
+                 lambda v: type(v) is float and 1e-4 <= v <= 1e-2, None, id="inv_log_uniform_values"),
+    pytest.param("lr", {"distribution": "inv_log_uniform", "min": 4, "max": 9}, FloatDistribution(E(-9), E(-4), log=True),
+                 lambda v: type(v) is float and E(-9) <= v <= E(-4), None, id="inv_log_uniform-exponents"),
+    pytest.param("batch_size", {"distribution": "q_uniform", "min": 4, "max": 16, "q": 4},
+                 IntDistribution(4, 16, step=4), lambda v: type(v) is int and v in (4, 8, 12, 16), {4, 8, 12, 16},
+                 id="q_uniform-integer-key"),
+    pytest.param("batch_size", {"distribution": "q_log_uniform_values", "min": 2, "max": 16, "q": 2},
+                 CategoricalDistribution([2, 4, 6, 8, 10, 12, 14, 16]),
+                 lambda v: type(v) is int and v % 2 == 0 and 2 <= v <= 16, {2, 4, 6, 8, 10, 12, 14, 16},
+                 id="q_log_uniform_values"),
+    pytest.param("N_dim", {"values": [4, 8], "probabilities": [0.5, 0.5]}, CategoricalDistribution([4, 8]),
+                 lambda v: v in (4, 8), {4, 8}, id="categorical-probabilities"),
 ]
 
 
@@ -155,8 +169,9 @@ def test_every_grid_point_round_trips_through_enqueue() -> None:
 # -- samplers -------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize(("method", "workers", "cls", "constant_liar"), [
-    ("bayes", 1, optuna.samplers.TPESampler, False),
-    ("tpe", 1, optuna.samplers.TPESampler, False),
+    # constant_liar is on whatever `workers` says: one-worker specs may run as a Slurm/SSH array on one study
+    ("bayes", 1, optuna.samplers.TPESampler, True),
+    ("tpe", 1, optuna.samplers.TPESampler, True),
     ("bayes", 2, optuna.samplers.TPESampler, True),
     ("tpe", 4, optuna.samplers.TPESampler, True),
     ("random", 2, optuna.samplers.RandomSampler, None),
@@ -170,6 +185,12 @@ def test_make_sampler(method: str, workers: int, cls: type, constant_liar: bool 
     assert type(sampler) is cls
     if constant_liar is not None:
         assert sampler._constant_liar is constant_liar
+
+
+@pytest.mark.parametrize("workers", [1, 4])
+def test_constant_liar_is_off_only_when_the_spec_says_so(workers: int) -> None:
+    spec = spec_of({"N_dim": {"values": [4, 8]}}, method="tpe", workers=workers, sampler={"constant_liar": False})
+    assert make_sampler(spec)._constant_liar is False
 
 
 def test_sampler_options_are_passed_and_win_over_defaults() -> None:
@@ -241,10 +262,17 @@ def test_every_method_samples_the_space(method: str) -> None:
      {"_max_resource": 8, "_reduction_factor": 2}),
     ({"early_terminate": {"type": "hyperband", "min_iter": 2, "eta": 3}}, optuna.pruners.HyperbandPruner,
      {"_min_resource": 2, "_reduction_factor": 3, "_max_resource": 12}),
-    ({"early_terminate": {"type": "hyperband", "max_iter": 9, "eta": 2}}, optuna.pruners.HyperbandPruner,
-     {"_min_resource": 1, "_reduction_factor": 2, "_max_resource": 9}),
+    ({"early_terminate": {"type": "hyperband", "max_iter": 8, "s": 3, "eta": 2}}, optuna.pruners.HyperbandPruner,
+     {"_min_resource": 1, "_reduction_factor": 2, "_max_resource": 8}),
+    ({"early_terminate": {"type": "hyperband", "max_iter": 27, "s": 2, "eta": 3}}, optuna.pruners.HyperbandPruner,
+     {"_min_resource": 3, "_reduction_factor": 3, "_max_resource": 27}),
+    ({"early_terminate": {"type": "hyperband", "min_iter": 3, "s": 2}}, optuna.pruners.HyperbandPruner,
+     {"_min_resource": 3, "_reduction_factor": 3, "_max_resource": 27}),
+    ({"early_terminate": {"type": "hyperband", "min_iter": 2, "max_iter": 10, "strict": True}},
+     optuna.pruners.HyperbandPruner, {"_min_resource": 2, "_reduction_factor": 3, "_max_resource": 10}),
 ], ids=["default", "none", "median", "percentile", "successive_halving", "hyperband-auto", "hyperband-auto-explicit",
-        "hyperband-max", "wandb-hyperband", "wandb-hyperband-max_iter"])
+        "hyperband-max", "wandb-hyperband", "wandb-hyperband-max_iter-s", "wandb-docs-bayes-hyperband",
+        "wandb-hyperband-min_iter-s", "wandb-hyperband-min-max-strict"])
 def test_make_pruner(top: dict, cls: type, attrs: dict) -> None:
     pruner = make_pruner(spec_of({"N_dim": {"values": [4, 8]}}, **top), num_epoch=12)
     assert type(pruner) is cls
@@ -331,3 +359,53 @@ def test_hyperband_max_resource_is_the_largest_num_epoch_a_trial_runs(parameters
 def test_first_pruning_step_reads_a_spec_pruner() -> None:
     spec = spec_of({"N_dim": {"values": [4]}}, pruner={"type": "percentile", "percentile": 25.0, "n_warmup_steps": 3})
     assert first_pruning_step(spec.pruner) == spec.pruner.first_step == 3
+
+
+# -- W&B probabilities: method random draws with them, and the parameter stays a visible categorical ----------
+
+def _draws(spec: SweepSpec, n: int) -> tuple[optuna.Study, list[dict]]:
+    study = optuna.create_study(sampler=make_sampler(spec))
+    out = []
+    for _ in range(n):
+        trial = study.ask()
+        out.append(suggest_all(trial, spec))
+        study.tell(trial, 0.0)
+    return study, out
+
+
+def test_method_random_draws_with_the_probabilities() -> None:
+    spec = spec_of({"kl_anneal_type": {"values": ["cyclical", "monotonic", "none"], "probabilities": [0.7, 0.3, 0.0]},
+                    "N_dim": {"values": [4, 8]}})
+    study, draws = _draws(spec, 1000)
+    share = sum(d["kl_anneal_type"] == "cyclical" for d in draws) / len(draws)
+    assert 0.65 <= share <= 0.75, share  # binomial sd 0.015: 3.3 sd either side
+    assert not any(d["kl_anneal_type"] == "none" for d in draws)
+    assert 0.4 <= sum(d["N_dim"] == 4 for d in draws) / len(draws) <= 0.6  # the others stay uniform
+    trial = study.trials[0]
+    assert trial.distributions["kl_anneal_type"] == CategoricalDistribution(["cyclical", "monotonic", "none"])
+    assert trial.params["kl_anneal_type"] == draws[0]["kl_anneal_type"]  # the chosen value is the trial's param
+
+
+def test_method_random_draws_a_quantized_log_uniform_as_wandb_does() -> None:
+    spec = spec_of({"batch_size": {"distribution": "q_log_uniform_values", "min": 2, "max": 32, "q": 2}})
+    (param,) = spec.params
+    _, draws = _draws(spec, 2000)
+    for value, p in zip(param.values, param.probabilities, strict=True):
+        share = sum(d["batch_size"] == value for d in draws) / len(draws)
+        assert abs(share - p) < 4 * math.sqrt(p * (1 - p) / len(draws)) + 1e-9, (value, share, p)
+    assert param.probabilities[0] > param.probabilities[-1]  # log-uniform: small values are likelier
+
+
+def test_the_weighted_sampler_is_seeded_by_the_spec() -> None:
+    space = {"optim": {"values": ["Adam", "AdamW"], "probabilities": [0.5, 0.5]}}
+    first = _draws(spec_of(space, seed=1), 20)[1]
+    assert first == _draws(spec_of(space, seed=1), 20)[1]
+    assert first != _draws(spec_of(space, seed=2), 20)[1]
+
+
+@pytest.mark.parametrize("method", ["tpe", "grid"])
+def test_other_methods_keep_their_sampler_and_warn(method: str) -> None:
+    spec = spec_of({"optim": {"values": ["Adam", "AdamW"], "probabilities": [0.9, 0.1]}}, method=method,
+                   **({"run_cap": None} if method == "grid" else {}))
+    assert type(make_sampler(spec)) in (optuna.samplers.TPESampler, optuna.samplers.RandomSampler)
+    assert any("parameters.optim.probabilities ignored" in w for w in spec.warnings)

@@ -13,6 +13,7 @@ import yaml
 from cvae.core.config import ExperimentConfig
 from cvae.sweeps.space import make_pruner, make_sampler, suggest_all
 from cvae.sweeps.spec import (
+    SUPPORTED_DISTRIBUTIONS,
     UNSUPPORTED_DISTRIBUTIONS,
     HeartbeatSpec,
     MetricSpec,
@@ -187,6 +188,23 @@ def test_method(tmp_path: Path, method: str, expected: str) -> None:
      dict(distribution="log_uniform", low=-9.2, high=-4.6)),
     ("lr", {"distribution": "log_uniform_values", "min": 0.0001, "max": 0.01},
      dict(distribution="log_uniform_values", low=0.0001, high=0.01)),
+    # W&B's q defaults to 1; q_uniform is round(x / q) * q: min and max move to their nearest multiples of q
+    ("tfr", {"distribution": "q_uniform", "min": 0, "max": 1}, dict(distribution="q_uniform", low=0.0, high=1.0, q=1.0)),
+    ("tfr", {"distribution": "q_uniform", "min": 0.1, "max": 0.9, "q": 0.25},
+     dict(distribution="q_uniform", low=0.0, high=1.0, q=0.25)),
+    # an integer key's q_uniform is an int range with step q
+    ("batch_size", {"distribution": "q_uniform", "min": 3, "max": 13, "q": 4},
+     dict(distribution="int_uniform", low=4, high=12, q=4, declared="q_uniform")),
+    # log(1/x) uniform in [log(1/max), log(1/min)]: x is log-uniform in [min, max]
+    ("lr", {"distribution": "inv_log_uniform_values", "min": 0.0001, "max": 0.01},
+     dict(distribution="log_uniform_values", low=0.0001, high=0.01, declared="inv_log_uniform_values")),
+    # x = exp(-u), u uniform in [min, max]: log-uniform in [exp(-max), exp(-min)]
+    ("lr", {"distribution": "inv_log_uniform", "min": 4.6, "max": 9.2},
+     dict(distribution="log_uniform_values", low=math.exp(-9.2), high=math.exp(-4.6), declared="inv_log_uniform")),
+    ("N_dim", {"values": [4, 8], "probabilities": [0.25, 0.75]},
+     dict(distribution="categorical", values=(4, 8), probabilities=(0.25, 0.75))),
+    ("N_dim", {"distribution": "categorical_w_probabilities", "values": [4, 8], "probabilities": [0.5, 0.5]},
+     dict(distribution="categorical", values=(4, 8), probabilities=(0.5, 0.5))),
 ], ids=lambda v: v if isinstance(v, str) else None)
 def test_distribution(tmp_path: Path, key: str, raw: dict, expected: dict) -> None:
     (param,) = load(tmp_path, parameters={key: raw}).params
@@ -195,12 +213,68 @@ def test_distribution(tmp_path: Path, key: str, raw: dict, expected: dict) -> No
         assert getattr(param, attr) == value, attr
 
 
+def test_the_wandb_distributions_are_all_accepted_or_refused() -> None:
+    """W&B's full list (docs: sweep-config-keys, "Distribution options"): none is left unhandled."""
+    wandb = {"constant", "categorical", "int_uniform", "uniform", "q_uniform", "log_uniform", "log_uniform_values",
+             "q_log_uniform", "q_log_uniform_values", "inv_log_uniform", "inv_log_uniform_values", "normal",
+             "q_normal", "log_normal", "q_log_normal", "beta", "q_beta", "categorical_w_probabilities"}
+    assert wandb == set(SUPPORTED_DISTRIBUTIONS) | set(UNSUPPORTED_DISTRIBUTIONS)
+    assert not set(SUPPORTED_DISTRIBUTIONS) & set(UNSUPPORTED_DISTRIBUTIONS)
+
+
 @pytest.mark.parametrize("dist", UNSUPPORTED_DISTRIBUTIONS)
 def test_unsupported_wandb_distribution_is_rejected_by_name(tmp_path: Path, dist: str) -> None:
     raw = {"distribution": dist, "min": 0.001, "max": 0.01, "mu": 0.005, "sigma": 0.001}
     message = error(tmp_path, parameters={"lr": raw})
-    assert f"parameters.lr.distribution={dist!r} has no Optuna equivalent" in message
-    assert "supported: constant, categorical, int_uniform, uniform" in message
+    assert f"parameters.lr.distribution={dist!r} has no Optuna equivalent ({UNSUPPORTED_DISTRIBUTIONS[dist]})" in message
+    assert "supported: constant, categorical," in message
+    assert "\n" not in message, "one problem: mu and sigma are W&B's options of the refused distribution"
+
+
+def test_q_log_uniform_values_is_a_categorical_of_the_multiples_with_wandbs_probabilities(tmp_path: Path) -> None:
+    """W&B's documentation example: batch_size q_log_uniform_values 32..256, q 8."""
+    (param,) = load(tmp_path, parameters={"batch_size": {"distribution": "q_log_uniform_values", "min": 32,
+                                                         "max": 256, "q": 8}}).params
+    assert (param.distribution, param.declared) == ("categorical", "q_log_uniform_values")
+    assert param.values == tuple(range(32, 257, 8)) and all(type(v) is int for v in param.values)
+    assert math.isclose(sum(param.probabilities), 1.0)
+    span = math.log(256 / 32)
+    # 32 takes [32, 36) of the log range, 40 takes [36, 44), 256 takes [252, 256]
+    assert math.isclose(param.probabilities[0], math.log(36 / 32) / span)
+    assert math.isclose(param.probabilities[1], math.log(44 / 36) / span)
+    assert math.isclose(param.probabilities[-1], math.log(256 / 252) / span)
+    assert param.boundary_values() == [32, 256] and param.value_range() == (32, 256)
+
+
+def test_q_log_uniform_takes_exponents(tmp_path: Path) -> None:
+    (param,) = load(tmp_path, parameters={"lr": {"distribution": "q_log_uniform", "min": math.log(0.001),
+                                                 "max": math.log(0.01), "q": 0.001}}).params
+    assert param.values == tuple(round(0.001 * k, 12) for k in range(1, 11))
+    assert param.probabilities[0] < param.probabilities[1]  # 0.001 takes only [0.001, 0.0015)
+
+
+@pytest.mark.parametrize(("raw", "fragment"), [
+    ({"values": [4, 8], "probabilities": [1.0]}, "parameters.N_dim.probabilities has 1 number(s) for 2 value(s)"),
+    ({"values": [4, 8], "probabilities": [0.5, 0.6]}, "parameters.N_dim.probabilities=[0.5, 0.6] sum to 1.1, not 1"),
+    ({"values": [4, 8], "probabilities": [1.5, -0.5]}, "must not be negative"),
+    ({"values": [4, 8], "probabilities": "0.5,0.5"}, "must be a list of numbers, one per value"),
+    ({"distribution": "categorical_w_probabilities", "values": [4, 8]}, "categorical_w_probabilities needs probabilities"),
+    ({"min": 4, "max": 8, "probabilities": [1.0]}, "probabilities weigh the values of a categorical, not a int_uniform"),
+    ({"distribution": "q_log_uniform_values", "min": 1, "max": 5000, "q": 1}, "takes 5000 multiples of q=1: at most 1000"),
+    ({"distribution": "q_log_uniform_values", "min": 4, "max": 8, "q": 0.5}, "N_dim is an integer; q_log_uniform_values"),
+    ({"distribution": "inv_log_uniform_values", "min": 0, "max": 8}, "inv_log_uniform_values needs min > 0"),
+    ({"distribution": "uniform", "min": 4.0, "max": 8.0, "q": 2}, "q quantizes int_uniform and the q_ distributions"),
+    ({"parameters": {"a": {"value": 1}}}, "parameters.N_dim.parameters: W&B's nested parameters have no cvae train key"),
+], ids=["length", "sum", "negative", "not-a-list", "w_probabilities-without", "on-a-range", "too-many-multiples",
+        "non-integer-multiples", "inv-min-zero", "q-on-uniform", "nested"])
+def test_wandb_parameter_errors(tmp_path: Path, raw: dict, fragment: str) -> None:
+    assert fragment in error(tmp_path, parameters={"N_dim": raw})
+
+
+def test_probabilities_within_the_tolerance_are_accepted(tmp_path: Path) -> None:
+    (param,) = load(tmp_path, parameters={"N_dim": {"values": [4, 8, 12], "probabilities": [0.3333333, 0.3333333,
+                                                                                          0.3333333]}}).params
+    assert len(param.probabilities) == 3
 
 
 def test_unknown_distribution_is_rejected(tmp_path: Path) -> None:
@@ -273,14 +347,17 @@ VALIDATION_ERRORS = [
                  id="unknown-base-key"),
     pytest.param(dict(parameters={"lr": {"distribution": "log_uniform_values", "min": 0, "max": 0.1}}),
                  ["parameters.lr: log_uniform_values needs min > 0"], id="log-uniform-values-min-zero"),
-    pytest.param(dict(parameters={"tfr": {"distribution": "q_uniform", "min": 0, "max": 1}}),
-                 ["parameters.tfr: q_uniform needs q"], id="q-uniform-without-q"),
+    pytest.param(dict(parameters={"tfr": {"distribution": "q_uniform", "min": 0.5, "max": 0.25, "q": 0.25}}),
+                 ["parameters.tfr: min=0.5 > max=0.25"], id="q-uniform-min-above-max"),
     pytest.param(dict(parameters={"N_dim": {"distribution": "int_uniform", "min": 4, "max": 8.5}}),
                  ["parameters.N_dim: int_uniform needs integer min/max/q"], id="int-uniform-float-bound"),
     pytest.param(dict(parameters={"N_dim": {"distribution": "uniform"}}),
                  ["parameters.N_dim: distribution uniform needs min and max"], id="range-without-bounds"),
     pytest.param(dict(parameters={"N_dim": 8}), ["parameters.N_dim: expected a mapping"], id="bare-parameter-value"),
-    pytest.param(dict(name="my sweep"), ["name='my sweep' is required: letters, digits"], id="bad-name"),
+    pytest.param(dict(name="# ?!"), ["name='# ?!' has no letter or digit"], id="name-without-a-letter"),
+    pytest.param(dict(name="x" * 101), ["makes a 101-character study name", "at most 100"], id="name-too-long"),
+    pytest.param(dict(name="Sweep " * 20), ["makes a 119-character study name"], id="slug-too-long"),
+    pytest.param(dict(name=["a"]), ["name=['a'] must be text"], id="name-not-text"),
     pytest.param(dict(heartbeat={"interval": 30, "grace": 30}),
                  ["heartbeat.grace=30 must be greater than heartbeat.interval=30"], id="grace-not-above-interval"),
 ]
@@ -302,11 +379,14 @@ def test_several_problems_are_reported_together(tmp_path: Path) -> None:
         storage="redis://x",
         run_cap=DROP,
     )
-    for text in ["unknown key(s) colour", "parameters.N_dim.values is empty", "parameters.lr: min=0.1 > max=0.01",
-                 "'learning_rate' is not a cvae train key", "wandb.mode='cloud'", "storage='redis://x'",
-                 "run_cap is required"]:
-        assert text in message
-    assert message.count(str(tmp_path / "spec.yaml")) == 1, "one message, the file named once"
+    expected = ["unknown key(s) colour", "parameters.N_dim.values is empty", "parameters.lr: min=0.1 > max=0.01",
+                "'learning_rate' is not a cvae train key", "wandb.mode='cloud'", "storage='redis://x'",
+                "run_cap is required"]
+    lines = message.split("\n")
+    assert len(lines) == len(expected), "one line per problem"
+    for text in expected:
+        (line,) = [line for line in lines if text in line]
+        assert line.startswith(f"{tmp_path / 'spec.yaml'}: "), "each line names the file"
 
 
 def test_yaml_syntax_error_names_line_and_column(tmp_path: Path) -> None:
@@ -613,7 +693,7 @@ def test_sections_are_typed(tmp_path: Path) -> None:
                 sampler={"n_startup_trials": 3, "multivariate": True},
                 pruner={"type": "median", "n_warmup_steps": 2},
                 synth={"train_frames": 64, "size": "32x48", "dancers": 1})
-    assert spec.objective == MetricSpec("val/loss", "minimize", "last")  # the goal follows a loss; target ignored
+    assert spec.objective == MetricSpec("val/loss", "minimize", "last", 0.1)  # the goal follows a loss
     assert (spec.metric_field, spec.direction) == ("val_loss", "minimize")
     assert spec.wandb == WandbSpec("p", "lab", "offline", ("a", "2"))
     assert spec.heartbeat == HeartbeatSpec(5, 20) and (spec.heartbeat_interval, spec.grace_period) == (5, 20)
