@@ -836,3 +836,193 @@ def test_spec_and_space_do_not_import_each_other() -> None:
     assert "spec" in graph["space"]  # the check sees imports: space reads the spec
     assert "space" not in _reachable(graph, "spec"), graph["spec"]
     assert "spec" not in _reachable(graph, "spec_types") and "space" not in _reachable(graph, "spec_types")
+
+
+# -- W&B's keys: a stock sweep file runs unchanged --------------------------------------------------------------
+
+@pytest.mark.parametrize(("name", "slug"), [
+    ("My KL sweep #2", "my-kl-sweep-2"),
+    ("  Ablation: N_dim (12 vs 32)  ", "ablation-n_dim-12-vs-32"),
+    ("Émile's sweep", "emile-s-sweep"),
+    (2024, "2024"),
+])
+def test_a_free_text_name_is_slugged_for_the_study_and_the_folders(tmp_path: Path, name: Any, slug: str) -> None:
+    spec = load(tmp_path, name=name)
+    assert spec.name == slug
+    assert spec.title == str(name).strip()
+    assert spec.display_name == ("" if slug == str(name) else str(name).strip())
+    assert spec.output_dir == Path(f"runs/{slug}")
+    assert spec.storage == f"sqlite:///runs/{slug}/study.db"
+
+
+@pytest.mark.parametrize("name", ["kl-annealing", "KL_test.v2"])
+def test_a_name_that_is_its_own_slug_is_kept_as_it_is(tmp_path: Path, name: str) -> None:
+    """Studies created before names were slugged keep their name (upper case included)."""
+    spec = load(tmp_path, name=name)
+    assert (spec.name, spec.display_name, spec.title) == (name, "", name)
+
+
+def test_a_spec_without_a_name_is_named_after_its_file(tmp_path: Path) -> None:
+    spec = load_spec(write(tmp_path, minimal(name=DROP), name="My Sweep.yaml"))
+    assert (spec.name, spec.output_dir) == ("my-sweep", Path("runs/my-sweep"))
+
+
+@pytest.mark.parametrize(("top", "section", "expected"), [
+    ({"project": "p", "entity": "lab"}, None, WandbSpec("p", "lab")),
+    ({"project": "p"}, {"mode": "offline"}, WandbSpec("p", None, "offline")),
+    ({"project": "p", "entity": "lab"}, {"project": "p", "entity": "lab"}, WandbSpec("p", "lab")),
+    ({"entity": "lab"}, {"project": "q"}, WandbSpec("q", "lab")),
+])
+def test_top_level_project_and_entity_fill_the_wandb_section(tmp_path: Path, top: dict, section: dict | None,
+                                                             expected: WandbSpec) -> None:
+    assert load(tmp_path, **top, **({"wandb": section} if section else {})).wandb == expected
+
+
+def test_top_level_project_and_entity_that_disagree_with_the_wandb_section_are_an_error(tmp_path: Path) -> None:
+    message = error(tmp_path, project="a", entity="x", wandb={"project": "b", "entity": "y"})
+    lines = message.split("\n")
+    assert any("project='a' and wandb.project='b' disagree" in line for line in lines)
+    assert any("entity='x' and wandb.entity='y' disagree" in line for line in lines)
+    assert "project=3 must be a non-empty string" in error(tmp_path, project=3)
+
+
+EARLY_TERMINATE_ERRORS = [
+    pytest.param({"type": "hyperband", "max_iter": 27}, "early_terminate.max_iter=27 needs s", id="max_iter-without-s"),
+    pytest.param({"type": "hyperband", "max_iter": 10, "s": 2}, "max_iter=10 is not a multiple of eta**s=9, so "
+                 "W&B's bands [1, 3]", id="max_iter-not-a-multiple"),
+    pytest.param({"type": "hyperband", "min_iter": 2, "max_iter": 27, "s": 2}, "min_iter=2 is not max_iter / eta**s",
+                 id="inconsistent"),
+    pytest.param({"type": "hyperband", "min_iter": 2, "eta": 2.5}, "early_terminate.eta=2.5 must be an integer >= 2 "
+                 "(Optuna's reduction_factor is an integer)", id="eta-float"),
+    pytest.param({"type": "hyperband", "min_iter": 0}, "early_terminate.min_iter=0 must be an integer >= 1",
+                 id="min_iter-zero"),
+    pytest.param({"type": "hyperband", "min_iter": 2, "strict": False}, "early_terminate.strict=False: Optuna "
+                 "compares the value a trial reports at each band", id="strict-false"),
+    pytest.param({"type": "hyperband", "min_iter": 9, "max_iter": 3}, "min_iter=9 > max_iter=3", id="min-above-max"),
+    pytest.param({"type": "hyperband", "min_iter": 2, "bands": [2]}, "early_terminate: unknown key(s) bands; valid "
+                 "keys: type, min_iter, max_iter, eta, s, strict", id="unknown-key"),
+]
+
+
+@pytest.mark.parametrize(("section", "fragment"), EARLY_TERMINATE_ERRORS)
+def test_early_terminate_keys_are_honoured_or_refused_by_name(tmp_path: Path, section: dict, fragment: str) -> None:
+    assert fragment in error(tmp_path, early_terminate=section)
+
+
+@pytest.mark.parametrize(("section", "expected"), [
+    ({"type": "hyperband", "min_iter": 3}, PrunerSpec("hyperband", min_resource=3, reduction_factor=3,
+                                                      max_resource="auto")),
+    ({"type": "hyperband", "max_iter": 27, "s": 2, "eta": 3}, PrunerSpec("hyperband", min_resource=3,
+                                                                         reduction_factor=3, max_resource=27)),
+    ({"type": "hyperband", "min_iter": 1, "s": 3, "eta": 2, "strict": True},
+     PrunerSpec("hyperband", min_resource=1, reduction_factor=2, max_resource=8)),
+    ({"type": "hyperband", "max_iter": 9.0, "s": 2}, PrunerSpec("hyperband", min_resource=1, reduction_factor=3,
+                                                                max_resource=9)),
+])
+def test_early_terminate_maps_to_hyperband(tmp_path: Path, section: dict, expected: PrunerSpec) -> None:
+    assert load(tmp_path, early_terminate=section).pruner == expected
+
+
+@pytest.mark.parametrize(("goal", "target", "value", "reached"), [
+    ("maximize", 30.0, 30.0, True), ("maximize", 30.0, 30.5, True), ("maximize", 30.0, 29.9, False),
+    ("minimize", 0.1, 0.1, True), ("minimize", 0.1, 0.05, True), ("minimize", 0.1, 0.2, False),
+    ("maximize", 30.0, float("nan"), False), ("maximize", 30.0, None, False), ("maximize", None, 99.0, False),
+])
+def test_metric_target_is_goal_aware(tmp_path: Path, goal: str, target: float | None, value: float | None,
+                                     reached: bool) -> None:
+    metric = {"name": "val/psnr", "goal": goal, **({"target": target} if target is not None else {})}
+    assert load(tmp_path, metric=metric).target_reached(value) is reached
+
+
+def _trial(number: int, state: str, value: float | None, epochs: list[float]) -> optuna.trial.FrozenTrial:
+    return optuna.trial.FrozenTrial(number=number, state=getattr(optuna.trial.TrialState, state), value=value,
+                                    datetime_start=None, datetime_complete=None, params={}, distributions={},
+                                    user_attrs={}, system_attrs={}, intermediate_values=dict(enumerate(epochs)),
+                                    trial_id=number)
+
+
+def test_target_reached_in_the_study(tmp_path: Path) -> None:
+    best = load(tmp_path, metric={"name": "val/psnr", "target": 30.0})
+    last = load(tmp_path, metric={"name": "val/psnr", "target": 30.0, "summary": "last"})
+    running = _trial(1, "RUNNING", None, [20.0, 31.0])
+    done = _trial(0, "COMPLETE", 25.0, [25.0])
+    assert best.target_reached_in([done]) is None and last.target_reached_in([done]) is None
+    # summary best: an epoch that reached it is enough (the trial's value will be at least that); last: not
+    assert best.target_reached_in([done, running]) == 1
+    assert last.target_reached_in([done, running]) is None
+    finished = _trial(2, "COMPLETE", 30.5, [29.0, 30.5])
+    assert last.target_reached_in([done, running, finished]) == 2
+    assert load(tmp_path).target_reached_in([finished]) is None  # no target
+
+
+def test_metric_target_must_be_a_number(tmp_path: Path) -> None:
+    assert "metric.target='high' must be a number" in error(tmp_path, metric={"target": "high"})
+
+
+def test_method_bayes_warns_that_it_is_tpe(tmp_path: Path) -> None:
+    spec = load(tmp_path, method="bayes")
+    assert spec.method == "tpe"
+    (warning,) = [w for w in spec.warnings if "bayes" in w]
+    assert "Optuna's TPE" in warning and "method: gp for a Gaussian-process sampler" in warning
+    for method in ("tpe", "gp", "random"):
+        assert not any("bayes" in w for w in load(tmp_path, method=method).warnings)
+
+
+COMMANDS = [
+    pytest.param(None, None, None, id="neither"),
+    pytest.param(None, ["cvae", "train", "${args}"], None, id="cvae-train"),
+    pytest.param(None, ["${env}", "cvae", "train", "${args}"], None, id="env-cvae-train"),
+    pytest.param(None, ["${env}", "${interpreter}", "-m", "cvae", "train", "${args}"], None, id="python-m-cvae"),
+    pytest.param(None, ["cvae", "train", "--config", "${args_json_file}"], None, id="args-json-file"),
+    pytest.param("Trainer.py", None, None, id="the-labs-trainer-default-command"),
+    pytest.param("lab/Trainer.py", ["${env}", "${interpreter}", "${program}", "${args}"], None, id="the-labs-trainer"),
+    pytest.param("train.py", None, "program='train.py' ignored", id="another-program"),
+    pytest.param("train.py", ["${env}", "${interpreter}", "${program}", "${args}"], "program='train.py' ignored",
+                 id="wandb-default-command"),
+    pytest.param("train.py", ["cvae", "train", "${args}"], None, id="program-unused"),
+    pytest.param("train.py", ["${env}", "python", "${program}", "-b", "your-training-config", "${args}"],
+                 "program='train.py', command items '-b', 'your-training-config' ignored", id="wandb-docs-custom"),
+    pytest.param("run.py", ["${env}", "${interpreter}", "${program}", "--batch_size=${batch_size}", "--test=True"],
+                 "program='run.py', command items '--batch_size=${batch_size}', '--test=True' ignored",
+                 id="wandb-docs-macros"),
+    pytest.param(None, ["cvae", "train", "${args_no_hyphens}"], "command items '${args_no_hyphens}' ignored",
+                 id="args-no-hyphens"),
+    pytest.param(None, ["cvae", "train", "${args_json}"], "command items '${args_json}' ignored", id="args-json"),
+    pytest.param(None, ["python", "other.py", "${args}"], "command items 'python', 'other.py' ignored",
+                 id="other-script"),
+    pytest.param("Trainer.py", ["${env}", "${interpreter}", "${program}"], "a command without ${args} ignored",
+                 id="no-args"),
+]
+
+
+@pytest.mark.parametrize(("program", "command", "fragment"), COMMANDS)
+def test_program_and_command(tmp_path: Path, program: str | None, command: list | None, fragment: str | None) -> None:
+    spec = load(tmp_path, **({"program": program} if program else {}), **({"command": command} if command else {}))
+    assert (spec.command.program, spec.command.command) == (program, tuple(command) if command else None)
+    warnings = [w for w in spec.warnings if "each trial runs `cvae train`" in w]
+    if fragment is None:
+        assert warnings == [] and spec.command.ignored == ()
+    else:
+        (warning,) = warnings  # one warning names everything ignored
+        assert warning.startswith(fragment), warning
+
+
+@pytest.mark.parametrize(("overrides", "fragment"), [
+    (dict(program=""), "program='' must be a non-empty string"),
+    (dict(command="cvae train ${args}"), "command='cvae train ${args}' must be a non-empty list of strings"),
+    (dict(command=[]), "command=[] must be a non-empty list"),
+])
+def test_program_and_command_errors(tmp_path: Path, overrides: dict, fragment: str) -> None:
+    assert fragment in error(tmp_path, **overrides)
+
+
+@pytest.mark.parametrize(("overrides", "root"), [
+    ({}, "data"),
+    (dict(base={k: v for k, v in BASE.items() if k != "DR"}, parameters={"DR": {"value": "data/w"},
+                                                                          "N_dim": {"values": [4, 8]}}), "data/w"),
+    (dict(parameters={"DR": {"value": "data/w"}}), "data/w"),
+    (dict(base={k: v for k, v in BASE.items() if k != "DR"}), None),
+])
+def test_the_data_root_is_the_base_or_a_constant_parameter(tmp_path: Path, overrides: dict, root: str | None) -> None:
+    """A stock W&B file has no base: it gives the dataset as W&B gives a fixed value, a constant parameter."""
+    assert load(tmp_path, **overrides).data_root == root
