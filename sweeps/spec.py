@@ -16,6 +16,7 @@ The ``metric``, ``wandb``, ``pruner`` (or ``early_terminate``), ``sampler``, ``h
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import itertools
 import json
 import math
@@ -754,8 +755,9 @@ def _parse_params(raw: Any, method: Any, errors: list[str]) -> tuple[Param, ...]
         where = f"parameters.{pname}"
         is_bundle = isinstance(praw, Mapping) and "sets" in praw
         if pname not in FLAT_KEYS and not is_bundle:
-            errors.append(f"{where}: {pname!r} is not a cvae train key (or a named choice with sets:); "
-                          f"valid keys: {', '.join(sorted(FLAT_KEYS))}")
+            hint = _key_hint(str(pname))
+            errors.append(f"{where}: {pname!r} is not a cvae train key (or a named choice with sets:)"
+                          f"{f'; did you mean {hint!r}?' if hint else ''}; valid keys: {', '.join(sorted(FLAT_KEYS))}")
             continue
         if pname in FLAT_KEYS and is_bundle:
             errors.append(f"{where}: a named choice with sets: needs a name that is not a training key")
@@ -795,6 +797,19 @@ def _parse_params(raw: Any, method: Any, errors: list[str]) -> tuple[Param, ...]
                 errors.append(f"parameters.{p.name}: method grid needs values (or int_uniform / q_uniform), "
                               f"not a continuous {p.distribution} distribution")
     return tuple(params)
+
+
+WANDB_EXAMPLE_KEYS = {"learning_rate": "lr", "learn_rate": "lr", "epochs": "num_epoch", "optimizer": "optim",
+                      "batchsize": "batch_size"}
+"""The hyperparameter names of W&B's documentation examples -> the ``cvae train`` key a user most likely means
+(a hint in the error only: nothing is renamed)."""
+
+
+def _key_hint(name: str) -> str | None:
+    if name in WANDB_EXAMPLE_KEYS:
+        return WANDB_EXAMPLE_KEYS[name]
+    close = difflib.get_close_matches(name, list(FLAT_KEYS), n=1, cutoff=0.75)
+    return close[0] if close else None
 
 
 def _parse_counts(raw: Mapping[str, Any], method: Any, workers: int | None, errors: list[str]) -> dict[str, Any]:
