@@ -715,8 +715,8 @@ def _parse_name(name: Any, errors: list[str]) -> tuple[str, str]:
                       "(a name is slugged: 'My KL sweep #2' -> 'my-kl-sweep-2')")
         return "sweep", ""
     if len(slug) > MAX_NAME:
-        errors.append(f"name={text[:40]!r}... makes a {len(slug)}-character study name ({slug[:20]}...): at most "
-                      f"{MAX_NAME}")
+        errors.append(f"name={text[:40]!r}... makes a study name of {len(slug)} characters: at most {MAX_NAME} (it "
+                      "names the study, the W&B group and runs)")
         return "sweep", ""
     return slug, "" if slug == text else text
 
@@ -924,7 +924,9 @@ def _check_trial_configs(spec: SweepSpec) -> tuple[str, ...]:
 def dump_spec_summary(spec: SweepSpec) -> str:
     """The spec as YAML-ish text (for logs and the W&B summary run)."""
     return yaml.safe_dump({
-        "name": spec.name, **({"title": spec.display_name} if spec.display_name else {}), "method": spec.method, "metric": {"name": spec.metric, "goal": spec.goal},
+        "name": spec.name, **({"title": spec.display_name} if spec.display_name else {}), "method": spec.method,
+        "metric": {"name": spec.metric, "goal": spec.goal,
+                   **({"target": spec.objective.target} if spec.objective.target is not None else {})},
         "run_cap": spec.run_cap, **({"grid_order": spec.grid_order} if spec.method == "grid" else {}),
         "replicates": spec.replicates, "workers": spec.workers,
         "parameters": {p.name: (list(p.values) if p.values else [p.low, p.high]) for p in spec.params},
