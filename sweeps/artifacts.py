@@ -60,15 +60,16 @@ def upload_trial_files(output_dir: str | os.PathLike[str], trial: optuna.Trial,
     except OSError as err:
         log.warning("trial %d: artifacts not uploaded (%s)", trial.number, err)
         return []
-    done = []
+    done, failed = [], []
     for path in files:
         try:
             upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=trial)
             done.append(path.name)
         except Exception as err:  # noqa: BLE001 - storage and file errors of many types; see the docstring
             text = str(err).strip().splitlines()
-            log.warning("trial %d: artifact %s not uploaded (%s: %s)", trial.number, path.name,
-                        type(err).__name__, text[0] if text else "")
+            failed.append(f"{path.name} ({type(err).__name__}: {text[0] if text else ''})")
+    if failed:
+        log.warning("trial %d: artifacts not uploaded: %s", trial.number, "; ".join(failed))
     return done
 
 

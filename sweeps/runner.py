@@ -377,7 +377,8 @@ def _run_trial(study: optuna.Study, trial: optuna.Trial, spec: SweepSpec, *, num
 
 
 def _finish(study, trial, spec, tracker, record, folder, callback, state, reason, t0, *, again: bool = False) -> None:
-    """Record a trial's outcome: trial.json, Optuna (with a retry enqueued when ``again``), then W&B."""
+    """Record a trial's outcome: the GIF and PSNR plot (uploaded as the trial's Optuna artifacts), Optuna (with a
+    retry enqueued when ``again``), trial.json, then W&B."""
     t_finish = time.monotonic()
     rows = read_csv(folder / METRICS_CSV) if (folder / METRICS_CSV).exists() else []
     value, epoch = metric_value(rows, spec.metric_field, spec.goal, spec.summary)

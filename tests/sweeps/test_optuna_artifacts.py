@@ -167,17 +167,20 @@ def test_a_retry_does_not_inherit_its_failed_trials_artifacts(tmp_path):
 def test_a_failed_upload_is_one_warning_and_the_trial_goes_on(tmp_path, monkeypatch, caplog):
     study = optuna.create_study(storage=f"sqlite:///{tmp_path / 's.db'}")
     trial = study.ask()
-    png = tmp_path / arts.PSNR_PLOT
+    png, gif = tmp_path / arts.PSNR_PLOT, tmp_path / SAMPLE_GIF
     png.write_bytes(b"\x89PNG")
+    gif.write_bytes(b"GIF89a")
 
     def broken(**kwargs):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(arts, "upload_artifact", broken)
     with caplog.at_level(logging.WARNING, logger="cvae"):
-        assert arts.upload_trial_files(tmp_path, trial, [png]) == []
-    [record] = caplog.records
-    assert "psnr_per_frame.png not uploaded" in record.getMessage() and "No space left" in record.getMessage()
+        assert arts.upload_trial_files(tmp_path, trial, [gif, png]) == []
+    [record] = caplog.records  # one line for both files
+    message = record.getMessage()
+    assert message.startswith(f"trial {trial.number}: artifacts not uploaded: sample.gif (OSError: ")
+    assert "psnr_per_frame.png (OSError: " in message and "No space left" in message
     study.tell(trial, 1.0)
     assert study.trials[0].state == TrialState.COMPLETE
     # A real upload after the fault works (the function itself is Optuna's).

@@ -68,6 +68,7 @@ def test_grid_sweep_with_two_workers_runs_each_point_once_and_tracks_it(tiny_dat
     spec, study = load(spec_path)
     trials = study.get_trials()
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 4
+    assert study.metric_names == ["val/psnr"]
     assert params_of(trials) == params_of([optuna.trial.create_trial(params=p, distributions={
         k: optuna.distributions.CategoricalDistribution([v]) for k, v in p.items()}, value=0) for p in spec.grid()])
     assert "best trial" in done.stdout and "4 complete" in done.stdout
@@ -82,6 +83,12 @@ def test_grid_sweep_with_two_workers_runs_each_point_once_and_tracks_it(tiny_dat
         assert [r["epoch"] for r in rows] == ["0", "1"]
         assert t.value == pytest.approx(max(float(r["val_psnr"]) for r in rows))
         assert (folder / "sample.gif").exists() and (folder / "last.ckpt").exists()
+        # What optuna-dashboard shows: the W&B run's folder (offline) and the GIF and PSNR plot as artifacts.
+        assert Path(t.user_attrs["cvae:wandb_run_path"]).name.endswith(t.user_attrs["cvae:wandb_run_id"])
+        metas = optuna.artifacts.get_all_artifact_meta(t, storage=study._storage)  # noqa: SLF001
+        assert sorted(m.filename for m in metas) == ["psnr_per_frame.png", "sample.gif"]
+        for m in metas:
+            assert (out / "artifacts" / m.artifact_id).read_bytes() == (folder / m.filename).read_bytes()
         assert t.intermediate_values.keys() == {0, 1}
         # The baselines ride with the value: in the records, the Optuna attributes and (below) W&B.
         best = max(rows, key=lambda r: float(r["val_psnr"]))
