@@ -23,8 +23,10 @@ LAB_ONLY_FLAGS = {
 
 
 def fail(command: str, message: str, code: int = EXIT_BAD_INPUT) -> int:
-    """Print one error line and return the exit code."""
-    print(f"cvae {command}: error: {message}", file=sys.stderr)
+    """Print the error, one line per problem (a spec with three mistakes: three lines), each with the
+    command's prefix, and return the exit code."""
+    for line in message.splitlines() or [message]:
+        print(f"cvae {command}: error: {line}", file=sys.stderr)
     return code
 
 

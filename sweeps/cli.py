@@ -116,9 +116,9 @@ def _prepare_data(spec) -> None:
         return
     from cvae.core.synth import generate_dataset
 
-    root = spec.base.get("DR")
+    root = spec.data_root
     if not root:
-        raise ValueError(f"{spec.source}: synth needs base.DR, the folder to generate into")
+        raise ValueError(f"{spec.source}: synth needs base.DR (or a constant DR parameter), the folder to generate into")
     options = dict(spec.synth)
     if "size" in options and isinstance(options["size"], str):
         options["size"] = tuple(int(v) for v in options["size"].lower().split("x"))
@@ -136,10 +136,11 @@ def _check_data(spec) -> None:
     from cvae.core.data import paired_frames
     from cvae.sweeps.spec import representative_params
 
-    roots = {p.get("DR", spec.base.get("DR")) for p in representative_params(spec) or [{}]}
+    roots = {p.get("DR", spec.data_root) for p in representative_params(spec) or [{}]}
     for root in roots:
         if not root:
-            raise ValueError(f"{spec.source}: base.DR is required: the dataset root (`cvae data synth` makes one)")
+            raise ValueError(f"{spec.source}: base.DR (or a constant DR parameter) is required: the dataset root "
+                             "(`cvae data synth` makes one)")
         for split in ("train", "val"):
             folder = Path(root) / split
             paired_frames(folder / f"{split}_img", folder / f"{split}_label")
@@ -404,7 +405,7 @@ def _cmd_init(args: argparse.Namespace) -> int:
         _prepare_data(spec)
         _check_data(spec)
         if args.data_only:
-            print(f"sweep {spec.name}: dataset ready in {spec.base.get('DR')}", flush=True)
+            print(f"sweep {spec.name}: dataset ready in {spec.data_root}", flush=True)
             return 0
         study = open_study(spec, open_storage(spec), fill_queue=True)
     except (SpecError, StorageError, SweepError, DatasetError, ValueError) as err:

@@ -187,9 +187,9 @@ def test_a_file_with_three_mistakes_reports_each_on_its_own_line(capsys: pytest.
     assert "did you mean 'lr'?" in learning_rate
     assert "parameters.kl_anneal_ratio.distribution='normal' has no Optuna equivalent" in normal
     assert "early_terminate.max_iter=27 needs s" in max_iter
-    # the CLI prints the message as it is: its first line after the command, each problem on a line of its own
+    # the CLI prints each problem on a line of its own, each with the command's prefix
     from cvae.sweeps.cli import fail
 
     assert fail("sweep run", str(info.value)) == 2
     printed = capsys.readouterr().err.rstrip("\n").split("\n")
-    assert printed[0] == f"cvae sweep run: error: {lines[0]}" and printed[1:] == lines[1:]
+    assert printed == [f"cvae sweep run: error: {line}" for line in lines]
