@@ -348,7 +348,9 @@ def _final_report(spec, study) -> None:
 
 def _summary_run(spec, study, table) -> None:
     from cvae.sweeps.spec import dump_spec_summary
-    from cvae.sweeps.tracking import log_sweep_summary, resolve_wandb_mode
+    from cvae.sweeps.tracking import log_sweep_summary
+
+    from cvae.tracking import resolve_wandb_mode
 
     mode = resolve_wandb_mode(spec.wandb.mode)
     if mode == "disabled" or not table:
@@ -370,7 +372,8 @@ def _summary_run(spec, study, table) -> None:
 
 def _cmd_worker(args: argparse.Namespace) -> int:
     from cvae.sweeps.runner import run_worker
-    from cvae.sweeps.tracking import TrackingError
+
+    from cvae.tracking import TrackingError
 
     SpecError, StorageError, SweepError, DatasetError = _errors(data=True)
     worker = os.environ.get("CVAE_WORKER")

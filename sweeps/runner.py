@@ -67,7 +67,6 @@ from cvae.schema import (
     SLOT,
     TRIAL_JSON,
     UID,
-    WANDB_KEYS,
     WANDB_PATH,
     WANDB_URL,
     TrialRecord,
@@ -182,7 +181,8 @@ class TrialCallback(BaseCallback):
         self.train_s += result.train_seconds
         self.val_s += result.val_seconds
         with self.tracking():
-            self.tracker.log_epoch(result.epoch, {WANDB_KEYS[k]: getattr(result, k) for k in WANDB_KEYS})
+            if self.tracker is not None:
+                self.tracker.log_epoch(result)
             if result.val_video is not None:
                 self.video = result.val_video
             value = getattr(result, self.spec.metric_field)
@@ -197,15 +197,19 @@ class TrialCallback(BaseCallback):
 
 def make_tracker(spec: SweepSpec, study: optuna.Study, key: int, config: dict[str, Any],
                  params: Mapping[str, Any]):
-    from cvae.sweeps.tracking import NullTracker, WandbTrialTracker, resolve_wandb_mode
+    """The trial's W&B run (:class:`cvae.tracking.WandbRun`, None when disabled) and the mode it runs in."""
+    from cvae.tracking import WandbRun, resolve_wandb_mode
 
     mode = resolve_wandb_mode(spec.wandb.mode)
     if mode == "disabled":
-        return NullTracker(), mode
-    tags = [f"{k}={v}" for k, v in params.items()] + list(spec.wandb.tags)
-    return WandbTrialTracker(
+        return None, mode
+    # Tags: the categorical choices only (a float drawn from a range would make every run its own tag).
+    categorical = {p.name for p in spec.params if p.distribution == "categorical"}
+    tags = [f"{k}={v}" for k, v in params.items() if k in categorical] + list(spec.wandb.tags)
+    return WandbRun(
         project=spec.wandb.project, entity=spec.wandb.entity, group=spec.name, name=f"{spec.name}-t{key}",
-        run_id=wandb_run_id(spec, study, key), config=config, tags=tags, mode=mode,
+        run_id=wandb_run_id(spec, study, key), config=config, tags=tags, mode=mode, job_type="trial",
+        notes=spec.description or None, log_model=spec.wandb.log_model,
     ), mode
 
 
@@ -240,7 +244,7 @@ ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, err
 
 def environment_fault(err: BaseException) -> str | None:
     """A one-line description when ``err`` is a fault of the data, disk or services (fixable, then resumable)."""
-    from cvae.sweeps.tracking import TrackingError
+    from cvae.tracking import TrackingError
 
     if isinstance(err, (DatasetError, CheckpointError, TrackingError, StorageError)):
         return str(err)
@@ -416,11 +420,12 @@ def _finish(study, trial, spec, tracker, record, folder, callback, state, reason
     callback.tracking_s += time.monotonic() - t_finish
     record.update(timing=_timing(callback, record.duration_s), resources=_resources())
     record.write(folder / TRIAL_JSON)  # the outcome is on disk before W&B is told
-    with callback.tracking():
-        summary = {spec.metric: record.value, "best_epoch": record.best_epoch, "epochs": len(rows),
-                   "trial": trial.number, **{WANDB_KEYS[k]: v for k, v in baselines.items() if v is not None}}
-        tracker.finish(state=state, summary=summary, psnr_per_frame=per_frame, video=video_path, reason=reason,
-                       baselines=per_frame_baselines)
+    if tracker is not None:
+        with callback.tracking():
+            # The metric's summary is W&B's own (define_metric: val/psnr.max); these say which trial and epoch.
+            tracker.finish(state=state, reason=reason, summary={
+                "best_epoch": record.best_epoch, "epochs": len(rows), "trial": trial.number,
+                "sweep_value": record.value})
     record.update(duration_s=round(time.monotonic() - t0, 3))
     record.update(timing=_timing(callback, record.duration_s))
     record.write(folder / TRIAL_JSON)
@@ -505,6 +510,11 @@ def run_worker(spec: SweepSpec, *, storage_url: str | None = None, num_threads: 
         if STOP_REQUESTED.is_set():
             raise KeyboardInterrupt
         reap_stale(study, spec)
+        reached = spec.target_reached_in(study.get_trials(deepcopy=False))
+        if reached is not None:
+            log.info("sweep %s: trial %d reached metric.target %g: no new trial starts", spec.name, reached,
+                     spec.objective.target)
+            break
         trial = claim(study, spec)
         if trial is None:
             running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))

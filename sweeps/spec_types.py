@@ -159,15 +159,17 @@ class MetricSpec:
 @dataclass(frozen=True)
 class WandbSpec:
     """``wandb``: where the trials' runs go. The group is the sweep's name; each run's tags are its
-    parameters (``key=value``) and then ``tags``."""
+    categorical choices (``key=value``) and then ``tags``."""
 
     project: str = "cvae-sweeps"
     entity: str | None = None
     mode: str = "auto"
     """auto (online when logged in, else offline), online, offline or disabled."""
     tags: tuple[str, ...] = ()
+    log_model: bool = True
+    """Upload each trial's best.ckpt and last.ckpt as its run's model artifact (off for large models)."""
 
-    KEYS: ClassVar[tuple[str, ...]] = ("project", "entity", "mode", "tags")
+    KEYS: ClassVar[tuple[str, ...]] = ("project", "entity", "mode", "tags", "log_model")
 
     @classmethod
     def parse(cls, raw: Any, errors: list[str], top: Mapping[str, Any] | None = None) -> WandbSpec:
@@ -197,7 +199,11 @@ class WandbSpec:
         if not isinstance(tags, list | tuple) or not all(isinstance(t, str | int | float) for t in tags):
             errors.append(f"wandb.tags={tags!r} must be a list of strings")
             tags = []
-        return cls(project, entity, mode, tuple(str(t) for t in tags))
+        log_model = section.get("log_model", cls.log_model)
+        if not isinstance(log_model, bool):
+            errors.append(f"wandb.log_model={log_model!r} must be true or false")
+            log_model = cls.log_model
+        return cls(project, entity, mode, tuple(str(t) for t in tags), log_model)
 
 
 # -- heartbeat ----------------------------------------------------------------------------------------
