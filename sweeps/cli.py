@@ -70,8 +70,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     common(retry)
     retry.add_argument("--state", action="append", choices=("failed", "pruned"),
                        help="which finished trials to re-queue (repeatable; default failed)")
-    retry.add_argument("--trial", type=int, action="append", default=[], metavar="N",
-                       help="re-queue only this trial's retry chain (repeatable)")
+    retry.add_argument("--trial", type=int, nargs="+", action="extend", default=[], metavar="N",
+                       help="re-queue only these trials' retry chains (--trial 3 5, or repeated)")
     retry.set_defaults(func=_cmd_retry)
 
     for name, text, func in (("status", "a table of the study's trials", _cmd_status),
@@ -222,6 +222,10 @@ def _run(args: argparse.Namespace) -> int:
         fh.close()
     codes = [p.wait() for p, _ in procs]
     _final_report(spec, study)
+    reached = spec.target_reached_in(study.get_trials(deepcopy=False))
+    if reached is not None:
+        print(f"sweep {spec.name}: trial {reached} reached metric.target {spec.objective.target:g}: the sweep "
+              "stopped there (queued trials were left queued)", flush=True)
     lock.close()
     if interrupted:
         return 130

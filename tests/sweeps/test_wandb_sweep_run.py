@@ -1,0 +1,84 @@
+"""A sweep file written as W&B's documentation writes one runs unchanged, and W&B users find their runs as
+W&B makes them: one per trial, goal-aware summaries, the model as an artifact, the console, and the study
+stops at ``metric.target``."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+
+from cvae.schema import WANDB_PATH
+from cvae.wandb_offline import read_offline_runs_merged
+
+# W&B's structure (program, command, a top-level project, metric with a target, parameters with `value`,
+# `values` and a distribution, early_terminate, run_cap); every fixed training key is a `value` parameter,
+# as a W&B file says it. Only the dataset path is this test's.
+WANDB_FILE = """\
+program: train.py
+command:
+  - ${{env}}
+  - cvae
+  - train
+  - ${{args}}
+project: cvae-docs
+name: "Docs sweep: target"
+method: random
+metric:
+  name: val/psnr
+  goal: maximize
+  target: 0.0
+parameters:
+  kl_anneal_type:
+    values: ["cyclical", "none"]
+  lr:
+    distribution: log_uniform_values
+    min: 0.0005
+    max: 0.002
+  DR: {{value: {dataset}}}
+  num_epoch: {{value: 2}}
+  train_vi_len: {{value: 4}}
+  batch_size: {{value: 4}}
+  val_vi_len: {{value: 24}}
+  F_dim: {{value: 16}}
+  L_dim: {{value: 8}}
+  N_dim: {{value: 4}}
+  D_out_dim: {{value: 16}}
+  num_workers: {{value: 1}}
+early_terminate:
+  type: hyperband
+  min_iter: 1
+run_cap: 4
+"""
+
+
+def test_a_wandb_docs_file_runs_and_stops_at_its_target(tiny_dataset: Path, tmp_path: Path) -> None:
+    spec_path = tmp_path / "sweep.yaml"
+    spec_path.write_text(WANDB_FILE.format(dataset=tiny_dataset))
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path / "wb")}
+    out = subprocess.run([sys.executable, "-m", "cvae", "sweep", "run", str(spec_path), "--no-live"], cwd=tmp_path,
+                         env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    # The free-text name became the study's slug; its program and command need no change.
+    study = optuna.load_study(study_name="docs-sweep-target", storage=f"sqlite:///{tmp_path}/runs/docs-sweep-target/study.db")
+    states = [t.state.name for t in study.get_trials()]
+    # Any validated PSNR reaches a target of 0 dB: the first trial stops the study, the rest stay queued.
+    assert states.count("COMPLETE") == 1 and states.count("WAITING") == 3, states
+    assert "reached metric.target 0: the sweep stopped there" in out.stdout
+    (trial,) = [t for t in study.get_trials() if t.state.name == "COMPLETE"]
+    runs = read_offline_runs_merged(tmp_path / "wb").values()
+    assert sorted(r.job_type for r in runs) == ["sweep-summary", "trial"]
+    (run,) = [r for r in runs if r.job_type == "trial"]
+    assert str(run.path) == trial.user_attrs[WANDB_PATH]
+    # Tags are the categorical choice only, not the float drawn for lr.
+    assert run.tags == (f"kl_anneal_type={trial.params['kl_anneal_type']}",)
+    assert run.group == "docs-sweep-target" and run.job_type == "trial"
+    scalars = [h["val/psnr"] for h in run.history if "val/psnr" in h]
+    assert run.summary["val/psnr"] == {"max": max(scalars)} and trial.value == max(scalars)
+    assert {tuple(sorted(a["aliases"])) for a in run.artifacts if a["type"] == "model"} <= {
+        ("best",), ("latest",), ("best", "latest")}
+    assert any("best" in a["aliases"] for a in run.artifacts if a["type"] == "model")
+    assert any("epoch 1/2  loss" in line for line in run.console), run.console[:5]  # the worker's log lines
