@@ -188,6 +188,8 @@ class OfflineRun:
     """The captured console (stdout and stderr), one item a line, as the run's Logs tab shows it."""
     artifacts: tuple[dict[str, Any], ...] = ()
     """Artifacts the run logged, in order: ``{"name", "type", "aliases", "metadata"}``."""
+    sweep_id: str | None = None
+    """The W&B sweep the run belongs to (a ``wandb agent`` run), else None."""
     metrics: dict[str, dict[str, Any]] = field(default_factory=dict)
     """``define_metric`` calls by metric name (or glob): ``{"step_metric": "epoch", "summary": ["max"]}``."""
 
@@ -231,7 +233,7 @@ def read_offline_run(run_dir: str | os.PathLike[str]) -> OfflineRun:
         raise ValueError(f"{path}: cannot read without the wandb package ({err})") from err
 
     run_id = path.stem[len("run-"):] if path.stem.startswith("run-") else path.stem
-    name = group = job_type = None
+    name = group = job_type = sweep_id = None
     tags: tuple[str, ...] = ()
     start_time: float | None = None
     exit_code: int | None = None
@@ -254,6 +256,7 @@ def read_offline_run(run_dir: str | os.PathLike[str]) -> OfflineRun:
                 group = run.run_group or group
                 job_type = run.job_type or job_type
                 tags = tuple(run.tags) or tags
+                sweep_id = run.sweep_id or sweep_id
                 if run.HasField("start_time"):
                     start_time = run.start_time.seconds + run.start_time.nanos / 1e9
                 _apply_updates(config, run.config)
@@ -293,7 +296,7 @@ def read_offline_run(run_dir: str | os.PathLike[str]) -> OfflineRun:
     return OfflineRun(run_id=run_id, path=folder, name=name, group=group, job_type=job_type, tags=tags,
                       config=config, history=history, summary=summary, exit_code=exit_code,
                       start_time=start_time, paths=(folder,), console=tuple(console),
-                      artifacts=tuple(artifacts), metrics=metrics)
+                      artifacts=tuple(artifacts), sweep_id=sweep_id, metrics=metrics)
 
 
 def _time_order(run: OfflineRun) -> tuple[float, str, int]:
@@ -348,5 +351,6 @@ def read_offline_runs_merged(wandb_dir: str | os.PathLike[str]) -> dict[str, Off
             start_time=runs[0].start_time, paths=tuple(r.path for r in runs),
             console=tuple(line for r in runs for line in r.console),
             artifacts=tuple(a for r in runs for a in r.artifacts), metrics=metrics,
+            sweep_id=next((r.sweep_id for r in reversed(runs) if r.sweep_id), None),
         )
     return merged
