@@ -283,7 +283,10 @@ class WandbRun:
             log.debug("W&B run %s: epoch %d logged after finish, ignored", self.run_id, result.epoch)
             return
         self._save_root = Path(result.save_root)
-        row: dict[str, Any] = {key: getattr(result, col) for col, key in WANDB_KEYS.items()}
+        # A diverged or unvalidated epoch's NaN is left out: in a max/min summary it would replace the best
+        # value (W&B compares with NaN), and a chart shows a gap either way.
+        row: dict[str, Any] = {key: value for col, key in WANDB_KEYS.items()
+                               if not _non_finite(value := getattr(result, col))}
         row["epoch"] = int(result.epoch)
         try:
             table = self._frame_table(result.val_psnr_per_frame)
@@ -329,7 +332,7 @@ class WandbRun:
     def _rollout(self, result: Any) -> Any:
         """The best epoch's rollout as ``best_rollout.gif`` in the run folder (overwritten by a better epoch),
         logged as a W&B video."""
-        if result.val_video is None or self._save_root is None:
+        if result.val_video is None or self._save_root is None or self.mode == "disabled":
             return None
         import wandb
         from cvae.core.records import write_gif
@@ -422,6 +425,10 @@ class WandbRun:
             finish_run(self._run, self.run_dir, 0 if state in ("complete", "pruned") else 1)
         except Exception as err:  # noqa: BLE001 - the outcome is already on disk; report only
             log.warning("W&B run %s: finishing failed: %s", self.run_id, err)
+
+
+def _non_finite(value: Any) -> bool:
+    return isinstance(value, float) and not math.isfinite(value)
 
 
 class _Callback:

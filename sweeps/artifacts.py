@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import optuna
-from optuna.artifacts import FileSystemArtifactStore, get_all_artifact_meta, upload_artifact
+from optuna.artifacts import FileSystemArtifactStore, upload_artifact
 
 from cvae.schema import DESCRIPTION
 
@@ -71,12 +71,6 @@ def upload_trial_files(output_dir: str | os.PathLike[str], trial: optuna.Trial,
     if failed:
         log.warning("trial %d: artifacts not uploaded: %s", trial.number, "; ".join(failed))
     return done
-
-
-def trial_artifacts(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> dict[str, str]:
-    """A trial's artifacts: file name -> artifact id (the latest upload of a name)."""
-    metas = get_all_artifact_meta(trial, storage=study._storage)  # noqa: SLF001 - required for a FrozenTrial
-    return {meta.filename: meta.artifact_id for meta in metas}
 
 
 def name_metric(study: optuna.Study, metric: str) -> bool:

@@ -20,7 +20,11 @@ Private Optuna API used here, and why:
 - ``optuna.storages._heartbeat``: whether a storage keeps Optuna's heartbeat, and the ids of stale trials
   (what ``fail_stale_trials`` reads; it cannot set a fail reason before the state change);
 - ``optuna.artifacts._upload.ARTIFACTS_ATTR_PREFIX``: the system attributes that list a trial's artifacts,
-  which a retry must not inherit (:func:`requeue`; it uploads its own).
+  which a retry must not inherit (:func:`requeue`; it uploads its own); :func:`trial_artifacts` reads them
+  through the study's storage;
+- for :mod:`cvae.sweeps.storage`: ``BaseHeartbeat``, which a storage wrapper must subclass for Optuna to
+  keep heartbeats through it, and ``_CachedStorage``, the cache ``optuna.storages.get_storage`` puts in
+  front of an RDB storage (:func:`cached_rdb_storage`).
 
 Every opening names the study's metric (``set_metric_names``) when it has no name yet; the creator and
 ``fill_queue`` record the spec's description (:mod:`cvae.sweeps.artifacts`).
@@ -45,7 +49,9 @@ import optuna
 from cvae.sweeps.artifacts import describe_study, name_metric
 from cvae.sweeps.space import grid_conflicts, make_pruner, make_sampler
 from cvae.sweeps.spec import SweepSpec
+from optuna.artifacts import get_all_artifact_meta
 from optuna.artifacts._upload import ARTIFACTS_ATTR_PREFIX
+from optuna.storages._heartbeat import BaseHeartbeat, is_heartbeat_enabled
 from optuna.trial import TrialState
 
 from cvae.schema import (
@@ -65,6 +71,20 @@ log = logging.getLogger("cvae")
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 # Heartbeats and their retry callback are "experimental" in Optuna since 2.x; the warning is noise here.
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+
+__all__ = ["BaseHeartbeat"]  # for cvae.sweeps.storage: see the module docstring
+
+
+def cached_rdb_storage(rdb: optuna.storages.RDBStorage) -> optuna.storages.BaseStorage:
+    """``rdb`` behind Optuna's cache, as ``optuna.storages.get_storage`` builds it from a URL."""
+    return optuna.storages._CachedStorage(rdb)  # noqa: SLF001
+
+
+def trial_artifacts(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> dict[str, str]:
+    """A trial's artifacts: file name -> artifact id (the latest upload of a name)."""
+    metas = get_all_artifact_meta(trial, storage=study._storage)  # noqa: SLF001 - required for a FrozenTrial
+    return {meta.filename: meta.artifact_id for meta in metas}
 
 
 def frozen(trial: optuna.Trial) -> optuna.trial.FrozenTrial:
@@ -258,8 +278,6 @@ def retry_trials(study: optuna.Study, *, states: tuple[str, ...] = ("failed",),
 
 
 def _supports_native_heartbeat(storage: optuna.storages.BaseStorage) -> bool:
-    from optuna.storages._heartbeat import BaseHeartbeat, is_heartbeat_enabled
-
     return isinstance(storage, BaseHeartbeat) and is_heartbeat_enabled(storage)
 
 

@@ -17,9 +17,9 @@ from typing import Any
 
 import optuna
 import sqlalchemy.exc
+from cvae.sweeps.queue import BaseHeartbeat, cached_rdb_storage
 from cvae.sweeps.spec import SweepSpec
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
-from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 
 from cvae.secrets import has_password, mask_url, split_password
@@ -90,7 +90,7 @@ def open_storage(spec: SweepSpec, url: str | None = None) -> optuna.storages.Bas
                 grace_period=spec.grace_period, heartbeat_stale_trial_callback=retry,
             )
             # The cache Optuna itself puts in front of an RDBStorage (optuna.storages.get_storage).
-            return ResilientStorage(optuna.storages._CachedStorage(rdb), mask_url(url))  # noqa: SLF001
+            return ResilientStorage(cached_rdb_storage(rdb), mask_url(url))
         except Exception as err:  # noqa: BLE001 - SQLAlchemy raises many types; all become one clear error
             text = root_cause_text(err)
             # Two processes creating the tables at once collide; the loser retries once the winner is done.

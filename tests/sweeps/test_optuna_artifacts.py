@@ -14,6 +14,7 @@ from wsgiref.util import setup_testing_defaults
 import optuna
 from cvae.sweeps import artifacts as arts
 from cvae.sweeps import dashboard as dash
+from cvae.sweeps import queue
 from cvae.sweeps.queue import open_study, requeue
 from cvae.sweeps.runner import run_worker, wandb_attrs
 from cvae.sweeps.spec import load_spec
@@ -68,7 +69,7 @@ def test_a_sweep_shows_its_metric_description_and_artifacts_in_the_dashboard(tin
     metas = {m.filename: m for m in get_all_artifact_meta(trial, storage=study._storage)}  # noqa: SLF001
     assert set(metas) == set(files)
     assert metas[SAMPLE_GIF].mimetype == "image/gif" and metas[arts.PSNR_PLOT].mimetype == "image/png"
-    assert arts.trial_artifacts(study, trial) == {name: m.artifact_id for name, m in metas.items()}
+    assert queue.trial_artifacts(study, trial) == {name: m.artifact_id for name, m in metas.items()}
     for name, meta in metas.items():
         assert (spec.output_dir / "artifacts" / meta.artifact_id).read_bytes() == files[name]
 
