@@ -343,6 +343,17 @@ def load_optuna(storage: str, study: str) -> SweepData:
 
 
 # -- W&B ------------------------------------------------------------------------------------------------------
+def _summary_value(summary: dict, metric_key: str) -> Any:
+    """A trial's value from its W&B summary: the Optuna value it recorded (``sweep_value``), else the metric's
+    summary, which ``define_metric`` makes ``{"max": ...}`` (or min, last, ...) and older runs a number."""
+    if summary.get("sweep_value") is not None:
+        return summary["sweep_value"]
+    value = summary.get(metric_key)
+    if isinstance(value, dict):
+        return next((value[k] for k in ("max", "min", "best", "last") if k in value), None)
+    return value
+
+
 def _wandb_rows(run_id: str, config: dict, summary: dict, history: list[dict], tables: list[dict], tags=()):
     params = {k.removeprefix("param/"): v for k, v in config.items() if k.startswith("param/")}
     key = int(config.get("run_key", config.get("trial", 0)))
@@ -359,7 +370,7 @@ def _wandb_rows(run_id: str, config: dict, summary: dict, history: list[dict], t
     metric_key = config.get("sweep_metric", "val/psnr")
     row = {
         **plain, **params, "run": run, "trial": key, "state": summary.get("state", "running"),
-        "value": summary.get(metric_key), "best_epoch": summary.get("best_epoch"),
+        "value": _summary_value(summary, metric_key), "best_epoch": summary.get("best_epoch"),
         "epochs_done": len(dedup), "duration_s": None, "replicate": config.get("replicate", 0),
         "config_id": config.get("config_id"), "reason": summary.get("fail_reason", ""), "wandb_run_id": run_id,
     }
