@@ -595,4 +595,8 @@ def fit(cfg: ExperimentConfig, callbacks: Sequence[Callback] = ()) -> RunResult:
         ConfigError, DatasetError, CheckpointError: bad input, with a message naming it.
         DivergenceError: the loss became NaN/inf (checkpoints of earlier epochs stay intact).
     """
-    return Trainer(cfg, callbacks).fit()
+    threads = torch.get_num_threads()
+    try:
+        return Trainer(cfg, callbacks).fit()
+    finally:
+        torch.set_num_threads(threads)  # num_threads is this run's: the caller's process keeps its own

@@ -7,7 +7,7 @@ from dataclasses import fields
 from pathlib import Path
 
 import torch
-from cvae.core.config import ScheduleConfig
+from cvae.core.config import ExperimentConfig, ScheduleConfig
 from cvae.core.data import list_frames, num_clips
 from cvae.core.model import CVAE
 from cvae.core.rollout import rollout
@@ -34,7 +34,15 @@ def time_one_epoch(spec: SweepSpec, params: dict, threads: int) -> tuple[float, 
     Times two training steps (the second counts) and 8 rollout steps of the trial's model on random input.
     """
     cfg = spec.trial_config(params, save_root="plan")
+    previous = torch.get_num_threads()
     torch.set_num_threads(threads)
+    try:
+        return _time_one_epoch(spec, cfg)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _time_one_epoch(spec: SweepSpec, cfg: ExperimentConfig) -> tuple[float, float]:
     device = torch.device("cpu")
     model = CVAE(cfg.model).to(memory_format=memory_format(cfg.run.channels_last))
     opt = torch.optim.Adam(model.parameters())

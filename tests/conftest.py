@@ -10,6 +10,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -34,6 +36,22 @@ def _isolated_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         mp.setenv("WANDB_CONFIG_DIR", str(cache / "wandb-config"))
         mp.setenv("MPLBACKEND", "Agg")
         yield cache
+
+
+@pytest.fixture(autouse=True)
+def _torch_threads() -> Iterator[None]:
+    """Every test starts with the process's thread count: a test that sets torch's threads (a trainer with
+    num_threads, an in-process worker) must not slow down every later test in this session."""
+    torch = sys.modules.get("torch")
+    before = torch.get_num_threads() if torch is not None else None
+    yield
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(before or _DEFAULT_THREADS)
+
+
+_DEFAULT_THREADS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+"""torch's own default on Linux: one thread per core this process may use."""
 
 
 @pytest.fixture(scope="session")

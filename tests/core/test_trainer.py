@@ -70,7 +70,9 @@ def test_resume_equals_uninterrupted_training(tiny_dataset, tmp_path, extra):
 
 
 def test_epoch_records_and_checkpoints(tiny_dataset, tmp_path):
-    run = fit(tiny_cfg(tiny_dataset, tmp_path, per_save=2))
+    threads = torch.get_num_threads()
+    run = fit(tiny_cfg(tiny_dataset, tmp_path, per_save=2, num_threads=1 if threads > 1 else 2))
+    assert torch.get_num_threads() == threads  # num_threads is the run's, not the calling process's
     names = sorted(p.name for p in tmp_path.iterdir())
     assert {"config.yaml", "metrics.csv", "psnr_per_frame.csv", "last.ckpt", "best.ckpt", "epoch=0.ckpt",
             "epoch=2.ckpt"} <= set(names)
@@ -85,7 +87,8 @@ def test_epoch_records_and_checkpoints(tiny_dataset, tmp_path):
     ckpt = torch.load(tmp_path / "last.ckpt")  # default torch.load (weights_only=True), as the lab's Tester
     assert set(ckpt_io.LAB_KEYS) <= set(ckpt) and ckpt["last_epoch"] == 2 and ckpt["next_epoch"] == 3
     assert ckpt["tfr"] == float(rows[2]["tfr"])
-    assert ExperimentConfig.from_flat(ckpt["config"]) == tiny_cfg(tiny_dataset, tmp_path, per_save=2)
+    assert ExperimentConfig.from_flat(ckpt["config"]) == tiny_cfg(tiny_dataset, tmp_path, per_save=2,
+                                                                 num_threads=1 if threads > 1 else 2)
 
 
 def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_checkpoint(tiny_dataset, tmp_path, monkeypatch):
