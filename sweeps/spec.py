@@ -36,6 +36,7 @@ from cvae.core.config import (
     ConfigError,
     ExperimentConfig,
     RunConfig,
+    TrackConfig,
     load_yaml_config,
     read_yaml_mapping,
 )
@@ -77,8 +78,16 @@ MAX_CHOICES = 1000
 PROBABILITY_TOLERANCE = 1e-6
 GRID_ORDERS = ("listed", "shuffled")
 """``grid_order``: the grid runs as its parameters list it (W&B's order), or shuffled with ``seed`` (Optuna's)."""
-OWNED_KEYS = ("save_root", "resume", "ckpt_path", "progress")
+TRACKING_KEYS = tuple(f.name for f in dataclasses.fields(TrackConfig))
+"""``cvae train``'s W&B keys: a trial's run is the spec's ``wandb`` section's."""
+OWNED_KEYS = ("save_root", "resume", "ckpt_path", "progress", *TRACKING_KEYS)
 """Training keys the sweep sets for every trial; a spec may not set them."""
+
+
+def _owned(keys: Sequence[str]) -> str:
+    """The error text for training keys a spec may not set."""
+    hint = " (a trial's W&B run follows the spec's wandb section)" if set(keys) & set(TRACKING_KEYS) else ""
+    return f"{', '.join(keys)} set by the sweep for every trial{hint}"
 
 TOP_KEYS = (
     "name", "description", "method", "metric", "run_cap", "parameters", "early_terminate", "pruner", "sampler",
@@ -623,7 +632,7 @@ def _parse_sets(where: str, name: str, values: list, sets: Any, when: dict, erro
             errors.append(f"{where}.sets.{choice}: unknown training key(s) {', '.join(bad)}")
             ok = False
         if owned:
-            errors.append(f"{where}.sets.{choice}: {', '.join(owned)} set by the sweep for every trial")
+            errors.append(f"{where}.sets.{choice}: {_owned(owned)}")
             ok = False
     return Param(name, "categorical", tuple(values), when=when, sets={k: dict(v) for k, v in sets.items()}) if ok else None
 
@@ -763,7 +772,7 @@ def _parse_params(raw: Any, method: Any, errors: list[str]) -> tuple[Param, ...]
             errors.append(f"{where}: a named choice with sets: needs a name that is not a training key")
             continue
         if pname in OWNED_KEYS:
-            errors.append(f"{where}: {pname} is set by the sweep for every trial")
+            errors.append(f"{where}: {pname} is{_owned([pname]).removeprefix(pname)}")
             continue
         param = _parse_param(where, pname, praw, errors)
         if param is None:
@@ -874,7 +883,7 @@ def _parse_base(raw: Any, base_dir: Path, errors: list[str]) -> dict[str, Any]:
     raw = read_mapping("base", raw, tuple(sorted(FLAT_KEYS)), errors)
     owned = sorted(set(raw) & set(OWNED_KEYS))
     if owned:
-        errors.append(f"base: {', '.join(owned)} set by the sweep for every trial")
+        errors.append(f"base: {_owned(owned)}")
     return {k: v for k, v in raw.items() if k in FLAT_KEYS and k not in OWNED_KEYS}
 
 

@@ -337,6 +337,9 @@ VALIDATION_ERRORS = [
     pytest.param(dict(pruner={"type": "asha"}), ["pruner.type='asha' is not one of none, median"], id="bad-pruner"),
     pytest.param(dict(pruner={"type": "percentile"}), ["pruner.type percentile needs percentile"],
                  id="percentile-without-percentile"),
+    pytest.param(dict(base={**BASE, "wandb_project": "p"}),
+                 ["base: wandb_project set by the sweep for every trial (a trial's W&B run follows the spec's "
+                  "wandb section)"], id="wandb-key-in-base"),
     pytest.param(dict(base={**BASE, "save_root": "runs/x"}), ["base: save_root set by the sweep for every trial"],
                  id="save-root-in-base"),
     pytest.param(dict(parameters={"save_root": {"values": ["a", "b"]}}),
