@@ -11,7 +11,8 @@ from collections.abc import Mapping
 from typing import Any
 
 import optuna
-from cvae.sweeps.spec import Param, SweepSpec, is_int_key
+from cvae.sweeps.params import Param, is_int_key
+from cvae.sweeps.spec import SweepSpec
 from cvae.sweeps.spec_types import PrunerSpec
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 

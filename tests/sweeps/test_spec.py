@@ -11,10 +11,9 @@ import optuna
 import pytest
 import yaml
 from cvae.core.config import ExperimentConfig
+from cvae.sweeps.params import SUPPORTED_DISTRIBUTIONS, UNSUPPORTED_DISTRIBUTIONS
 from cvae.sweeps.space import make_pruner, make_sampler, suggest_all
 from cvae.sweeps.spec import (
-    SUPPORTED_DISTRIBUTIONS,
-    UNSUPPORTED_DISTRIBUTIONS,
     HeartbeatSpec,
     MetricSpec,
     NumEpoch,
