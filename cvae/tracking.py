@@ -335,6 +335,7 @@ class WandbRun:
         if result.val_video is None or self._save_root is None or self.mode == "disabled":
             return None
         import wandb
+
         from cvae.core.records import write_gif
 
         path = self._save_root / "best_rollout.gif"
