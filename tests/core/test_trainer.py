@@ -265,9 +265,11 @@ def test_a_signal_at_the_end_of_an_epoch_waits_for_every_callback(tiny_dataset, 
 
 def test_stop_training_still_ends_the_run_inside_the_deferred_block(tiny_dataset, tmp_path):
     stopper = StopAfter(0)
+    # The handlers the process had (Python's default_int_handler, or SIG_IGN under a shell's `cmd &`).
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     run = fit(tiny_cfg(tiny_dataset, tmp_path), [stopper])
     assert (run.status, run.reason, run.epochs_run, stopper.seen) == ("stopped", "test stop", 1, [0])
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert {s: signal.getsignal(s) for s in before} == before
 
 
 def test_a_trainer_removes_the_temporary_files_of_killed_saves_and_nothing_else(tiny_dataset, tmp_path, caplog):
