@@ -3,6 +3,7 @@
 - ``_isolated_env`` (autouse, session): points ``CVAE_CACHE_DIR`` at a per-session temp folder so no test
   writes the decoded-frame cache to ``~/.cache``, and sets ``WANDB_MODE=offline`` and ``MPLBACKEND=Agg``
   so nothing reaches the network or opens a window. Subprocesses started by tests inherit them.
+- ``wandb_dir``: a fresh offline WANDB_DIR with W&B's staging kept out of $HOME.
 - ``tiny_dataset`` (session): a small generated dataset in the lab's layout (96 training frames in two
   48-frame videos, 24 validation frames, 2 test sequences of 24 poses, 32x64 PNGs). Treat it as
   read-only; copy it (``shutil.copytree``) before changing anything in it.
@@ -36,6 +37,23 @@ def _isolated_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         mp.setenv("WANDB_CONFIG_DIR", str(cache / "wandb-config"))
         mp.setenv("MPLBACKEND", "Agg")
         yield cache
+
+
+@pytest.fixture
+def wandb_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh WANDB_DIR, offline and silent, with none of W&B's run-choosing variables of the caller; its
+    staging and cache folders kept out of $HOME (offline tables are staged under WANDB_DATA_DIR)."""
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("WANDB_ERROR_REPORTING", "false")
+    monkeypatch.setenv("WANDB_DATA_DIR", str(tmp_path / "wandb-data"))
+    monkeypatch.setenv("WANDB_CACHE_DIR", str(tmp_path / "wandb-cache"))
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "wandb-config"))
+    for name in ("WANDB_API_KEY", "WANDB_BASE_URL", "WANDB_IDENTITY_TOKEN_FILE", "WANDB_PROJECT",
+                 "WANDB_ENTITY", "WANDB_RUN_GROUP", "WANDB_RUN_ID", "WANDB_SWEEP_ID"):
+        monkeypatch.delenv(name, raising=False)
+    return tmp_path
 
 
 @pytest.fixture(autouse=True)

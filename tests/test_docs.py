@@ -31,8 +31,9 @@ def doc_files(root: Path = ROOT) -> list[Path]:
     return [root / "README.md", *sorted((root / "docs").glob("*.md"))]
 
 
-def _prose_lines(text: str) -> list[tuple[int, str]]:
-    """(line number, line) of the lines outside fenced code blocks, inline code blanked out."""
+def _prose_lines(text: str, *, keep_code: bool = False) -> list[tuple[int, str]]:
+    """(line number, line) of the lines outside fenced code blocks; inline code blanked out unless
+    ``keep_code`` (a heading's code is part of its slug)."""
     out, fenced, fence = [], False, ""
     for number, line in enumerate(text.splitlines(), start=1):
         m = FENCE.match(line)
@@ -40,7 +41,7 @@ def _prose_lines(text: str) -> list[tuple[int, str]]:
             fenced, fence = not fenced, m.group(1)
             continue
         if not fenced:
-            out.append((number, INLINE_CODE.sub(lambda c: " " * len(c.group(0)), line)))
+            out.append((number, line if keep_code else INLINE_CODE.sub(lambda c: " " * len(c.group(0)), line)))
     return out
 
 
@@ -64,7 +65,7 @@ def anchors(text: str) -> set[str]:
     """Every heading anchor of a Markdown text; a repeated slug gets -1, -2, ... as on GitHub."""
     seen: dict[str, int] = {}
     out = set()
-    for _, line in _prose_lines_keep_code(text):
+    for _, line in _prose_lines(text, keep_code=True):
         m = HEADING.match(line)
         if not m:
             continue
@@ -72,19 +73,6 @@ def anchors(text: str) -> set[str]:
         n = seen.get(slug, 0)
         seen[slug] = n + 1
         out.add(slug if n == 0 else f"{slug}-{n}")
-    return out
-
-
-def _prose_lines_keep_code(text: str) -> list[tuple[int, str]]:
-    """Lines outside fenced code blocks, inline code kept (a heading's code is part of its slug)."""
-    out, fenced, fence = [], False, ""
-    for number, line in enumerate(text.splitlines(), start=1):
-        m = FENCE.match(line)
-        if m and (not fenced or m.group(1) == fence):
-            fenced, fence = not fenced, m.group(1)
-            continue
-        if not fenced:
-            out.append((number, line))
     return out
 
 

@@ -16,21 +16,6 @@ from cvae.tracking import WandbRun, finish_run, start_run
 from cvae.wandb_offline import find_offline_runs, has_exit_record, read_offline_run, read_offline_runs_merged
 
 
-@pytest.fixture
-def wandb_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A fresh WANDB_DIR, offline and silent; W&B's staging and cache folders kept out of $HOME."""
-    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    monkeypatch.setenv("WANDB_SILENT", "true")
-    monkeypatch.setenv("WANDB_ERROR_REPORTING", "false")
-    monkeypatch.setenv("WANDB_DATA_DIR", str(tmp_path / "wandb-data"))
-    monkeypatch.setenv("WANDB_CACHE_DIR", str(tmp_path / "wandb-cache"))
-    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "wandb-config"))
-    for name in ("WANDB_API_KEY", "WANDB_BASE_URL", "WANDB_IDENTITY_TOKEN_FILE", "WANDB_RUN_ID"):
-        monkeypatch.delenv(name, raising=False)
-    return tmp_path
-
-
 def wandb_run(run_id: str) -> WandbRun:
     return WandbRun(project="cvae-test", entity=None, group="g", name=run_id, run_id=run_id, config={"lr": 0.1},
                     tags=[], mode="offline", job_type="trial")

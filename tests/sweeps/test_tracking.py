@@ -10,26 +10,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
 from cvae.sweeps.tracking import _table_columns, log_sweep_summary
 
 from cvae.wandb_offline import find_offline_runs, read_offline_runs_merged
-
-
-@pytest.fixture
-def wandb_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A fresh WANDB_DIR, offline and silent; W&B's staging and cache folders kept out of $HOME."""
-    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    monkeypatch.setenv("WANDB_SILENT", "true")
-    monkeypatch.setenv("WANDB_ERROR_REPORTING", "false")
-    # Offline tables are staged for a later `wandb sync` under WANDB_DATA_DIR (default ~/.local/share).
-    monkeypatch.setenv("WANDB_DATA_DIR", str(tmp_path / "wandb-data"))
-    monkeypatch.setenv("WANDB_CACHE_DIR", str(tmp_path / "wandb-cache"))
-    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "wandb-config"))
-    for name in ("WANDB_API_KEY", "WANDB_BASE_URL", "WANDB_IDENTITY_TOKEN_FILE"):
-        monkeypatch.delenv(name, raising=False)
-    return tmp_path
 
 
 # -- the sweep summary run ------------------------------------------------------------------------------------
