@@ -50,9 +50,10 @@ from cvae.schema import (
     SPEC_YAML,
     TRIAL_JSON,
     TrialRecord,
-    baseline_attr,
+    default_goal,
     metric_column,
     run_name,
+    trial_attr,
     trial_row,
 )
 
@@ -218,7 +219,7 @@ def load_local(runs_dir: str | os.PathLike) -> SweepData:
     metric, goal = "val/psnr", "maximize"
     if spec and isinstance(spec.get("metric"), dict):
         metric = spec["metric"].get("name", metric)
-        goal = spec["metric"].get("goal", "maximize" if metric.endswith("psnr") else "minimize")
+        goal = spec["metric"].get("goal", default_goal(metric))
     skipped = 0
     for folder in folders:
         run = folder.name if folder != root else root.name
@@ -331,7 +332,7 @@ def load_optuna(storage: str, study: str) -> SweepData:
             goal_max = st.direction.name == "MAXIMIZE"
             best = (max if goal_max else min)(values, key=values.get)
             runs_rows[-1]["best_epoch"] = best
-        refs = {col: last.user_attrs.get(baseline_attr(col)) for col in BASELINE_COLUMNS}
+        refs = {col: last.user_attrs.get(trial_attr(col)) for col in BASELINE_COLUMNS}
         refs = {col: float(v) for col, v in refs.items() if v is not None}
         for e, v in sorted(values.items()):
             row = {"run": run, "epoch": e, field_name: v, **refs}
@@ -426,7 +427,7 @@ def load_wandb_offline(wandb_dir: str | os.PathLike, group: str | None = None) -
         frames_rows += frames
         order += [p for p in params if p not in order]
     return _finish(runs_rows, epochs_rows, frames_rows, order, name=group or "sweep", metric=metric,
-                   goal="maximize" if metric.endswith("psnr") else "minimize", source=str(root))
+                   goal=default_goal(metric), source=str(root))
 
 
 def load_wandb_online(path: str, group: str) -> SweepData:
@@ -460,4 +461,4 @@ def load_wandb_online(path: str, group: str) -> SweepData:
         frames_rows += frames
         order += [p for p in params if p not in order]
     return _finish(runs_rows, epochs_rows, frames_rows, order, name=group, metric=metric,
-                   goal="maximize" if metric.endswith("psnr") else "minimize", source=f"wandb:{path}")
+                   goal=default_goal(metric), source=f"wandb:{path}")

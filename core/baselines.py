@@ -26,7 +26,8 @@ from cvae.core.rollout import VideoScore, score
 
 from cvae.schema import BASELINE_NAMES as BASELINES
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
+"""2: SSIM beside PSNR (a format-1 file is recomputed)."""
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,10 @@ class Baselines:
     def avg_psnr(self) -> dict[str, float]:
         """``{name: mean PSNR over every (clip, predicted frame)}`` in :data:`BASELINES` order."""
         return {name: getattr(self, name).avg_psnr for name in BASELINES}
+
+    def avg_ssim(self) -> dict[str, float]:
+        """``{name: mean SSIM over every (clip, predicted frame)}`` in :data:`BASELINES` order."""
+        return {name: getattr(self, name).avg_ssim for name in BASELINES}
 
     def to_json(self) -> dict:
         return {name: asdict(getattr(self, name)) for name in BASELINES}

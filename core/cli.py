@@ -131,6 +131,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     test.add_argument("--seed", type=int, default=0, help="seed of z (default 0)")
     test.add_argument("--test_vi_len", type=int, default=630, help="poses per test sequence (default 630)")
     test.add_argument("--val_vi_len", type=int, default=630, help="validation rollout length (default 630)")
+    test.add_argument("--samples", type=int, default=5,
+                      help="K: rollouts with z from the prior per video with ground truth (default 5; 1: the lab's)")
+    test.add_argument("--diagnostics", action=argparse.BooleanOptionalAction, default=True,
+                      help="also measure what the model uses: z = 0, its previous frame replaced, active units")
     test.add_argument("--num_workers", type=int, default=4)
     test.add_argument("--no-val", dest="do_val", action="store_false", help="skip the validation video")
     test.add_argument("--no-test", dest="do_test", action="store_false", help="skip the test set")
@@ -246,16 +250,18 @@ def _cmd_train(args: argparse.Namespace) -> int:
             if cfg.run.ckpt_path is None:
                 raise ConfigError("--test needs --ckpt_path")
             from cvae.core.baselines import summary_line
-            from cvae.core.tester import run_test
+            from cvae.core.tester import evaluation_line, run_test
 
             result = run_test(
                 cfg.data.DR, cfg.run.save_root or ".", cfg.run.ckpt_path, frame_H=cfg.data.frame_H,
                 frame_W=cfg.data.frame_W, dims=cfg.model,
                 device=cfg.run.device, seed=cfg.run.val_seed, val_vi_len=cfg.data.val_vi_len,
                 num_workers=cfg.data.num_workers, cache_dir=cfg.data.cache_dir, progress=cfg.run.progress,
-                do_test=False, channels_last=cfg.run.channels_last,
+                do_test=False, channels_last=cfg.run.channels_last, samples=cfg.run.val_samples,
+                diagnostics=cfg.run.val_diagnostics,
             )
             print(f"validation: {summary_line(result.val_psnr, result.val_baselines)}")
+            print(f"  {evaluation_line(result.evaluations['val'], cfg.run.val_samples)}")
             return 0
         from tqdm.contrib.logging import logging_redirect_tqdm
 
@@ -293,9 +299,11 @@ def _cmd_test(args: argparse.Namespace) -> int:
     from cvae.core.baselines import summary_line
     from cvae.core.checkpoint import DISK_FULL_ERRNOS, CheckpointError
     from cvae.core.data import DatasetError
-    from cvae.core.tester import run_test
+    from cvae.core.tester import evaluation_line, run_test
 
     _configure_logging(args.log_level)
+    if args.samples < 1:
+        return fail("test", f"--samples must be >= 1 (got {args.samples})")
     given = [getattr(args, k) for k in ("F_dim", "L_dim", "N_dim", "D_out_dim")]
     dims = None
     if any(v is not None for v in given):
@@ -307,7 +315,7 @@ def _cmd_test(args: argparse.Namespace) -> int:
             args.DR, args.save_root, args.ckpt_path, frame_H=args.frame_H, frame_W=args.frame_W, dims=dims,
             device=args.device, seed=args.seed, test_vi_len=args.test_vi_len, val_vi_len=args.val_vi_len,
             num_workers=args.num_workers, progress=args.progress, do_test=args.do_test, do_val=args.do_val,
-            channels_last=args.channels_last,
+            channels_last=args.channels_last, samples=args.samples, diagnostics=args.diagnostics,
         )
     except (ConfigError, DatasetError, CheckpointError) as err:
         return fail("test", str(err))
@@ -319,6 +327,10 @@ def _cmd_test(args: argparse.Namespace) -> int:
         print(f"wrote {result.submission} and {len(result.gifs)} GIF(s) in {args.save_root}")
     for index, (value, baselines) in sorted(result.test_scores.items()):
         print(f"test sequence {index}: {summary_line(value, baselines)}")
+        print(f"  {evaluation_line(result.evaluations[f'test{index}'], args.samples)}")
     if result.val_csv:
         print(f"validation: {summary_line(result.val_psnr, result.val_baselines)} ({result.val_csv})")
+        print(f"  {evaluation_line(result.evaluations['val'], args.samples)}")
+    if result.evaluation_csv:
+        print(f"every evaluated video: {result.evaluation_csv}")
     return 0

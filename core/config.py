@@ -148,6 +148,12 @@ class RunConfig:
     """Seed of everything random in training."""
     val_seed: int = 0
     """Seed of z in the validation rollout, so every epoch and run is compared on the same noise."""
+    val_samples: int = 5
+    """K: validation rollouts with z drawn from the prior, one batch (the first is the lab's): their mean, best, spread."""
+    val_diagnostics: bool = True
+    """Also measure what the model uses: z = 0, its previous frame replaced, posterior collapse (active units)."""
+    val_eval_every: int = 1
+    """The K samples, z = 0 and the frame replacements every this many epochs and at the last (CPU budgets)."""
     num_threads: int | None = None
     """torch CPU threads (default: torch's choice)."""
     time_chunk: int | None = None
@@ -294,6 +300,8 @@ class ExperimentConfig:
         need(all(e >= 0 for e in o.lr_milestones), f"lr_milestones must be >= 0 (got {list(o.lr_milestones)})")
         need(r.num_epoch >= 1, f"num_epoch must be >= 1 (got {r.num_epoch})")
         need(r.per_save >= 1, f"per_save must be >= 1 (got {r.per_save})")
+        need(r.val_samples >= 1, f"val_samples must be >= 1 (got {r.val_samples})")
+        need(r.val_eval_every >= 1, f"val_eval_every must be >= 1 (got {r.val_eval_every})")
         need(r.num_threads is None or r.num_threads >= 1, f"num_threads must be >= 1 (got {r.num_threads})")
         need(r.time_chunk is None or r.time_chunk >= 1, f"time_chunk must be >= 1 (got {r.time_chunk})")
         need(

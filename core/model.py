@@ -115,11 +115,16 @@ class Gaussian_Predictor(nn.Sequential):
             nn.Conv2d(out_chans, out_chans * 2, 1),
         )
 
+    def posterior(self, img: torch.Tensor, label: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(mu, logvar)`` of q(z | frame features, pose features), without sampling."""
+        mu, logvar = super().forward(torch.cat([img, label], dim=1)).chunk(2, dim=1)
+        return mu, logvar
+
     def forward(  # type: ignore[override]
         self, img: torch.Tensor, label: torch.Tensor, eps: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Sample z = mu + exp(logvar / 2) * eps; ``eps`` defaults to a fresh N(0, I) draw."""
-        mu, logvar = super().forward(torch.cat([img, label], dim=1)).chunk(2, dim=1)
+        mu, logvar = self.posterior(img, label)
         if eps is None:
             eps = torch.randn_like(mu)
         return mu + torch.exp(0.5 * logvar) * eps, mu, logvar

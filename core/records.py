@@ -4,10 +4,14 @@ A run folder (``save_root``) holds:
 
 - ``config.yaml``: the resolved training config, flat keys (``cvae train --config`` reads it back);
 - ``metrics.csv``: one row per epoch (columns :data:`cvae.schema.METRIC_COLUMNS`, the records format);
-- ``psnr_per_frame.csv``: ``epoch,frame,psnr``, the validation rollout's PSNR of every predicted frame;
-- ``baselines.csv``: ``frame,copy_first,mean_frame,copy_prev``, the trivial predictors' PSNR of every frame
-  on the same validation clips (:mod:`core.baselines`); their means are ``metrics.csv``'s
-  ``val_psnr_copy_first``, ... columns, and ``val_psnr_margin`` is ``val_psnr - val_psnr_copy_first``;
+- ``psnr_per_frame.csv``: ``epoch,frame`` and the scores of every predicted validation frame
+  (:data:`cvae.schema.FRAME_COLUMNS`: the lab's rollout's PSNR and SSIM, the best and mean of K samples, z = 0,
+  the frame-input diagnostics; :mod:`core.evaluate`);
+- ``latents.csv``: ``epoch,channel,kl,mean_var,active``, the posterior per latent channel;
+- ``baselines.csv``: ``frame,copy_first,mean_frame,copy_prev`` then ``ssim_copy_first,...``, the trivial
+  predictors' PSNR and SSIM of every frame on the same validation clips (:mod:`core.baselines`); their means
+  are ``metrics.csv``'s ``val_psnr_copy_first``, ... columns, and ``val_psnr_margin`` is
+  ``val_psnr - val_psnr_copy_first``;
 - ``last.ckpt``, ``best.ckpt``, ``epoch={e}.ckpt``: checkpoints (see :mod:`core.checkpoint`).
 
 The CSV files are appended one epoch at a time and flushed; when a run resumes at epoch e, rows of epochs
@@ -118,12 +122,14 @@ def baseline_metrics(val_psnr: float, baselines: Any) -> dict[str, float]:
 
 
 def write_baselines(baselines: Any, path: str | os.PathLike) -> None:
-    """``baselines.csv``: the trivial predictors' PSNR of every predicted frame (frame 1 first)."""
+    """``baselines.csv``: the trivial predictors' PSNR of every predicted frame (frame 1 first), then their SSIM
+    (``ssim_copy_first``, ...)."""
     per_frame = [getattr(baselines, name).psnr_per_frame for name in BASELINE_NAMES]
+    per_frame += [getattr(baselines, name).ssim_per_frame for name in BASELINE_NAMES]
     tmp = Path(path).with_suffix(".tmp")
     with _naming(tmp):
         with tmp.open("w", newline="") as fh:
-            fh.write("frame," + ",".join(BASELINE_NAMES) + "\n")
+            fh.write("frame," + ",".join(BASELINE_NAMES) + "," + ",".join(f"ssim_{n}" for n in BASELINE_NAMES) + "\n")
             for i, values in enumerate(zip(*per_frame, strict=True), start=1):
                 fh.write(f"{i}," + ",".join(_fmt(float(v)) for v in values) + "\n")
         os.replace(tmp, path)

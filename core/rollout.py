@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 
 import torch
 from cvae.core.data import to_float
-from cvae.core.metrics import psnr
+from cvae.core.metrics import psnr, ssim
 from cvae.core.model import CVAE
 from tqdm.auto import tqdm
 
@@ -62,7 +63,7 @@ def rollout(model: CVAE, first_frame: torch.Tensor, poses: torch.Tensor, *, gene
 
 @dataclass(frozen=True)
 class VideoScore:
-    """Quality of a rollout against its ground truth."""
+    """Quality of a rollout (or of a trivial predictor's video) against its ground truth."""
 
     psnr_per_frame: list[float]
     """PSNR (dB, data range 1) of frames 1..T-1, each averaged over the videos of the batch."""
@@ -70,14 +71,21 @@ class VideoScore:
     """Mean over every (video, predicted frame) pair."""
     mse: float
     """Mean squared error over every predicted pixel (the validation loss)."""
+    ssim_per_frame: list[float] = field(default_factory=list)
+    """SSIM (:func:`core.metrics.ssim`) of frames 1..T-1, each averaged over the videos."""
+    avg_ssim: float = math.nan
+    """Mean SSIM over every (video, predicted frame) pair."""
 
 
 def score(pred: torch.Tensor, target: torch.Tensor) -> VideoScore:
-    """PSNR per (video, frame), then averaged; frame 0 (given, not predicted) is excluded."""
+    """PSNR and SSIM per (video, frame), then averaged; frame 0 (given, not predicted) is excluded."""
     frame_psnr = psnr(pred[:, 1:], target[:, 1:])  # (B, T-1)
+    frame_ssim = ssim(pred[:, 1:], target[:, 1:])
     mse = (pred[:, 1:].float() - target[:, 1:].float()).pow(2).mean()
     return VideoScore(
         psnr_per_frame=frame_psnr.mean(0).tolist(),
         avg_psnr=float(frame_psnr.mean()),
         mse=float(mse),
+        ssim_per_frame=frame_ssim.mean(0).tolist(),
+        avg_ssim=float(frame_ssim.mean()),
     )

@@ -25,16 +25,26 @@ import torch
 from cvae.core import checkpoint as ckpt_io
 from cvae.core.baselines import NO_BASELINES, Baselines, video_baselines
 from cvae.core.config import ConfigError, ExperimentConfig
-from cvae.core.data import ClipBatches, DatasetError, FrameSequence, clips_of, load_split, num_clips, to_float
+from cvae.core.data import ClipBatches, DatasetError, FrameSequence, clips_of, load_split, num_clips
+from cvae.core.evaluate import Evaluation, evaluate, other_video_frames
 from cvae.core.metrics import kl_divergence, psnr
 from cvae.core.model import CVAE
 from cvae.core.records import CsvLog, baseline_metrics, write_baselines, write_config
-from cvae.core.rollout import VideoScore, rollout, score
 from cvae.core.schedules import kl_beta, teacher_forcing_ratio, train_fraction, warmup_factor
 from torch import nn
 from tqdm.auto import tqdm
 
-from cvae.schema import BASELINES_CSV, CONFIG_YAML, FRAMES_CSV, METRIC_COLUMNS, METRICS_CSV
+from cvae.schema import (
+    BASELINES_CSV,
+    CONFIG_YAML,
+    EVAL_COLUMNS,
+    FRAME_COLUMNS,
+    FRAMES_CSV,
+    LATENT_COLUMNS,
+    LATENTS_CSV,
+    METRIC_COLUMNS,
+    METRICS_CSV,
+)
 
 log = logging.getLogger("cvae")
 
@@ -83,6 +93,23 @@ class EpochResult:
     save_root: str
     val_video: torch.Tensor | None = field(default=None, repr=False)
     """The first validation video's rollout (T, 3, H, W), for callbacks that log a sample."""
+    # The evaluation of a stochastic predictor (core.evaluate; cvae.schema.EVAL_COLUMNS): NaN when not measured.
+    val_ssim: float = math.nan
+    val_ssim_copy_first: float = math.nan
+    val_psnr_mean_of_k: float = math.nan
+    val_psnr_best_of_k: float = math.nan
+    val_psnr_std_of_k: float = math.nan
+    val_ssim_mean_of_k: float = math.nan
+    val_ssim_best_of_k: float = math.nan
+    val_psnr_z0: float = math.nan
+    val_psnr_no_prev: float = math.nan
+    val_psnr_swapped_frame: float = math.nan
+    val_kl: float = math.nan
+    val_active_units: float = math.nan
+    val_curves: dict[str, list[float]] = field(default_factory=dict, repr=False)
+    """Every predicted frame's scores (``psnr_per_frame.csv``'s columns, cvae.schema.FRAME_COLUMNS)."""
+    val_latents: list[dict[str, float]] = field(default_factory=list, repr=False)
+    """Per latent channel: ``channel``, ``kl``, ``mean_var``, ``active`` (``latents.csv``)."""
 
     def metrics(self) -> dict[str, float]:
         """The scalar metrics, keyed as in ``metrics.csv``."""
@@ -289,19 +316,53 @@ def train_step(model: CVAE, optimizer: torch.optim.Optimizer, frames: torch.Tens
     return StepStats(loss.item(), mse.item(), kl.item(), frame_psnr.item())
 
 
-def validate(model: CVAE, video: FrameSequence, cfg: ExperimentConfig, device: torch.device, *,
-             autocast: torch.autocast | None = None, progress: bool = False) -> tuple[VideoScore, torch.Tensor]:
-    """Roll out every ``val_vi_len``-frame validation video from its first frame, z under ``val_seed``.
+def full_evaluation(cfg: ExperimentConfig, epoch: int) -> bool:
+    """Whether ``epoch``'s validation runs the K samples, z = 0 and the frame replacements (every
+    ``val_eval_every`` epochs and at the last); the lab's rollout, SSIM and the posterior run every epoch."""
+    return (epoch + 1) % cfg.run.val_eval_every == 0 or epoch == cfg.run.num_epoch - 1
 
-    Returns:
-        The score (PSNR per frame averaged over videos) and the (B, T, 3, H, W) rollouts.
-    """
+
+def validate(model: CVAE, video: FrameSequence, cfg: ExperimentConfig, *, full: bool = True,
+             other: torch.Tensor | None = None, autocast: torch.autocast | None = None,
+             progress: bool = False) -> Evaluation:
+    """Evaluate the model on every ``val_vi_len``-frame clip of the validation video (:func:`evaluate`): the
+    lab's rollout from each clip's first frame with z under ``val_seed`` (``val_psnr``) and its SSIM; with
+    ``full``, ``val_samples`` samples of z; with ``val_diagnostics``, what the model uses (z = 0 and the frame
+    replacements only when ``full``; ``other``: a frame of another video per clip)."""
     frames, poses = clips_of(video, cfg.data.val_vi_len)
-    generator = torch.Generator(device=device).manual_seed(cfg.run.val_seed)
-    first = to_float(frames[:, 0], device)
-    pred = rollout(model, first, poses, generator=generator, autocast=autocast, progress=progress,
-                   desc="validation")
-    return score(pred, to_float(frames, device)), pred
+    diag = cfg.run.val_diagnostics
+    return evaluate(model, frames, poses, seed=cfg.run.val_seed, samples=cfg.run.val_samples if full else 1,
+                    z0=diag and full, frame_inputs=diag and full, posterior=diag, other=other,
+                    autocast=autocast, progress=progress)
+
+
+def _finite_or_nan(value: float) -> float:
+    return value if math.isfinite(value) or value == math.inf else math.nan
+
+
+SAMPLED_COLUMNS = ("val_psnr_mean_of_k", "val_psnr_best_of_k", "val_psnr_std_of_k", "val_ssim_mean_of_k",
+                   "val_ssim_best_of_k")
+"""The columns of the K samples: NaN at an epoch that ran only the lab's rollout (``val_eval_every``)."""
+
+
+def evaluation_fields(ev: Evaluation, baselines: Baselines, *, full: bool = True) -> dict[str, Any]:
+    """An evaluation as :class:`EpochResult`'s ``val_*`` fields (a score that left the finite range: NaN; the
+    K samples' columns NaN unless ``full``)."""
+    m = {name: _finite_or_nan(v) for name, v in ev.metrics.items()}
+    if not full:
+        m.update({col.removeprefix("val_"): math.nan for col in SAMPLED_COLUMNS})
+    val_psnr = m["psnr"]
+    out: dict[str, Any] = {"val_loss": ev.metrics["loss"] if math.isfinite(ev.metrics["loss"]) else math.nan,
+                           "val_psnr": val_psnr, **baseline_metrics(val_psnr, baselines),
+                           "val_ssim_copy_first": baselines.avg_ssim()["copy_first"]}
+    for col in EVAL_COLUMNS:
+        if col != "val_ssim_copy_first":
+            out[col] = m[col.removeprefix("val_")]
+    out["val_psnr_per_frame"] = [_finite_or_nan(v) for v in ev.curves["psnr"]]
+    out["val_curves"] = {name: [_finite_or_nan(v) for v in ev.curves[name]] for name in FRAME_COLUMNS
+                         if name in ev.curves and (full or "_of_k" not in name)}
+    out["val_latents"] = ev.latents
+    return out
 
 
 def _clip_count_check(name: str, seq: FrameSequence, length: int, fraction: float, batch: int) -> None:
@@ -347,8 +408,13 @@ class Trainer:
                     f"{cfg.data.val_vi_len}"
                 )
         self.baselines: Baselines = NO_BASELINES
+        self.other_frames = None
         if self.val_data is not None:
             self.baselines = video_baselines(self.val_data, cfg.data.val_vi_len, cache_dir=cfg.data.cache_dir)
+            if cfg.run.val_diagnostics:
+                # The swapped-frame diagnostic's "another video": the training frame least like each clip's first.
+                firsts = clips_of(self.val_data, cfg.data.val_vi_len)[0][:, 0]
+                self.other_frames = other_video_frames(self.train_data.frames, firsts)
 
         if self.device.type == "cuda":
             # Decoded once, kept on the GPU: batches are gathered there, with no host copy per step.
@@ -487,13 +553,15 @@ class Trainer:
         frames_done = n * cfg.optim.batch_size * (cfg.data.train_vi_len - 1)
         return mean, beta, tfr, frames_done, tf_count / max(n, 1)
 
-    def _end_epoch(self, result: EpochResult, metrics_log: CsvLog, frames_log: CsvLog, tfr: float,
-                   beta: float) -> None:
+    def _end_epoch(self, result: EpochResult, metrics_log: CsvLog, frames_log: CsvLog, latents_log: CsvLog,
+                   tfr: float, beta: float) -> None:
         """Append the epoch's rows, then write its checkpoints, then log it."""
         cfg, epoch = self.cfg, result.epoch
         metrics_log.append([result.metrics()])
-        frames_log.append([{"epoch": epoch, "frame": i + 1, "psnr": v}
-                           for i, v in enumerate(result.val_psnr_per_frame)])
+        curves = result.val_curves or {"psnr": result.val_psnr_per_frame}
+        frames_log.append([{"epoch": epoch, "frame": i + 1, **{name: values[i] for name, values in curves.items()}}
+                           for i in range(len(result.val_psnr_per_frame))])
+        latents_log.append([{"epoch": epoch, **row} for row in result.val_latents])
         # Records before the checkpoint: a kill between the two redoes this epoch (its half-written rows are
         # dropped on resume), never leaves a checkpoint ahead of its records.
         state = self.checkpoint_state(epoch, tfr, beta)
@@ -511,11 +579,11 @@ class Trainer:
 
     def fit(self) -> RunResult:
         cfg = self.cfg
-        for name in (METRICS_CSV, FRAMES_CSV):
-            columns = METRIC_COLUMNS if name == METRICS_CSV else ("epoch", "frame", "psnr")
-            CsvLog(self.save_root / name, columns).truncate_from(self.start_epoch)
         metrics_log = CsvLog(self.save_root / METRICS_CSV, METRIC_COLUMNS)
-        frames_log = CsvLog(self.save_root / FRAMES_CSV, ("epoch", "frame", "psnr"))
+        frames_log = CsvLog(self.save_root / FRAMES_CSV, ("epoch", "frame", *FRAME_COLUMNS))
+        latents_log = CsvLog(self.save_root / LATENTS_CSV, LATENT_COLUMNS)
+        for records in (metrics_log, frames_log, latents_log):
+            records.truncate_from(self.start_epoch)
         write_config(cfg.to_flat(), self.save_root / CONFIG_YAML)
         if self.val_data is not None:
             write_baselines(self.baselines, self.save_root / BASELINES_CSV)
@@ -531,33 +599,34 @@ class Trainer:
             lr = self.optimizer.param_groups[0]["lr"]
             if self.scheduler is not None:
                 self.scheduler.step()
-            val, val_video, val_seconds = None, None, 0.0
+            val_fields: dict[str, Any] = {"val_loss": math.nan, "val_psnr": math.nan, "val_psnr_per_frame": [],
+                                          **baseline_metrics(math.nan, self.baselines)}
+            val_video, val_seconds = None, 0.0
             if self.val_data is not None:
                 t1 = time.perf_counter()
-                val, pred = validate(self.model, self.val_data, cfg, self.device, autocast=self.autocast,
-                                     progress=cfg.run.progress)
+                full = full_evaluation(cfg, epoch)
+                ev = validate(self.model, self.val_data, cfg, full=full, other=self.other_frames,
+                              autocast=self.autocast, progress=cfg.run.progress)
                 val_seconds = time.perf_counter() - t1
-                val_video = pred[0].cpu()
-                if math.isnan(val.avg_psnr) or val.avg_psnr == -math.inf:
+                val_video = ev.video[0].cpu()
+                val_fields = evaluation_fields(ev, self.baselines, full=full)
+                if math.isnan(val_fields["val_psnr"]):
                     # The rollout feeds unclamped predictions back (the lab's math), and a model that leans on
                     # the posterior's z (beta near 0) can blow up when z comes from the prior: a real outcome
                     # of this epoch's weights, not a training divergence (that is the loss check). The lab logs
                     # NaN and trains on; so do we, recording no PSNR for this epoch.
-                    bad = sum(math.isnan(v) or v == -math.inf for v in val.psnr_per_frame)
+                    bad = sum(math.isnan(v) for v in val_fields["val_psnr_per_frame"])
                     log.warning("epoch %d: the validation rollout left the finite range (%d of %d frames not "
-                                "finite): no validation PSNR for this epoch", epoch, bad, len(val.psnr_per_frame))
-                    val = VideoScore([math.nan if v == -math.inf else v for v in val.psnr_per_frame], math.nan,
-                                     val.mse if math.isfinite(val.mse) else math.nan)
-            val_psnr = val.avg_psnr if val else math.nan
-            is_best = val is not None and val_psnr > self.best_val_psnr  # never for NaN
+                                "finite): no validation PSNR for this epoch", epoch, bad,
+                                len(val_fields["val_psnr_per_frame"]))
+            val_psnr = val_fields["val_psnr"]
+            is_best = self.val_data is not None and val_psnr > self.best_val_psnr  # never for NaN
             if is_best:
                 self.best_val_psnr, self.best_epoch = val_psnr, epoch
 
             result = EpochResult(
                 epoch=epoch, num_epoch=cfg.run.num_epoch, train_loss=stats.loss, train_mse=stats.mse,
-                train_kl=stats.kl, train_psnr=stats.psnr, val_loss=val.mse if val else math.nan,
-                val_psnr=val_psnr, **baseline_metrics(val_psnr, self.baselines),
-                val_psnr_per_frame=val.psnr_per_frame if val else [], beta=beta, tfr=tfr,
+                train_kl=stats.kl, train_psnr=stats.psnr, **val_fields, beta=beta, tfr=tfr,
                 tf_fraction=tf_fraction, lr=lr, frames_per_s=frames_done / train_seconds,
                 train_seconds=train_seconds, val_seconds=val_seconds,
                 epoch_seconds=time.perf_counter() - t0, is_best=is_best, best_val_psnr=self.best_val_psnr,
@@ -568,7 +637,7 @@ class Trainer:
                 # in it is delivered after every callback has this epoch, so the checkpoint a resume starts
                 # from is never ahead of what the trackers were told.
                 with ckpt_io.signals_deferred():
-                    self._end_epoch(result, metrics_log, frames_log, tfr, beta)
+                    self._end_epoch(result, metrics_log, frames_log, latents_log, tfr, beta)
                     history.append(result)
                     for cb in self.callbacks:
                         cb.on_epoch_end(result)

@@ -7,7 +7,10 @@ What it defines (docs/records.md is the prose version):
 
 - the files of a run folder (:data:`TRIAL_JSON`, :data:`METRICS_CSV`, ...);
 - ``metrics.csv``'s columns (:data:`METRIC_COLUMNS`), with the trivial predictors every validation PSNR is
-  recorded beside (:data:`BASELINE_NAMES`, :data:`BASELINE_COLUMNS`, :data:`MARGIN_COLUMN`);
+  recorded beside (:data:`BASELINE_NAMES`, :data:`BASELINE_COLUMNS`, :data:`MARGIN_COLUMN`) and the evaluation
+  of a stochastic predictor (:data:`EVAL_COLUMNS`: SSIM, K samples of z, what the model uses);
+- ``psnr_per_frame.csv``'s per-frame curves (:data:`FRAME_COLUMNS`) and ``latents.csv``'s per-channel rows
+  (:data:`LATENT_COLUMNS`);
 - the W&B key of each column (:data:`WANDB_KEYS`; :data:`COLUMN_OF_WANDB_KEY` is its inverse);
 - the Optuna attributes a sweep sets (``cvae:*``) and the names of trial states (:data:`STATE_OF_OPTUNA`);
 - :class:`TrialRecord`, the typed ``trial.json``;
@@ -31,6 +34,7 @@ CONFIG_YAML = "config.yaml"
 METRICS_CSV = "metrics.csv"
 FRAMES_CSV = "psnr_per_frame.csv"
 BASELINES_CSV = "baselines.csv"
+LATENTS_CSV = "latents.csv"
 SAMPLE_GIF = "sample.gif"
 SPEC_YAML = "spec.yaml"
 """A sweep's ``output_dir`` holds the spec as run; its ``t<run key>/`` folders are the run folders."""
@@ -55,18 +59,50 @@ BASELINE_COLUMNS = tuple(f"val_psnr_{name}" for name in BASELINE_NAMES)
 MARGIN_COLUMN = "val_psnr_margin"
 """``val_psnr - val_psnr_copy_first``: above 0 the model beats copying the first frame."""
 
+EVAL_COLUMNS = (
+    "val_ssim", "val_ssim_copy_first",
+    "val_psnr_mean_of_k", "val_psnr_best_of_k", "val_psnr_std_of_k", "val_ssim_mean_of_k", "val_ssim_best_of_k",
+    "val_psnr_z0", "val_psnr_no_prev", "val_psnr_swapped_frame", "val_kl", "val_active_units",
+)
+"""How a stochastic predictor is evaluated (:mod:`cvae.core.evaluate`; docs/evaluation.md), per validation:
+
+- ``val_ssim``: SSIM of the lab's rollout (the one ``val_psnr`` scores), ``val_ssim_copy_first`` its baseline;
+- ``val_psnr_mean_of_k`` / ``_best_of_k`` / ``_std_of_k``, ``val_ssim_mean_of_k`` / ``_best_of_k``: over K
+  rollouts with z drawn from the prior (``val_samples``; the first is the lab's rollout), per video the mean,
+  the best and the standard deviation of the samples' average PSNR (SSIM), then averaged over videos;
+- ``val_psnr_z0``: the rollout with z = 0, the prior's mean;
+- ``val_psnr_no_prev``: the frame input replaced at every step by the clip's first frame (what the model takes
+  from the recent past); ``val_psnr_swapped_frame``: by a frame of another video (what it takes of the look);
+- ``val_kl``: the posterior's KL from the prior on the validation frames (nats per frame, as ``train_kl``);
+  ``val_active_units``: latent channels whose posterior mean varies over the data (variance > 0.01, Burda
+  et al. 2016).
+"""
 METRIC_COLUMNS = (
     "epoch", "train_loss", "train_mse", "train_kl", "train_psnr", "val_loss", "val_psnr", *BASELINE_COLUMNS,
-    MARGIN_COLUMN, "beta", "tfr", "tf_fraction", "lr", "frames_per_s", "train_seconds", "val_seconds",
-    "epoch_seconds",
+    MARGIN_COLUMN, *EVAL_COLUMNS, "beta", "tfr", "tf_fraction", "lr", "frames_per_s", "train_seconds",
+    "val_seconds", "epoch_seconds",
 )
 """``metrics.csv``'s header: one row per epoch."""
+TRIAL_COLUMNS = ("val_psnr", *BASELINE_COLUMNS, MARGIN_COLUMN, *EVAL_COLUMNS)
+"""The columns a sweep trial records at the epoch its value comes from (whatever its metric): in
+``trial.json``, as Optuna user attributes (:func:`trial_attr`), in :func:`trial_row`."""
+
+FRAME_COLUMNS = ("psnr", "ssim", "psnr_mean_of_k", "psnr_best_of_k", "ssim_best_of_k", "psnr_z0", "psnr_no_prev",
+                 "psnr_swapped_frame")
+"""``psnr_per_frame.csv``'s curves (after ``epoch, frame``): each predicted frame's score, averaged over the
+validation videos; ``*_best_of_k`` follow each video's best sample (by its average), as SVG reports it."""
+LATENT_COLUMNS = ("epoch", "channel", "kl", "mean_var", "active")
+"""``latents.csv``: per validation and latent channel, its KL from the prior (nats per frame, summed over the
+channel's positions), the variance over the data of its posterior mean (averaged over positions), and
+whether it is active (``mean_var`` > :data:`ACTIVE_THRESHOLD`)."""
+ACTIVE_THRESHOLD = 0.01
+"""Burda et al. (2016): a latent unit is active when the variance over the data of its posterior mean exceeds this."""
 
 # -- W&B ------------------------------------------------------------------------------------------------------
 WANDB_KEYS = {
     "train_loss": "train/loss", "train_mse": "train/mse", "train_kl": "train/kl", "train_psnr": "train/psnr",
     "val_psnr": "val/psnr", "val_loss": "val/loss",
-    **{col: col.replace("val_", "val/", 1) for col in (*BASELINE_COLUMNS, MARGIN_COLUMN)},
+    **{col: col.replace("val_", "val/", 1) for col in (*BASELINE_COLUMNS, MARGIN_COLUMN, *EVAL_COLUMNS)},
     "beta": "schedule/beta", "tfr": "schedule/tfr", "lr": "lr", "frames_per_s": "perf/frames_per_s",
 }
 """``metrics.csv`` column -> the W&B history key it is logged under (against the ``epoch`` x-axis)."""
@@ -74,6 +110,13 @@ COLUMN_OF_WANDB_KEY = {key: col for col, key in WANDB_KEYS.items()}
 """W&B history key -> ``metrics.csv`` column."""
 FRAME_TABLE_BASELINES = {f"psnr_{name}": name for name in BASELINE_NAMES}
 """The W&B per-frame table's baseline columns -> the baselines' names (``frames`` columns in analysis)."""
+
+
+def default_goal(metric: str) -> str:
+    """A metric's direction when a spec does not say: ``minimize`` for a loss, an MSE or a KL, ``maximize``
+    for the rest (PSNRs, SSIMs, active units)."""
+    name = metric_column(metric)
+    return "minimize" if any(part in name for part in ("loss", "mse", "kl")) else "maximize"
 
 
 def metric_column(metric: str) -> str:
@@ -112,9 +155,11 @@ FAILED_TRIAL = "failed_trial"
 trial of the chain, and the first one."""
 
 
-def baseline_attr(column: str) -> str:
-    """The user attribute holding a baseline column (or the margin) of a trial: ``cvae:val_psnr_copy_first``."""
+def trial_attr(column: str) -> str:
+    """The user attribute holding one of a trial's :data:`TRIAL_COLUMNS`: ``cvae:val_psnr_copy_first``,
+    ``cvae:val_ssim``, ..."""
     return f"cvae:{column}"
+
 
 
 STATES = ("complete", "pruned", "failed", "running", "waiting")
@@ -148,7 +193,7 @@ def trial_row(trial: Any) -> dict[str, Any]:
         "run_dir": trial.user_attrs.get(RUN_DIR), "wandb_run_id": trial.user_attrs.get(RUN_ID),
         "reason": trial.user_attrs.get(REASON, ""),
         "retry_of": (trial.system_attrs.get(RETRY_HISTORY) or [None])[-1],
-        **{col: trial.user_attrs.get(baseline_attr(col)) for col in (*BASELINE_COLUMNS, MARGIN_COLUMN)},
+        **{col: trial.user_attrs.get(trial_attr(col)) for col in TRIAL_COLUMNS},
         **{f"param/{k}": v for k, v in trial.params.items()},
     }
 
@@ -183,10 +228,25 @@ class TrialRecord:
     finished: str | None = None
     duration_s: float | None = None
     worker: dict[str, Any] = field(default_factory=dict)
+    val_psnr: float | None = None
+    """The lab's validation PSNR at the value's epoch (the value itself when the metric is ``val/psnr``)."""
     val_psnr_copy_first: float | None = None
     val_psnr_mean_frame: float | None = None
     val_psnr_copy_prev: float | None = None
     val_psnr_margin: float | None = None
+    # The evaluation at the value's epoch (EVAL_COLUMNS; None where not measured).
+    val_ssim: float | None = None
+    val_ssim_copy_first: float | None = None
+    val_psnr_mean_of_k: float | None = None
+    val_psnr_best_of_k: float | None = None
+    val_psnr_std_of_k: float | None = None
+    val_ssim_mean_of_k: float | None = None
+    val_ssim_best_of_k: float | None = None
+    val_psnr_z0: float | None = None
+    val_psnr_no_prev: float | None = None
+    val_psnr_swapped_frame: float | None = None
+    val_kl: float | None = None
+    val_active_units: float | None = None
     timing: dict[str, Any] = field(default_factory=dict)
     resources: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)

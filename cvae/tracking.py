@@ -34,7 +34,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from cvae.schema import BASELINE_NAMES, BASELINE_TITLES, BASELINES_CSV, WANDB_KEYS
+from cvae.schema import (
+    BASELINE_NAMES,
+    BASELINE_TITLES,
+    BASELINES_CSV,
+    EVAL_COLUMNS,
+    FRAME_COLUMNS,
+    WANDB_KEYS,
+)
 from cvae.wandb_offline import has_exit_record
 
 if TYPE_CHECKING:
@@ -51,10 +58,14 @@ _ENV_MODE_ALIASES = {"online": "online", "run": "online", "offline": "offline", 
 """WANDB_MODE values wandb itself accepts, mapped to the three modes (``dryrun``/``run`` are its old names)."""
 
 SUMMARIES = {
-    **{key: "max" for key in ("train/psnr", "val/psnr", "val/psnr_margin")},
+    **{key: "max" for key in ("train/psnr", "val/psnr", "val/psnr_margin", "val/ssim", "val/psnr_mean_of_k",
+                              "val/psnr_best_of_k", "val/ssim_mean_of_k", "val/ssim_best_of_k", "val/psnr_z0")},
     **{key: "min" for key in ("train/loss", "train/mse", "train/kl", "val/loss")},
 }
-"""W&B key -> its summary: the best value for metrics with a goal; the rest keep W&B's last value."""
+"""W&B key -> its summary: the best value for metrics with a goal."""
+AT_BEST_EPOCH = tuple(WANDB_KEYS[col] for col in EVAL_COLUMNS if WANDB_KEYS[col] not in SUMMARIES)
+"""Diagnostics without a goal (what the model uses: ``val/psnr_no_prev``, ``val/active_units``, ...): their
+summary is their value at the best epoch, the epoch of ``best.ckpt``, the per-frame table and the rollout."""
 
 
 class TrackingError(RuntimeError):
@@ -235,6 +246,7 @@ class WandbRun:
         self._finished = False
         self._last_epoch: int | None = None
         self._best: tuple[int, float] | None = None
+        self._best_diagnostics: dict[str, float] = {}
         self._best_table: Any = None
         self._best_video: Path | None = None
         self._frames: list[float] | None = None
@@ -289,11 +301,15 @@ class WandbRun:
                                if not _non_finite(value := getattr(result, col))}
         row["epoch"] = int(result.epoch)
         try:
-            table = self._frame_table(result.val_psnr_per_frame)
+            table = self._frame_table(result.val_psnr_per_frame, getattr(result, "val_curves", None) or {})
             if table is not None:
                 row["val/psnr_per_frame"] = table
+            latents = self._latent_table(getattr(result, "val_latents", None) or [])
+            if latents is not None:
+                row["val/latents"] = latents
             if result.is_best:
                 self._best = (int(result.epoch), float(result.val_psnr))
+                self._best_diagnostics = {key: row[key] for key in AT_BEST_EPOCH if key in row}
                 self._best_table = table
                 self._frames = list(result.val_psnr_per_frame)
                 video = self._rollout(result)
@@ -319,15 +335,30 @@ class WandbRun:
                 self._baselines = {name: [float(r[name]) for r in rows] for name in BASELINE_NAMES if rows and name in rows[0]}
         return self._baselines
 
-    def _frame_table(self, per_frame: Sequence[float]) -> Any:
+    def _frame_table(self, per_frame: Sequence[float], curves: Mapping[str, Sequence[float]]) -> Any:
+        """Every predicted frame: the lab's PSNR, the evaluation's other curves (SSIM, best of K, ...) and the
+        baselines' PSNR."""
         if not per_frame or not all(math.isfinite(v) for v in per_frame):
             return None
         import wandb
 
+        others = {name: v for name, v in curves.items() if name != "psnr" and name in FRAME_COLUMNS
+                  and len(v) == len(per_frame)}
         refs = {name: v for name, v in self._baseline_frames().items() if len(v) == len(per_frame)}
-        columns = ["frame", "psnr", *(f"psnr_{name}" for name in refs)]
-        rows = [[i, float(v), *(float(r[i - 1]) for r in refs.values())] for i, v in enumerate(per_frame, start=1)]
+        columns = ["frame", "psnr", *others, *(f"psnr_{name}" for name in refs)]
+        rows = [[i, float(v), *(float(c[i - 1]) for c in others.values()), *(float(r[i - 1]) for r in refs.values())]
+                for i, v in enumerate(per_frame, start=1)]
         return wandb.Table(columns=columns, data=rows)
+
+    @staticmethod
+    def _latent_table(latents: Sequence[Mapping[str, float]]) -> Any:
+        """The posterior per latent channel: its KL from the prior, the variance of its mean, active or not."""
+        if not latents:
+            return None
+        import wandb
+
+        columns = ["channel", "kl", "mean_var", "active"]
+        return wandb.Table(columns=columns, data=[[c[k] for k in columns] for c in latents])
 
     def _rollout(self, result: Any) -> Any:
         """The best epoch's rollout as ``best_rollout.gif`` in the run folder (overwritten by a better epoch),
@@ -414,6 +445,7 @@ class WandbRun:
         final = {**(summary or {}), "state": state}
         if self._best is not None:
             final.setdefault("best_epoch", self._best[0])
+            final.update(self._best_diagnostics)
         if self._last_epoch is not None:
             final.setdefault("epoch", self._last_epoch)  # the media row above is pinned to the best epoch
         if reason:

@@ -67,12 +67,14 @@ def trials_table(spec: SweepSpec, study: optuna.Study, *, title: str | None = No
              p.distribution != "constant"]
     table = Table(title=title or f"sweep {spec.name}", show_lines=False)
     margin = "vs copy-first"
-    for col in ("trial", "run", "state", *names, spec.metric, margin, "epochs", "duration", "note"):
-        table.add_column(col, justify="right" if col in ("trial", spec.metric, margin, "epochs") else "left")
+    rows = [trial_row(t) for t in trials]
+    evaluated = [col for col in EVALUATION if any(r[EVALUATION[col][0]] is not None for r in rows)]
+    numeric = {"trial", spec.metric, margin, "epochs", *evaluated}
+    for col in ("trial", "run", "state", *names, spec.metric, margin, *evaluated, "epochs", "duration", "note"):
+        table.add_column(col, justify="right" if col in numeric else "left")
     best = best_trial(study)
     copy_first = set()
-    for t in trials:
-        row = trial_row(t)
+    for t, row in zip(trials, rows, strict=True):
         style = "bold green" if best is not None and t.number == best.number else None
         if row["val_psnr_copy_first"] is not None:
             copy_first.add(round(row["val_psnr_copy_first"], 2))
@@ -81,12 +83,42 @@ def trials_table(spec: SweepSpec, study: optuna.Study, *, title: str | None = No
         table.add_row(
             str(t.number), row["run"], row["state"], *(_fmt(params.get(n)) for n in names), _fmt(t.value),
             "-" if row[MARGIN_COLUMN] is None else f"{row[MARGIN_COLUMN]:+.2f} dB",
+            *(_evaluation_cell(row, col) for col in evaluated),
             str(row["epochs"]), fmt_duration(row["duration_s"]), note, style=style,
         )
+    captions = []
     if copy_first:
-        table.caption = (f"vs copy-first: validation PSNR minus copying each clip's first frame ("
-                         f"{', '.join(f'{v:.2f}' for v in sorted(copy_first))} dB): below 0, a trial learned nothing")
+        captions.append(f"vs copy-first: validation PSNR minus copying each clip's first frame ("
+                        f"{', '.join(f'{v:.2f}' for v in sorted(copy_first))} dB): below 0, a trial learned nothing")
+    if evaluated:
+        captions.append(EVALUATION_CAPTION)
+    table.caption = "\n".join(captions) or None
     return table
+
+
+EVALUATION = {
+    "SSIM": ("val_ssim", None, "{:.3f}"),
+    "best of K": ("val_psnr_best_of_k", None, "{:.2f}"),
+    "z spread": ("val_psnr_std_of_k", None, "±{:.2f}"),
+    "w/o prev frame": ("val_psnr_no_prev", "val_psnr", "{:+.2f} dB"),
+    "other look": ("val_psnr_swapped_frame", "val_psnr", "{:+.2f} dB"),
+    "active z": ("val_active_units", None, "{:.0f}"),
+}
+"""Status columns of the evaluation (docs/evaluation.md): column -> (trial column, the column it is shown
+relative to, format)."""
+EVALUATION_CAPTION = (
+    "SSIM and best of K (PSNR of each video's best of K samples of z) at the trial's value epoch; z spread: "
+    "the PSNR's standard deviation over the K samples; w/o prev frame, other look: the PSNR change when the "
+    "frame input is the clip's first frame or another video's frame at every step (near 0: the model does not "
+    "use it); active z: latent channels whose posterior varies with the data (0: posterior collapse)")
+
+
+def _evaluation_cell(row: dict[str, Any], column: str) -> str:
+    key, relative_to, fmt = EVALUATION[column]
+    value = row.get(key)
+    if value is None or (relative_to is not None and row.get(relative_to) is None):
+        return "-"
+    return fmt.format(value - (row[relative_to] if relative_to else 0.0))
 
 
 def summary_line(spec: SweepSpec, study: optuna.Study, workers: int) -> str:

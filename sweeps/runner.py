@@ -51,12 +51,10 @@ from cvae.sweeps.storage import StorageError, open_storage
 from optuna.trial import TrialState
 
 from cvae.schema import (
-    BASELINE_COLUMNS,
     BASELINE_NAMES,
     BASELINES_CSV,
     CONFIG_ID,
     FRAMES_CSV,
-    MARGIN_COLUMN,
     METRICS_CSV,
     REASON,
     REPLICATE,
@@ -65,14 +63,15 @@ from cvae.schema import (
     RUN_ID,
     SAMPLE_GIF,
     SLOT,
+    TRIAL_COLUMNS,
     TRIAL_JSON,
     UID,
     WANDB_PATH,
     WANDB_URL,
     TrialRecord,
-    baseline_attr,
     run_key,
     run_name,
+    trial_attr,
 )
 
 log = logging.getLogger("cvae")
@@ -398,7 +397,7 @@ def _finish(study, trial, spec, tracker, record, folder, callback, state, reason
     baselines, per_frame_baselines = trial_baselines(rows, epoch, folder / BASELINES_CSV)
     for name, v in baselines.items():
         if v is not None:
-            trial.set_user_attr(baseline_attr(name), v)
+            trial.set_user_attr(trial_attr(name), v)
     plot_path = _psnr_plot(spec, trial, folder, per_frame, per_frame_baselines, rows)
     # Artifacts before the state change: a finished trial takes no more attributes. A retry uploads again.
     upload_trial_files(spec.output_dir, trial, [p for p in (video_path, plot_path) if p is not None])
@@ -454,16 +453,19 @@ def _psnr_plot(spec: SweepSpec, trial: optuna.Trial, folder: Path, per_frame: li
 
 def trial_baselines(rows: list[dict[str, str]], epoch: int, baselines_csv: Path,
                     ) -> tuple[dict[str, float | None], dict[str, list[float]] | None]:
-    """A trial's baselines and margin, as recorded in trial.json and its Optuna attributes, and per frame.
+    """A trial's baselines, margin and evaluation (:data:`cvae.schema.TRIAL_COLUMNS`), as recorded in
+    trial.json and its Optuna attributes, and the baselines per frame.
 
-    The baselines are those of its validation video (the same every epoch); the margin is the one of the
-    epoch its value comes from (``epoch``), else of its last epoch. None where nothing was validated.
+    The baselines are those of its validation video (the same every epoch); the margin and the evaluation
+    (SSIM, K samples, what the model uses) are those of the epoch its value comes from (``epoch``), else of its
+    last epoch. None where nothing was measured.
     """
     chosen = next((r for r in rows if int(r["epoch"]) == epoch), rows[-1] if rows else {})
     out: dict[str, float | None] = {}
-    for col in (*BASELINE_COLUMNS, MARGIN_COLUMN):
+    for col in TRIAL_COLUMNS:
         text = chosen.get(col)
-        out[col] = float(text) if text not in (None, "", "nan") else None
+        value = float(text) if text not in (None, "", "nan") else None
+        out[col] = None if value is None or math.isnan(value) else value
     per_frame = None
     if baselines_csv.exists():
         table = read_csv(baselines_csv)

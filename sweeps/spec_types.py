@@ -22,9 +22,12 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from cvae.schema import EVAL_COLUMNS, WANDB_KEYS, default_goal
+
 METRICS = {
     "val/psnr": "val_psnr", "val/loss": "val_loss", "train/loss": "train_loss", "train/mse": "train_mse",
     "train/kl": "train_kl", "train/psnr": "train_psnr",
+    **{WANDB_KEYS[col]: col for col in EVAL_COLUMNS if col != "val_ssim_copy_first"},
 }
 """Sweep metric name (the W&B key) -> the EpochResult field it reads."""
 
@@ -139,7 +142,7 @@ class MetricSpec:
         if not isinstance(name, str) or name not in METRICS:
             errors.append(f"metric.name={name!r} is not one of {', '.join(METRICS)}")
             name = cls.name
-        goal = section.get("goal", "maximize" if name.endswith("psnr") else "minimize")
+        goal = section.get("goal", default_goal(name))
         if goal not in GOALS:
             errors.append(f"metric.goal={goal!r} is not maximize or minimize")
             goal = cls.goal

@@ -42,8 +42,8 @@ def test_trial_row_of_a_retried_trial() -> None:
         distributions={"N_dim": IntDistribution(4, 12), "kl_anneal_type": CategoricalDistribution(["none", "cyclical"])},
         intermediate_values={0: 20.0, 1: 25.0, 2: 27.5},
         user_attrs={schema.REPLICATE: 1, schema.CONFIG_ID: "abc", schema.RUN_DIR: "/r/t0003",
-                    schema.RUN_ID: "q-1-t3", schema.baseline_attr("val_psnr_copy_first"): 22.1,
-                    schema.baseline_attr(schema.MARGIN_COLUMN): 5.4},
+                    schema.RUN_ID: "q-1-t3", schema.trial_attr("val_psnr_copy_first"): 22.1,
+                    schema.trial_attr(schema.MARGIN_COLUMN): 5.4},
         system_attrs={schema.FAILED_TRIAL: 3, schema.RETRY_HISTORY: [3, 5]},
     )
     trial.datetime_start, trial.datetime_complete = start, start + timedelta(seconds=90)

@@ -1,0 +1,115 @@
+"""What the evaluation of a stochastic predictor costs against the lab's one rollout, on this machine.
+
+Usage:
+    python benchmarks/evaluation_cost.py                         # the main job's model, 1 and 2 threads
+    python benchmarks/evaluation_cost.py --dims lab --threads 2  # the lab's model sizes
+    python benchmarks/evaluation_cost.py --out benchmarks/results/evaluation_cost.csv
+
+One 630-frame validation video of the main job's generated data (``sweeps/configs/quickstart.yaml``'s
+``synth``), a model at the main job's sizes (``F_dim 24, L_dim 8, N_dim 12, D_out_dim 24``) or the lab's, in
+the memory format training uses (channels_last). Timed, interleaved so that drift in the machine's speed hits
+every variant alike, ``--repeats`` times each:
+
+- ``lab``: :func:`cvae.core.rollout.rollout`, the lab's validation (one rollout, one draw of z);
+- ``k1``: :func:`cvae.core.evaluate.evaluate` with K = 1 and no diagnostics (the lab's rollout + SSIM);
+- ``k5``: K = 5 samples of z in one batch, no diagnostics;
+- ``k5_diag``: K = 5 with every diagnostic (z = 0, the frame input replaced twice, the posterior): what a
+  validation costs by default;
+- ``k5_loop``: five separate K = 1 evaluations, what batching replaces.
+
+Each row of the CSV is one timed call; the summary prints medians and their ratios to ``lab``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from cvae.core.config import ModelConfig
+from cvae.core.data import load_split
+from cvae.core.evaluate import evaluate, other_video_frames
+from cvae.core.model import CVAE
+from cvae.core.rollout import rollout
+from cvae.core.synth import generate_dataset
+
+DIMS = {"main": ModelConfig(F_dim=24, L_dim=8, N_dim=12, D_out_dim=24), "lab": ModelConfig()}
+
+
+def variants(model, frames, poses, other):
+    first = frames[:, 0].float() / 255
+
+    def lab():
+        rollout(model, first, poses, generator=torch.Generator().manual_seed(0))
+
+    def k(samples, diagnostics):
+        return lambda: evaluate(model, frames, poses, seed=0, samples=samples, diagnostics=diagnostics, other=other)
+
+    def loop():
+        for s in range(5):
+            evaluate(model, frames, poses, seed=s, samples=1, diagnostics=False)
+
+    return {"lab": lab, "k1": k(1, False), "k5": k(5, False), "k5_diag": k(5, True), "k5_loop": loop}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--dims", choices=sorted(DIMS), default="main")
+    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--frames", type=int, default=630, help="validation frames (the lab's 630)")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--only", nargs="+", help="variants to time (default all)")
+    ap.add_argument("--out", type=Path, help="CSV of every timed call")
+    args = ap.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "data"
+        generate_dataset(root, train_frames=768, train_video_len=48, val_frames=args.frames, test_sequences=1,
+                         test_frames=8, dancers=1, seed=0, workers=2)
+        val = load_split(root, "val", (32, 64), workers=2, cache_dir=tmp)
+        train = load_split(root, "train", (32, 64), workers=2, cache_dir=tmp)
+    frames, poses = val.frames[None], val.poses[None]
+    other = other_video_frames(train.frames, frames[:, 0])
+    torch.manual_seed(0)
+    model = CVAE(DIMS[args.dims]).to(memory_format=torch.channels_last).eval()
+    runs = variants(model, frames, poses, other)
+    names = args.only or list(runs)
+    rows = []
+    for threads in args.threads:
+        torch.set_num_threads(threads)
+        for fn in runs.values():  # warm-up: kernels built, caches filled
+            evaluate(model, frames[:, :20], poses[:, :20], seed=0, samples=5, other=other)
+            break
+        for rep in range(args.repeats):
+            for name in names:
+                t0 = time.perf_counter()
+                runs[name]()
+                seconds = time.perf_counter() - t0
+                rows.append({"dims": args.dims, "threads": threads, "variant": name, "repeat": rep,
+                             "frames": args.frames, "seconds": round(seconds, 3), "cpu": platform.processor()
+                             or platform.machine()})
+                print(f"threads {threads} {name:8s} repeat {rep}: {seconds:7.2f} s", flush=True)
+    print("\nmedian seconds (ratio to the lab's one rollout)")
+    for threads in args.threads:
+        med = {n: statistics.median(r["seconds"] for r in rows if r["threads"] == threads and r["variant"] == n)
+               for n in names}
+        base = med.get("lab")
+        print(f"  threads {threads}: " + ", ".join(
+            f"{n} {v:.1f} s" + (f" ({v / base:.2f}x)" if base else "") for n, v in med.items()))
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        new = not args.out.exists()
+        with args.out.open("a", newline="") as fh:
+            writer = csv.DictWriter(fh, list(rows[0]))
+            if new:
+                writer.writeheader()
+            writer.writerows(rows)
+
+
+if __name__ == "__main__":
+    main()

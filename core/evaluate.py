@@ -1,0 +1,281 @@
+"""Evaluating a stochastic video predictor as the field does, in one batched pass per validation.
+
+The lab judges a model by one number: the PSNR of one rollout with one draw of z. That number cannot tell a
+model that uses its latent from one whose posterior collapsed, nor a model that carries its input frame from
+one that only renders the pose. So every validation (and ``cvae test`` where ground truth exists) measures,
+as stochastic video prediction is evaluated since SVG (Denton & Fergus 2018):
+
+- **the lab's rollout** (sample 0): z ~ N(0, I) drawn from ``seed`` exactly as :func:`core.rollout.rollout`
+  draws it, scored by PSNR (``val_psnr``, unchanged) and SSIM;
+- **K samples of z** from the prior (``samples``; sample 0 is the lab's rollout, the others draw from a second
+  generator seeded from ``seed``): per video the mean, the best and the spread of the samples' average PSNR
+  and SSIM; the best sample is chosen per video by its average (by PSNR for PSNR, by SSIM for SSIM);
+- **z = 0**, the prior's mean: a model whose frames differ from the z = 0 rollout's uses its latent;
+- **what the model takes from its previous frame**: the rollout with the frame input replaced at every step
+  by the clip's first frame (``no_prev``: what it takes from the recent past) and by a frame of another video
+  (``swapped_frame``: what it takes of the video's look), both with sample 0's z, against the normal rollout;
+- **posterior collapse**: the posterior q(z | x_t, P_t) on every ground-truth frame: its KL from the prior per
+  latent channel, and the active units of Burda et al. (2016): a channel is active when the variance over the
+  data of its posterior mean (per position, averaged over the channel's H x W positions) exceeds 0.01.
+
+The K samples and the z = 0 rollout are rows of one batch through the model (autoregressive over time); the
+two frame-input diagnostics and the posterior have no recurrence and run batched over time steps. Memory is
+bounded: time is processed in chunks of :data:`core.rollout.POSE_CHUNK` steps.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass, field
+
+import torch
+from cvae.core.metrics import psnr, ssim
+from cvae.core.model import CVAE
+from cvae.core.rollout import POSE_CHUNK
+from tqdm.auto import tqdm
+
+from cvae.schema import ACTIVE_THRESHOLD
+
+EXTRA_SAMPLES_SEED = 0x5EED
+"""Samples 1..K-1 draw z from a generator seeded with ``seed + EXTRA_SAMPLES_SEED``, so sample 0 is the lab's
+rollout and adding samples never changes it."""
+DECODE_FRAMES = 16
+"""Frames decoded per call by the diagnostics that run batched over time (bounds their working set)."""
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """One evaluation of a set of videos (see the module docstring).
+
+    ``metrics`` keys are :data:`cvae.schema.EVAL_COLUMNS` and ``val_psnr``, ``val_loss`` without their ``val_``
+    prefix (``psnr``, ``ssim``, ``psnr_best_of_k``, ...); NaN where not measured (a diagnostic turned off, a
+    spread of one sample). ``curves`` holds every predicted frame's score averaged over the videos, keyed as
+    :data:`cvae.schema.FRAME_COLUMNS`; ``per_video`` the per-video averages of the same scores.
+    """
+
+    metrics: dict[str, float]
+    curves: dict[str, list[float]]
+    per_video: dict[str, list[float]]
+    latents: list[dict[str, float]] = field(default_factory=list)
+    """Per latent channel: ``channel``, ``kl`` (nats per frame), ``mean_var`` (variance of its posterior mean),
+    ``active`` (0 or 1); empty without diagnostics."""
+    video: torch.Tensor | None = field(default=None, repr=False)
+    """The lab's rollout (sample 0), (B, T, 3, H, W) float, frame 0 given."""
+    samples: int = 1
+
+
+def _float(x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    x = x.to(device)
+    return x.float().div_(255) if x.dtype == torch.uint8 else x.float()
+
+
+def other_video_frames(pool: torch.Tensor, firsts: torch.Tensor) -> torch.Tensor:
+    """For each clip, a frame of another video: the frame of ``pool`` least like the clip's first frame (largest
+    mean squared difference), so that where the pool holds other looks (dancers, clothes, backgrounds) it shows
+    one. ``pool``: (N, 3, H, W), ``firsts``: (B, 3, H, W), both uint8 or both float; returns (B, 3, H, W)."""
+    flat = pool.reshape(pool.shape[0], -1)
+    picks = []
+    for first in firsts:
+        diff = (flat.float() - first.reshape(1, -1).float()).pow_(2).mean(dim=1)
+        picks.append(pool[int(diff.argmax())])
+    return torch.stack(picks)
+
+
+def _decode_constant_frame(model: CVAE, frame_feat: torch.Tensor, pose_feat: torch.Tensor, z: torch.Tensor,
+                           autocast) -> torch.Tensor:
+    """Decode every step of a chunk from the same frame features (no recurrence): (B, n, 3, H, W)."""
+    batch, steps = pose_feat.shape[:2]
+    step = max(1, DECODE_FRAMES // batch)
+    out = []
+    for s in range(0, steps, step):
+        n = min(step, steps - s)
+        feat = frame_feat[:, None].expand(batch, n, *frame_feat.shape[1:]).flatten(0, 1)
+        with autocast():
+            pred = model.decode(feat, pose_feat[:, s:s + n].flatten(0, 1), z[:, s:s + n].flatten(0, 1))
+        out.append(pred.float().unflatten(0, (batch, n)))
+    return torch.cat(out, dim=1)
+
+
+class _Posterior:
+    """Running sums of the posterior's statistics over ground-truth frames (float64: no cancellation)."""
+
+    def __init__(self) -> None:
+        self.frames = 0
+        self.kl = self.mu = self.mu2 = None
+
+    def add(self, model: CVAE, target: torch.Tensor, pose_feat: torch.Tensor, autocast) -> None:
+        batch, steps = target.shape[:2]
+        step = max(1, DECODE_FRAMES // batch)
+        for s in range(0, steps, step):
+            n = min(step, steps - s)
+            with autocast():
+                feat = model.frame_transformation(target[:, s:s + n].flatten(0, 1))
+                mu, logvar = model.Gaussian_Predictor.posterior(feat, pose_feat[:, s:s + n].flatten(0, 1))
+            mu, logvar = mu.double(), logvar.double()
+            kl = (-0.5 * (1 + logvar - mu.pow(2) - logvar.exp())).sum(dim=(0, 2, 3))  # (N,) summed over frames
+            if self.kl is None:
+                self.kl, self.mu, self.mu2 = kl, mu.sum(0), mu.pow(2).sum(0)
+            else:
+                self.kl += kl
+                self.mu += mu.sum(0)
+                self.mu2 += mu.pow(2).sum(0)
+            self.frames += mu.shape[0]
+
+    def channels(self) -> list[dict[str, float]]:
+        if self.kl is None:
+            return []
+        mean = self.mu / self.frames
+        var = (self.mu2 / self.frames - mean.pow(2)).clamp_(min=0).mean(dim=(1, 2))  # (N,) over positions
+        kl = self.kl / self.frames
+        return [{"channel": c, "kl": float(kl[c]), "mean_var": float(var[c]), "active": int(var[c] > ACTIVE_THRESHOLD)}
+                for c in range(kl.shape[0])]
+
+
+def _valid(x: torch.Tensor) -> torch.Tensor:
+    """A score that can be ranked: not NaN and not -inf (a rollout that left the finite range)."""
+    return ~torch.isnan(x) & (x != -math.inf)
+
+
+def _best_of(per_frame: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(K, B, T) scores -> per video the best sample's average (B,) and its per-frame scores (B, T); NaN for a
+    video none of whose samples is valid."""
+    avg = per_frame.mean(dim=-1)
+    ranked = torch.where(_valid(avg), avg, torch.full_like(avg, -math.inf))
+    idx = ranked.argmax(dim=0)  # (B,)
+    cols = torch.arange(per_frame.shape[1], device=per_frame.device)
+    best_avg = torch.where(_valid(avg).any(dim=0), avg[idx, cols], torch.full_like(avg[0], math.nan))
+    return best_avg, per_frame[idx, cols]
+
+
+def _std(avg: torch.Tensor) -> torch.Tensor:
+    """(K, B) -> the samples' standard deviation per video (NaN for one sample)."""
+    return avg.std(dim=0) if avg.shape[0] > 1 else torch.full_like(avg[0], math.nan)
+
+
+@torch.no_grad()
+def evaluate(model: CVAE, frames: torch.Tensor, poses: torch.Tensor, *, seed: int, samples: int = 5,
+             diagnostics: bool = True, z0: bool | None = None, frame_inputs: bool | None = None,
+             posterior: bool | None = None, other: torch.Tensor | None = None,
+             autocast: torch.autocast | None = None, progress: bool = False, desc: str = "validation") -> Evaluation:
+    """Evaluate ``model`` on videos with ground truth (see the module docstring).
+
+    Args:
+        model: the cVAE; put in eval mode (BatchNorm uses its running statistics) and restored after.
+        frames: (B, T, 3, H, W) ground truth, uint8 or float in [0, 1], any device: frame 0 starts every
+            rollout, frames 1..T-1 are scored and feed the posterior diagnostics.
+        poses: (B, T, 3, H, W) pose images, uint8 or float.
+        seed: the seed of z (``val_seed``): sample 0 draws exactly as the lab's rollout does.
+        samples: K, the rollouts with z from the prior (>= 1).
+        diagnostics: also the z = 0 rollout, the frame-input replacements and the posterior statistics; each
+            can be set apart with ``z0``, ``frame_inputs`` and ``posterior`` (None: as ``diagnostics``).
+        other: (B, 3, H, W) a frame of another video per clip (:func:`other_video_frames`), for the
+            swapped-frame diagnostic; None leaves it out.
+        autocast: an optional autocast context (bf16 on CUDA).
+        progress: a progress bar over time steps.
+    """
+    if samples < 1:
+        raise ValueError(f"samples must be >= 1 (got {samples})")
+    z0 = diagnostics if z0 is None else z0
+    frame_inputs = diagnostics if frame_inputs is None else frame_inputs
+    posterior_on = diagnostics if posterior is None else posterior
+    device = next(model.parameters()).device
+    amp = (lambda: autocast) if autocast is not None else contextlib.nullcontext
+    batch, steps = frames.shape[:2]
+    size = frames.shape[-2:]
+    n_dim = model.dims.N_dim
+    reps = samples + int(z0)  # sample rows, then the z = 0 row
+    gen0 = torch.Generator(device=device).manual_seed(seed)
+    gen_k = torch.Generator(device=device).manual_seed(seed + EXTRA_SAMPLES_SEED)
+    was_training = model.training
+    model.eval()
+    try:
+        first = _float(frames[:, 0], device)
+        video = torch.empty((batch, steps, 3, *size), dtype=torch.float32, device=device)
+        video[:, 0] = first
+        prev = first.repeat(reps, 1, 1, 1)
+        scores = {name: torch.full((reps * batch, steps - 1), math.nan, device=device) for name in ("psnr", "ssim")}
+        frame_input = {}
+        if frame_inputs:
+            with amp():
+                frame_input["psnr_no_prev"] = model.frame_transformation(first)
+                if other is not None:
+                    frame_input["psnr_swapped_frame"] = model.frame_transformation(_float(other, device))
+        constant = {name: torch.full((batch, steps - 1), math.nan, device=device) for name in frame_input}
+        posterior = _Posterior()
+        sq_err = 0.0
+        bar = tqdm(total=steps - 1, desc=desc, disable=not progress, leave=False, dynamic_ncols=True)
+        for start in range(1, steps, POSE_CHUNK):
+            stop = min(start + POSE_CHUNK, steps)
+            n = stop - start
+            target = _float(frames[:, start:stop], device)
+            with amp():
+                # The pose encoder in eval mode is per-image: batching it over time is the same math.
+                pose_feat = model.encode_poses(_float(poses[:, start:stop], device))
+            preds = torch.empty((reps * batch, n, 3, *size), dtype=torch.float32, device=device)
+            z_first = torch.empty((batch, n, n_dim, *size), dtype=torch.float32, device=device)
+            for k in range(n):
+                z = [torch.randn((batch, n_dim, *size), generator=gen0, device=device)]
+                if samples > 1:
+                    z.append(torch.randn(((samples - 1) * batch, n_dim, *size), generator=gen_k, device=device))
+                if z0:
+                    z.append(torch.zeros((batch, n_dim, *size), device=device))
+                z = torch.cat(z) if len(z) > 1 else z[0]
+                z_first[:, k] = z[:batch]
+                pose_k = pose_feat[:, k].repeat(reps, 1, 1, 1) if reps > 1 else pose_feat[:, k]
+                with amp():
+                    pred = model.decode(model.frame_transformation(prev), pose_k, z)
+                preds[:, k] = pred.float()
+                prev = pred
+                bar.update()
+            video[:, start:stop] = preds[:batch]
+            truth = target.repeat(reps, 1, 1, 1, 1)
+            scores["psnr"][:, start - 1:stop - 1] = psnr(preds, truth)
+            scores["ssim"][:, start - 1:stop - 1] = ssim(preds, truth)
+            sq_err += float((preds[:batch] - target).double().pow(2).sum())
+            for name, feat in frame_input.items():
+                constant[name][:, start - 1:stop - 1] = psnr(
+                    _decode_constant_frame(model, feat, pose_feat, z_first, amp), target)
+            if posterior_on:
+                posterior.add(model, target, pose_feat, amp)
+        bar.close()
+    finally:
+        model.train(was_training)
+    return _reduce(scores, constant, posterior, video, samples=samples, z0=z0,
+                   mse=sq_err / max(1, batch * (steps - 1) * 3 * size[0] * size[1]))
+
+
+def _reduce(scores: dict[str, torch.Tensor], constant: dict[str, torch.Tensor], posterior: _Posterior,
+            video: torch.Tensor, *, samples: int, z0: bool, mse: float) -> Evaluation:
+    batch = video.shape[0]
+    metrics: dict[str, float] = {"loss": mse}
+    curves: dict[str, list[float]] = {}
+    per_video: dict[str, list[float]] = {}
+
+    def put(name: str, per_frame: torch.Tensor, avg: torch.Tensor | None = None) -> None:
+        """``per_frame``: (B, T) -> its curve over frames, per-video averages and overall mean."""
+        avg = per_frame.mean(dim=1) if avg is None else avg
+        curves[name] = per_frame.mean(dim=0).cpu().tolist()
+        per_video[name] = avg.cpu().tolist()
+        metrics[name] = float(avg.mean())
+
+    for metric in ("psnr", "ssim"):
+        drawn = scores[metric][: samples * batch].unflatten(0, (samples, batch))  # (K, B, T)
+        put(metric, drawn[0])
+        avg = drawn.mean(dim=-1)
+        best_avg, best_frames = _best_of(drawn)
+        put(f"{metric}_best_of_k", best_frames, best_avg)
+        put(f"{metric}_mean_of_k", drawn.mean(dim=0))
+        per_video[f"{metric}_std_of_k"] = _std(avg).cpu().tolist()
+        metrics[f"{metric}_std_of_k"] = float(_std(avg).mean())
+        if z0:
+            put(f"{metric}_z0", scores[metric][samples * batch:])
+    for name, values in constant.items():
+        put(name, values)
+    latents = posterior.channels()
+    metrics["kl"] = sum(c["kl"] for c in latents) if latents else math.nan
+    metrics["active_units"] = float(sum(c["active"] for c in latents)) if latents else math.nan
+    for name in ("psnr_z0", "ssim_z0", "psnr_no_prev", "psnr_swapped_frame"):
+        metrics.setdefault(name, math.nan)
+    return Evaluation(metrics=metrics, curves=curves, per_video=per_video, latents=latents, video=video,
+                      samples=samples)
