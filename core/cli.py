@@ -292,6 +292,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
         best += (f" ({run.best_val_psnr - copy_first:+.2f} dB over copy-first-frame, {copy_first:.2f} dB; "
                  f"mean frame {run.baselines['mean_frame']:.2f} dB)")
     print(f"{run.status}: {run.epochs_run} epoch(s) in {run.save_root}; {best}")
+    at_best = next((r for r in run.history if r.epoch == run.best_epoch), None)
+    if at_best is not None and not math.isnan(at_best.val_ssim):
+        from cvae.core.tester import EVALUATION_KEYS, evaluation_line
+
+        samples = cfg.run.val_samples if not math.isnan(at_best.val_psnr_best_of_k) else 1
+        print(f"  epoch {run.best_epoch}: " + evaluation_line(
+            {key: float(getattr(at_best, f"val_{key}")) for key in EVALUATION_KEYS}, samples))
     return 0
 
 

@@ -9,10 +9,10 @@ from pathlib import Path
 import torch
 from cvae.core.config import ExperimentConfig, ScheduleConfig
 from cvae.core.data import list_frames, num_clips
+from cvae.core.evaluate import evaluate
 from cvae.core.model import CVAE
-from cvae.core.rollout import rollout
 from cvae.core.schedules import settled_epoch
-from cvae.core.trainer import default_time_chunk, memory_format, train_step
+from cvae.core.trainer import default_time_chunk, full_evaluation, memory_format, train_step
 from cvae.sweeps.report import fmt_duration
 from cvae.sweeps.spec import SweepSpec, representative_params
 
@@ -29,9 +29,9 @@ def _split_frames(spec: SweepSpec, split: str, synth_default: int) -> int | None
 
 
 def time_one_epoch(spec: SweepSpec, params: dict, threads: int) -> tuple[float, float]:
-    """(seconds of one training epoch, seconds of one validation rollout) of a trial, from a short timing.
+    """(seconds of one training epoch, mean seconds of one validation) of a trial, from a short timing.
 
-    Times two training steps (the second counts) and 8 rollout steps of the trial's model on random input.
+    Times two training steps (the second counts) and 8 validation steps of the trial's model on random input.
     """
     cfg = spec.trial_config(params, save_root="plan")
     previous = torch.get_num_threads()
@@ -57,14 +57,22 @@ def _time_one_epoch(spec: SweepSpec, cfg: ExperimentConfig) -> tuple[float, floa
     batches = num_clips(n, t, cfg.data.partial) // b if n else 0
     val = 0.0
     if cfg.run.validate:
-        # validate() rolls out every val_vi_len-frame clip of the validation video, in one batch.
+        # validate() evaluates every val_vi_len-frame clip of the validation video, in one batch: the lab's
+        # rollout, SSIM and the posterior every epoch, the K samples and the frame replacements on full epochs.
         n_val = _split_frames(spec, "val", 630)
         clips = max(1, num_clips(n_val, cfg.data.val_vi_len, 1.0)) if n_val else 1
-        gen = torch.Generator().manual_seed(0)
-        first, val_poses = torch.rand(clips, 3, h, w), torch.rand(clips, 9, 3, h, w)
-        t0 = time.perf_counter()
-        rollout(model, first, val_poses, generator=gen)
-        val = (time.perf_counter() - t0) / 8 * (cfg.data.val_vi_len - 1)
+        frames, val_poses = torch.rand(clips, 9, 3, h, w), torch.rand(clips, 9, 3, h, w)
+        diag = cfg.run.val_diagnostics
+        seconds = {}
+        for full in (True, False):
+            kw = dict(seed=0, samples=cfg.run.val_samples if full else 1, z0=diag and full,
+                      frame_inputs=diag and full, posterior=diag, other=frames[:, 0])
+            evaluate(model, frames[:, :2], val_poses[:, :2], **kw)  # kernels built before the timing
+            t0 = time.perf_counter()
+            evaluate(model, frames, val_poses, **kw)
+            seconds[full] = (time.perf_counter() - t0) / 8 * (cfg.data.val_vi_len - 1)
+        epochs = range(cfg.run.num_epoch)
+        val = sum(seconds[full_evaluation(cfg, e)] for e in epochs) / len(epochs)
     return step * batches, val
 
 

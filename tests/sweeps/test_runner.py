@@ -21,6 +21,7 @@ from cvae.sweeps.spec import load_spec
 from cvae.sweeps.storage import mask_url, open_storage
 from optuna.trial import TrialState
 
+from cvae.schema import EVAL_COLUMNS, WANDB_KEYS
 from cvae.wandb_offline import read_offline_runs_merged
 
 BASE = {
@@ -46,7 +47,9 @@ def write_spec(tmp_path: Path, dataset: Path, **overrides) -> Path:
     return path
 
 
-def cvae(*args: str, env: dict, timeout: float = 300) -> subprocess.CompletedProcess:
+def cvae(*args: str, env: dict, timeout: float = 300, columns: int | None = None) -> subprocess.CompletedProcess:
+    if columns is not None:
+        env = {**env, "COLUMNS": str(columns)}
     return subprocess.run([sys.executable, "-m", "cvae", *args], env=env, capture_output=True, text=True,
                           timeout=timeout)
 
@@ -95,6 +98,11 @@ def test_grid_sweep_with_two_workers_runs_each_point_once_and_tracks_it(tiny_dat
         for key in ("val_psnr_copy_first", "val_psnr_mean_frame", "val_psnr_copy_prev", "val_psnr_margin"):
             assert record[key] == pytest.approx(float(best[key])) == pytest.approx(t.user_attrs[f"cvae:{key}"])
         assert record["val_psnr_margin"] == pytest.approx(t.value - record["val_psnr_copy_first"])
+        # ... and so does the evaluation (SSIM, K samples, what the model uses), from the same epoch.
+        for key in EVAL_COLUMNS:
+            assert math.isfinite(record[key]), key
+            assert record[key] == pytest.approx(float(best[key])) == pytest.approx(t.user_attrs[f"cvae:{key}"])
+        assert record["val_psnr"] == pytest.approx(t.value)
         # Where the trial's time went, and its worker's memory, measured by the runner.
         timing, resources = record["timing"], record["resources"]
         assert timing["train_s"] == pytest.approx(sum(float(r["train_seconds"]) for r in rows), abs=1e-3)
@@ -119,6 +127,12 @@ def test_grid_sweep_with_two_workers_runs_each_point_once_and_tracks_it(tiny_dat
                 "val/psnr_mean_frame", "val/psnr_copy_prev", "val/psnr_margin"} <= set(run.history[0])
         assert run.summary["val/psnr_margin"] == {"max": pytest.approx(t.user_attrs["cvae:val_psnr_margin"])}
         assert run.summary["val/psnr_copy_first"] == pytest.approx(t.user_attrs["cvae:val_psnr_copy_first"])
+        # The evaluation: goal-aware summaries for its scores, the best epoch's value for its diagnostics.
+        assert {WANDB_KEYS[c] for c in EVAL_COLUMNS} <= set(run.history[0])
+        epochs_ssim = [h["val/ssim"] for h in run.history if "val/ssim" in h]
+        assert run.summary["val/ssim"] == {"max": pytest.approx(max(epochs_ssim))}
+        for key in ("val_psnr_no_prev", "val_psnr_swapped_frame", "val_active_units", "val_kl"):
+            assert run.summary[WANDB_KEYS[key]] == pytest.approx(t.user_attrs[f"cvae:{key}"])
     assert any(r.job_type == "sweep-summary" for r in runs.values())
 
     again = cvae("sweep", "run", str(spec_path), "--no-live", env=env)
@@ -379,8 +393,17 @@ def test_status_best_and_plan_commands(tiny_dataset, tmp_path, env):
     run_worker(spec)
     best = cvae("sweep", "best", str(spec_path), env=env)
     assert best.returncode == 0 and "best trial" in best.stdout and "N_dim:" in best.stdout
-    status = cvae("sweep", "status", str(spec_path), env=env)
+    status = cvae("sweep", "status", str(spec_path), env=env, columns=250)
     assert "2 complete" in status.stdout
+    # The evaluation's columns, each trial at its value's epoch, and the caption that explains them.
+    header = next(line for line in status.stdout.splitlines() if "SSIM" in line)
+    for column in ("best of K", "z spread", "w/o prev frame", "other look", "active z"):
+        assert column in header
+    assert "active z: latent channels whose posterior varies with the data" in " ".join(status.stdout.split())
+    for t in load(spec_path)[1].get_trials():
+        drop = t.user_attrs["cvae:val_psnr_no_prev"] - t.user_attrs["cvae:val_psnr"]
+        row = next(line for line in status.stdout.splitlines() if line.strip("│ ").startswith(f"{t.number} "))
+        assert f"{t.user_attrs['cvae:val_ssim']:.3f}" in row and f"{drop:+.2f} dB" in row
     listed = subprocess.run([str(Path(sys.executable).parent / "optuna"), "trials", "--storage", spec.storage, "--study-name",
                              "t", "-f", "json"], env=env, capture_output=True, text=True, timeout=120)
     assert listed.returncode == 0, listed.stderr

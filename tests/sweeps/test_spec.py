@@ -151,10 +151,22 @@ def test_load_spec_overrides_storage_and_workers(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("metric", "goal"), [("val/psnr", "maximize"), ("train/psnr", "maximize"),
-                                               ("val/loss", "minimize"), ("train/kl", "minimize")])
+                                               ("val/loss", "minimize"), ("train/kl", "minimize"),
+                                               ("val/ssim", "maximize"), ("val/psnr_best_of_k", "maximize"),
+                                               ("val/active_units", "maximize"), ("val/kl", "minimize")])
 def test_goal_defaults_from_the_metric(tmp_path: Path, metric: str, goal: str) -> None:
     spec = load(tmp_path, metric={"name": metric})
     assert (spec.goal, spec.direction) == (goal, goal)
+
+
+def test_every_evaluation_column_can_be_the_metric(tmp_path: Path) -> None:
+    from cvae.schema import EVAL_COLUMNS, WANDB_KEYS
+
+    for column in EVAL_COLUMNS:
+        if column == "val_ssim_copy_first":  # a baseline, the same for every trial
+            continue
+        spec = load(tmp_path, metric={"name": WANDB_KEYS[column], "goal": "maximize"})
+        assert spec.metric_field == column
 
 
 @pytest.mark.parametrize(("method", "expected"), [
