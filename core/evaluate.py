@@ -77,7 +77,9 @@ def other_video_frames(pool: torch.Tensor, firsts: torch.Tensor) -> torch.Tensor
     flat = pool.reshape(pool.shape[0], -1)
     picks = []
     for first in firsts:
-        diff = (flat.float() - first.reshape(1, -1).float()).pow_(2).mean(dim=1)
+        ref = first.reshape(1, -1).float()
+        # In chunks: the lab's 20k-frame training set as floats at once would be half a gigabyte.
+        diff = torch.cat([(part.float() - ref).pow_(2).mean(dim=1) for part in flat.split(4096)])
         picks.append(pool[int(diff.argmax())])
     return torch.stack(picks)
 

@@ -415,6 +415,12 @@ class Trainer:
                 # The swapped-frame diagnostic's "another video": the training frame least like each clip's first.
                 firsts = clips_of(self.val_data, cfg.data.val_vi_len)[0][:, 0]
                 self.other_frames = other_video_frames(self.train_data.frames, firsts)
+            if self.device.type == "cpu" and (cfg.run.val_samples > 1 or cfg.run.val_diagnostics):
+                log.info("validation: %d sample(s) of z%s; on a CPU a full evaluation costs about %d lab rollouts "
+                         "(val_samples 1, val_diagnostics false: the lab's cost; val_eval_every N: every N epochs)",
+                         cfg.run.val_samples, " and the diagnostics" if cfg.run.val_diagnostics else "",
+                         # measured with benchmarks/evaluation_cost.py (docs/evaluation.md), one thread
+                         max(1, round(0.8 * cfg.run.val_samples + (2.3 if cfg.run.val_diagnostics else 0))))
 
         if self.device.type == "cuda":
             # Decoded once, kept on the GPU: batches are gathered there, with no host copy per step.

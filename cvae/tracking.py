@@ -2,9 +2,13 @@
 
 - Charts use ``epoch`` as their x-axis (``define_metric``), so a resumed run that logs an epoch again adds a
   point instead of failing on W&B's monotonic ``_step``. Summaries follow each metric's goal: the highest
-  PSNR (``summary="max"``), the lowest loss (``"min"``); W&B shows them as ``val/psnr.max``, ...
-- Every validation logs the PSNR of each predicted frame as a table (``val/psnr_per_frame``, with the
-  trivial predictors' PSNR of the same frames), and every new best epoch its rollout (``val/rollout``), so
+  PSNR or SSIM (``summary="max"``), the lowest loss (``"min"``); W&B shows them as ``val/psnr.max``, ...;
+  the evaluation's diagnostics, which have no goal (``val/psnr_no_prev``, ``val/active_units``, ...), keep
+  their best epoch's value.
+- Every validation logs the scores of each predicted frame as a table (``val/psnr_per_frame``: PSNR, the
+  evaluation's other curves such as SSIM and the best of K, and the trivial predictors' PSNR of the same
+  frames), the posterior per latent channel (``val/latents``), and every new best epoch its rollout
+  (``val/rollout``), so
   W&B's media slider steps through them. At the end the best epoch's table, per-frame chart and rollout are
   logged once more as the run's last media row: the summary, the best checkpoint and the media always show
   the same epoch.

@@ -29,7 +29,10 @@ def test_the_labs_own_one_epoch_command_line_trains(lab_sized, tmp_path, capsys)
     """`Trainer.py --DR D --save_root R --num_epoch 1` runs in the lab (tfr 1.0, tfr_sde 10: the ratio never
     decays), so it runs here: one warning, never a refusal."""
     run = tmp_path / "result"
-    assert main(["train", "--DR", str(lab_sized), "--save_root", str(run), "--num_epoch", "1"]) == 0
+    # The lab's flags, and ours only to keep the evaluation to the lab's one rollout: at the lab's sizes on a
+    # CPU the default K = 5 samples and diagnostics cost minutes (tests/core/test_evaluate.py covers them).
+    assert main(["train", "--DR", str(lab_sized), "--save_root", str(run), "--num_epoch", "1",
+                 "--val_samples", "1", "--val_diagnostics", "false"]) == 0
     captured = capsys.readouterr()
     warnings = [line for line in captured.err.splitlines() if line.startswith("cvae train: warning:")]
     assert warnings == ["cvae train: warning: tfr_sde=10 >= num_epoch=1: the teacher-forcing ratio stays at "
@@ -45,16 +48,24 @@ def test_synth_train_test_end_to_end(lab_sized, tmp_path, capsys):
     data, run, out = lab_sized, tmp_path / "run", tmp_path / "test"
     assert main(["train", "--DR", str(data), "--save_root", str(run), "--num_epoch", "2", "--tfr_sde", "1",
                  "--F_dim", "24", "--L_dim", "8", "--N_dim", "4", "--D_out_dim", "24", "--train_vi_len", "8",
-                 "--batch_size", "2", "--kl_anneal_type", "Monotonic", "--no-progress"]) == 0
+                 "--batch_size", "2", "--kl_anneal_type", "Monotonic", "--no-progress", "--val_samples", "2",
+                 "--val_eval_every", "2"]) == 0
     captured = capsys.readouterr()
     assert "completed: 2 epoch(s)" in captured.out and "cvae train: warning" not in captured.err
+    # The evaluation of the 630-frame rollout: the K samples and the frame replacements at the last epoch only.
+    metrics = list(csv.DictReader((run / "metrics.csv").open()))
+    assert metrics[0]["val_psnr_best_of_k"] == "" and metrics[0]["val_ssim"] != ""
+    assert float(metrics[1]["val_psnr_best_of_k"]) >= float(metrics[1]["val_psnr_mean_of_k"])
+    assert metrics[1]["val_psnr_no_prev"] != "" and metrics[1]["val_psnr_swapped_frame"] != ""
+    best_line = next(ln for ln in captured.out.splitlines() if ln.startswith("  epoch "))
+    assert "SSIM" in best_line and "active latent channel(s)" in best_line
 
     ckpt = torch.load(run / "last.ckpt")
     model = CVAE(__import__("cvae.core.model", fromlist=["dims_from_state_dict"]).dims_from_state_dict(ckpt["state_dict"]))
     model.load_state_dict(ckpt["state_dict"], strict=True)
 
     assert main(["test", "--DR", str(data), "--save_root", str(out), "--ckpt_path", str(run / "best.ckpt"),
-                 "--no-progress"]) == 0
+                 "--no-progress", "--samples", "2"]) == 0
     for i in range(2):
         with Image.open(out / f"pred_seq{i}.gif") as gif:
             assert gif.n_frames == 630
@@ -85,3 +96,9 @@ def test_synth_train_test_end_to_end(lab_sized, tmp_path, capsys):
     tests = [ln for ln in printed if ln.startswith("test sequence ")]
     assert [ln.split(":")[0] for ln in tests] == ["test sequence 0", "test sequence 1"]
     assert all("over copy-first-frame" in ln for ln in tests)
+    # Every video with ground truth evaluated: one row each, the validation video's per-frame curves.
+    with (out / "evaluation.csv").open() as fh:
+        evaluated = list(csv.DictReader(fh))
+    assert [r["video"] for r in evaluated] == ["test0", "test1", "val"]
+    assert float(evaluated[2]["psnr"]) == pytest.approx(model_psnr, abs=0.006)
+    assert {"ssim", "psnr_best_of_k", "psnr_no_prev", "psnr_swapped_frame", "ssim_copy_first"} <= set(val[0])
