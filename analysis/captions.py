@@ -15,6 +15,13 @@ LABELS = {
     "lr": "learning rate", "frames_per_s": "training throughput (frames/s)",
     "train_seconds": "training time per epoch (s)", "val_seconds": "validation time per epoch (s)",
     "epoch_seconds": "time per epoch (s)", "psnr": "PSNR (dB)",
+    "val_ssim": "validation SSIM", "val_psnr_best_of_k": "validation PSNR, best of K samples of z (dB)",
+    "val_psnr_mean_of_k": "validation PSNR, mean of K samples of z (dB)",
+    "val_psnr_std_of_k": "validation PSNR spread over z (dB)", "val_ssim_best_of_k": "validation SSIM, best of K",
+    "val_ssim_mean_of_k": "validation SSIM, mean of K", "val_psnr_z0": "validation PSNR with z = 0 (dB)",
+    "val_psnr_no_prev": "validation PSNR without the previous frame (dB)",
+    "val_psnr_swapped_frame": "validation PSNR with another video's frame (dB)",
+    "val_kl": "validation KL divergence (nats per frame)", "val_active_units": "active latent units",
 }
 """Axis labels of the per-epoch metrics (``epochs`` columns)."""
 
@@ -153,6 +160,34 @@ def per_frame_caption(n_frames: int | None, epochs: Sequence[int], used_of: Mapp
             f"({epochs_text}), one line per configuration ({group_noun(len(used_of), 'configuration')}, "
             f"{counts_text(used_of, (), labels)}); the legend gives each configuration's average over "
             f"frames{replicates}.")
+
+
+USES_SENTENCES = {
+    "Frame input": ("Frame input: the validation PSNR of the lab's rollout (its own previous prediction as the frame "
+                    "input) beside the same rollout, same z, with the frame input replaced at every step by the clip's "
+                    "first frame (without its previous frame) and by a frame of another video. No drop without the "
+                    "previous frame (within {no_drop} dB, or above): the model does not use its previous frame, it "
+                    "renders the pose; the drop with another video's frame is what it takes of the video's look."),
+    "Samples of z": ("Samples of z: per video, the standard deviation of the PSNR over {k} samples of z from the "
+                     "prior, and the best of them minus their mean: near 0, the samples do not differ and z is "
+                     "ignored."),
+    "Latent channels": ("Latent channels: the active units, channels whose posterior mean varies over the validation "
+                        "frames (variance > 0.01, Burda et al. 2016){n_dim}: 0 active units is posterior collapse, "
+                        "z ignored."),
+}
+"""What each panel of the ``uses`` figure shows and how to read it."""
+
+
+def uses_caption(panels: Sequence[str], members: Mapping[str, Sequence[str]], labels: Mapping[str, str], *, k: str,
+                 no_drop: float, n_dim: bool) -> str:
+    """The head of the ``uses`` figure's caption (:func:`tail` follows): the layout, then a sentence per panel."""
+    counts = counts_text(members, (), labels).replace("shaded:", "bars:")
+    text = " ".join(USES_SENTENCES[p] for p in panels).format(
+        k=k, no_drop=no_drop, n_dim=", beside N_dim, the channels available (grey |)" if n_dim else "")
+    return (f"What each configuration uses, at each run's best epoch (the best among the epochs that ran the "
+            f"evaluation), one row per configuration ({group_noun(len(members), 'configuration')}, {counts}); points: "
+            f"the mean over its runs; the points of a row come from the same runs: compare them within the row (the "
+            f"table gives each change with its own interval). {text}")
 
 
 def importances_caption(metric: str, method: str, n_runs: int, left_out: Sequence[str], runs: Sequence[str]) -> str:

@@ -9,6 +9,7 @@ The legends are built from the frame's ``line`` and ``color`` columns, so they m
 from __future__ import annotations
 
 import math
+import textwrap
 
 import numpy as np
 import pandas as pd
@@ -21,11 +22,14 @@ from matplotlib.colors import LogNorm, Normalize
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
+from matplotlib.transforms import offset_copy
 
 WIDTH = 10.0
 """Inches: a figure's width (an HTML report's column at DPI 130 is ~1300 px)."""
 REFERENCE_STYLES = {"copy_first": ("--", "0.25"), "mean_frame": (":", "0.45")}
 DASHES = (4, 2)
+BEST_OF_K_STYLE = (0, (6, 2, 1.5, 2))
+"""Dash-dot: the best of K samples of z, in the colour of the line it goes with (dotted is the mean frame's)."""
 
 
 def _canvas(figsize: tuple[float, float]) -> Figure:
@@ -134,6 +138,21 @@ def _schedule(ax, rows: pd.DataFrame, x: str, label: str) -> list:
     return [Line2D([], [], color=colors[k], alpha=0.45, marker="s", ms=3, label=k, **style) for k in order]
 
 
+def _best_of_k(ax, rows: pd.DataFrame, x: str, *, markers: bool, lw: float) -> list:
+    """The best of K samples of z: dash-dotted, in the colour of the line it goes with, the mean over its runs (no
+    band: the solid line carries it); one legend entry for all."""
+    if rows.empty:
+        return []
+    order = list(dict.fromkeys(rows["line"]))
+    colors = dict(zip(rows["line"], rows["color"], strict=True))
+    marker = "o" if markers and rows[x].nunique() <= 30 else ""
+    sns.lineplot(data=rows, x=x, y="value", hue="line", hue_order=order, palette=colors, estimator="mean",
+                 errorbar=None, linewidth=lw, linestyle=BEST_OF_K_STYLE, marker=marker, markersize=3.5,
+                 markerfacecolor="white", legend=False, ax=ax)
+    return [Line2D([], [], color="0.3", ls=BEST_OF_K_STYLE, lw=lw, marker=marker, ms=3.5, mfc="white",
+                   label="dash-dot: best of K samples of z")]
+
+
 def _baselines(ax, rows: pd.DataFrame, x: str) -> list:
     """Grey reference lines: horizontal (x is NaN) or a curve per frame."""
     handles = []
@@ -154,21 +173,24 @@ def _lines(df: pd.DataFrame) -> Figure:
     panel_handles = []
     for ax, panel in zip(axes, a["panels"], strict=True):
         rows = df[df["panel"] == panel]
-        handles = _metric(ax, rows[rows["kind"] == "metric"], x, markers=x != "frame", lw=1.3 if x == "frame" else 1.8)
+        lw = 1.3 if x == "frame" else 1.8
+        handles = _metric(ax, rows[rows["kind"] == "metric"], x, markers=x != "frame", lw=lw)
+        handles += _best_of_k(ax, rows[rows["kind"] == "best_of_k"], x, markers=x != "frame", lw=lw)
         handles += _schedule(ax, rows[rows["kind"] == "schedule"], x, a.get("twin_label", ""))
         handles += _baselines(ax, rows[rows["kind"] == "baseline"], x)
         ax.set_xlabel(a["xlabel"])
-        ax.set_ylabel(a["ylabel"])
+        ax.set_ylabel(a.get("ylabels", {}).get(panel, a["ylabel"]))
         if a.get("log"):
             ax.set_yscale("log")
-        if a.get("ylim"):
-            ax.set_ylim(*a["ylim"])
+        ylim = a.get("ylims", {}).get(panel, a.get("ylim"))
+        if ylim:
+            ax.set_ylim(*ylim)
+        if x == "frame":
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=10, steps=[1, 2, 5, 10]))
         panel_handles.append((ax, handles))
     if single:
         (ax,) = axes
         ax.set_title(a["title"])
-        if x == "frame":
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=10, steps=[1, 2, 5, 10]))
         limit = (4, 45) if x == "frame" else (6, 40)
         longest = max((len(h.get_label()) for h in panel_handles[0][1]), default=0)
         _legend(ax, panel_handles[0][1], below=len(panel_handles[0][1]) > limit[0] or longest > limit[1])
@@ -254,8 +276,47 @@ def _parallel(df: pd.DataFrame) -> Figure:
     return fig
 
 
+def _uses(df: pd.DataFrame) -> Figure:
+    """One row per configuration, one panel per question: the measures as points (the mean over the runs) with
+    their 95% t-interval, dodged by measure; N_dim as a grey bar, the trivial predictors as vertical lines."""
+    a = df.attrs
+    configs = a["configurations"]
+    fig = _canvas((WIDTH, max(3.4, 1.9 + 0.62 * len(configs))))
+    axes = fig.subplots(1, len(a["panels"]), sharey=True, squeeze=False)[0]
+    for ax, panel in zip(axes, a["panels"], strict=True):
+        rows = df[(df["panel"] == panel) & (df["kind"] == "metric")]
+        order = list(dict.fromkeys(rows["line"]))
+        colors = dict(zip(rows["line"], rows["color"], strict=True))
+        sns.pointplot(data=rows, x="value", y="configuration", order=configs, hue="line", hue_order=order,
+                      palette=colors, estimator="mean", errorbar=t_interval, orient="h",
+                      dodge=0.5 if len(order) > 1 else False, linestyle="none", marker="o", markersize=6,
+                      err_kws={"linewidth": 1.6}, legend=False, ax=ax)
+        handles = [Line2D([], [], color=colors[k], marker="o", ls="", ms=6, label=k) for k in order]
+        ref = df[(df["panel"] == panel) & (df["kind"] == "reference")]
+        if not ref.empty:
+            ax.scatter(ref["value"], [configs.index(c) for c in ref["configuration"]], marker="|", s=420,
+                       linewidths=2.2, color="0.3", zorder=1)
+            handles.append(Line2D([], [], color="0.3", marker="|", ls="", ms=14, mew=2.2, label=ref["line"].iloc[0]))
+        for name, line in df[(df["panel"] == panel) & (df["kind"] == "baseline")].groupby("group", sort=False):
+            ls, color = REFERENCE_STYLES[name]
+            handles.append(ax.axvline(line["value"].iloc[0], ls=ls, color=color, lw=1.2, zorder=1,
+                                      label=line["line"].iloc[0]))
+        if panel == "Latent channels":
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlim(*a["xlims"][panel])
+        ax.set(title=panel, xlabel=a["xlabels"][panel], ylabel="")
+        ax.grid(True, axis="x", alpha=0.3)
+        # under the x label whatever the axes' height (an offset in points, not a fraction of the axes)
+        ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.0), frameon=False, ncols=1,
+                  bbox_transform=offset_copy(ax.transAxes, fig=fig, y=-40, units="points"),
+                  fontsize=_font(len(handles)), borderaxespad=0.0)
+    axes[0].set_yticks(range(len(configs)), [textwrap.fill(c, 26) for c in configs])
+    fig.suptitle(a["title"])
+    return fig
+
+
 def draw(df: pd.DataFrame) -> Figure:
     """The figure of a :mod:`.figdata` frame, by its ``attrs["layout"]``."""
     layouts = {"panels": _lines, "lines": _lines, "history": _history, "bars": _bars, "parallel": _parallel,
-               "message": _message}
+               "uses": _uses, "message": _message}
     return layouts[df.attrs["layout"]](df)

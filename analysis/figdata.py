@@ -3,17 +3,22 @@
 The line figures (``tfr_loss`` ... ``compare_*``) return one row per run and x (``epoch``, or ``frame`` for
 ``psnr_per_frame``), the values the runs recorded (averaged when a run recorded an x twice), with columns:
 
-- ``kind``: ``metric`` (the figure's y), ``schedule`` (the teacher-forcing ratio or β on a twin axis) or
-  ``baseline`` (a trivial predictor's PSNR, a grey reference line; x is NaN for a horizontal line);
+- ``kind``: ``metric`` (the figure's y), ``schedule`` (the teacher-forcing ratio or β on a twin axis),
+  ``baseline`` (a trivial predictor's PSNR, a grey reference line; x is NaN for a horizontal line) or
+  ``best_of_k`` (the best of K samples of z beside a validation-PSNR line, same ``line`` and colour, where the
+  records have it);
 - ``panel`` (the panel's title; ``""`` for a single panel), ``line`` (its legend entry: ``cyclical (1 of 2
   pruned)``), ``group`` (the configuration, or the baseline's name), ``run``, ``state``;
 - the x column, ``value``, ``dashed`` (the line holds a run that did not complete), ``color``.
 
 A line is drawn as the mean of its runs per x with the 95% t-band (:func:`summary` computes the same numbers
 as seaborn draws). ``df.attrs`` holds the rest of the figure: ``name``, ``title``, ``caption``, ``runs`` (those
-drawn), ``layout`` (``panels``, ``lines``, ``history``, ``bars``, ``parallel`` or ``message``), the axis labels,
-``panels`` (in order), ``ylim`` and ``log``; a ``message`` figure (no runs, a metric this source lacks) is an
-empty frame with ``attrs["message"]``.
+drawn), ``layout`` (``panels``, ``lines``, ``history``, ``bars``, ``parallel``, ``uses`` or ``message``), the axis
+labels, ``panels`` (in order), ``ylim`` and ``log`` (``ylabels`` and ``ylims`` per panel where they differ); a
+``message`` figure (no runs, a metric this source lacks) is an empty frame with ``attrs["message"]``.
+
+``uses`` (what each configuration uses) has one row per run, panel and measure, ``configuration`` as its x
+(drawn on the y axis): :func:`summary` gives its points and intervals too.
 """
 
 from __future__ import annotations
@@ -27,10 +32,13 @@ from cvae.analysis import groups as G
 from cvae.analysis.importance import complete_with_values, param_importances
 from cvae.analysis.load import SweepData
 from cvae.analysis.stats import t_interval
+from cvae.analysis.table import NO_DROP_DB, at_best_epoch
 from matplotlib.ticker import LogLocator, MaxNLocator
 
 from cvae.schema import BASELINE_TITLES
 
+BEST_OF_K = "val_psnr_best_of_k"
+"""Drawn dash-dotted beside the lab's single-sample validation PSNR where the records have it."""
 REFERENCES = ("copy_first", "mean_frame")
 """The baselines drawn as reference lines (copy_prev, an oracle far above every model, goes in the caption)."""
 GREY, SCHEDULE_GREY = "0.45", "0.25"
@@ -76,11 +84,12 @@ def _tidy(parts: list[pd.DataFrame], x: str, **attrs) -> pd.DataFrame:
     return df
 
 
-def summary(df: pd.DataFrame) -> pd.DataFrame:
-    """The metric lines as drawn: ``panel``, ``line``, x, ``mean``, ``lo`` and ``hi`` (the 95% t-interval of
-    the mean; NaN where one run contributes) and ``n`` (the runs)."""
+def summary(df: pd.DataFrame, kind: str = "metric") -> pd.DataFrame:
+    """The metric lines (or the rows of another ``kind``: ``best_of_k``) as drawn: ``panel``, ``line``, x,
+    ``mean``, ``lo`` and ``hi`` (the 95% t-interval of the mean; NaN where one run contributes) and ``n`` (the
+    runs)."""
     x = df.attrs["x"]
-    metric = df[df["kind"] == "metric"]
+    metric = df[df["kind"] == kind]
     out = metric.groupby(["panel", "line", x], sort=False)["value"].agg(
         mean="mean", lo=lambda v: t_interval(v)[0], hi=lambda v: t_interval(v)[1], n="count")
     return out.reset_index().sort_values(["panel", "line", x], kind="stable", ignore_index=True)
@@ -95,10 +104,19 @@ def _baseline_of_runs(frame: pd.DataFrame, column: str) -> np.ndarray:
     return frame.assign(_v=vals).dropna(subset=["_v"]).groupby("run")["_v"].first().to_numpy(dtype=float)
 
 
-def _references(frame: pd.DataFrame, panel: str, x: str) -> tuple[pd.DataFrame, str]:
+def _frame_curve(frame: pd.DataFrame, column: str) -> tuple[pd.Series, float]:
+    """A per-frame baseline's curve (mean over the runs per frame) and its average (mean over the runs)."""
+    sub = frame.assign(_v=pd.to_numeric(frame[column], errors="coerce")).dropna(subset=["_v"])
+    curve = sub.groupby(["run", "frame"])["_v"].first().groupby("frame").mean()
+    return curve, float(sub.groupby("run")["_v"].mean().mean())
+
+
+def _references(frame: pd.DataFrame, panel: str, x: str, ssim_panel: str | None = None) -> tuple[pd.DataFrame, str]:
     """The trivial predictors' PSNR as reference rows: one per baseline with x NaN (a horizontal line) from
     ``epochs`` rows (``val_psnr_copy_first``, ...), or a curve per frame from ``frames`` rows (``copy_first``,
-    ...) when ``x`` is ``frame``; with the caption sentence. Nothing when the runs recorded no baselines."""
+    ...) when ``x`` is ``frame``; with the caption sentence. Nothing when the runs recorded no baselines.
+    ``ssim_panel``: per frame, also their SSIM curves (``ssim_copy_first``, ...) in that panel, where recorded,
+    one legend entry giving both averages."""
     per_frame = x == "frame"
     rows, found = [], []
     for name in REFERENCES:
@@ -108,27 +126,59 @@ def _references(frame: pd.DataFrame, panel: str, x: str) -> tuple[pd.DataFrame, 
             continue
         title = BASELINE_TITLES[name]
         if per_frame:
-            sub = frame.assign(_v=pd.to_numeric(frame[column], errors="coerce")).dropna(subset=["_v"])
-            curve = sub.groupby(["run", "frame"])["_v"].first().groupby("frame").mean()
-            avg = float(sub.groupby("run")["_v"].mean().mean())
-            rows.append(pd.DataFrame({x: curve.index.to_numpy(dtype=float), "value": curve.to_numpy(dtype=float),
-                                      "line": f"{title}: {avg:.2f} dB average PSNR"}))
+            curve, avg = _frame_curve(frame, column)
+            curves = [(panel, curve)]
+            line = f"{title}: {avg:.2f} dB average PSNR"
+            if ssim_panel is not None and _baseline_of_runs(frame, f"ssim_{name}").size:
+                ssim_curve, ssim_avg = _frame_curve(frame, f"ssim_{name}")
+                curves.append((ssim_panel, ssim_curve))
+                line += f", {ssim_avg:.3f} SSIM"
+            for where, values in curves:
+                rows.append(pd.DataFrame({x: values.index.to_numpy(dtype=float), "value": values.to_numpy(dtype=float),
+                                          "line": line, "panel": where, "group": name}))
         else:
             avg = float(per_run.mean())
-            rows.append(pd.DataFrame({x: [np.nan], "value": [avg], "line": [f"{title}: {avg:.2f} dB"]}))
-        rows[-1] = rows[-1].assign(kind="baseline", panel=panel, group=name, run=None, state=None, dashed=False,
-                                   color=None)
+            rows.append(pd.DataFrame({x: [np.nan], "value": [avg], "line": [f"{title}: {avg:.2f} dB"], "panel": panel,
+                                      "group": name}))
         found.append((title, avg, float(per_run.min()), float(per_run.max())))
+    rows = [r.assign(kind="baseline", run=None, state=None, dashed=False, color=None) for r in rows]
     oracle = _baseline_of_runs(frame, "copy_prev" if per_frame else "val_psnr_copy_prev")
     return (pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(),
             C.references_sentence(found, float(oracle.mean()) if oracle.size else None))
+
+
+def _k_text(data: SweepData, runs: Sequence[str]) -> str:
+    """``K = 5`` when the runs share their number of samples of z (``val_samples``), else ``K``."""
+    if "val_samples" not in data.runs:
+        return "K"
+    ks = set(pd.to_numeric(data.runs.loc[data.runs["run"].isin(runs), "val_samples"], errors="coerce").dropna())
+    return f"K = {int(ks.pop())}" if len(ks) == 1 else "K"
+
+
+def _best_of_k(frame: pd.DataFrame, x: str, column: str, states: Mapping[str, str], **columns) -> pd.DataFrame:
+    """The best of K samples of z beside a line of the lab's single sample (``kind`` ``best_of_k``, the same
+    ``line`` and colour): ``column`` per run and x where measured (an epoch the evaluation skipped is left
+    out); empty when the records lack it."""
+    pts = _per_run(frame, x, column)
+    return _tag(pts, states, kind="best_of_k", **columns) if not pts.empty else pts
+
+
+def _best_of_k_note(df: pd.DataFrame, data: SweepData, what: str = "PSNR") -> str:
+    """The caption sentence of the dash-dotted best-of-K lines (empty without them)."""
+    rows = df[df["kind"] == "best_of_k"]
+    if rows.empty:
+        return ""
+    k = _k_text(data, list(dict.fromkeys(rows["run"])))
+    return (f" Dash-dotted, in each line's colour: the {what} of the best of {k} samples of z per validation video "
+            f"(mean over the runs, no band), as stochastic video prediction is scored; solid: the lab's single "
+            f"sample of z.")
 
 
 def _yrange(df: pd.DataFrame, *, log_ok: bool) -> tuple[tuple[float, float] | None, bool, bool]:
     """(y-limits, log scale, a band was cut): the limits hold what the runs recorded and the reference lines;
     a 95% band reaching beyond is cut at the axes (with two replicates t(0.975, 1) = 12.7 makes bands that
     would otherwise flatten every line). Log when allowed and the positive values span two decades or more."""
-    vals = df.loc[df["kind"].isin(["metric", "baseline"]), "value"].to_numpy(dtype=float)
+    vals = df.loc[df["kind"].isin(["metric", "baseline", "best_of_k"]), "value"].to_numpy(dtype=float)
     vals = vals[np.isfinite(vals)]
     if vals.size == 0:
         return None, False, False
@@ -185,6 +235,10 @@ def _panels(data: SweepData, groups: G.Groups, *, name: str, title: str, y: str,
             suffix = C.partial_suffix(used, states)
             parts.append(_tag(pts, states, kind="metric", panel=panel, line=(sub or C.label(y)) + suffix,
                               group=sub or panel, dashed=bool(suffix), color=color))
+            if y == "val_psnr":
+                parts.append(_best_of_k(frame, "epoch", BEST_OF_K, states, panel=panel,
+                                        line=(sub or C.label(y)) + suffix, group=sub or panel, dashed=bool(suffix),
+                                        color=color))
             sched = _per_run(frame, "epoch", schedule) if has_schedule else pd.DataFrame()
             if not sched.empty:
                 curves.append((sub, color, sched))
@@ -199,7 +253,7 @@ def _panels(data: SweepData, groups: G.Groups, *, name: str, title: str, y: str,
     ylim, log, cut = _yrange(df, log_ok=y != "val_psnr")
     caption = (C.panels_caption(what, noun, groups, subs=any(subs), replicated=largest > 1, schedule=schedule,
                                 has_schedule=has_schedule, schedule_differs=differs)
-               + C.tail(drawn, runs, states, y, refs=refs, log=log, cut=cut))
+               + _best_of_k_note(df, data) + C.tail(drawn, runs, states, y, refs=refs, log=log, cut=cut))
     df.attrs.update(name=name, title=title, caption=caption, runs=list(dict.fromkeys(drawn)), layout="panels",
                     panels=list(groups.order), xlabel="epoch", ylabel=C.label(y), twin_label=C.label(schedule),
                     ylim=ylim, log=log)
@@ -241,7 +295,8 @@ def _lines(data: SweepData, groups: G.Groups, *, name: str, title: str, y: str, 
     colors = G.group_colors(data, groups.order, groups.of_run)
     parts, drawn, used_of = [], [], {}
     for group in groups.order:
-        pts = _per_run(ep[ep["run"].isin(groups.members(group))], "epoch", y)
+        frame = ep[ep["run"].isin(groups.members(group))]
+        pts = _per_run(frame, "epoch", y)
         if pts.empty:
             continue
         used_of[group] = [r for r in groups.members(group) if r in set(pts["run"])]
@@ -249,6 +304,9 @@ def _lines(data: SweepData, groups: G.Groups, *, name: str, title: str, y: str, 
         suffix = C.partial_suffix(used_of[group], states)
         parts.append(_tag(pts, states, kind="metric", panel="", line=f"{group}{suffix}", group=group,
                           dashed=bool(suffix), color=colors[group]))
+        if y == "val_psnr":
+            parts.append(_best_of_k(frame, "epoch", BEST_OF_K, states, panel="", line=f"{group}{suffix}",
+                                    group=group, dashed=bool(suffix), color=colors[group]))
     refs = ""
     if y == "val_psnr":
         rows, refs = _references(ep[ep["run"].isin(drawn)], "", "epoch")
@@ -258,7 +316,7 @@ def _lines(data: SweepData, groups: G.Groups, *, name: str, title: str, y: str, 
     ylim, log, cut = _yrange(df, log_ok=log_ok)
     pooled = G.pooled_over(data, groups.absorbed)
     caption = (f"{what}, one line per {noun} ({C.group_noun(len(used_of), 'configuration')}, "
-               f"{C.counts_text(used_of, pooled, G.label_of(data))})."
+               f"{C.counts_text(used_of, pooled, G.label_of(data))})." + _best_of_k_note(df, data)
                + C.tail(drawn, runs, states, y, refs=refs, log=log, cut=cut))
     df.attrs.update(name=name, title=title, caption=caption, runs=drawn, layout="lines", panels=[""],
                     xlabel="epoch", ylabel=C.label(y), ylim=ylim, log=log)
@@ -317,7 +375,9 @@ def compare(data: SweepData, param: str, y: str) -> pd.DataFrame:
 
 def psnr_per_frame(data: SweepData) -> pd.DataFrame:
     """PSNR of every predicted frame of the validation rollout at each run's last recorded epoch, one line per
-    configuration, "<label>: 26.15 dB average PSNR" (report 000 fig. 13, report 001 fig. 3)."""
+    configuration, "<label>: 26.15 dB average PSNR" (report 000 fig. 13, report 001 fig. 3); where the records
+    have SSIM, a second panel with the SSIM of the same frames ("..., 0.812 SSIM"), and where they have the best
+    of K samples of z, its curves dash-dotted beside the lab's single sample."""
     name, title = "psnr_per_frame", "PSNR per frame of the validation rollout (last epoch)"
     if data.is_empty():
         return empty(name, title, data)
@@ -331,27 +391,137 @@ def psnr_per_frame(data: SweepData) -> pd.DataFrame:
     states, runs, labels = G.states(data), G.order_runs(data), G.label_of(data)
     order = list(dict.fromkeys(labels[r] for r in runs))
     colors = G.colors_for(data, order)
+    panels = {"psnr": "PSNR", "ssim": "SSIM"} if G.has(fr, "ssim") else {"psnr": ""}
     parts, drawn, used_of = [], [], {}
     for group in order:
         members = [r for r in runs if labels[r] == group and r in last_epoch.index]
         if not members:
             continue
-        pts = _per_run(fr[fr["run"].isin(members)], "frame", "psnr")
+        sub = fr[fr["run"].isin(members)]
+        pts = {score: _per_run(sub, "frame", score) for score in panels}
         used_of[group] = members
         drawn += members
-        average = float(pts.groupby("run")["value"].mean().mean())
         suffix = C.partial_suffix(members, states)
-        parts.append(_tag(pts, states, kind="metric", panel="", group=group, dashed=bool(suffix),
-                          line=f"{group}{suffix}: {average:.2f} dB average PSNR", color=colors[group]))
-    rows, refs = _references(fr[fr["run"].isin(drawn)], "", "frame")
+        line = f"{group}{suffix}: {pts['psnr'].groupby('run')['value'].mean().mean():.2f} dB average PSNR"
+        if "ssim" in panels and not pts["ssim"].empty:
+            line += f", {pts['ssim'].groupby('run')['value'].mean().mean():.3f} SSIM"
+        for score, panel in panels.items():
+            tags = {"panel": panel, "group": group, "dashed": bool(suffix), "line": line, "color": colors[group]}
+            parts += [_tag(pts[score], states, kind="metric", **tags),
+                      _best_of_k(sub, "frame", f"{score}_best_of_k", states, **tags)]
+    rows, refs = _references(fr[fr["run"].isin(drawn)], panels["psnr"], "frame", ssim_panel=panels.get("ssim"))
     df = _tidy([*parts, rows], "frame")
-    ylim, _, cut = _yrange(df, log_ok=False)
+    ylims = {p: _yrange(df[df["panel"] == p], log_ok=False) for p in panels.values()}
     n_frames = fr.groupby("run")["frame"].nunique()
+    ssim = (" Left: PSNR (dB); right: SSIM (structural similarity, 1 = identical) of the same frames."
+            if "ssim" in panels else "")
     caption = (C.per_frame_caption(int(n_frames.max()) if len(n_frames) else None,
                                    {int(last_epoch[r]) for r in drawn}, used_of, labels)
-               + C.tail(drawn, runs, states, "per-frame PSNR", refs=refs, cut=cut))
-    df.attrs.update(name=name, title=title, caption=caption, runs=drawn, layout="lines", panels=[""],
-                    xlabel="frame", ylabel="PSNR (dB)", ylim=ylim, log=False)
+               + ssim + _best_of_k_note(df, data, "PSNR and SSIM" if "ssim" in panels else "PSNR")
+               + C.tail(drawn, runs, states, "per-frame PSNR", refs=refs, cut=any(c for _, _, c in ylims.values())))
+    df.attrs.update(name=name, title=title, caption=caption, runs=drawn, layout="lines" if len(panels) == 1 else "panels",
+                    panels=list(panels.values()), xlabel="frame", ylabel="PSNR (dB)", ylim=ylims[panels["psnr"]][0],
+                    log=False)
+    if "ssim" in panels:
+        df.attrs.update(ylabels={"PSNR": "PSNR (dB)", "SSIM": "SSIM"}, ylims={p: v[0] for p, v in ylims.items()})
+    return df
+
+
+# -- what each configuration uses ---------------------------------------------------------------------------------
+USES_PANELS: tuple[tuple[str, str, tuple[tuple[str, tuple[str, ...]], ...]], ...] = (
+    ("Frame input", "validation PSNR (dB)", (
+        ("normal rollout", ("val_psnr",)),
+        ("without its previous frame", ("val_psnr_no_prev",)),
+        ("with another video's frame", ("val_psnr_swapped_frame",)),
+    )),
+    ("Samples of z", "PSNR spread over z (dB)", (
+        ("std over K samples", ("val_psnr_std_of_k",)),
+        ("best of K − mean of K", ("val_psnr_best_of_k", "val_psnr_mean_of_k")),
+    )),
+    ("Latent channels", "active latent units", (("active units", ("val_active_units",)),)),
+)
+"""The panels of :func:`uses`: (title, x label, measures), each measure (name, its column, or the two columns
+whose difference it is). A panel is drawn when a run recorded one of its measures (the first panel: one of
+its diagnostics, beyond the normal rollout)."""
+USES_COLUMNS = ("val_psnr_no_prev", "val_psnr_swapped_frame", "val_psnr_std_of_k", "val_psnr_best_of_k",
+                "val_active_units")
+"""Any of them makes :func:`uses` applicable."""
+USES_COLORS = dict(zip(["normal rollout", "without its previous frame", "with another video's frame",
+                        "std over K samples", "best of K − mean of K", "active units"],
+                       ["#1f77b4", "#ff7f0e", "#9467bd", "#2ca02c", "#17becf", "#d62728"], strict=True))
+def _interval_limits(values: np.ndarray, extra: Sequence[float] = ()) -> tuple[float, float]:
+    """An axis range holding ``values`` (the runs') and ``extra`` (reference values), padded."""
+    vals = np.concatenate([np.asarray(values, dtype=float), np.asarray(extra, dtype=float)])
+    vals = vals[np.isfinite(vals)]
+    lo, hi = float(vals.min()), float(vals.max())
+    pad = 0.08 * (hi - lo or abs(hi) or 1.0)
+    return lo - pad, hi + pad
+
+
+def uses(data: SweepData) -> pd.DataFrame:
+    """What each configuration uses, at each run's best epoch: its previous frame (the validation PSNR of the lab's
+    rollout beside the rollout without its previous frame and with another video's frame), its latent z (the
+    PSNR's spread over K samples of z; the best of K minus the mean of K) and how many latent channels it keeps
+    active (beside N_dim). One row per run, panel and measure (``kind`` ``metric``; ``line`` the measure,
+    ``configuration`` the y position), ``reference`` rows for N_dim, ``baseline`` rows for copying the first
+    frame; points are the configuration's mean with its 95% t-interval (:func:`summary`, x ``configuration``)."""
+    name, title = "uses", "What each configuration uses: its previous frame, its latent z"
+    if data.is_empty():
+        return empty(name, title, data)
+    states, runs, labels = G.states(data), G.order_runs(data), G.label_of(data)
+    panels, parts = [], []
+    for panel, xlabel, measures in USES_PANELS:
+        columns = list(dict.fromkeys(c for _, cols in measures for c in cols))
+        vals = at_best_epoch(data, columns)
+        rows = []
+        for measure, cols in measures:
+            value = vals[cols[0]] - vals[cols[1]] if len(cols) == 2 else vals[cols[0]]
+            rows.append(pd.DataFrame({"run": vals["run"].astype(str), "value": value.to_numpy(dtype=float),
+                                      "kind": "metric", "panel": panel, "line": measure,
+                                      "color": USES_COLORS[measure]}).dropna(subset=["value"]))
+        if panel == "Frame input":
+            rows = rows if any(not r.empty for r in rows[1:]) else []
+        if any(not r.empty for r in rows):
+            panels.append((panel, xlabel))
+            parts += rows
+    if not panels:
+        return _message(name, title, "no diagnostics in these records",
+                        f"The source ({data.source or data.name}) records none of {', '.join(USES_COLUMNS)} (older "
+                        "records, or runs with val_diagnostics: false): nothing to plot.")
+    metric = pd.concat(parts, ignore_index=True)
+    drawn = [r for r in runs if r in set(metric["run"])]
+    order = list(dict.fromkeys(labels[r] for r in drawn))
+    members = {g: [r for r in drawn if labels[r] == g] for g in order}
+    shown = {g: g + C.partial_suffix(m, states) for g, m in members.items()}
+    metric = metric.assign(group=metric["run"].map(labels), state=metric["run"].map(states),
+                           dashed=metric["run"].map(lambda r: states.get(r) != "complete"))
+    metric["configuration"] = metric["group"].map(shown)
+    extra = []
+    if "N_dim" in data.runs and any(p == "Latent channels" for p, _ in panels):
+        n_dim = pd.to_numeric(data.runs.set_index("run")["N_dim"], errors="coerce")
+        known = {g: n_dim.reindex(m).dropna() for g, m in members.items()}
+        extra.append(pd.DataFrame([{"kind": "reference", "panel": "Latent channels", "line": "N_dim (latent channels)",
+                                    "group": g, "configuration": shown[g], "value": float(v.iloc[0]), "color": "0.3"}
+                                   for g, v in known.items() if not v.empty]))
+    refs = ""
+    if panels[0][0] == "Frame input":
+        rows, refs = _references(data.epochs[data.epochs["run"].isin(drawn)], "Frame input", "configuration")
+        extra.append(rows)
+    df = _tidy([metric, *extra], "configuration")
+    means = summary(df)
+    xlims, cut = {}, False
+    for panel, _ in panels:
+        inside = df[(df["panel"] == panel) & df["kind"].isin(["metric", "reference", "baseline"])]["value"]
+        low, high = _interval_limits(inside.to_numpy(dtype=float), [0.0] if panel != "Frame input" else [])
+        xlims[panel] = (low, high)
+        bars = means.loc[means["panel"] == panel, ["lo", "hi"]].to_numpy(dtype=float).ravel()
+        bars = bars[np.isfinite(bars)]
+        cut |= bool(bars.size and (bars.min() < low or bars.max() > high))
+    caption = (C.uses_caption([p for p, _ in panels], members, labels, k=_k_text(data, drawn), no_drop=NO_DROP_DB,
+                              n_dim="reference" in set(df["kind"]))
+               + C.tail(drawn, runs, states, "diagnostics", refs=refs, cut=cut).replace("CI bands", "CI bars"))
+    df.attrs.update(name=name, title=title, caption=caption, runs=drawn, layout="uses", panels=[p for p, _ in panels],
+                    xlabels=dict(panels), xlims=xlims, configurations=[shown[g] for g in order])
     return df
 
 

@@ -20,7 +20,14 @@ optimization_history  the metric per trial in trial order with the best so far
 param_importances   importances of the swept parameters (PED-ANOVA, or fANOVA with scikit-learn, on an
                     in-memory Optuna study)
 parallel_coordinates  one polyline per run across the swept parameters and the metric
+uses                what each configuration uses at its best epoch: the validation PSNR without its previous
+                    frame and with another video's frame beside the normal rollout, the PSNR's spread over
+                    samples of z, the active latent units beside N_dim (records with the diagnostics)
 ==================  ===========================================================================================
+
+Where the records have the best of K samples of z, the validation-PSNR figures (``tfr_psnr``, ``kl_beta_psnr``,
+``kl_psnr``, ``ndim_psnr``, ``compare`` of ``val_psnr``) and ``psnr_per_frame`` draw it dash-dotted beside the lab's
+single sample; ``psnr_per_frame`` has an SSIM panel where the records have SSIM.
 
 :func:`render_compare` draws any per-epoch metric grouped by any parameter. :data:`FIGURES` maps each name
 to ``(applicable, render)``; :func:`render_all` renders the applicable ones (or those asked for) to PNG + SVG.
@@ -62,7 +69,7 @@ __all__ = [
     "applicable_figures", "palette", "param_importances", "render_all", "render_compare", "render_kl_beta_psnr",
     "render_kl_loss", "render_kl_psnr", "render_ndim_psnr", "render_optimization_history",
     "render_parallel_coordinates", "render_param_importances", "render_psnr_per_frame", "render_tfr_loss",
-    "render_tfr_psnr", "save_figure",
+    "render_tfr_psnr", "render_uses", "save_figure",
 ]
 
 DPI = 130
@@ -130,6 +137,11 @@ def render_compare(data: SweepData, param: str, y: str) -> FigureResult:
     return result(figdata.compare(data, param, y))
 
 
+def render_uses(data: SweepData) -> FigureResult:
+    """What each configuration uses: its previous frame, its latent z, its active latent units."""
+    return result(figdata.uses(data))
+
+
 def render_optimization_history(data: SweepData) -> FigureResult:
     """The metric of every run in trial order, with the best so far over the complete runs."""
     return result(figdata.optimization_history(data))
@@ -182,6 +194,8 @@ FIGURES: dict[str, tuple[Callable[[SweepData], bool], Callable[[SweepData], Figu
     "psnr_per_frame": (lambda d: not d.is_empty() and has(d.frames, "psnr"), render_psnr_per_frame),
     "ndim_psnr": (lambda d: not d.is_empty() and "N_dim" in d.runs and d.runs["N_dim"].dropna().nunique() > 1
                   and _epochs_have(d, "val_psnr"), render_ndim_psnr),
+    "uses": (lambda d: not d.is_empty() and any(has(d.epochs, c) or has(d.runs, c) for c in figdata.USES_COLUMNS),
+             render_uses),
     "optimization_history": (lambda d: _n_valued(d, complete=False) >= 2, render_optimization_history),
     "param_importances": (_importances_applicable, lambda d: result(figdata.param_importances_data(d))),
     "parallel_coordinates": (lambda d: _n_valued(d, complete=True) >= 2 and bool(d.params),
@@ -192,7 +206,7 @@ FIGURES: dict[str, tuple[Callable[[SweepData], bool], Callable[[SweepData], Figu
 DATA: dict[str, Callable[[SweepData], pd.DataFrame]] = {
     "tfr_loss": figdata.tfr_loss, "tfr_psnr": figdata.tfr_psnr, "kl_beta_psnr": figdata.kl_beta_psnr,
     "kl_psnr": figdata.kl_psnr, "kl_loss": figdata.kl_loss, "psnr_per_frame": figdata.psnr_per_frame,
-    "ndim_psnr": figdata.ndim_psnr, "optimization_history": figdata.optimization_history,
+    "ndim_psnr": figdata.ndim_psnr, "uses": figdata.uses, "optimization_history": figdata.optimization_history,
     "param_importances": figdata.param_importances_data, "parallel_coordinates": figdata.parallel_coordinates,
 }
 """Figure name -> the function that computes its tidy frame (what :data:`FIGURES`' render draws)."""

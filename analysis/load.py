@@ -10,12 +10,18 @@ Every loader returns a :class:`SweepData` with three DataFrames:
 - ``epochs``: one row per run and epoch: ``run``, ``epoch`` and the metrics of ``metrics.csv``
   (``train_loss``, ``val_psnr``, ``beta``, ``tfr``, ...); a source that lacks a metric lacks its column.
 - ``frames``: one row per run, epoch and predicted frame of the validation rollout: ``run``, ``epoch``,
-  ``frame``, ``psnr``, and the trivial predictors' PSNR of the same frame where the source has them
-  (``copy_first``, ``mean_frame``, ``copy_prev``).
+  ``frame``, ``psnr``, the evaluation's other curves (:data:`cvae.schema.FRAME_COLUMNS`: ``ssim``,
+  ``psnr_best_of_k``, ...) and the trivial predictors of the same frame (``copy_first``, ``mean_frame``,
+  ``copy_prev``, and their SSIM ``ssim_copy_first``, ...) where the source has them.
 
 Every validation PSNR comes with its baselines (see ``core.baselines``): ``epochs`` carries
 ``val_psnr_copy_first``, ``val_psnr_mean_frame``, ``val_psnr_copy_prev`` and ``val_psnr_margin`` (val PSNR
-minus copy-first) where the source recorded them.
+minus copy-first) where the source recorded them, and the evaluation of a stochastic predictor
+(:data:`cvae.schema.EVAL_COLUMNS`: ``val_ssim``, ``val_psnr_best_of_k``, ``val_psnr_no_prev``,
+``val_active_units``, ...; NaN at an epoch that did not measure them). ``runs`` carries the same
+(:data:`cvae.schema.TRIAL_COLUMNS`) at the epoch the run's value comes from, where the source says; ``latents``
+(:data:`cvae.schema.LATENT_COLUMNS` after ``run``) the posterior per latent channel and validation. Records
+older than a column lack it.
 
 Analysis never imports the trainer: it reads files, a database, or the W&B API.
 """
@@ -26,6 +32,7 @@ import json
 import math
 import os
 import sys
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,11 +51,15 @@ from cvae.schema import (
     CONFIG_YAML,
     FRAME_TABLE_BASELINES,
     FRAMES_CSV,
+    LATENT_COLUMNS,
+    LATENTS_CSV,
     MARGIN_COLUMN,
     METRICS_CSV,
     SPEC,
     SPEC_YAML,
+    TRIAL_COLUMNS,
     TRIAL_JSON,
+    WANDB_KEYS,
     TrialRecord,
     default_goal,
     metric_column,
@@ -59,6 +70,10 @@ from cvae.schema import (
 
 RUN_COLUMNS = ["run", "trial", "state", "value", "best_epoch", "epochs_done", "duration_s", "replicate",
                "config_id", "label", "reason"]
+LATENTS = ["run", *LATENT_COLUMNS]
+"""``latents``' columns."""
+
+
 class AnalysisError(ValueError):
     """A source that cannot be read or holds no runs; the message names it."""
 
@@ -78,6 +93,8 @@ class SweepData:
     source: str = ""
     spec: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    latents: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=LATENTS))
+    """One row per run, validation and latent channel (empty when the source has none)."""
 
     @property
     def metric_field(self) -> str:
@@ -104,7 +121,7 @@ def _varying(runs: pd.DataFrame, names: list[str]) -> list[str]:
 
 
 def _finish(runs_rows: list[dict], epochs_rows: list[dict], frames_rows: list[dict], param_order: list[str],
-            **kw: Any) -> SweepData:
+            latents_rows: list[dict] = (), **kw: Any) -> SweepData:
     runs = pd.DataFrame(runs_rows)
     if runs.empty:
         runs = pd.DataFrame(columns=RUN_COLUMNS)
@@ -123,7 +140,24 @@ def _finish(runs_rows: list[dict], epochs_rows: list[dict], frames_rows: list[di
         epochs = epochs.sort_values(["run", "epoch"], kind="stable").reset_index(drop=True)
     if not frames.empty:
         frames = frames.sort_values(["run", "epoch", "frame"], kind="stable").reset_index(drop=True)
-    return SweepData(runs=runs, epochs=epochs, frames=frames, params=params, **kw)
+    latents = pd.DataFrame(list(latents_rows), columns=LATENTS)
+    if not latents.empty:
+        latents = latents.sort_values(["run", "epoch", "channel"], kind="stable").reset_index(drop=True)
+    return SweepData(runs=runs, epochs=epochs, frames=frames, params=params, latents=latents, **kw)
+
+
+def _known(values: Any) -> dict[str, float]:
+    """The :data:`~cvae.schema.TRIAL_COLUMNS` among ``values`` (a mapping) that hold a number; a missing or NaN
+    value is left out, so that records older than a column lack it."""
+    out = {}
+    for col in TRIAL_COLUMNS:
+        try:
+            value = float(values.get(col))
+        except (TypeError, ValueError):
+            continue
+        if not math.isnan(value):
+            out[col] = value
+    return out
 
 
 def _missing(value: Any) -> bool:
@@ -214,7 +248,7 @@ def load_local(runs_dir: str | os.PathLike) -> SweepData:
         folders = [root]
     if not folders:
         raise AnalysisError(f"{root}: no runs (no t*/trial.json or metrics.csv): is it a sweep's output_dir?")
-    runs_rows, epochs_rows, frames_rows = [], [], []
+    runs_rows, epochs_rows, frames_rows, latents_rows = [], [], [], []
     param_order: list[str] = [str(k) for k in (spec or {}).get("parameters", {})]
     metric, goal = "val/psnr", "maximize"
     if spec and isinstance(spec.get("metric"), dict):
@@ -253,6 +287,8 @@ def load_local(runs_dir: str | os.PathLike) -> SweepData:
                 best_epoch=int(epochs.loc[best, "epoch"]) if best is not None else None, epochs_done=len(epochs),
                 duration_s=float(epochs["epoch_seconds"].sum()) if "epoch_seconds" in epochs else None,
                 config_id=run)
+            # As a sweep trial records them: the trial columns at the epoch of its value.
+            record.update(**_known(epochs.loc[best] if best is not None else {}))
         else:
             metric, goal = record.metric, record.goal
         params = record.params or {}
@@ -262,7 +298,8 @@ def load_local(runs_dir: str | os.PathLike) -> SweepData:
         row = {**config, **params, "run": run, "trial": record.trial_number, "state": record.state,
                "value": record.value, "best_epoch": record.best_epoch, "epochs_done": record.epochs_done,
                "duration_s": record.duration_s, "replicate": record.replicate, "config_id": record.config_id,
-               "reason": record.reason, "wandb_run_id": record.wandb_run_id, "run_dir": str(folder)}
+               "reason": record.reason, "wandb_run_id": record.wandb_run_id, "run_dir": str(folder),
+               **_known(record.to_dict())}
         runs_rows.append(row)
         for rec in epochs.to_dict("records"):
             epochs_rows.append({"run": run, **rec})
@@ -272,10 +309,11 @@ def load_local(runs_dir: str | os.PathLike) -> SweepData:
             frames = frames.merge(refs, on="frame", how="left")
         for rec in frames.to_dict("records"):
             frames_rows.append({"run": run, **rec})
+        latents_rows += [{"run": run, **rec} for rec in _read_csv(folder / LATENTS_CSV).to_dict("records")]
     if not runs_rows:
         raise AnalysisError(f"{root}: none of its {skipped} run(s) could be read (see the warnings above)")
     name = (spec or {}).get("name") or root.name
-    return _finish(runs_rows, epochs_rows, frames_rows, param_order, name=name, metric=metric,
+    return _finish(runs_rows, epochs_rows, frames_rows, param_order, latents_rows, name=name, metric=metric,
                    goal=goal, source=str(root), spec=spec)
 
 
@@ -284,7 +322,8 @@ def load_optuna(storage: str, study: str) -> SweepData:
     """States, parameters, values and intermediate values (the metric per epoch) from the study itself.
 
     Retried trials are folded into their chain (the run of the first trial): the latest attempt's state
-    wins and intermediate values of every attempt are kept. Optuna holds no per-frame PSNR: ``frames`` is empty.
+    wins and intermediate values of every attempt are kept. The trial columns (SSIM, best of K, ...) come from the
+    user attributes of the latest attempt. Optuna holds no per-frame PSNR: ``frames`` is empty.
 
     Raises:
         AnalysisError: the storage cannot be opened or the study does not exist.
@@ -326,7 +365,7 @@ def load_optuna(storage: str, study: str) -> SweepData:
             **last.params, **{k: row[k] for k in ("state", "value", "replicate", "config_id", "reason",
                                                   "wandb_run_id", "run_dir")},
             "run": run, "trial": key, "best_epoch": None, "epochs_done": len(values),
-            "duration_s": (end - start).total_seconds() if start and end else None,
+            "duration_s": (end - start).total_seconds() if start and end else None, **_known(row),
         })
         if values:
             goal_max = st.direction.name == "MAXIMIZE"
@@ -344,18 +383,44 @@ def load_optuna(storage: str, study: str) -> SweepData:
 
 
 # -- W&B ------------------------------------------------------------------------------------------------------
-def _summary_value(summary: dict, metric_key: str) -> Any:
-    """A trial's value from its W&B summary: the Optuna value it recorded (``sweep_value``), else the metric's
-    summary, which ``define_metric`` makes ``{"max": ...}`` (or min, last, ...) and older runs a number."""
-    if summary.get("sweep_value") is not None:
-        return summary["sweep_value"]
-    value = summary.get(metric_key)
+def _unwrap(value: Any) -> Any:
+    """A W&B summary value: ``define_metric`` makes ``{"max": ...}`` (or min, last, ...), older runs a number."""
     if isinstance(value, dict):
         return next((value[k] for k in ("max", "min", "best", "last") if k in value), None)
     return value
 
 
-def _wandb_rows(run_id: str, config: dict, summary: dict, history: list[dict], tables: list[dict], tags=()):
+def _summary_value(summary: dict, metric_key: str) -> Any:
+    """A trial's value from its W&B summary: the Optuna value it recorded (``sweep_value``), else the metric's
+    summary, which ``define_metric`` makes ``{"max": ...}`` (or min, last, ...) and older runs a number."""
+    if summary.get("sweep_value") is not None:
+        return summary["sweep_value"]
+    return _unwrap(summary.get(metric_key))
+
+
+def _table_paths(history: list[dict], key: str) -> dict[int, str]:
+    """Epoch -> the file of the table logged under ``key`` (``val/psnr_per_frame``) at that epoch; where an epoch
+    logged it twice (the final media row repeats the best epoch's), the later one wins."""
+    out = {}
+    for h in history:
+        ref = h.get(key)
+        if "epoch" in h and isinstance(ref, dict) and ref.get("path"):
+            out[int(h["epoch"])] = str(ref["path"])
+    return out
+
+
+def _number(value: Any) -> float:
+    """A table cell as a float (NaN for an empty one: W&B writes a NaN as null)."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _wandb_rows(run_id: str, config: dict, summary: dict, history: list[dict],
+                read_table: Callable[[str], dict | None]):
+    """One W&B run as rows of the four tables; ``read_table`` reads a logged table's JSON by its path in the
+    run's files (None when absent)."""
     params = {k.removeprefix("param/"): v for k, v in config.items() if k.startswith("param/")}
     key = int(config.get("run_key", config.get("trial", 0)))
     run = run_name(key)
@@ -369,22 +434,41 @@ def _wandb_rows(run_id: str, config: dict, summary: dict, history: list[dict], t
     # A resumed run may log an epoch twice (before a crash and after): the later one wins.
     dedup = {e["epoch"]: e for e in epochs}
     metric_key = config.get("sweep_metric", "val/psnr")
+    best_epoch = summary.get("best_epoch")
+    # The trial's columns at its best epoch, as trial.json has them; the summary where the history lacks one
+    # (define_metric's max summaries are the best over the epochs, not the value at the best epoch).
+    trial = {**_known({col: _unwrap(summary.get(WANDB_KEYS[col])) for col in TRIAL_COLUMNS}),
+             **_known(dedup.get(best_epoch, {}))}
     row = {
         **plain, **params, "run": run, "trial": key, "state": summary.get("state", "running"),
-        "value": _summary_value(summary, metric_key), "best_epoch": summary.get("best_epoch"),
+        "value": _summary_value(summary, metric_key), "best_epoch": best_epoch,
         "epochs_done": len(dedup), "duration_s": None, "replicate": config.get("replicate", 0),
         "config_id": config.get("config_id"), "reason": summary.get("fail_reason", ""), "wandb_run_id": run_id,
+        **trial,
     }
-    last_epoch = max(dedup) if dedup else 0
-    frames = []
-    for table in tables:
-        # Columns by name: frame, psnr, then psnr_copy_first, ... where the run logged its baselines.
+    frames, latents = [], []
+    for epoch, path in sorted(_table_paths(history, "val/psnr_per_frame").items()):
+        table = read_table(path) or {}
+        # Columns by name: frame, psnr, the evaluation's curves (ssim, ...), then psnr_copy_first, ... where the
+        # run logged its baselines.
         names = [FRAME_TABLE_BASELINES.get(c, c) for c in table.get("columns", ["frame", "psnr"])]
         for values in table.get("data", []):
-            rec = dict(zip(names, values, strict=False))
-            frames.append({"run": run, "epoch": last_epoch, **rec, "frame": int(rec["frame"]),
-                           "psnr": float(rec["psnr"])})
-    return row, list(dedup.values()), frames, list(params), metric_key
+            rec = {name: _number(v) for name, v in zip(names, values, strict=False)}
+            frames.append({"run": run, "epoch": epoch, **rec, "frame": int(rec["frame"])})
+    for epoch, path in sorted(_table_paths(history, "val/latents").items()):
+        table = read_table(path) or {}
+        for values in table.get("data", []):
+            rec = {name: _number(v) for name, v in zip(table.get("columns", []), values, strict=False)}
+            latents.append({"run": run, "epoch": epoch, **rec, "channel": int(rec["channel"]),
+                            "active": int(rec["active"])})
+    return row, list(dedup.values()), frames, latents, list(params), metric_key
+
+
+def _offline_table(folders: Sequence[os.PathLike], name: str) -> dict | None:
+    """A table an offline run logged (``media/table/...``), from the latest of its folders that holds it (a resumed
+    run's segments each hold their own files); None when none does."""
+    found = [Path(f) / "files" / name for f in folders if (Path(f) / "files" / name).is_file()]
+    return _read_json(found[-1]) if found else None
 
 
 def load_wandb_offline(wandb_dir: str | os.PathLike, group: str | None = None) -> SweepData:
@@ -394,7 +478,8 @@ def load_wandb_offline(wandb_dir: str | os.PathLike, group: str | None = None) -
     (job_type ``trial``) of ``group`` (default: the only group present) are loaded.
 
     Raises:
-        AnalysisError: no offline runs, or several groups and none chosen.
+        AnalysisError: no offline runs, or several groups and none chosen; a logged table that is not valid
+            JSON.
     """
     from cvae.wandb_offline import read_offline_runs_merged
 
@@ -412,21 +497,18 @@ def load_wandb_offline(wandb_dir: str | os.PathLike, group: str | None = None) -
     trials = [r for r in trials if r.group == group]
     if not trials:
         raise AnalysisError(f"{root}: no W&B trial runs" + (f" in group {group!r}" if group else ""))
-    runs_rows, epochs_rows, frames_rows, order = [], [], [], []
+    runs_rows, epochs_rows, frames_rows, latents_rows, order = [], [], [], [], []
     metric = "val/psnr"
     for r in trials:
-        tables = []
-        for path in r.paths:
-            for table in sorted((Path(path) / "files" / "media" / "table").rglob("psnr_per_frame*.table.json")):
-                if "psnr_per_frame_plot" not in table.name:  # the chart's own table, in long form
-                    tables = [_read_json(table)]
-        row, epochs, frames, params, metric_key = _wandb_rows(r.run_id, r.config, r.summary, r.history, tables)
+        row, epochs, frames, latents, params, metric_key = _wandb_rows(
+            r.run_id, r.config, r.summary, r.history, lambda name, r=r: _offline_table(r.paths, name))
         metric = metric_key or metric
         runs_rows.append(row)
         epochs_rows += epochs
         frames_rows += frames
+        latents_rows += latents
         order += [p for p in params if p not in order]
-    return _finish(runs_rows, epochs_rows, frames_rows, order, name=group or "sweep", metric=metric,
+    return _finish(runs_rows, epochs_rows, frames_rows, order, latents_rows, name=group or "sweep", metric=metric,
                    goal=default_goal(metric), source=str(root))
 
 
@@ -445,20 +527,22 @@ def load_wandb_online(path: str, group: str) -> SweepData:
         raise AnalysisError(f"W&B {path} group {group}: cannot list runs ({str(err).splitlines()[0]})") from None
     if not remote:
         raise AnalysisError(f"W&B {path}: no trial runs in group {group!r}")
-    runs_rows, epochs_rows, frames_rows, order = [], [], [], []
+    runs_rows, epochs_rows, frames_rows, latents_rows, order = [], [], [], [], []
     metric = "val/psnr"
     for r in remote:
         history = list(r.scan_history())
-        tables = []
-        for f in r.files():
-            if "psnr_per_frame" in f.name and "psnr_per_frame_plot" not in f.name and f.name.endswith(".table.json"):
-                with f.download(replace=True, root=os.path.join(".wandb-cache", r.id)) as fh:
-                    tables = [_read_json(Path(f"wandb:{path}/{r.id}/{f.name}"), text=fh.read())]
-        row, epochs, frames, params, metric_key = _wandb_rows(r.id, dict(r.config), dict(r.summary), history, tables)
+
+        def read_table(name: str, r=r) -> dict | None:
+            with r.file(name).download(replace=True, root=os.path.join(".wandb-cache", r.id)) as fh:
+                return _read_json(Path(f"wandb:{path}/{r.id}/{name}"), text=fh.read())
+
+        row, epochs, frames, latents, params, metric_key = _wandb_rows(r.id, dict(r.config), dict(r.summary),
+                                                                        history, read_table)
         metric = metric_key or metric
         runs_rows.append(row)
         epochs_rows += epochs
         frames_rows += frames
+        latents_rows += latents
         order += [p for p in params if p not in order]
-    return _finish(runs_rows, epochs_rows, frames_rows, order, name=group, metric=metric,
+    return _finish(runs_rows, epochs_rows, frames_rows, order, latents_rows, name=group, metric=metric,
                    goal=default_goal(metric), source=f"wandb:{path}")

@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 from cvae.analysis.load import SweepData
-from cvae.analysis.table import config_table, fmt_ci
+from cvae.analysis.table import EVAL_NOTE, NO_DROP_DB, config_table, eval_cells, fmt_ci
 
 CSS = """
 :root { --fg: #1d232a; --muted: #5b6670; --line: #e3e7eb; --accent: #2f6fdf; --bg: #fbfcfd; }
@@ -31,7 +31,8 @@ h2 { font-size: 20px; margin: 36px 0 12px; padding-bottom: 4px; border-bottom: 1
 .card span { color: var(--muted); font-size: 12px; text-transform: uppercase; letter-spacing: .04em; }
 table { border-collapse: collapse; width: 100%; background: #fff; font-size: 13.5px; }
 th, td { border-bottom: 1px solid var(--line); padding: 6px 10px; text-align: right; white-space: nowrap; }
-th { background: #f3f5f7; font-weight: 600; }
+th { background: #f3f5f7; font-weight: 600; white-space: normal; }
+.table-wrap { overflow-x: auto; }
 td:first-child, th:first-child { text-align: left; white-space: normal; }
 tr.best td { background: #eef8f0; font-weight: 600; }
 figure { margin: 0 0 28px; background: #fff; border: 1px solid var(--line); border-radius: 8px; padding: 14px; }
@@ -68,8 +69,26 @@ def _table_html(data: SweepData, table: pd.DataFrame) -> str:
                  str(r.complete), str(r.pruned), str(r.failed), str(r.running)]
         cls = ' class="best"' if i == 0 else ""
         rows.append(f"<tr{cls}>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
-    return ("<table><thead><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr></thead><tbody>"
-            + "".join(rows) + "</tbody></table>")
+    return _html_table(head, rows)
+
+
+def _html_table(head: list[str], rows: list[str], table_id: str = "") -> str:
+    ident = f' id="{table_id}"' if table_id else ""
+    return (f'<div class="table-wrap"><table{ident}><thead><tr>' + "".join(f"<th>{html.escape(h)}</th>" for h in head)
+            + "</tr></thead><tbody>" + "".join(rows) + "</tbody></table></div>")
+
+
+def _uses_html(table: pd.DataFrame) -> str:
+    """The evaluation's columns (:data:`~.table.EVAL_MEASURES`) per configuration, with what they mean; nothing
+    when the records lack them."""
+    if table.empty or not eval_cells(table, table.iloc[0]):
+        return ""
+    head = ["configuration", *(h for h, _ in eval_cells(table, table.iloc[0]))]
+    rows = ["<tr>" + "".join(f"<td>{html.escape(str(c))}</td>"
+                             for c in [r.configuration, *(t for _, t in eval_cells(table, r))]) + "</tr>"
+            for _, r in table.iterrows()]
+    return (f"<h3>What each configuration uses</h3>{_html_table(head, rows, 'uses-table')}"
+            f'<p class="meta">{html.escape(EVAL_NOTE)} Mean ± 95% confidence interval over replicates.</p>')
 
 
 def baseline_sentence(table: pd.DataFrame) -> str:
@@ -89,6 +108,32 @@ def baseline_sentence(table: pd.DataFrame) -> str:
     return (f"{n} of {m} configuration{'s' if m != 1 else ''} beat{'s' if n == 1 else ''} {where} at "
             f"{'its' if n == 1 else 'their'} best epoch (mean over replicates); the widest margin is "
             f"{top.margin:+.2f} dB ({top.configuration}).")
+
+
+def _names(labels: pd.Series) -> str:
+    """``: a, b`` for up to three configurations, nothing for more."""
+    return f": {', '.join(str(x) for x in labels)}" if 0 < len(labels) <= 3 else ""
+
+
+def uses_sentence(table: pd.DataFrame) -> str:
+    """How many configurations ignore their latent (0 active units at the best epoch, mean over replicates) and
+    how many do not use their previous frame (no PSNR drop without it), in one sentence; empty when the records
+    lack both diagnostics."""
+    parts = []
+    if "active_units" in table and table.active_units.notna().any():
+        known = table[table.active_units.notna()]
+        idle = known[known.active_units == 0]
+        parts.append(f"{len(idle)} of {len(known)} configuration{'s' if len(known) != 1 else ''} "
+                     f"ignore{'s' if len(idle) == 1 else ''} {'its' if len(idle) == 1 else 'their'} latent "
+                     f"(0 active units at the best epoch, mean over replicates: posterior collapse){_names(idle.configuration)}")
+    if "no_prev_change" in table and table.no_prev_change.notna().any():
+        known = table[table.no_prev_change.notna()]
+        unused = known[known.no_prev_change >= -NO_DROP_DB]
+        parts.append(f"{len(unused)} of {len(known)} do{'es' if len(unused) == 1 else ''} not use "
+                     f"{'its' if len(unused) == 1 else 'their'} previous frame (no PSNR drop without it: the "
+                     f"rollout with the clip's first frame at every step scores within {NO_DROP_DB} dB of, or above, "
+                     f"the normal one){_names(unused.configuration)}")
+    return "; ".join(parts) + "." if parts else ""
 
 
 def _rollouts(data: SweepData, table: pd.DataFrame) -> str:
@@ -164,7 +209,9 @@ swept: {html.escape(", ".join(data.params) or "nothing")} · generated
 epoch; mean ± 95% confidence interval over replicates (t distribution); margin = validation PSNR at the best
 epoch minus copying the first frame of each validation clip. Sorted best first.</p>
 {f'<p id="baselines">{html.escape(baseline_sentence(table))}</p>' if baseline_sentence(table) else ""}
+{f'<p id="uses">{html.escape(uses_sentence(table))}</p>' if uses_sentence(table) else ""}
 {_table_html(data, table)}
+{_uses_html(table)}
 <h2>Figures</h2>
 {"".join(figures) or "<p>No figure applies to these runs.</p>"}
 <h2>Sample rollouts</h2>

@@ -3,13 +3,90 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from cvae.analysis.load import SweepData
 from cvae.analysis.stats import mean_ci
 
-__all__ = ["config_table", "fmt_ci", "mean_ci", "render_terminal"]
+__all__ = ["EVAL_MEASURES", "at_best_epoch", "config_table", "eval_cells", "eval_measures", "fmt_ci", "mean_ci",
+           "render_terminal"]
+
+EVAL_MEASURES: dict[str, tuple[str, str | None, str]] = {
+    "ssim": ("val_ssim", None, "SSIM"),
+    "psnr_best_of_k": ("val_psnr_best_of_k", None, "PSNR best of K (dB)"),
+    "psnr_mean_of_k": ("val_psnr_mean_of_k", None, "PSNR mean of K (dB)"),
+    "psnr_std_of_k": ("val_psnr_std_of_k", None, "PSNR spread over z (dB)"),
+    "no_prev_change": ("val_psnr_no_prev", "val_psnr", "Δ without prev. frame (dB)"),
+    "swapped_frame_change": ("val_psnr_swapped_frame", "val_psnr", "Δ other video's frame (dB)"),
+    "z0_change": ("val_psnr_z0", "val_psnr", "Δ z = 0 (dB)"),
+    "active_units": ("val_active_units", None, "active units"),
+}
+"""The evaluation's columns of the table: name -> (records column, the column it is a change from, heading).
+A change (Δ) is the PSNR change ``column - from`` at one epoch: ``no_prev_change`` is the validation PSNR
+without the previous frame minus the lab's (near 0 or above: the model does not use its previous frame)."""
+EVAL_NOTE = ("SSIM of the lab's rollout; PSNR best and mean of K rollouts with z from the prior, and their spread "
+             "(standard deviation over z); Δ: the PSNR change of the rollout with its frame input replaced by the "
+             "clip's first frame (without prev. frame: near 0 or above, the model does not use it), by another "
+             "video's frame, or with z = 0; active units: latent channels the posterior uses (0: posterior "
+             "collapse). At each run's best epoch.")
+"""What the evaluation's columns mean, under a table that has them."""
+NO_DROP_DB = 0.1
+"""A configuration does not use its previous frame when its validation PSNR without it is within this of the
+lab's rollout's, or above (``no_prev_change >= -NO_DROP_DB``)."""
+
+def _best_row(ep: pd.DataFrame, field: str, goal: str) -> Any:
+    """The index of ``ep``'s best row by ``field`` (None when it has no value)."""
+    values = ep[field].dropna() if field in ep else pd.Series(dtype=float)
+    if values.empty:
+        return None
+    return values.idxmax() if goal == "maximize" else values.idxmin()
+
+
+def _number(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def at_best_epoch(data: SweepData, columns: Sequence[str]) -> pd.DataFrame:
+    """``run``, ``label``, ``state``, ``epoch`` and ``columns``: each run's values at its best epoch (by the
+    sweep metric), all from one epoch.
+
+    That epoch is the best among those that measured every one of ``columns`` the run's epochs record (the
+    evaluation may skip epochs: ``val_eval_every``). Columns its epochs never record come from the run's own
+    record (``runs``: the trial's columns at the epoch of its value), else NaN.
+    """
+    field, epochs, rows = data.metric_field, data.epochs, []
+    for _, run in data.runs.iterrows():
+        ep = epochs[epochs["run"] == run["run"]] if "run" in epochs else epochs
+        ep = ep.assign(**{c: pd.to_numeric(ep[c], errors="coerce") for c in columns if c in ep})
+        measured = [c for c in columns if c in ep and ep[c].notna().any()]
+        best = _best_row(ep.dropna(subset=measured), field, data.goal)
+        row = {"run": run["run"], "label": run.get("label"), "state": run.get("state"),
+               "epoch": ep.loc[best, "epoch"] if best is not None else run.get("best_epoch")}
+        for c in columns:
+            if c in measured:
+                row[c] = float(ep.loc[best, c]) if best is not None else math.nan
+            else:
+                row[c] = _number(run.get(c))
+        rows.append(row)
+    return pd.DataFrame(rows, columns=["run", "label", "state", "epoch", *columns])
+
+
+def eval_measures(data: SweepData) -> pd.DataFrame:
+    """``run``, ``label`` and each of :data:`EVAL_MEASURES` at the run's best epoch (:func:`at_best_epoch`); a
+    measure no run recorded is left out."""
+    out = pd.DataFrame({"run": data.runs["run"].tolist(), "label": data.runs["label"].tolist()})
+    for name, (column, base, _) in EVAL_MEASURES.items():
+        values = at_best_epoch(data, [column, *([base] if base else [])])
+        change = values[column] - values[base] if base else values[column]
+        if change.notna().any():
+            out[name] = change.to_numpy(dtype=float)
+    return out
 
 
 def config_table(data: SweepData) -> pd.DataFrame:
@@ -21,8 +98,13 @@ def config_table(data: SweepData) -> pd.DataFrame:
     Where the runs recorded their baselines, ``copy_first`` is the copy-first-frame PSNR of their validation
     video and ``margin`` (with ``margin_ci95``) the validation PSNR at each run's best epoch minus it: above
     0, the configuration beats copying the first frame.
+
+    Where the runs recorded the evaluation of a stochastic predictor, each of :data:`EVAL_MEASURES` (``ssim``,
+    ``psnr_best_of_k``, ..., ``no_prev_change``, ``active_units``) with its ``_ci95``, over the runs' values at
+    their best epoch (:func:`eval_measures`); a measure no run recorded has no column.
     """
     field = data.metric_field
+    measures = eval_measures(data).set_index("run")
     rows = []
     for label, group in data.runs.groupby("label", sort=False):
         finals, bests, best_epochs, margins, copies = [], [], [], [], []
@@ -53,6 +135,8 @@ def config_table(data: SweepData) -> pd.DataFrame:
             "margin": margin_mean, "margin_ci95": margin_ci,
             "train_time_s": float(group.duration_s.astype(float).mean()) if group.duration_s.notna().any() else math.nan,
         }
+        for name in measures.columns.drop("label"):
+            row[name], row[f"{name}_ci95"] = mean_ci(measures.loc[group.run, name])
         for state in ("complete", "pruned", "failed", "running"):
             row[state] = int(states.get(state, 0))
         rows.append(row)
@@ -63,14 +147,27 @@ def config_table(data: SweepData) -> pd.DataFrame:
                              kind="stable").reset_index(drop=True)
 
 
-def fmt_ci(mean: float, ci: float, unit: str = "") -> str:
+def fmt_ci(mean: float, ci: float, unit: str = "", *, digits: int = 2, sign: bool = False) -> str:
     if math.isnan(mean):
         return "-"
-    return f"{mean:.2f}{unit}" if math.isnan(ci) else f"{mean:.2f} ± {ci:.2f}{unit}"
+    text = f"{mean:+.{digits}f}" if sign else f"{mean:.{digits}f}"
+    return f"{text}{unit}" if math.isnan(ci) else f"{text} ± {ci:.{digits}f}{unit}"
+
+
+def eval_cells(table: pd.DataFrame, row: pd.Series) -> list[tuple[str, str]]:
+    """(heading, text) of each :data:`EVAL_MEASURES` column the table has: mean ± 95% CI, changes signed."""
+    out = []
+    for name, (_, base, heading) in EVAL_MEASURES.items():
+        if name in table:
+            out.append((heading, fmt_ci(row[name], row[f"{name}_ci95"], digits=3 if name == "ssim" else 2,
+                                        sign=base is not None)))
+    return out
 
 
 def render_terminal(data: SweepData, table: pd.DataFrame):
-    """A rich Table of :func:`config_table`'s output."""
+    """A rich Table of :func:`config_table`'s output; where the runs recorded the evaluation of a stochastic
+    predictor, a second table of :data:`EVAL_MEASURES` under it (a Group of both)."""
+    from rich.console import Group
     from rich.table import Table
 
     field = data.metric_field
@@ -89,4 +186,13 @@ def render_terminal(data: SweepData, table: pd.DataFrame):
             "-" if math.isnan(r.train_time_s) else f"{r.train_time_s:.0f} s",
             f"{r.complete}/{r.pruned}/{r.failed}/{r.running}",
         )
-    return out
+    if table.empty or not eval_cells(table, table.iloc[0]):
+        return out
+    uses = Table(title=f"{data.name}: what each configuration uses (mean ± 95% CI over replicates)",
+                 caption=EVAL_NOTE)
+    uses.add_column("configuration", no_wrap=True)
+    for heading, _ in eval_cells(table, table.iloc[0]):
+        uses.add_column(heading, justify="right")
+    for _, r in table.iterrows():
+        uses.add_row(str(r.configuration), *(t for _, t in eval_cells(table, r)))
+    return Group(out, uses)

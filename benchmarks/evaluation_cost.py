@@ -4,6 +4,7 @@ Usage:
     python benchmarks/evaluation_cost.py                         # the main job's model, 1 and 2 threads
     python benchmarks/evaluation_cost.py --dims lab --threads 2  # the lab's model sizes
     python benchmarks/evaluation_cost.py --out benchmarks/results/evaluation_cost.csv
+    python benchmarks/evaluation_cost.py --summary benchmarks/results/evaluation_cost.csv   # the medians again
 
 One 630-frame validation video of the main job's generated data (``sweeps/configs/quickstart.yaml``'s
 ``synth``), a model at the main job's sizes (``F_dim 24, L_dim 8, N_dim 12, D_out_dim 24``) or the lab's, in
@@ -57,6 +58,16 @@ def variants(model, frames, poses, other):
     return {"lab": lab, "k1": k(1, False), "k5": k(5, False), "k5_diag": k(5, True), "k5_loop": loop}
 
 
+def summarize(rows: list[dict], threads_list: list[int], names: list[str]) -> None:
+    print("\nmedian seconds (ratio to the lab's one rollout)")
+    for threads in threads_list:
+        med = {n: statistics.median(r["seconds"] for r in rows if r["threads"] == threads and r["variant"] == n)
+               for n in names}
+        base = med.get("lab")
+        print(f"  threads {threads}: " + ", ".join(
+            f"{n} {v:.1f} s" + (f" ({v / base:.2f}x)" if base else "") for n, v in med.items()))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dims", choices=sorted(DIMS), default="main")
@@ -64,8 +75,14 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=630, help="validation frames (the lab's 630)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--only", nargs="+", help="variants to time (default all)")
-    ap.add_argument("--out", type=Path, help="CSV of every timed call")
+    ap.add_argument("--out", type=Path, help="CSV of every timed call (appended to)")
+    ap.add_argument("--summary", type=Path, help="only print the medians of a CSV this script wrote")
     args = ap.parse_args()
+    if args.summary:
+        with args.summary.open(newline="") as fh:
+            rows = [{**r, "threads": int(r["threads"]), "seconds": float(r["seconds"])} for r in csv.DictReader(fh)]
+        summarize(rows, sorted({r["threads"] for r in rows}), list(dict.fromkeys(r["variant"] for r in rows)))
+        return
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "data"
@@ -93,13 +110,7 @@ def main() -> None:
                              "frames": args.frames, "seconds": round(seconds, 3), "cpu": platform.processor()
                              or platform.machine()})
                 print(f"threads {threads} {name:8s} repeat {rep}: {seconds:7.2f} s", flush=True)
-    print("\nmedian seconds (ratio to the lab's one rollout)")
-    for threads in args.threads:
-        med = {n: statistics.median(r["seconds"] for r in rows if r["threads"] == threads and r["variant"] == n)
-               for n in names}
-        base = med.get("lab")
-        print(f"  threads {threads}: " + ", ".join(
-            f"{n} {v:.1f} s" + (f" ({v / base:.2f}x)" if base else "") for n, v in med.items()))
+    summarize(rows, args.threads, names)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         new = not args.out.exists()

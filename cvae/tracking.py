@@ -63,7 +63,7 @@ _ENV_MODE_ALIASES = {"online": "online", "run": "online", "offline": "offline", 
 
 SUMMARIES = {
     **{key: "max" for key in ("train/psnr", "val/psnr", "val/psnr_margin", "val/ssim", "val/psnr_mean_of_k",
-                              "val/psnr_best_of_k", "val/ssim_mean_of_k", "val/ssim_best_of_k", "val/psnr_z0")},
+                              "val/psnr_best_of_k", "val/ssim_mean_of_k", "val/ssim_best_of_k")},
     **{key: "min" for key in ("train/loss", "train/mse", "train/kl", "val/loss")},
 }
 """W&B key -> its summary: the best value for metrics with a goal."""
@@ -252,6 +252,7 @@ class WandbRun:
         self._best: tuple[int, float] | None = None
         self._best_diagnostics: dict[str, float] = {}
         self._best_table: Any = None
+        self._best_latents: Any = None
         self._best_video: Path | None = None
         self._frames: list[float] | None = None
         self._save_root: Path | None = None
@@ -315,6 +316,7 @@ class WandbRun:
                 self._best = (int(result.epoch), float(result.val_psnr))
                 self._best_diagnostics = {key: row[key] for key in AT_BEST_EPOCH if key in row}
                 self._best_table = table
+                self._best_latents = latents
                 self._frames = list(result.val_psnr_per_frame)
                 video = self._rollout(result)
                 if video is not None:
@@ -328,7 +330,8 @@ class WandbRun:
             log.warning("W&B run %s: could not log epoch %d: %s", self.run_id, result.epoch, err)
 
     def _baseline_frames(self) -> dict[str, list[float]]:
-        """The trivial predictors' PSNR per validation frame (the same every epoch): ``baselines.csv``."""
+        """The trivial predictors' PSNR per validation frame (the same every epoch), keyed by their names, and
+        their SSIM keyed ``ssim_<name>``: ``baselines.csv``."""
         if self._baselines is None:
             self._baselines = {}
             path = self._save_root / BASELINES_CSV if self._save_root else None
@@ -336,7 +339,8 @@ class WandbRun:
                 from cvae.core.records import read_csv
 
                 rows = read_csv(path)
-                self._baselines = {name: [float(r[name]) for r in rows] for name in BASELINE_NAMES if rows and name in rows[0]}
+                names = [*BASELINE_NAMES, *(f"ssim_{n}" for n in BASELINE_NAMES)]
+                self._baselines = {name: [float(r[name]) for r in rows] for name in names if rows and name in rows[0]}
         return self._baselines
 
     def _frame_table(self, per_frame: Sequence[float], curves: Mapping[str, Sequence[float]]) -> Any:
@@ -349,7 +353,7 @@ class WandbRun:
         others = {name: v for name, v in curves.items() if name != "psnr" and name in FRAME_COLUMNS
                   and len(v) == len(per_frame)}
         refs = {name: v for name, v in self._baseline_frames().items() if len(v) == len(per_frame)}
-        columns = ["frame", "psnr", *others, *(f"psnr_{name}" for name in refs)]
+        columns = ["frame", "psnr", *others, *(name if name.startswith("ssim_") else f"psnr_{name}" for name in refs)]
         rows = [[i, float(v), *(float(c[i - 1]) for c in others.values()), *(float(r[i - 1]) for r in refs.values())]
                 for i, v in enumerate(per_frame, start=1)]
         return wandb.Table(columns=columns, data=rows)
@@ -387,6 +391,8 @@ class WandbRun:
 
         epoch, _ = self._best
         media: dict[str, Any] = {"epoch": epoch, "val/psnr_per_frame": self._best_table}
+        if self._best_latents is not None:
+            media["val/latents"] = self._best_latents
         refs = {n: v for n, v in self._baseline_frames().items() if n in ("copy_first", "mean_frame")
                 and len(v) == len(self._frames or [])}
         frames = list(range(1, len(self._frames or []) + 1))

@@ -280,22 +280,33 @@ def test_the_evaluation_is_logged_with_its_curves_latents_and_summaries(wandb_di
     curves = {"psnr": psnr, "ssim": [0.9 - 0.01 * i for i in range(6)], "psnr_best_of_k": [31.0] * 6,
               "psnr_no_prev": [25.0] * 6}
     latents = [{"channel": c, "kl": 0.5 * c, "mean_var": 0.02 * c, "active": int(c > 0)} for c in range(3)]
+    later = [{**c, "active": 0} for c in latents]
+    lines = ["frame,copy_first,mean_frame,copy_prev,ssim_copy_first,ssim_mean_frame,ssim_copy_prev"]
+    lines += [f"{i + 1},20.0,22.0,37.0,0.5,0.6,0.95" for i in range(6)]
+    (save_root / BASELINES_CSV).write_text("\n".join(lines) + "\n")
     t = wandb_run("trial-eval")
     t.log_epoch(epoch_result(0, 25.0, save_root, per_frame=psnr, is_best=True, val_curves=curves,
-                             val_latents=latents, val_ssim=0.85, val_psnr_no_prev=22.5, val_active_units=2.0))
-    t.log_epoch(epoch_result(1, 24.0, save_root, per_frame=psnr, val_curves=curves, val_latents=latents,
-                             val_ssim=0.88, val_psnr_no_prev=23.9, val_active_units=1.0))
+                             val_latents=latents, val_ssim=0.85, val_psnr_no_prev=22.5, val_active_units=2.0,
+                             val_psnr_z0=24.0))
+    t.log_epoch(epoch_result(1, 24.0, save_root, per_frame=psnr, val_curves=curves, val_latents=later,
+                             val_ssim=0.88, val_psnr_no_prev=23.9, val_active_units=0.0, val_psnr_z0=24.5))
     t.finish(state="complete")
     run = read_offline_run(t.run_dir)
     rows = metric_rows(run)
     table = stored_json(run, rows[0]["val/psnr_per_frame"])
-    assert table["columns"] == ["frame", "psnr", "ssim", "psnr_best_of_k", "psnr_no_prev"]
-    assert table["data"][2] == [3, psnr[2], curves["ssim"][2], 31.0, 25.0]
+    assert table["columns"] == ["frame", "psnr", "ssim", "psnr_best_of_k", "psnr_no_prev", "psnr_copy_first",
+                                "psnr_mean_frame", "psnr_copy_prev", "ssim_copy_first", "ssim_mean_frame",
+                                "ssim_copy_prev"]
+    assert table["data"][2] == [3, psnr[2], curves["ssim"][2], 31.0, 25.0, 20.0, 22.0, 37.0, 0.5, 0.6, 0.95]
     assert stored_json(run, rows[1]["val/latents"])["data"] == [[c["channel"], c["kl"], c["mean_var"], c["active"]]
-                                                                for c in latents]
+                                                                for c in later]
     assert run.summary["val/ssim"] == {"max": 0.88}  # a score: its best epoch
     # A diagnostic: its value at the best epoch (0, by val/psnr), where best.ckpt and the media are.
     assert run.summary["val/psnr_no_prev"] == 22.5 and run.summary["val/active_units"] == 2.0
+    assert run.summary["val/psnr_z0"] == 24.0
+    (media,) = media_rows(run)
+    assert stored_json(run, media["val/latents"])["data"][1][3] == 1  # the best epoch's posterior, not the last
+    assert run.summary["val/latents"]["path"] == media["val/latents"]["path"]
 
 
 def test_relogging_an_epoch_and_finishing_twice_do_not_raise(wandb_dir: Path, save_root: Path) -> None:

@@ -25,7 +25,6 @@ from PIL import Image
 from scipy import stats
 
 REPO = Path(__file__).resolve().parents[2]
-REPO = Path(__file__).resolve().parents[2]
 
 KL_SETS = {
     "cyclical": {"kl_anneal_type": "cyclical", "kl_anneal_cycle": 2, "kl_anneal_ratio": 0.5},
@@ -38,7 +37,7 @@ TF_SETS = {
     "TF3": {"tfr": 0.0, "tfr_sde": 0, "tfr_d_step": 0.0},
 }
 BASE = {"kl_anneal_type": "none", "kl_anneal_cycle": 2, "kl_anneal_ratio": 0.5, "kl_hybrid_switch": 0.5,
-        "tfr": 0.0, "tfr_sde": 0, "tfr_d_step": 0.0, "N_dim": 12, "lr": 0.001, "batch_size": 4}
+        "tfr": 0.0, "tfr_sde": 0, "tfr_d_step": 0.0, "N_dim": 12, "lr": 0.001, "batch_size": 4, "val_samples": 5}
 FLAT = set(BASE)  # training keys; other grid names are named choices (tf_schedule -> TF_SETS)
 
 
@@ -75,16 +74,32 @@ def baseline_frame(f: int) -> dict[str, float]:
     return {"copy_first": 25.0 - 0.2 * f, "mean_frame": 22.0, "copy_prev": 37.0}
 
 
+def evaluation(c: int, r: int, e: int) -> dict[str, float]:
+    """The evaluation's columns of configuration ``c``, replicate ``r``, epoch ``e`` (:func:`make_data`)."""
+    psnr = val_psnr(c, r, e)
+    return {"val_ssim": 0.5 + 0.01 * c + 0.02 * e + 0.005 * r, "val_ssim_copy_first": 0.7,
+            "val_psnr_mean_of_k": psnr + 0.1, "val_psnr_best_of_k": psnr + 0.5 + 0.1 * c + 0.05 * r,
+            "val_psnr_std_of_k": 0.2 + 0.05 * c + 0.01 * r + 0.001 * e, "val_ssim_mean_of_k": 0.5,
+            "val_ssim_best_of_k": 0.55, "val_psnr_z0": psnr - 0.3 - 0.1 * r,
+            "val_psnr_no_prev": psnr - (2.0 + 0.3 * r if c % 2 else 0.02 * r),
+            "val_psnr_swapped_frame": psnr - 1.0 - 0.1 * r - 0.01 * e, "val_kl": 3.0,
+            "val_active_units": 0.0 if c == 0 else 3.0 + r}
+
+
 def make_data(grid: dict[str, list], *, replicates: int = 2, n_epochs: int = 5, n_frames: int = 20,
               states: dict[str, str] | None = None, epochs_done: dict[str, int] | None = None,
-              with_frames: bool = True, spec: bool = True, baselines: bool = False) -> SweepData:
+              with_frames: bool = True, spec: bool = True, baselines: bool = False, evaluated: bool = False,
+              eval_every: int = 1) -> SweepData:
     """A sweep over ``grid`` (in order) x ``replicates``, schema as :mod:`analysis.load` gives it.
 
     Configuration ``c`` (grid order), replicate ``r``, epoch ``e``: val_psnr = 20 + c + 0.5 e + 0.2 r,
     train_loss = (c + 1) / (e + 1) + 0.01 r, β and tfr from the resolved schedule; the last epoch's frame f has
     PSNR 30 - 0.1 f + c + 0.2 r (earlier epochs 5 dB less). ``states`` / ``epochs_done`` override a run's state
     and how many epochs it recorded (0: none). ``baselines``: every run validated on one video whose copy-first
-    frame scores 21 dB (per frame 25 - 0.2 f), mean frame 22 dB, copy-previous 37 dB.
+    frame scores 21 dB (per frame 25 - 0.2 f), mean frame 22 dB, copy-previous 37 dB. ``evaluated``: the
+    evaluation of a stochastic predictor (:func:`evaluation`; per frame SSIM 0.8 - 0.01 f + 0.01 c + 0.005 r,
+    the best of K 0.8 dB and 0.02 above, copy-first SSIM 0.9 - 0.01 f with ``baselines``), its K samples and
+    diagnostics NaN except every ``eval_every`` epochs and at the last.
     """
     states, epochs_done = states or {}, epochs_done or {}
     names = list(grid)
@@ -119,11 +134,23 @@ def make_data(grid: dict[str, list], *, replicates: int = 2, n_epochs: int = 5, 
                                **(BASELINE_EPOCH if baselines else {})})
                 if baselines:
                     epochs[-1]["val_psnr_margin"] = val_psnr(c, r, e) - 21.0
+                if evaluated:
+                    full = (e + 1) % eval_every == 0 or e == n_epochs - 1
+                    epochs[-1].update({k: v if full or k in ("val_ssim", "val_ssim_copy_first", "val_kl",
+                                                             "val_active_units") else np.nan
+                                       for k, v in evaluation(c, r, e).items()})
                 if with_frames:
                     for f in range(1, n_frames + 1):
                         frames.append({"run": run, "epoch": e, "frame": f,
                                        "psnr": frame_psnr(c, r, f, e == n_ep - 1),
                                        **(baseline_frame(f) if baselines else {})})
+                        if evaluated:
+                            ssim = 0.8 - 0.01 * f + 0.01 * c + 0.005 * r
+                            frames[-1].update(ssim=ssim, psnr_best_of_k=frames[-1]["psnr"] + 0.8,
+                                              ssim_best_of_k=ssim + 0.02)
+                        if evaluated and baselines:
+                            frames[-1].update(ssim_copy_first=0.9 - 0.01 * f, ssim_mean_frame=0.75,
+                                              ssim_copy_prev=0.98)
             i += 1
     runs_df = pd.DataFrame(runs)
     assert set(RUN_COLUMNS) <= set(runs_df.columns)
@@ -205,7 +232,8 @@ def test_one_value_has_no_interval():
 # -- the registry and applicability -----------------------------------------------------------------------------
 def test_registry_lists_every_figure_in_order():
     assert list(F.FIGURES) == ["tfr_loss", "tfr_psnr", "kl_beta_psnr", "kl_psnr", "kl_loss", "psnr_per_frame",
-                               "ndim_psnr", "optimization_history", "param_importances", "parallel_coordinates"]
+                               "ndim_psnr", "uses", "optimization_history", "param_importances",
+                               "parallel_coordinates"]
     assert list(F.DATA) == list(F.FIGURES)
     assert all(callable(ok) and callable(render) for ok, render in F.FIGURES.values())
 
@@ -558,6 +586,224 @@ def test_colors_are_stable_per_configuration(kl_data):
     assert psnr == frames and all(len(v) == 1 for v in psnr.values()) and len(set.union(*psnr.values())) == 3
     assert F.palette(["N_dim=12", "N_dim=4"]) == F.palette(["N_dim=4", "N_dim=12"])
     assert list(F.palette(["N_dim=12", "N_dim=4"])) == ["N_dim=4", "N_dim=12"]
+
+
+# -- the evaluation of a stochastic predictor: table, "uses", SSIM per frame, best of K ---------------------------
+EVAL_GRID = {"kl_anneal_type": ["cyclical", "none"], "N_dim": [4, 12]}
+EVAL_LABELS = ["kl_anneal_type=cyclical, N_dim=4", "kl_anneal_type=cyclical, N_dim=12",
+               "kl_anneal_type=none, N_dim=4", "kl_anneal_type=none, N_dim=12"]
+
+
+@pytest.fixture
+def evaluated():
+    """4 configurations x 2 replicates, 5 epochs; the K samples and diagnostics every second epoch and at the
+    last (epochs 1, 3, 4), and the best validation PSNR at epoch 2, an epoch that skipped them."""
+    data = make_data(EVAL_GRID, baselines=True, evaluated=True, eval_every=2)
+    at2 = data.epochs.epoch == 2
+    data.epochs.loc[at2, "val_psnr"] += 20.0
+    return data
+
+
+def test_table_has_the_evaluation_at_each_runs_best_epoch(evaluated):
+    """SSIM and active units (measured every epoch) at the best epoch (2); the K samples and the diagnostics
+    at the best epoch that measured them (4), each change against the normal rollout of that same epoch."""
+    from cvae.analysis.table import config_table
+
+    table = config_table(evaluated).set_index("configuration")
+    assert table.columns.get_loc("margin_ci95") < table.columns.get_loc("ssim") < table.columns.get_loc("complete")
+    expected = {
+        "ssim": lambda c, r: evaluation(c, r, 2)["val_ssim"],
+        "active_units": lambda c, r: evaluation(c, r, 2)["val_active_units"],
+        "psnr_best_of_k": lambda c, r: evaluation(c, r, 4)["val_psnr_best_of_k"],
+        "psnr_mean_of_k": lambda c, r: evaluation(c, r, 4)["val_psnr_mean_of_k"],
+        "psnr_std_of_k": lambda c, r: 0.2 + 0.05 * c + 0.01 * r + 0.004,
+        "no_prev_change": lambda c, r: -(2.0 + 0.3 * r) if c % 2 else -0.02 * r,
+        "swapped_frame_change": lambda c, r: -1.04 - 0.1 * r,
+        "z0_change": lambda c, r: -0.3 - 0.1 * r,
+    }
+    for name, value in expected.items():
+        for c, label in enumerate(EVAL_LABELS):
+            replicates = [value(c, r) for r in range(2)]
+            assert table.loc[label, name] == pytest.approx(np.mean(replicates)), (name, label)
+            assert table.loc[label, f"{name}_ci95"] == pytest.approx(t_half(replicates), abs=1e-12), (name, label)
+    assert table.loc[EVAL_LABELS[0], "active_units"] == 0 and table.loc[EVAL_LABELS[0], "active_units_ci95"] == 0
+
+
+def test_table_of_older_records_has_no_evaluation_columns():
+    from cvae.analysis.table import EVAL_MEASURES, config_table, eval_cells
+
+    table = config_table(make_data(EVAL_GRID, baselines=True))
+    assert not {c for name in EVAL_MEASURES for c in (name, f"{name}_ci95")} & set(table.columns)
+    assert eval_cells(table, table.iloc[0]) == []
+
+
+def test_table_cells_of_the_evaluation(evaluated):
+    from cvae.analysis.table import config_table, eval_cells
+
+    table = config_table(evaluated)
+    row = table[table.configuration == EVAL_LABELS[1]].iloc[0]
+    cells = dict(eval_cells(table, row))
+    assert list(cells) == ["SSIM", "PSNR best of K (dB)", "PSNR mean of K (dB)", "PSNR spread over z (dB)",
+                           "Δ without prev. frame (dB)", "Δ other video's frame (dB)", "Δ z = 0 (dB)", "active units"]
+    assert cells["Δ without prev. frame (dB)"] == f"-2.15 ± {t_half([-2.0, -2.3]):.2f}"
+    assert cells["SSIM"] == f"{np.mean([0.55, 0.555]):.3f} ± {t_half([0.55, 0.555]):.3f}"
+
+
+def _uses_expected(c: int, r: int) -> dict[tuple[str, str], float]:
+    """What :func:`figdata.uses` shows of configuration ``c``, replicate ``r`` of ``evaluated``: the frame-input
+    and samples-of-z panels at epoch 4 (the best that ran them), active units at epoch 2 (the best)."""
+    ev4, psnr4 = evaluation(c, r, 4), val_psnr(c, r, 4)
+    return {("Frame input", "normal rollout"): psnr4,
+            ("Frame input", "without its previous frame"): ev4["val_psnr_no_prev"],
+            ("Frame input", "with another video's frame"): ev4["val_psnr_swapped_frame"],
+            ("Samples of z", "std over K samples"): ev4["val_psnr_std_of_k"],
+            ("Samples of z", "best of K − mean of K"): ev4["val_psnr_best_of_k"] - ev4["val_psnr_mean_of_k"],
+            ("Latent channels", "active units"): evaluation(c, r, 2)["val_active_units"]}
+
+
+def test_uses_shows_each_configurations_means_with_t_intervals(evaluated):
+    df = D.uses(evaluated)
+    assert df.attrs["name"] == "uses" and df.attrs["layout"] == "uses" and df.attrs["x"] == "configuration"
+    assert df.attrs["panels"] == ["Frame input", "Samples of z", "Latent channels"]
+    assert df.attrs["configurations"] == EVAL_LABELS
+    got = D.summary(df).set_index(["panel", "line", "configuration"])
+    assert len(got) == 6 * 4 and (got["n"] == 2).all()
+    for c, label in enumerate(EVAL_LABELS):
+        per_run = [_uses_expected(c, r) for r in range(2)]
+        for (panel, line), _ in per_run[0].items():
+            values = [p[(panel, line)] for p in per_run]
+            row = got.loc[(panel, line, label)]
+            assert row["mean"] == pytest.approx(np.mean(values)), (panel, line, label)
+            if np.ptp(values) > 0:
+                low, high = stats.t.interval(0.95, 1, loc=np.mean(values), scale=stats.sem(values))
+                assert (row["lo"], row["hi"]) == pytest.approx((low, high)), (panel, line, label)
+    refs = df[df["kind"] == "reference"].set_index("configuration")["value"]
+    assert refs.to_dict() == dict(zip(EVAL_LABELS, [4.0, 12.0, 4.0, 12.0], strict=True))
+    (copy_first,) = df.loc[(df["kind"] == "baseline") & (df["group"] == "copy_first"), "value"]
+    assert copy_first == 21.0
+    caption = df.attrs["caption"]
+    assert caption.startswith("What each configuration uses, at each run's best epoch (the best among the epochs "
+                              "that ran the evaluation), one row per configuration (4 configurations, 2 replicates "
+                              "each; bars: 95% CI of the mean)")
+    for text in ("No drop without the previous frame (within 0.1 dB, or above): the model does not use its previous "
+                 "frame", "over K = 5 samples of z", "0 active units is posterior collapse, z ignored",
+                 "beside N_dim, the channels available", "copy first frame (21.00 dB)", "Runs t0000-t0007."):
+        assert text in caption, text
+    low, high = df.attrs["xlims"]["Latent channels"]
+    assert low < 0 and high > 12  # 0 active units and N_dim on the axes
+
+
+def test_uses_names_partial_and_missing_runs():
+    data = make_data(EVAL_GRID, evaluated=True, states={"t0007": "waiting", "t0005": "pruned"},
+                     epochs_done={"t0007": 0})
+    df = D.uses(data)
+    assert df.attrs["configurations"] == [*EVAL_LABELS[:2], f"{EVAL_LABELS[2]} (1 of 2 pruned)", EVAL_LABELS[3]]
+    last = D.summary(df).query("configuration == @EVAL_LABELS[3]")
+    assert (last["n"] == 1).all() and last[["lo", "hi"]].isna().all().all()  # one run: no interval
+    assert "No diagnostics recorded for t0007 (waiting)." in df.attrs["caption"]
+    assert "t0007" not in df.attrs["runs"] and "grey reference" not in df.attrs["caption"].lower()
+
+
+def test_uses_reads_the_trial_records_of_a_source_without_per_epoch_evaluation():
+    """An Optuna study holds the evaluation only as the trial's attributes (at the epoch of its value)."""
+    full = make_data(EVAL_GRID, evaluated=True)
+    runs = full.runs.copy()
+    for i, run in runs.iterrows():
+        c, r = divmod(int(run["trial"]), 2)
+        for col, value in evaluation(c, r, 4).items():
+            runs.loc[i, col] = value
+        runs.loc[i, "val_psnr"] = val_psnr(c, r, 4)
+    data = SweepData(runs=runs, epochs=full.epochs[["run", "epoch", "val_psnr"]],
+                     frames=pd.DataFrame(columns=["run", "epoch", "frame", "psnr"]), params=full.params, spec=full.spec)
+    assert "uses" in F.applicable_figures(data)
+    got = D.summary(D.uses(data)).set_index(["panel", "line", "configuration"])["mean"]
+    for c, label in enumerate(EVAL_LABELS):
+        assert got[("Frame input", "without its previous frame", label)] == pytest.approx(
+            np.mean([evaluation(c, r, 4)["val_psnr_no_prev"] for r in range(2)]))
+        assert got[("Latent channels", "active units", label)] == (0.0 if c == 0 else 3.5)
+
+
+def test_uses_draws_only_the_panels_recorded():
+    data = make_data(EVAL_GRID, evaluated=True)
+    data.epochs = data.epochs.drop(columns=["val_psnr_no_prev", "val_psnr_swapped_frame", "val_active_units"])
+    df = D.uses(data)  # val_diagnostics: false keeps the K samples only
+    assert df.attrs["panels"] == ["Samples of z"] and "Frame input" not in df.attrs["caption"]
+    older = make_data(EVAL_GRID, baselines=True)
+    assert "uses" not in F.applicable_figures(older)
+    assert D.uses(older).attrs["message"] == "no diagnostics in these records"
+
+
+def test_psnr_per_frame_has_an_ssim_panel_where_recorded():
+    data = make_data({"kl_anneal_type": ["cyclical", "none"]}, baselines=True, evaluated=True)
+    df = D.psnr_per_frame(data)
+    assert df.attrs["layout"] == "panels" and df.attrs["panels"] == ["PSNR", "SSIM"]
+    assert df.attrs["ylabels"] == {"PSNR": "PSNR (dB)", "SSIM": "SSIM"}
+    frames = np.arange(1, 21)
+    for c, kind in enumerate(["cyclical", "none"]):
+        psnr = np.mean([[frame_psnr(c, r, f, True) for f in frames] for r in range(2)], axis=0)
+        ssim = np.mean([[0.8 - 0.01 * f + 0.01 * c + 0.005 * r for f in frames] for r in range(2)], axis=0)
+        line = f"kl_anneal_type={kind}: {psnr.mean():.2f} dB average PSNR, {ssim.mean():.3f} SSIM"
+        np.testing.assert_allclose(curves(df, "PSNR")[line]["mean"], psnr)
+        np.testing.assert_allclose(curves(df, "SSIM")[line]["mean"], ssim)
+        best = D.summary(df, "best_of_k").set_index(["panel", "line", "frame"])["mean"]
+        np.testing.assert_allclose(best.loc[("PSNR", line)], psnr + 0.8)
+        np.testing.assert_allclose(best.loc[("SSIM", line)], ssim + 0.02)
+        low, high = df.attrs["ylims"]["SSIM"]
+        assert low <= ssim.min() and high >= ssim.max()
+    refs = baselines(df, "SSIM")
+    np.testing.assert_allclose(refs["copy_first"]["value"], 0.9 - 0.01 * frames)
+    assert set(refs["copy_first"]["line"]) == {"copy first frame: 22.90 dB average PSNR, 0.795 SSIM"}
+    assert set(baselines(df, "PSNR")["copy_first"]["line"]) == set(refs["copy_first"]["line"])  # one legend
+    assert "right: SSIM (structural similarity, 1 = identical)" in df.attrs["caption"]
+    assert "Dash-dotted, in each line's colour: the PSNR and SSIM of the best of K = 5 samples" in df.attrs["caption"]
+
+
+def test_psnr_per_frame_of_older_records_is_one_panel(kl_data):
+    df = D.psnr_per_frame(make_data({"kl_anneal_type": ["cyclical", "none"]}, baselines=True))
+    assert df.attrs["layout"] == "lines" and df.attrs["panels"] == [""] and "ylims" not in df.attrs
+    assert set(df["kind"]) == {"metric", "baseline"} and "SSIM" not in df.attrs["caption"]
+
+
+@pytest.mark.parametrize(("compute", "grid"), [
+    (D.kl_psnr, {"kl_anneal_type": ["cyclical", "none"]}),
+    (D.tfr_psnr, {"tfr": [1.0, 0.0]}),
+    (D.kl_beta_psnr, {"kl_anneal_type": ["cyclical", "none"]}),
+    (D.ndim_psnr, {"N_dim": [4, 12]}),
+    (lambda d: D.compare(d, "N_dim", "val_psnr"), {"N_dim": [4, 12]}),
+], ids=["kl_psnr", "tfr_psnr", "kl_beta_psnr", "ndim_psnr", "compare"])
+def test_psnr_figures_draw_the_best_of_k_beside_the_single_sample(compute, grid):
+    df = compute(make_data(grid, evaluated=True, eval_every=2))
+    best = D.summary(df, "best_of_k")
+    single = D.summary(df)
+    lines = set(map(tuple, best[["panel", "line"]].to_numpy()))
+    assert lines == set(map(tuple, single[["panel", "line"]].to_numpy())) and len(lines) == 2
+    for (panel, line), rows in best.groupby(["panel", "line"]):
+        assert rows["epoch"].tolist() == [1, 3, 4]  # the epochs that ran the K samples
+        rows_of_line = metric(df, panel)[metric(df, panel)["line"] == line]
+        c = int(rows_of_line["run"].iloc[0][1:]) // 2  # two replicates per configuration
+        np.testing.assert_allclose(rows["mean"], [np.mean([evaluation(c, r, e)["val_psnr_best_of_k"] for r in range(2)])
+                                                  for e in (1, 3, 4)])
+        color = set(df.loc[(df["panel"] == panel) & (df["line"] == line), "color"])
+        assert len(color) == 1  # in the colour of its single-sample line
+    assert ("Dash-dotted, in each line's colour: the PSNR of the best of K = 5 samples of z per validation video"
+            in df.attrs["caption"])
+    older = compute(make_data(grid))
+    assert "best_of_k" not in set(older["kind"]) and "Dash-dotted" not in older.attrs["caption"]
+
+
+def test_the_evaluation_figures_render(evaluated, tmp_path):
+    result = F.render_uses(evaluated)
+    axes = result.fig.axes
+    assert [ax.get_title() for ax in axes] == ["Frame input", "Samples of z", "Latent channels"]
+    assert [t.get_text() for t in axes[0].get_yticklabels()] == [
+        "kl_anneal_type=cyclical,\nN_dim=4", "kl_anneal_type=cyclical,\nN_dim=12", "kl_anneal_type=none,\nN_dim=4",
+        "kl_anneal_type=none,\nN_dim=12"]
+    assert axes[2].get_xlim()[1] > 12
+    frames = F.render_psnr_per_frame(evaluated).fig.axes
+    assert [ax.get_title() for ax in frames] == ["PSNR", "SSIM"] and frames[1].get_ylabel() == "SSIM"
+    png, _ = F.save_figure(result, tmp_path)
+    with Image.open(png) as img:
+        assert np.asarray(img.convert("L")).std() > 10
 
 
 # -- rendering ----------------------------------------------------------------------------------------------------

@@ -13,6 +13,8 @@ import pytest
 from cvae.analysis.load import AnalysisError, load_local, load_optuna, load_wandb_offline
 from cvae.core.records import METRIC_COLUMNS, CsvLog, write_config
 
+from cvae.schema import EVAL_COLUMNS, FRAME_COLUMNS, TRIAL_COLUMNS
+
 
 @pytest.fixture(scope="module")
 def three(sweep_records):
@@ -52,9 +54,9 @@ def test_the_three_sources_agree(three):
     merged = local.epochs.merge(wandb.epochs, on=["run", "epoch"], suffixes=("", "_o"))
     for col in ("train_loss", "beta", "tfr", "lr"):
         assert merged[col].tolist() == pytest.approx(merged[f"{col}_o"].tolist())
-    last = local.frames[local.frames.epoch == 2].reset_index(drop=True)
-    assert last[["run", "frame"]].equals(wandb.frames[["run", "frame"]].reset_index(drop=True))
-    assert last.psnr.tolist() == pytest.approx(wandb.frames.psnr.tolist())
+    # W&B logs the per-frame table every epoch, as psnr_per_frame.csv has it
+    assert local.frames[["run", "epoch", "frame"]].equals(wandb.frames[["run", "epoch", "frame"]])
+    assert local.frames.psnr.tolist() == pytest.approx(wandb.frames.psnr.tolist())
     assert study.frames.empty  # Optuna holds no per-frame PSNR
 
 
@@ -76,13 +78,116 @@ def test_every_source_carries_the_baselines(three, sweep_records):
         for col, name in zip(BASELINE_COLS, ("copy_first", "mean_frame", "copy_prev"), strict=True):
             assert ep[col].tolist() == pytest.approx([expected.avg_psnr()[name]] * len(ep)), (data.source, col)
         assert ep.val_psnr_margin.tolist() == pytest.approx((ep.val_psnr - ep.val_psnr_copy_first).tolist())
-    last = local.frames[local.frames.epoch == 2].reset_index(drop=True)
-    for frames in (last, wandb.frames.reset_index(drop=True)):
+    for frames in (local.frames, wandb.frames):
+        frames = frames[frames.epoch == 2]
         for name in ("copy_first", "mean_frame", "copy_prev"):
             per_run = frames.pivot(index="frame", columns="run", values=name)
             for run in per_run:
                 assert per_run[run].tolist() == pytest.approx(getattr(expected, name).psnr_per_frame)
 
+
+
+def test_every_source_carries_the_evaluation(three, sweep_records):
+    """SSIM, the K samples of z and the diagnostics: per epoch (local, W&B), per run at the epoch of its value
+    (all three: trial.json, Optuna's attributes, W&B's history at the best epoch), per frame (local, W&B), per
+    latent channel (local, W&B)."""
+    local, study, wandb = three
+    merged = local.epochs.merge(wandb.epochs, on=["run", "epoch"], suffixes=("", "_o"))
+    assert len(merged) == len(local.epochs) == 8 * 3
+    for col in EVAL_COLUMNS:
+        assert merged[col].notna().all(), col
+        assert merged[col].tolist() == pytest.approx(merged[f"{col}_o"].tolist()), col
+    assert not set(EVAL_COLUMNS) & set(study.epochs.columns)  # Optuna: per trial only
+    best = local.epochs.merge(local.runs[["run", "best_epoch"]], left_on=["run", "epoch"],
+                              right_on=["run", "best_epoch"]).set_index("run")
+    for data in three:
+        runs = data.runs.set_index("run")
+        for col in TRIAL_COLUMNS:
+            assert runs[col].tolist() == pytest.approx(best.loc[runs.index, col].tolist()), (data.source, col)
+    assert set(FRAME_COLUMNS) <= set(local.frames.columns) and set(FRAME_COLUMNS) <= set(wandb.frames.columns)
+    for col in FRAME_COLUMNS:
+        assert local.frames[col].tolist() == pytest.approx(wandb.frames[col].tolist()), col
+    for run in local.runs.run:  # the SSIM baselines of baselines.csv ride with the frames
+        refs = pd.read_csv(sweep_records.runs / run / "baselines.csv")
+        frames = local.frames[(local.frames.run == run) & (local.frames.epoch == 0)]
+        for col in ("ssim_copy_first", "ssim_mean_frame", "ssim_copy_prev"):
+            assert frames[col].tolist() == pytest.approx(refs[col].tolist()), col
+    assert list(local.latents.columns) == ["run", "epoch", "channel", "kl", "mean_var", "active"]
+    assert len(local.latents) == 8 * 3 * 4  # runs x epochs x N_dim channels
+    pd.testing.assert_frame_equal(local.latents, wandb.latents, check_dtype=False)
+    per_epoch = local.latents.groupby(["run", "epoch"]).active.sum().reset_index()
+    assert per_epoch.merge(local.epochs, on=["run", "epoch"]).pipe(
+        lambda m: (m.active == m.val_active_units).all())
+    assert study.latents.empty and list(study.latents.columns) == list(local.latents.columns)
+
+
+def test_a_plain_train_folder_takes_the_trial_columns_from_its_best_epoch(sweep_records, tmp_path):
+    folder = tmp_path / "run"
+    shutil.copytree(sweep_records.runs / "t0001", folder)
+    (folder / "trial.json").unlink()  # as `cvae train` leaves its save_root
+    data = load_local(folder)
+    (row,) = data.runs.to_dict("records")
+    ep = data.epochs.set_index("epoch")
+    assert row["best_epoch"] == ep.val_psnr.idxmax()
+    for col in TRIAL_COLUMNS:
+        assert row[col] == pytest.approx(ep.loc[row["best_epoch"], col]), col
+    assert len(data.latents) == 3 * 4 and set(data.latents.run) == {"run"}
+
+
+def test_wandb_trial_columns_are_those_of_the_best_epoch():
+    """define_metric's max summaries are the best over the epochs: the history at the best epoch wins; the summary
+    serves where the history lacks a column."""
+    from cvae.analysis.load import _wandb_rows
+
+    history = [{"epoch": e, "val/psnr": p, "val/ssim": s, "val/psnr_per_frame": {"path": f"media/t{e}.json"}}
+               for e, p, s in ((0, 20.0, 0.3), (1, 22.0, 0.2), (2, 21.0, 0.25))]
+    summary = {"best_epoch": 1, "val/psnr": {"max": 22.0}, "val/ssim": {"max": 0.3}, "val/active_units": 2.0,
+               "val/psnr_best_of_k": {"max": 23.5}, "state": "complete"}
+    tables = {f"media/t{e}.json": {"columns": ["frame", "psnr", "ssim", "psnr_copy_first"],
+                                   "data": [[1, 20.0 + e, 0.5, 25.0], [2, 19.0 + e, None, 24.0]]} for e in range(3)}
+    row, epochs, frames, latents, _, _ = _wandb_rows("id", {"trial": 3}, summary, history, tables.get)
+    assert (row["val_psnr"], row["val_ssim"], row["val_active_units"], row["val_psnr_best_of_k"]) == (
+        22.0, 0.2, 2.0, 23.5)
+    assert [e["val_ssim"] for e in epochs] == [0.3, 0.2, 0.25]
+    assert [(f["epoch"], f["frame"], f["psnr"], f["copy_first"]) for f in frames][-2:] == [(2, 1, 22.0, 25.0),
+                                                                                           (2, 2, 21.0, 24.0)]
+    assert math.isnan(frames[-1]["ssim"]) and latents == []
+
+
+def test_older_records_load_without_the_new_columns(tmp_path, capsys):
+    """Records written before the evaluation: no SSIM, K samples, diagnostics or latents.csv."""
+    from cvae.analysis.figures import applicable_figures
+    from cvae.analysis.table import EVAL_MEASURES, config_table
+
+    old_columns = [c for c in METRIC_COLUMNS if c not in EVAL_COLUMNS]
+    for i in range(2):
+        folder = tmp_path / "runs" / f"t{i:04d}"
+        folder.mkdir(parents=True)
+        write_config({"num_epoch": 3, "N_dim": 4 + 4 * i}, folder / "config.yaml")
+        CsvLog(folder / "metrics.csv", old_columns).append(
+            [{c: (e if c == "epoch" else 20.0 + i + e) for c in old_columns} for e in range(3)])
+        CsvLog(folder / "psnr_per_frame.csv", ("epoch", "frame", "psnr")).append(
+            [{"epoch": e, "frame": f, "psnr": 20.0} for e in range(3) for f in (1, 2)])
+        (folder / "trial.json").write_text(json.dumps({
+            "trial_number": i, "state": "complete", "params": {"N_dim": 4 + 4 * i}, "value": 22.0 + i,
+            "best_epoch": 2, "epochs_done": 3, "replicate": 0, "config_id": f"c{i}", "metric": "val/psnr",
+            "goal": "maximize", "val_psnr": 22.0 + i, "val_psnr_copy_first": 22.0 + i}))
+    data = load_local(tmp_path / "runs")
+    assert capsys.readouterr().err == ""
+    assert not set(EVAL_COLUMNS) & (set(data.epochs.columns) | set(data.runs.columns))
+    assert list(data.frames.columns) == ["run", "epoch", "frame", "psnr"]
+    assert data.latents.empty and list(data.latents.columns) == ["run", "epoch", "channel", "kl", "mean_var", "active"]
+    assert not set(EVAL_MEASURES) & set(config_table(data).columns)
+    assert "uses" not in applicable_figures(data) and "ndim_psnr" in applicable_figures(data)
+
+
+@pytest.mark.skipif(not (Path(__file__).resolve().parents[2] / "runs" / "quickstart" / "spec.yaml").is_file(),
+                    reason="no runs/quickstart records (make demo writes them)")
+def test_quickstart_records_older_than_the_evaluation_load_as_before(capsys):
+    data = load_local(Path(__file__).resolve().parents[2] / "runs" / "quickstart")
+    assert capsys.readouterr().err == ""
+    assert not set(EVAL_COLUMNS) & (set(data.epochs.columns) | set(data.runs.columns)) and data.latents.empty
+    assert set(data.frames.columns) == {"run", "epoch", "frame", "psnr", "copy_first", "mean_frame", "copy_prev"}
 
 
 def test_partial_runs_are_shown_not_dropped(sweep_records, tmp_path):

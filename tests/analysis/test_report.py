@@ -11,8 +11,8 @@ import subprocess
 import numpy as np
 import pytest
 from cvae.analysis.load import load_local
-from cvae.analysis.report import baseline_sentence
-from cvae.analysis.table import config_table, mean_ci
+from cvae.analysis.report import baseline_sentence, uses_sentence
+from cvae.analysis.table import EVAL_MEASURES, at_best_epoch, config_table, mean_ci
 from PIL import Image
 
 from cvae.cli import main
@@ -41,10 +41,33 @@ def test_config_table_reduces_replicates(sweep_records):
         assert row.margin_ci95 == pytest.approx(mean_ci(np.subtract(bests, copies))[1])
 
 
+def test_config_table_carries_the_evaluation_at_the_best_epoch(sweep_records):
+    """Each evaluation column is the mean (and t-interval) over replicates of the value every run recorded at
+    its best validation PSNR's epoch (every epoch of this sweep ran the whole evaluation)."""
+    data = load_local(sweep_records.runs)
+    table = config_table(data).set_index("configuration")
+    assert set(EVAL_MEASURES) <= set(table.columns)
+    for label, group in data.runs.groupby("label"):
+        at_best = []
+        for run in group.run:
+            ep = data.epochs[data.epochs.run == run]
+            at_best.append(ep.loc[ep.val_psnr.idxmax()])
+        for name, (column, base, _) in EVAL_MEASURES.items():
+            values = [row[column] - (row[base] if base else 0.0) for row in at_best]
+            assert table.loc[label, name] == pytest.approx(np.mean(values)), (label, name)
+            assert table.loc[label, f"{name}_ci95"] == pytest.approx(mean_ci(values)[1], nan_ok=True), (label, name)
+    # the runs' own records (trial.json) say the same
+    best = at_best_epoch(data, ["val_ssim", "val_psnr_no_prev"]).set_index("run")
+    runs = data.runs.set_index("run")
+    assert best.val_ssim.tolist() == pytest.approx(runs.val_ssim.tolist())
+    assert best.val_psnr_no_prev.tolist() == pytest.approx(runs.val_psnr_no_prev.tolist())
+
+
 def test_table_command_prints_and_writes_csv(sweep_records, tmp_path, capsys):
     assert main(["analysis", "table", "--runs", str(sweep_records.runs), "--csv", str(tmp_path / "t.csv")]) == 0
     out = capsys.readouterr().out
     assert "TF1, kl_anneal_type=none" in out and "±" in out
+    assert "what each configuration uses" in out and "active units" in out and "posterior collapse" in out
     assert len((tmp_path / "t.csv").read_text().splitlines()) == 5
 
 
@@ -89,7 +112,7 @@ def test_report_is_self_contained_and_complete(sweep_records, tmp_path):
     assert {"tfr_loss", "kl_psnr", "psnr_per_frame"} <= set(figures)
     assert page.count("<figcaption>") == len(figures) + 2  # + the best and the worst rollouts
     assert page.count('src="data:image/gif;base64,') == 2
-    assert page.count("<tr") == 1 + 4  # header + 4 configurations
+    assert page.count("<tr") == 2 * (1 + 4)  # header + 4 configurations, then what each one uses
     assert "<th>margin over copy-first</th>" in page
     table = config_table(load_local(sweep_records.runs))
     sentence = re.search(r'<p id="baselines">([^<]+)</p>', page).group(1)
@@ -97,6 +120,11 @@ def test_report_is_self_contained_and_complete(sweep_records, tmp_path):
     assert sentence == html.escape(baseline_sentence(table))
     assert sentence.startswith(f"{n} of 4 configurations" if n else "None of the 4 configurations beats")
     assert "fixture" in page and "kl_anneal_type" in page  # the spec
+    uses_table = re.search(r'<table id="uses-table">.*?</table>', page).group(0)
+    assert "uses" in figures and "<th>active units</th>" in uses_table
+    assert "<th>Δ without prev. frame (dB)</th>" in uses_table and uses_table.count("<tr") == 1 + 4
+    uses = re.search(r'<p id="uses">([^<]+)</p>', page).group(1)
+    assert uses == html.escape(uses_sentence(table)) and "of 4 configurations ignore" in uses
 
 
 @pytest.mark.parametrize(("margins", "start"), [
@@ -113,6 +141,27 @@ def test_the_report_says_how_many_configurations_beat_copying_the_first_frame(ma
     table = pd.DataFrame({"configuration": ["a", "b"], "margin": margins, "copy_first": [19.84, 19.84]})
     assert baseline_sentence(table).startswith(start)
     assert baseline_sentence(table.assign(margin=np.nan)) == ""
+
+
+def test_the_report_says_which_configurations_ignore_their_latent_or_their_previous_frame():
+    import pandas as pd
+
+    table = pd.DataFrame({"configuration": ["a", "b", "c", "d"], "active_units": [0.0, 0.0, 2.5, 0.5],
+                          "no_prev_change": [-0.05, -1.2, -2.0, 0.3]})
+    assert uses_sentence(table) == (
+        "2 of 4 configurations ignore their latent (0 active units at the best epoch, mean over replicates: "
+        "posterior collapse): a, b; 2 of 4 do not use their previous frame (no PSNR drop without it: the rollout "
+        "with the clip's first frame at every step scores within 0.1 dB of, or above, the normal one): a, d.")
+    one = table.assign(no_prev_change=[-0.05, -1.2, -2.0, -0.11])
+    assert "; 1 of 4 does not use its previous frame (" in uses_sentence(one) and uses_sentence(one).endswith(": a.")
+    many = pd.DataFrame({"configuration": list("abcd"), "active_units": [0.0] * 4, "no_prev_change": [-3.0] * 4})
+    assert uses_sentence(many) == (
+        "4 of 4 configurations ignore their latent (0 active units at the best epoch, mean over replicates: "
+        "posterior collapse); 0 of 4 do not use their previous frame (no PSNR drop without it: the rollout with "
+        "the clip's first frame at every step scores within 0.1 dB of, or above, the normal one).")
+    assert uses_sentence(table[["configuration"]]) == ""  # records without the diagnostics
+    assert uses_sentence(table.assign(active_units=np.nan, no_prev_change=np.nan)) == ""
+    assert uses_sentence(table.drop(columns=["no_prev_change"])).endswith("): a, b.")
 
 
 @pytest.mark.skipif(_chromium() is None and os.environ.get("CVAE_REQUIRE_CHROMIUM") != "1",
