@@ -184,8 +184,8 @@ def uses_caption(panels: Sequence[str], members: Mapping[str, Sequence[str]], la
     counts = counts_text(members, (), labels).replace("shaded:", "bars:")
     text = " ".join(USES_SENTENCES[p] for p in panels).format(
         k=k, no_drop=no_drop, n_dim=", beside N_dim, the channels available (grey |)" if n_dim else "")
-    return (f"What each configuration uses, at each run's best epoch (the best among the epochs that ran the "
-            f"evaluation), one row per configuration ({group_noun(len(members), 'configuration')}, {counts}); points: "
+    return (f"What each configuration uses, all at one epoch of each run: the epoch of its value (its best, or its "
+            f"last with metric.summary: last) among those that ran the full evaluation; one row per configuration ({group_noun(len(members), 'configuration')}, {counts}); points: "
             f"the mean over its runs; the points of a row come from the same runs: compare them within the row (the "
             f"table gives each change with its own interval). {text}")
 

@@ -32,7 +32,7 @@ from cvae.analysis import groups as G
 from cvae.analysis.importance import complete_with_values, param_importances
 from cvae.analysis.load import SweepData
 from cvae.analysis.stats import t_interval
-from cvae.analysis.table import NO_DROP_DB, at_best_epoch
+from cvae.analysis.table import NO_DROP_DB, at_value_epoch
 from matplotlib.ticker import LogLocator, MaxNLocator
 
 from cvae.schema import BASELINE_TITLES
@@ -459,7 +459,8 @@ def _interval_limits(values: np.ndarray, extra: Sequence[float] = ()) -> tuple[f
 
 
 def uses(data: SweepData) -> pd.DataFrame:
-    """What each configuration uses, at each run's best epoch: its previous frame (the validation PSNR of the lab's
+    """What each configuration uses, at one epoch of each run (that of its value: :func:`at_value_epoch`): its
+    previous frame (the validation PSNR of the lab's
     rollout beside the rollout without its previous frame and with another video's frame), its latent z (the
     PSNR's spread over K samples of z; the best of K minus the mean of K) and how many latent channels it keeps
     active (beside N_dim). One row per run, panel and measure (``kind`` ``metric``; ``line`` the measure,
@@ -470,9 +471,9 @@ def uses(data: SweepData) -> pd.DataFrame:
         return empty(name, title, data)
     states, runs, labels = G.states(data), G.order_runs(data), G.label_of(data)
     panels, parts = [], []
+    columns = list(dict.fromkeys(c for _, _, measures in USES_PANELS for _, cols in measures for c in cols))
+    vals = at_value_epoch(data, columns)  # every panel of a run from one epoch
     for panel, xlabel, measures in USES_PANELS:
-        columns = list(dict.fromkeys(c for _, cols in measures for c in cols))
-        vals = at_best_epoch(data, columns)
         rows = []
         for measure, cols in measures:
             value = vals[cols[0]] - vals[cols[1]] if len(cols) == 2 else vals[cols[0]]

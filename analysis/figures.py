@@ -20,7 +20,7 @@ optimization_history  the metric per trial in trial order with the best so far
 param_importances   importances of the swept parameters (PED-ANOVA, or fANOVA with scikit-learn, on an
                     in-memory Optuna study)
 parallel_coordinates  one polyline per run across the swept parameters and the metric
-uses                what each configuration uses at its best epoch: the validation PSNR without its previous
+uses                what each configuration uses at its value's epoch: the validation PSNR without its previous
                     frame and with another video's frame beside the normal rollout, the PSNR's spread over
                     samples of z, the active latent units beside N_dim (records with the diagnostics)
 ==================  ===========================================================================================

@@ -116,7 +116,7 @@ def _names(labels: pd.Series) -> str:
 
 
 def uses_sentence(table: pd.DataFrame) -> str:
-    """How many configurations ignore their latent (0 active units at the best epoch, mean over replicates) and
+    """How many configurations ignore their latent (0 active units at the value's epoch, mean over replicates) and
     how many do not use their previous frame (no PSNR drop without it), in one sentence; empty when the records
     lack both diagnostics."""
     parts = []
@@ -125,7 +125,8 @@ def uses_sentence(table: pd.DataFrame) -> str:
         idle = known[known.active_units == 0]
         parts.append(f"{len(idle)} of {len(known)} configuration{'s' if len(known) != 1 else ''} "
                      f"ignore{'s' if len(idle) == 1 else ''} {'its' if len(idle) == 1 else 'their'} latent "
-                     f"(0 active units at the best epoch, mean over replicates: posterior collapse){_names(idle.configuration)}")
+                     f"(0 active units at the epoch of the value, mean over replicates: posterior collapse)"
+                     f"{_names(idle.configuration)}")
     if "no_prev_change" in table and table.no_prev_change.notna().any():
         known = table[table.no_prev_change.notna()]
         unused = known[known.no_prev_change >= -NO_DROP_DB]

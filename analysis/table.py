@@ -11,7 +11,7 @@ import pandas as pd
 from cvae.analysis.load import SweepData
 from cvae.analysis.stats import mean_ci
 
-__all__ = ["EVAL_MEASURES", "at_best_epoch", "config_table", "eval_cells", "eval_measures", "fmt_ci", "mean_ci",
+__all__ = ["EVAL_COLUMNS", "EVAL_MEASURES", "at_value_epoch", "config_table", "eval_cells", "eval_measures", "fmt_ci", "mean_ci",
            "render_terminal"]
 
 EVAL_MEASURES: dict[str, tuple[str, str | None, str]] = {
@@ -31,17 +31,31 @@ EVAL_NOTE = ("SSIM of the lab's rollout; PSNR best and mean of K rollouts with z
              "(standard deviation over z); Δ: the PSNR change of the rollout with its frame input replaced by the "
              "clip's first frame (without prev. frame: near 0 or above, the model does not use it), by another "
              "video's frame, or with z = 0; active units: latent channels the posterior uses (0: posterior "
-             "collapse). At each run's best epoch.")
+             "collapse). All at one epoch of each run: the epoch of its value (its best; its last with "
+             "metric.summary: last) among those that ran the full evaluation.")
 """What the evaluation's columns mean, under a table that has them."""
 NO_DROP_DB = 0.1
 """A configuration does not use its previous frame when its validation PSNR without it is within this of the
 lab's rollout's, or above (``no_prev_change >= -NO_DROP_DB``)."""
+EVAL_COLUMNS = tuple(dict.fromkeys(c for column, base, _ in EVAL_MEASURES.values() for c in (column, base) if c))
+"""Every records column the evaluation's measures read; a run's values of all of them come from one epoch."""
 
-def _best_row(ep: pd.DataFrame, field: str, goal: str) -> Any:
-    """The index of ``ep``'s best row by ``field`` (None when it has no value)."""
+
+def value_summary(data: SweepData) -> str:
+    """``best`` or ``last``: which epoch a run's value comes from (the spec's ``metric.summary``; best when the
+    source does not say)."""
+    metric = data.spec.get("metric") if isinstance(data.spec, dict) else None
+    return "last" if isinstance(metric, dict) and metric.get("summary") == "last" else "best"
+
+
+def _value_row(ep: pd.DataFrame, field: str, goal: str, summary: str) -> Any:
+    """The index of ``ep``'s row the value comes from: its best by ``field``, or its last with a value of it
+    (``summary``); None when it has no value."""
     values = ep[field].dropna() if field in ep else pd.Series(dtype=float)
     if values.empty:
         return None
+    if summary == "last":
+        return ep.loc[values.index, "epoch"].idxmax()
     return values.idxmax() if goal == "maximize" else values.idxmin()
 
 
@@ -52,20 +66,22 @@ def _number(value: Any) -> float:
         return math.nan
 
 
-def at_best_epoch(data: SweepData, columns: Sequence[str]) -> pd.DataFrame:
-    """``run``, ``label``, ``state``, ``epoch`` and ``columns``: each run's values at its best epoch (by the
-    sweep metric), all from one epoch.
+def at_value_epoch(data: SweepData, columns: Sequence[str] = EVAL_COLUMNS) -> pd.DataFrame:
+    """``run``, ``label``, ``state``, ``epoch`` and ``columns``: each run's values at the epoch its value comes
+    from, all from one epoch.
 
-    That epoch is the best among those that measured every one of ``columns`` the run's epochs record (the
-    evaluation may skip epochs: ``val_eval_every``). Columns its epochs never record come from the run's own
-    record (``runs``: the trial's columns at the epoch of its value), else NaN.
+    That epoch is, among the epochs that measured every one of ``columns`` the run's epochs record (the K samples
+    and the frame replacements may skip epochs: ``val_eval_every``), the run's best by the sweep metric, or its
+    last with ``metric.summary: last`` (:func:`value_summary`). Columns its epochs never record come from the
+    run's own record (``runs``: the trial's columns at the epoch of its value), else NaN.
     """
     field, epochs, rows = data.metric_field, data.epochs, []
+    summary = value_summary(data)
     for _, run in data.runs.iterrows():
         ep = epochs[epochs["run"] == run["run"]] if "run" in epochs else epochs
         ep = ep.assign(**{c: pd.to_numeric(ep[c], errors="coerce") for c in columns if c in ep})
         measured = [c for c in columns if c in ep and ep[c].notna().any()]
-        best = _best_row(ep.dropna(subset=measured), field, data.goal)
+        best = _value_row(ep.dropna(subset=measured), field, data.goal, summary)
         row = {"run": run["run"], "label": run.get("label"), "state": run.get("state"),
                "epoch": ep.loc[best, "epoch"] if best is not None else run.get("best_epoch")}
         for c in columns:
@@ -78,11 +94,11 @@ def at_best_epoch(data: SweepData, columns: Sequence[str]) -> pd.DataFrame:
 
 
 def eval_measures(data: SweepData) -> pd.DataFrame:
-    """``run``, ``label`` and each of :data:`EVAL_MEASURES` at the run's best epoch (:func:`at_best_epoch`); a
-    measure no run recorded is left out."""
+    """``run``, ``label`` and each of :data:`EVAL_MEASURES` at one epoch of each run, that of its value
+    (:func:`at_value_epoch`); a measure no run recorded is left out."""
     out = pd.DataFrame({"run": data.runs["run"].tolist(), "label": data.runs["label"].tolist()})
+    values = at_value_epoch(data)
     for name, (column, base, _) in EVAL_MEASURES.items():
-        values = at_best_epoch(data, [column, *([base] if base else [])])
         change = values[column] - values[base] if base else values[column]
         if change.notna().any():
             out[name] = change.to_numpy(dtype=float)
@@ -101,7 +117,7 @@ def config_table(data: SweepData) -> pd.DataFrame:
 
     Where the runs recorded the evaluation of a stochastic predictor, each of :data:`EVAL_MEASURES` (``ssim``,
     ``psnr_best_of_k``, ..., ``no_prev_change``, ``active_units``) with its ``_ci95``, over the runs' values at
-    their best epoch (:func:`eval_measures`); a measure no run recorded has no column.
+    the epoch of their value (:func:`eval_measures`); a measure no run recorded has no column.
     """
     field = data.metric_field
     measures = eval_measures(data).set_index("run")

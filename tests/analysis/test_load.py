@@ -181,15 +181,6 @@ def test_older_records_load_without_the_new_columns(tmp_path, capsys):
     assert "uses" not in applicable_figures(data) and "ndim_psnr" in applicable_figures(data)
 
 
-@pytest.mark.skipif(not (Path(__file__).resolve().parents[2] / "runs" / "quickstart" / "spec.yaml").is_file(),
-                    reason="no runs/quickstart records (make demo writes them)")
-def test_quickstart_records_older_than_the_evaluation_load_as_before(capsys):
-    data = load_local(Path(__file__).resolve().parents[2] / "runs" / "quickstart")
-    assert capsys.readouterr().err == ""
-    assert not set(EVAL_COLUMNS) & (set(data.epochs.columns) | set(data.runs.columns)) and data.latents.empty
-    assert set(data.frames.columns) == {"run", "epoch", "frame", "psnr", "copy_first", "mean_frame", "copy_prev"}
-
-
 def test_partial_runs_are_shown_not_dropped(sweep_records, tmp_path):
     runs = tmp_path / "runs"
     shutil.copytree(sweep_records.runs, runs)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from cvae.analysis.load import load_local
 from cvae.analysis.report import baseline_sentence, uses_sentence
-from cvae.analysis.table import EVAL_MEASURES, at_best_epoch, config_table, mean_ci
+from cvae.analysis.table import EVAL_MEASURES, at_value_epoch, config_table, mean_ci
 from PIL import Image
 
 from cvae.cli import main
@@ -57,7 +57,7 @@ def test_config_table_carries_the_evaluation_at_the_best_epoch(sweep_records):
             assert table.loc[label, name] == pytest.approx(np.mean(values)), (label, name)
             assert table.loc[label, f"{name}_ci95"] == pytest.approx(mean_ci(values)[1], nan_ok=True), (label, name)
     # the runs' own records (trial.json) say the same
-    best = at_best_epoch(data, ["val_ssim", "val_psnr_no_prev"]).set_index("run")
+    best = at_value_epoch(data, ["val_ssim", "val_psnr_no_prev"]).set_index("run")
     runs = data.runs.set_index("run")
     assert best.val_ssim.tolist() == pytest.approx(runs.val_ssim.tolist())
     assert best.val_psnr_no_prev.tolist() == pytest.approx(runs.val_psnr_no_prev.tolist())
@@ -149,14 +149,14 @@ def test_the_report_says_which_configurations_ignore_their_latent_or_their_previ
     table = pd.DataFrame({"configuration": ["a", "b", "c", "d"], "active_units": [0.0, 0.0, 2.5, 0.5],
                           "no_prev_change": [-0.05, -1.2, -2.0, 0.3]})
     assert uses_sentence(table) == (
-        "2 of 4 configurations ignore their latent (0 active units at the best epoch, mean over replicates: "
+        "2 of 4 configurations ignore their latent (0 active units at the epoch of the value, mean over replicates: "
         "posterior collapse): a, b; 2 of 4 do not use their previous frame (no PSNR drop without it: the rollout "
         "with the clip's first frame at every step scores within 0.1 dB of, or above, the normal one): a, d.")
     one = table.assign(no_prev_change=[-0.05, -1.2, -2.0, -0.11])
     assert "; 1 of 4 does not use its previous frame (" in uses_sentence(one) and uses_sentence(one).endswith(": a.")
     many = pd.DataFrame({"configuration": list("abcd"), "active_units": [0.0] * 4, "no_prev_change": [-3.0] * 4})
     assert uses_sentence(many) == (
-        "4 of 4 configurations ignore their latent (0 active units at the best epoch, mean over replicates: "
+        "4 of 4 configurations ignore their latent (0 active units at the epoch of the value, mean over replicates: "
         "posterior collapse); 0 of 4 do not use their previous frame (no PSNR drop without it: the rollout with "
         "the clip's first frame at every step scores within 0.1 dB of, or above, the normal one).")
     assert uses_sentence(table[["configuration"]]) == ""  # records without the diagnostics
