@@ -30,6 +30,7 @@ import math
 from dataclasses import dataclass, field
 
 import torch
+from cvae.core.data import to_float
 from cvae.core.metrics import psnr, ssim
 from cvae.core.model import CVAE
 from cvae.core.rollout import POSE_CHUNK
@@ -66,8 +67,8 @@ class Evaluation:
 
 
 def _float(x: torch.Tensor, device: torch.device) -> torch.Tensor:
-    x = x.to(device)
-    return x.float().div_(255) if x.dtype == torch.uint8 else x.float()
+    """uint8 frames as :func:`core.data.to_float` converts them (pinned copies to CUDA); float ones as they are."""
+    return to_float(x, device) if x.dtype == torch.uint8 else x.to(device).float()
 
 
 def other_video_frames(pool: torch.Tensor, firsts: torch.Tensor) -> torch.Tensor:
@@ -268,8 +269,9 @@ def _reduce(scores: dict[str, torch.Tensor], constant: dict[str, torch.Tensor], 
         best_avg, best_frames = _best_of(drawn)
         put(f"{metric}_best_of_k", best_frames, best_avg)
         put(f"{metric}_mean_of_k", drawn.mean(dim=0))
-        per_video[f"{metric}_std_of_k"] = _std(avg).cpu().tolist()
-        metrics[f"{metric}_std_of_k"] = float(_std(avg).mean())
+        spread = _std(avg)
+        per_video[f"{metric}_std_of_k"] = spread.cpu().tolist()
+        metrics[f"{metric}_std_of_k"] = float(spread.mean())
         if z0:
             put(f"{metric}_z0", scores[metric][samples * batch:])
     for name, values in constant.items():

@@ -330,10 +330,16 @@ def validate(model: CVAE, video: FrameSequence, cfg: ExperimentConfig, *, full: 
     ``full``, ``val_samples`` samples of z; with ``val_diagnostics``, what the model uses (z = 0 and the frame
     replacements only when ``full``; ``other``: a frame of another video per clip)."""
     frames, poses = clips_of(video, cfg.data.val_vi_len)
+    return evaluate(model, frames, poses, seed=cfg.run.val_seed, other=other, autocast=autocast, progress=progress,
+                    **evaluation_options(cfg, full))
+
+
+def evaluation_options(cfg: ExperimentConfig, full: bool) -> dict[str, Any]:
+    """:func:`evaluate`'s ``samples``, ``z0``, ``frame_inputs`` and ``posterior`` of a validation: the K samples,
+    z = 0 and the frame replacements on full epochs (:func:`full_evaluation`), the posterior on every epoch."""
     diag = cfg.run.val_diagnostics
-    return evaluate(model, frames, poses, seed=cfg.run.val_seed, samples=cfg.run.val_samples if full else 1,
-                    z0=diag and full, frame_inputs=diag and full, posterior=diag, other=other,
-                    autocast=autocast, progress=progress)
+    return {"samples": cfg.run.val_samples if full else 1, "z0": diag and full, "frame_inputs": diag and full,
+            "posterior": diag}
 
 
 def _finite_or_nan(value: float) -> float:

@@ -12,7 +12,13 @@ from cvae.core.data import list_frames, num_clips
 from cvae.core.evaluate import evaluate
 from cvae.core.model import CVAE
 from cvae.core.schedules import settled_epoch
-from cvae.core.trainer import default_time_chunk, full_evaluation, memory_format, train_step
+from cvae.core.trainer import (
+    default_time_chunk,
+    evaluation_options,
+    full_evaluation,
+    memory_format,
+    train_step,
+)
 from cvae.sweeps.report import fmt_duration
 from cvae.sweeps.spec import SweepSpec, representative_params
 
@@ -62,11 +68,9 @@ def _time_one_epoch(spec: SweepSpec, cfg: ExperimentConfig) -> tuple[float, floa
         n_val = _split_frames(spec, "val", 630)
         clips = max(1, num_clips(n_val, cfg.data.val_vi_len, 1.0)) if n_val else 1
         frames, val_poses = torch.rand(clips, 9, 3, h, w), torch.rand(clips, 9, 3, h, w)
-        diag = cfg.run.val_diagnostics
         seconds = {}
         for full in (True, False):
-            kw = dict(seed=0, samples=cfg.run.val_samples if full else 1, z0=diag and full,
-                      frame_inputs=diag and full, posterior=diag, other=frames[:, 0])
+            kw = dict(seed=0, other=frames[:, 0], **evaluation_options(cfg, full))
             evaluate(model, frames[:, :2], val_poses[:, :2], **kw)  # kernels built before the timing
             t0 = time.perf_counter()
             evaluate(model, frames, val_poses, **kw)
