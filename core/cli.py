@@ -91,6 +91,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     synth.add_argument("--dancers", type=int, default=None,
                        help="N: the videos show N dancers, each always in the same look and setting (default: "
                        "every video its own dancer and background)")
+    synth.add_argument("--backgrounds", type=int, default=None,
+                       help="N: the backgrounds come from N settings, independently of the dancers (default: each "
+                       "look its own background)")
+    synth.add_argument("--spotlight", action="store_true",
+                       help="light every video with a coloured spotlight that wanders at random (its next step is "
+                       "chance: what a cVAE's latent is for)")
     synth.add_argument("--workers", type=int, default=1, help="processes (default 1)")
     synth.set_defaults(func=_cmd_synth)
     check = data_sub.add_parser(
@@ -156,7 +162,8 @@ def _cmd_synth(args: argparse.Namespace) -> int:
         summary = generate_dataset(
             args.out, train_frames=args.train_frames, val_frames=args.val_frames,
             test_sequences=args.test_sequences, test_frames=args.test_frames, size=(h, w), seed=args.seed,
-            train_video_len=args.train_video_len, dancers=args.dancers, workers=args.workers,
+            train_video_len=args.train_video_len, dancers=args.dancers, backgrounds=args.backgrounds,
+            spotlight=args.spotlight, workers=args.workers,
             progress=sys.stderr.isatty(),
         )
     except ValueError as err:

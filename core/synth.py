@@ -30,7 +30,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -391,6 +391,69 @@ class Appearance:
             head_ry=float(rng.uniform(0.23, 0.26)), head_lift=float(rng.uniform(0.07, 0.09)),
         )  # fmt: skip
 
+    def in_setting(self, rng: np.random.Generator) -> Appearance:
+        """The same dancer in another setting: background drawn from ``rng``, kept apart from the shirt."""
+        for _ in range(20):
+            background = ("flat", "vertical", "horizontal")[int(rng.integers(3))]
+            hue = rng.uniform()
+            bg_start = _hsv(hue, rng.uniform(0.15, 0.8), rng.uniform(0.3, 0.95))
+            bg_end = bg_start
+            if background != "flat":
+                bg_end = _hsv(hue + rng.uniform(-0.08, 0.08), rng.uniform(0.15, 0.8), rng.uniform(0.25, 1.0))
+            bg_mean = tuple((a + b) // 2 for a, b in zip(bg_start, bg_end, strict=True))
+            if _distance(bg_mean, self.shirt) >= 90 and _distance(bg_mean, self.trousers) >= 60:
+                break
+        return replace(self, background=background, bg_start=bg_start, bg_end=bg_end)
+
+
+@dataclass(frozen=True)
+class Spotlight:
+    """A soft, coloured light that wanders about a resting place in the scene, at random.
+
+    Its centre follows a discretised Ornstein-Uhlenbeck process: every frame it moves back towards ``home``
+    by a share ``1 - keep`` of its distance and takes an independent Gaussian step. Where it is shows in the
+    previous frame; where it goes next neither the pose nor the past determines (the cVAE's z can carry
+    it); and it stays near home, so no prediction loses the light altogether over a long video.
+    """
+
+    size: tuple[int, int]  # (H, W) of the frames it lights
+    home: tuple[float, float]  # (x, y) in pixels
+    spread: float  # stationary standard deviation of the centre about home, along each axis, in pixels
+    keep: float  # share of the offset from home kept from one frame to the next
+    radius: float  # of the light's Gaussian profile, in pixels
+    strength: float  # share of the way to the light's colour at its centre
+    color: Color
+
+    @classmethod
+    def sample(cls, rng: np.random.Generator, size: tuple[int, int]) -> Spotlight:
+        """Draws the light's colour, size, strength and resting place for frames of ``size`` (H, W)."""
+        height, width = size
+        return cls(size=(height, width), home=(float(width * rng.uniform(0.2, 0.8)), float(height * rng.uniform(0.2, 0.6))),
+                   spread=float(width * rng.uniform(0.06, 0.1)), keep=float(rng.uniform(0.96, 0.985)),
+                   radius=float(height * rng.uniform(0.25, 0.35)), strength=float(rng.uniform(0.55, 0.75)),
+                   color=_hsv(rng.uniform(), rng.uniform(0.4, 0.8), 1.0))  # fmt: skip
+
+    def path(self, frames: int, rng: np.random.Generator) -> np.ndarray:
+        """``(frames, 2)`` centres ``(x, y)``, starting from the process's stationary distribution; a centre
+        that would leave the picture stops at its border, so that the light always shows."""
+        home = np.asarray(self.home)
+        border = np.array([self.size[1] - 1.0, self.size[0] - 1.0])
+        step = self.spread * math.sqrt(1.0 - self.keep**2)
+        out = np.empty((frames, 2))
+        offset = rng.normal(0.0, self.spread, 2)
+        for t in range(frames):
+            out[t] = np.clip(home + offset, 0.0, border)
+            offset = self.keep * offset + rng.normal(0.0, step, 2)
+        return out
+
+    def light(self, img: Image.Image, centre: np.ndarray) -> Image.Image:
+        """``img`` lit by the light at ``centre``, in output pixel coordinates."""
+        pixels = np.asarray(img, dtype=np.float64)
+        rows, cols = np.mgrid[0 : pixels.shape[0], 0 : pixels.shape[1]]
+        weight = self.strength * np.exp(-((cols - centre[0]) ** 2 + (rows - centre[1]) ** 2) / (2 * self.radius**2))
+        lit = pixels + weight[..., None] * (np.asarray(self.color, np.float64) - pixels)
+        return Image.fromarray(np.clip(np.rint(lit), 0, 255).astype(np.uint8), "RGB")
+
 
 @lru_cache(maxsize=8)
 def _background(appearance: Appearance, shape: tuple[int, int]) -> Image.Image:
@@ -540,21 +603,29 @@ class _Job:
     offset: int  # file number of the video's frame 0
     first_img_dir: str | None  # test videos also get their first frame here
     dancer: int | None = None  # the shared look this video shows (``dancers``), None: its own
+    setting: int | None = None  # the shared background this video shows (``backgrounds``), None: its look's
+    light: bool = False  # a wandering spotlight (``spotlight``)
+    length: int = 0  # frames of the whole video: the light's path is drawn for all of them
 
 
 def _video_params(
-    seed: int, spawn_key: tuple[int, ...], size: tuple[int, int], dancer: int | None = None
+    seed: int, spawn_key: tuple[int, ...], size: tuple[int, int], dancer: int | None = None,
+    setting: int | None = None,
 ) -> tuple[DancerMotion, Appearance]:
     # Keyed by (split, video) rather than by generation order, so any video can be
     # regenerated alone and resizing one split leaves the others' videos unchanged.
     rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=spawn_key))
     if dancer is None:
-        return DancerMotion.sample(rng, size), Appearance.sample(rng)
-    # A shared dancer: proportions and look (clothes, skin, hair, background) come from the dancer's own
-    # stream, the motion (tempo, choreography, placement) from the video's.
-    look = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(3, dancer)))
-    skeleton = Skeleton.sample(look)
-    return DancerMotion.sample(rng, size, skeleton=skeleton), Appearance.sample(look)
+        motion, appearance = DancerMotion.sample(rng, size), Appearance.sample(rng)
+    else:
+        # A shared dancer: proportions and look (clothes, skin, hair, background) come from the dancer's own
+        # stream, the motion (tempo, choreography, placement) from the video's.
+        look = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(3, dancer)))
+        skeleton = Skeleton.sample(look)
+        motion, appearance = DancerMotion.sample(rng, size, skeleton=skeleton), Appearance.sample(look)
+    if setting is not None:
+        appearance = appearance.in_setting(np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(4, setting))))
+    return motion, appearance
 
 
 def _save_png(img: Image.Image, path: str) -> None:
@@ -564,10 +635,17 @@ def _save_png(img: Image.Image, path: str) -> None:
 
 
 def _run_job(job: _Job, seed: int, size: tuple[int, int]) -> int:
-    motion, appearance = _video_params(seed, job.spawn_key, size, job.dancer)
+    motion, appearance = _video_params(seed, job.spawn_key, size, job.dancer, job.setting)
     poses = motion.keypoints(np.arange(job.start, job.stop))
+    path = None
+    if job.light:
+        light_rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(*job.spawn_key, 5)))
+        spot = Spotlight.sample(light_rng, size)
+        path = spot.path(job.length, light_rng)
     for t, pose in zip(range(job.start, job.stop), poses, strict=True):
         rgb, label = render_frame(pose, appearance, size)
+        if path is not None:
+            rgb = spot.light(rgb, path[t])
         name = f"frame{job.offset + t}.png"
         _save_png(rgb, os.path.join(job.img_dir, name))
         _save_png(label, os.path.join(job.label_dir, name))
@@ -591,7 +669,7 @@ def _plan(root: Path, args: dict) -> list[_Job]:
         test = root / "test"
         videos.append(((2, i), args["test_frames"], test / "test_gt" / str(i), test / "test_label" / str(i), 0,
                        test / "test_img" / str(i)))  # fmt: skip
-    dancers = args.get("dancers")
+    dancers, backgrounds, light = args.get("dancers"), args.get("backgrounds"), bool(args.get("spotlight"))
     jobs = []
     for key, length, img_dir, label_dir, offset, first_dir in videos:
         for d in (img_dir, label_dir, first_dir):
@@ -600,9 +678,14 @@ def _plan(root: Path, args: dict) -> list[_Job]:
         # With shared dancers, training video v shows dancer v % dancers, and the validation video and test
         # sequence i show dancer i % dancers: every held-out video shows a dancer seen in training.
         dancer = None if dancers is None else key[1] % dancers
+        # Shared backgrounds cycle independently of the dancers: training video v shows background
+        # (v // dancers) % backgrounds, so every dancer meets every background; held-out video i shows i % N.
+        setting = None
+        if backgrounds is not None:
+            setting = (key[1] // (dancers or 1) if key[0] == 0 else key[1]) % backgrounds
         for start in range(0, length, _CHUNK_FRAMES):
             jobs.append(_Job(key, start, min(start + _CHUNK_FRAMES, length), str(img_dir), str(label_dir), offset,
-                             None if first_dir is None else str(first_dir), dancer))  # fmt: skip
+                             None if first_dir is None else str(first_dir), dancer, setting, light, length))  # fmt: skip
     return jobs
 
 
@@ -647,6 +730,8 @@ def generate_dataset(
     seed: int = 0,
     train_video_len: int = 400,
     dancers: int | None = None,
+    backgrounds: int | None = None,
+    spotlight: bool = False,
     workers: int = 1,
     progress: bool = False,
 ) -> dict:
@@ -675,6 +760,14 @@ def generate_dataset(
             show N dancers, each always in the same look and setting, as a dataset filmed with a few
             subjects does; training video v shows dancer v % N, the validation video dancer 0 and test
             sequence i dancer i % N. The motion is every video's own either way.
+        backgrounds: None (the default): the background comes with the look (the video's, or its
+            dancer's). N >= 1: the backgrounds are drawn from N settings, independently of the dancers:
+            training video v shows setting (v // dancers) % N, so every dancer meets every setting, and
+            held-out video i shows setting i % N. With ``dancers=1`` the previous frame is then the only
+            place a model can find the video's background.
+        spotlight: Light every video with a soft spotlight whose centre takes an independent random step
+            each frame (reflected at the borders): where it is shows in the previous frame, where it goes
+            next is chance, which a cVAE's latent can carry.
         workers: Processes used to render (>= 1); does not change the output.
         progress: Print a progress line to stderr.
 
@@ -698,6 +791,12 @@ def generate_dataset(
     }
     if dancers is not None:  # recorded only when set: datasets made before the option keep their manifest
         args["dancers"] = _check_int("dancers", dancers, 1)
+    if backgrounds is not None:
+        args["backgrounds"] = _check_int("backgrounds", backgrounds, 1)
+    if not isinstance(spotlight, bool):
+        raise ValueError(f"spotlight must be true or false, got {spotlight!r}")
+    if spotlight:
+        args["spotlight"] = True
     if min(args["size"]) < 16:
         raise ValueError(f"size must be at least 16 x 16 to draw a person, got {tuple(args['size'])}")
     workers = _check_int("workers", workers, 1)
@@ -755,6 +854,7 @@ __all__ = [
     "Appearance",
     "DancerMotion",
     "Skeleton",
+    "Spotlight",
     "generate_dataset",
     "render_frame",
     "render_pose",

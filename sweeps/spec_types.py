@@ -472,16 +472,19 @@ class SynthSpec(_Options):
     seed: int | None = None
     train_video_len: int | None = None
     dancers: int | None = None
+    backgrounds: int | None = None
+    spotlight: bool | None = None
     workers: int | None = None
     progress: bool | None = None
 
     MINIMUMS: ClassVar[dict[str, int]] = {
         "train_frames": 1, "val_frames": 1, "test_sequences": 1, "test_frames": 2, "seed": 0, "train_video_len": 2,
-        "dancers": 1, "workers": 1,
+        "dancers": 1, "backgrounds": 1, "workers": 1,
     }
     """The generator's own bounds, checked here so that a wrong value fails before a study is created."""
     KEYS: ClassVar[tuple[str, ...]] = ("train_frames", "val_frames", "test_sequences", "test_frames", "size", "seed",
-                                       "train_video_len", "dancers", "workers", "progress")
+                                       "train_video_len", "dancers", "backgrounds", "spotlight", "workers",
+                                       "progress")
     MIN_SIDE: ClassVar[int] = 16
 
     @classmethod
@@ -498,14 +501,14 @@ class SynthSpec(_Options):
         values: dict[str, Any] = {}
         for key, value in section.items():
             if key in cls.MINIMUMS:
-                if key == "dancers" and value is None:
+                if key in ("dancers", "backgrounds") and value is None:
                     continue
                 values[key] = read_int(f"synth.{key}", value, errors, cls.MINIMUMS[key])
             elif key == "size":
                 values[key] = cls._parse_size(value, errors)
-            elif key == "progress":
+            elif key in ("progress", "spotlight"):
                 if not isinstance(value, bool):
-                    errors.append(f"synth.progress={value!r} must be true or false")
+                    errors.append(f"synth.{key}={value!r} must be true or false")
                 else:
                     values[key] = value
         return cls(**values)

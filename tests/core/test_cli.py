@@ -6,6 +6,7 @@ Everything runs in-process through ``cvae.cli.main`` except one subprocess run o
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -255,6 +256,16 @@ def test_synth_writes_the_lab_layout(tmp_path: Path, capsys: pytest.CaptureFixtu
         assert sorted(p.name for p in (out / folder).iterdir()) == sorted(f"frame{i}.png" for i in range(n))
     with Image.open(out / "train/train_img/frame0.png") as img:
         assert img.size == (32, 16)
+
+
+def test_synth_options_reach_the_generator(tmp_path: Path) -> None:
+    out = tmp_path / "ds"
+    argv = ["data", "synth", "--out", str(out), "--train-frames", "4", "--train-video-len", "2", "--val-frames", "2",
+            "--test-sequences", "1", "--test-frames", "2", "--size", "16x32", "--dancers", "1", "--backgrounds", "2",
+            "--spotlight"]  # fmt: skip
+    assert run(argv) == 0
+    args = json.loads((out / "synth.json").read_text())["args"]
+    assert (args["dancers"], args["backgrounds"], args["spotlight"]) == (1, 2, True)
 
 
 def test_synth_invalid_argument_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -243,3 +243,41 @@ def test_bad_arguments_raise_naming_the_argument(tmp_path: Path, kwargs: dict, n
     with pytest.raises(ValueError, match=name):
         synth.generate_dataset(tmp_path / "d", **{**SMALL, **kwargs})
     assert not os.path.exists(tmp_path / "d"), "nothing may be written for bad arguments"
+
+
+def test_shared_backgrounds_are_independent_of_the_dancers(tmp_path: Path) -> None:
+    """``backgrounds=N``: one dancer (same clothes) in N settings; training video v shows setting
+    (v // dancers) % N, held-out video i setting i % N; the manifest records the option."""
+    root = tmp_path / "b"
+    synth.generate_dataset(root, seed=0, dancers=1, backgrounds=2, **SMALL)
+    firsts = [_load(root / f"train/train_img/frame{i}.png") for i in (0, 16, 32)]
+    firsts += [_load(root / "val/val_img/frame0.png")] + [_load(root / f"test/test_gt/{i}/frame0.png") for i in range(2)]
+    setting_of = [0, 1, 0, 0, 0, 1]
+    corners = [tuple(f[0, 0]) for f in firsts]
+    for a in range(6):
+        for b in range(6):
+            assert (corners[a] == corners[b]) == (setting_of[a] == setting_of[b]), (a, b)
+    assert json.loads((root / synth.MANIFEST_NAME).read_text())["args"]["backgrounds"] == 2
+    with pytest.raises(ValueError, match="backgrounds"):
+        synth.generate_dataset(tmp_path / "bad", seed=0, backgrounds=0, **SMALL)
+
+
+def test_spotlight_wanders_at_random_and_is_seen_in_every_frame(tmp_path: Path) -> None:
+    """The spotlight changes only the lit part of each frame; its centre moves a little every frame, by steps
+    that are not a function of the past (they look like independent noise), and stays in the picture."""
+    plain, lit = tmp_path / "plain", tmp_path / "lit"
+    synth.generate_dataset(plain, seed=0, dancers=1, **SMALL)
+    synth.generate_dataset(lit, seed=0, dancers=1, spotlight=True, **SMALL)
+    assert json.loads((lit / synth.MANIFEST_NAME).read_text())["args"]["spotlight"] is True
+    a, b = _load(plain / "val/val_img/frame5.png"), _load(lit / "val/val_img/frame5.png")
+    assert np.array_equal(_load(plain / "val/val_label/frame5.png"), _load(lit / "val/val_label/frame5.png"))
+    assert np.abs(a - b).max() > 60, "the light must be visible"
+    assert (np.abs(a - b).max(axis=-1) < 2).mean() > 0.1, "and leave part of the frame as it was"
+    rng = np.random.default_rng(3)
+    light = synth.Spotlight.sample(rng, (H, W))
+    path = light.path(4000, rng)
+    assert path.shape == (4000, 2)
+    steps = np.diff(path, axis=0)
+    assert 0 < np.abs(steps).mean() < 0.05 * W, "smooth: small steps"
+    assert abs(np.corrcoef(steps[:-1, 0], steps[1:, 0])[0, 1]) < 0.1, "each step drawn afresh"
+    assert (path >= 0).all() and (path[:, 0] <= W - 1).all() and (path[:, 1] <= H - 1).all()

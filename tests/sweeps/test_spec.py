@@ -706,16 +706,17 @@ def test_sections_are_typed(tmp_path: Path) -> None:
                 heartbeat={"interval": 5, "grace": 20}, method="tpe",
                 sampler={"n_startup_trials": 3, "multivariate": True},
                 pruner={"type": "median", "n_warmup_steps": 2},
-                synth={"train_frames": 64, "size": "32x48", "dancers": 1})
+                synth={"train_frames": 64, "size": "32x48", "dancers": 1, "backgrounds": 4, "spotlight": True})
     assert spec.objective == MetricSpec("val/loss", "minimize", "last", 0.1)  # the goal follows a loss
     assert (spec.metric_field, spec.direction) == ("val_loss", "minimize")
     assert spec.wandb == WandbSpec("p", "lab", "offline", ("a", "2"))
     assert spec.heartbeat == HeartbeatSpec(5, 20) and (spec.heartbeat_interval, spec.grace_period) == (5, 20)
     assert spec.sampler == SamplerSpec(n_startup_trials=3, multivariate=True)
     assert spec.pruner == PrunerSpec("median", n_warmup_steps=2) and spec.pruner.options == {"n_warmup_steps": 2}
-    assert spec.synth == SynthSpec(train_frames=64, size=(32, 48), dancers=1)
+    assert spec.synth == SynthSpec(train_frames=64, size=(32, 48), dancers=1, backgrounds=4, spotlight=True)
     # a synth section reads as the keyword arguments of generate_dataset, only those given
-    assert dict(spec.synth) == {"train_frames": 64, "size": (32, 48), "dancers": 1}
+    assert dict(spec.synth) == {"train_frames": 64, "size": (32, 48), "dancers": 1, "backgrounds": 4,
+                                "spotlight": True}
     assert (spec.synth.frames("train"), spec.synth.frames("val")) == (64, None)
 
 
@@ -750,6 +751,8 @@ SECTION_ERRORS = [
                  id="synth-size"),
     pytest.param(dict(synth={"size": [8, 64]}), "synth.size=[8, 64]: each side must be >= 16", id="synth-size-small"),
     pytest.param(dict(synth={"progress": "yes"}), "synth.progress='yes' must be true or false", id="synth-progress"),
+    pytest.param(dict(synth={"spotlight": 1}), "synth.spotlight=1 must be true or false", id="synth-spotlight"),
+    pytest.param(dict(synth={"backgrounds": 0}), "synth.backgrounds", id="synth-backgrounds"),
     pytest.param(dict(synth=[1]), "synth must be a mapping of `cvae data synth` options, got [1]", id="synth-list"),
 ]
 
