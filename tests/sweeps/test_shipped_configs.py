@@ -49,7 +49,7 @@ def test_the_reduced_reports_scale_the_reports_schedules_to_their_run():
 
     tf = load_spec(REPORTS / "teacher_forcing.yaml")
     cfgs = {p["tf_schedule"]: tf.trial_config(p, save_root="x") for p in tf.grid()}
-    assert {c.run.num_epoch for c in cfgs.values()} == {12} and tf.replicates == 3
+    assert {c.run.num_epoch for c in cfgs.values()} == {12} and tf.replicates == 5
     ratios = {k: [teacher_forcing_ratio(c.schedule, e) for e in range(5)] for k, c in cfgs.items()}
     assert ratios == {"TF1": [1.0, 0.5, 0.0, 0.0, 0.0], "TF2": [0.5, 0.5, 0.25, 0.0, 0.0], "TF3": [0.0] * 5}
     assert {c.schedule.kl_anneal_type for c in cfgs.values()} == {"none"}
