@@ -97,6 +97,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     synth.add_argument("--spotlight", action="store_true",
                        help="light every video with a coloured spotlight that wanders at random (its next step is "
                        "chance: what a cVAE's latent is for)")
+    synth.add_argument("--lighting", action="store_true",
+                       help="give every video its own exposure and colour of light")
     synth.add_argument("--workers", type=int, default=1, help="processes (default 1)")
     synth.set_defaults(func=_cmd_synth)
     check = data_sub.add_parser(
@@ -163,7 +165,7 @@ def _cmd_synth(args: argparse.Namespace) -> int:
             args.out, train_frames=args.train_frames, val_frames=args.val_frames,
             test_sequences=args.test_sequences, test_frames=args.test_frames, size=(h, w), seed=args.seed,
             train_video_len=args.train_video_len, dancers=args.dancers, backgrounds=args.backgrounds,
-            spotlight=args.spotlight, workers=args.workers,
+            spotlight=args.spotlight, lighting=args.lighting, workers=args.workers,
             progress=sys.stderr.isatty(),
         )
     except ValueError as err:

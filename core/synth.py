@@ -455,6 +455,23 @@ class Spotlight:
         return Image.fromarray(np.clip(np.rint(lit), 0, 255).astype(np.uint8), "RGB")
 
 
+@dataclass(frozen=True)
+class Lighting:
+    """A video's exposure and the colour of its light: every pixel's channels scaled by one gain each."""
+
+    gain: tuple[float, float, float]
+
+    @classmethod
+    def sample(cls, rng: np.random.Generator) -> Lighting:
+        """An exposure between 55 % and 100 % of the rendered scene's, tinted by up to 10 % per channel."""
+        exposure = rng.uniform(0.55, 1.0)
+        return cls(tuple(float(exposure * t) for t in rng.uniform(0.9, 1.1, 3)))  # type: ignore[arg-type]
+
+    def apply(self, img: Image.Image) -> Image.Image:
+        pixels = np.asarray(img, dtype=np.float64) * np.asarray(self.gain)
+        return Image.fromarray(np.clip(np.rint(pixels), 0, 255).astype(np.uint8), "RGB")
+
+
 @lru_cache(maxsize=8)
 def _background(appearance: Appearance, shape: tuple[int, int]) -> Image.Image:
     # Cached because every frame of a video shares it; callers must copy() it.
@@ -605,6 +622,7 @@ class _Job:
     dancer: int | None = None  # the shared look this video shows (``dancers``), None: its own
     setting: int | None = None  # the shared background this video shows (``backgrounds``), None: its look's
     light: bool = False  # a wandering spotlight (``spotlight``)
+    lighting: bool = False  # the video's own exposure and colour of light (``lighting``)
     length: int = 0  # frames of the whole video: the light's path is drawn for all of them
 
 
@@ -638,6 +656,9 @@ def _run_job(job: _Job, seed: int, size: tuple[int, int]) -> int:
     motion, appearance = _video_params(seed, job.spawn_key, size, job.dancer, job.setting)
     poses = motion.keypoints(np.arange(job.start, job.stop))
     path = None
+    gain = None
+    if job.lighting:
+        gain = Lighting.sample(np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(*job.spawn_key, 6))))
     if job.light:
         light_rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(*job.spawn_key, 5)))
         spot = Spotlight.sample(light_rng, size)
@@ -646,6 +667,8 @@ def _run_job(job: _Job, seed: int, size: tuple[int, int]) -> int:
         rgb, label = render_frame(pose, appearance, size)
         if path is not None:
             rgb = spot.light(rgb, path[t])
+        if gain is not None:
+            rgb = gain.apply(rgb)
         name = f"frame{job.offset + t}.png"
         _save_png(rgb, os.path.join(job.img_dir, name))
         _save_png(label, os.path.join(job.label_dir, name))
@@ -670,6 +693,7 @@ def _plan(root: Path, args: dict) -> list[_Job]:
         videos.append(((2, i), args["test_frames"], test / "test_gt" / str(i), test / "test_label" / str(i), 0,
                        test / "test_img" / str(i)))  # fmt: skip
     dancers, backgrounds, light = args.get("dancers"), args.get("backgrounds"), bool(args.get("spotlight"))
+    lighting = bool(args.get("lighting"))
     jobs = []
     for key, length, img_dir, label_dir, offset, first_dir in videos:
         for d in (img_dir, label_dir, first_dir):
@@ -685,7 +709,7 @@ def _plan(root: Path, args: dict) -> list[_Job]:
             setting = (key[1] // (dancers or 1) if key[0] == 0 else key[1]) % backgrounds
         for start in range(0, length, _CHUNK_FRAMES):
             jobs.append(_Job(key, start, min(start + _CHUNK_FRAMES, length), str(img_dir), str(label_dir), offset,
-                             None if first_dir is None else str(first_dir), dancer, setting, light, length))  # fmt: skip
+                             None if first_dir is None else str(first_dir), dancer, setting, light, lighting, length))  # fmt: skip
     return jobs
 
 
@@ -732,6 +756,7 @@ def generate_dataset(
     dancers: int | None = None,
     backgrounds: int | None = None,
     spotlight: bool = False,
+    lighting: bool = False,
     workers: int = 1,
     progress: bool = False,
 ) -> dict:
@@ -797,6 +822,10 @@ def generate_dataset(
         raise ValueError(f"spotlight must be true or false, got {spotlight!r}")
     if spotlight:
         args["spotlight"] = True
+    if not isinstance(lighting, bool):
+        raise ValueError(f"lighting must be true or false, got {lighting!r}")
+    if lighting:
+        args["lighting"] = True
     if min(args["size"]) < 16:
         raise ValueError(f"size must be at least 16 x 16 to draw a person, got {tuple(args['size'])}")
     workers = _check_int("workers", workers, 1)
@@ -854,6 +883,7 @@ __all__ = [
     "Appearance",
     "DancerMotion",
     "Skeleton",
+    "Lighting",
     "Spotlight",
     "generate_dataset",
     "render_frame",

@@ -474,6 +474,7 @@ class SynthSpec(_Options):
     dancers: int | None = None
     backgrounds: int | None = None
     spotlight: bool | None = None
+    lighting: bool | None = None
     workers: int | None = None
     progress: bool | None = None
 
@@ -483,7 +484,7 @@ class SynthSpec(_Options):
     }
     """The generator's own bounds, checked here so that a wrong value fails before a study is created."""
     KEYS: ClassVar[tuple[str, ...]] = ("train_frames", "val_frames", "test_sequences", "test_frames", "size", "seed",
-                                       "train_video_len", "dancers", "backgrounds", "spotlight", "workers",
+                                       "train_video_len", "dancers", "backgrounds", "spotlight", "lighting", "workers",
                                        "progress")
     MIN_SIDE: ClassVar[int] = 16
 
@@ -506,7 +507,7 @@ class SynthSpec(_Options):
                 values[key] = read_int(f"synth.{key}", value, errors, cls.MINIMUMS[key])
             elif key == "size":
                 values[key] = cls._parse_size(value, errors)
-            elif key in ("progress", "spotlight"):
+            elif key in ("progress", "spotlight", "lighting"):
                 if not isinstance(value, bool):
                     errors.append(f"synth.{key}={value!r} must be true or false")
                 else:

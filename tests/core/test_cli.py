@@ -262,10 +262,10 @@ def test_synth_options_reach_the_generator(tmp_path: Path) -> None:
     out = tmp_path / "ds"
     argv = ["data", "synth", "--out", str(out), "--train-frames", "4", "--train-video-len", "2", "--val-frames", "2",
             "--test-sequences", "1", "--test-frames", "2", "--size", "16x32", "--dancers", "1", "--backgrounds", "2",
-            "--spotlight"]  # fmt: skip
+            "--spotlight", "--lighting"]  # fmt: skip
     assert run(argv) == 0
     args = json.loads((out / "synth.json").read_text())["args"]
-    assert (args["dancers"], args["backgrounds"], args["spotlight"]) == (1, 2, True)
+    assert (args["dancers"], args["backgrounds"], args["spotlight"], args["lighting"]) == (1, 2, True, True)
 
 
 def test_synth_invalid_argument_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

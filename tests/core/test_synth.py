@@ -281,3 +281,21 @@ def test_spotlight_wanders_at_random_and_is_seen_in_every_frame(tmp_path: Path) 
     assert 0 < np.abs(steps).mean() < 0.05 * W, "smooth: small steps"
     assert abs(np.corrcoef(steps[:-1, 0], steps[1:, 0])[0, 1]) < 0.1, "each step drawn afresh"
     assert (path >= 0).all() and (path[:, 0] <= W - 1).all() and (path[:, 1] <= H - 1).all()
+
+
+def test_lighting_scales_every_video_by_its_own_gain(tmp_path: Path) -> None:
+    """``lighting``: one gain per colour channel per video, over the whole frame; pose images untouched."""
+    plain, lit = tmp_path / "plain", tmp_path / "lit"
+    synth.generate_dataset(plain, seed=0, dancers=1, **SMALL)
+    synth.generate_dataset(lit, seed=0, dancers=1, lighting=True, **SMALL)
+    assert json.loads((lit / synth.MANIFEST_NAME).read_text())["args"]["lighting"] is True
+    ratios = []
+    for frame in (0, 5, 16, 20):  # two frames of each of two training videos
+        a, b = _load(plain / f"train/train_img/frame{frame}.png"), _load(lit / f"train/train_img/frame{frame}.png")
+        assert np.array_equal(_load(plain / f"train/train_label/frame{frame}.png"),
+                              _load(lit / f"train/train_label/frame{frame}.png"))
+        bright = a > 40
+        ratios.append(np.array([np.median(b[..., c][bright[..., c]] / a[..., c][bright[..., c]]) for c in range(3)]))
+    assert np.allclose(ratios[0], ratios[1], atol=0.02) and np.allclose(ratios[2], ratios[3], atol=0.02)
+    assert np.abs(ratios[0] - ratios[2]).max() > 0.02, "each video its own light"
+    assert all(((r > 0.45) & (r < 1.15)).all() for r in ratios)

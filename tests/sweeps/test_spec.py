@@ -753,6 +753,7 @@ SECTION_ERRORS = [
     pytest.param(dict(synth={"progress": "yes"}), "synth.progress='yes' must be true or false", id="synth-progress"),
     pytest.param(dict(synth={"spotlight": 1}), "synth.spotlight=1 must be true or false", id="synth-spotlight"),
     pytest.param(dict(synth={"backgrounds": 0}), "synth.backgrounds", id="synth-backgrounds"),
+    pytest.param(dict(synth={"lighting": "on"}), "synth.lighting='on' must be true or false", id="synth-lighting"),
     pytest.param(dict(synth=[1]), "synth must be a mapping of `cvae data synth` options, got [1]", id="synth-list"),
 ]
 
