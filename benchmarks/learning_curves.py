@@ -15,14 +15,9 @@ the validation video, and writes ``runs/bench-learning-curves/table.md``.
 
 from __future__ import annotations
 
-import argparse
 import math
-import os
 import sys
-import time
 from pathlib import Path
-
-import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 SPEC = ROOT / "benchmarks" / "configs" / "learning_curves.yaml"
@@ -66,20 +61,10 @@ def report(spec: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--report-only", action="store_true", help="print the table from existing records")
-    args = parser.parse_args(argv)
-    spec = yaml.safe_load(SPEC.read_text())
-    if not args.report_only:
-        # The benchmarks' one launcher (this folder is on sys.path when run as a script).
-        from pruning import cvae
+    # The benchmarks' one launcher (this folder is on sys.path when run as a script).
+    from pruning import sweep_main
 
-        t0 = time.perf_counter()
-        generate(spec)
-        cvae(["sweep", "run", str(SPEC), "--no-live"], ROOT / spec["output_dir"] / "sweep.log", os.environ)
-        print(f"wall time {(time.perf_counter() - t0) / 60:.1f} min")
-    print(report(spec))
-    return 0
+    return sweep_main(__doc__, SPEC, generate, report, argv)
 
 
 if __name__ == "__main__":

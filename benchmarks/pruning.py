@@ -183,6 +183,24 @@ def cvae(argv: Sequence[str], log: Path, env: Mapping[str, str], *,
     return wall
 
 
+def sweep_main(doc: str, spec_path: Path, generate: Callable[[dict], None], report: Callable[[dict], str],
+               argv: Sequence[str] | None = None) -> int:
+    """The ``main`` of a benchmark that is one shipped sweep: unless ``--report-only``, ``generate(spec)``
+    (its datasets) and ``cvae sweep run SPEC``, logged to the output folder's ``sweep.log``; then
+    ``report(spec)`` printed."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--report-only", action="store_true", help="the table again, from the records of a run")
+    args = parser.parse_args(argv)
+    spec = yaml.safe_load(spec_path.read_text())
+    if not args.report_only:
+        t0 = time.perf_counter()
+        generate(spec)
+        cvae(["sweep", "run", str(spec_path), "--no-live"], ROOT / spec["output_dir"] / "sweep.log", os.environ)
+        print(f"wall time {(time.perf_counter() - t0) / 60:.1f} min")
+    print(report(spec))
+    return 0
+
+
 def run_arm(arm: str, spec_path: Path, out: Path, threads: int, env: Mapping[str, str]) -> float:
     """Create the arm's study and queue (``cvae sweep init``), then run one worker; returns the worker's wall time."""
     spec = load_spec(spec_path)

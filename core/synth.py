@@ -316,6 +316,19 @@ def _distance(c1: Color, c2: Color) -> float:
     return float(np.linalg.norm(np.subtract(c1, c2, dtype=np.float64)))
 
 
+def _sample_background(rng: np.random.Generator, saturation: tuple[float, float], value: tuple[float, float],
+                       value_end: tuple[float, float]) -> tuple[str, Color, Color]:
+    """A background's kind ("flat", or a "vertical" or "horizontal" gradient) and its two end colours: one
+    hue, the end's nudged, saturation and value drawn from the given ranges."""
+    background = ("flat", "vertical", "horizontal")[int(rng.integers(3))]
+    hue = rng.uniform()
+    start = _hsv(hue, rng.uniform(*saturation), rng.uniform(*value))
+    end = start
+    if background != "flat":
+        end = _hsv(hue + rng.uniform(-0.08, 0.08), rng.uniform(*saturation), rng.uniform(*value_end))
+    return background, start, end
+
+
 @dataclass(frozen=True)
 class Appearance:
     """Everything about a video's look that does not change over time.
@@ -347,12 +360,7 @@ class Appearance:
         Clothing colours are redrawn until they contrast with the background (and
         each other), so the dancer never disappears into the scene.
         """
-        background = ("flat", "vertical", "horizontal")[int(rng.integers(3))]
-        hue = rng.uniform()
-        bg_start = _hsv(hue, rng.uniform(0.1, 0.6), rng.uniform(0.45, 0.95))
-        bg_end = bg_start
-        if background != "flat":
-            bg_end = _hsv(hue + rng.uniform(-0.08, 0.08), rng.uniform(0.1, 0.6), rng.uniform(0.35, 1.0))
+        background, bg_start, bg_end = _sample_background(rng, (0.1, 0.6), (0.45, 0.95), (0.35, 1.0))
         bg_mean = tuple((a + b) // 2 for a, b in zip(bg_start, bg_end, strict=True))
 
         def contrasting(draw: Callable[[], Color], avoid: list[Color], min_dist: float) -> Color:
@@ -394,12 +402,7 @@ class Appearance:
     def in_setting(self, rng: np.random.Generator) -> Appearance:
         """The same dancer in another setting: background drawn from ``rng``, kept apart from the shirt."""
         for _ in range(20):
-            background = ("flat", "vertical", "horizontal")[int(rng.integers(3))]
-            hue = rng.uniform()
-            bg_start = _hsv(hue, rng.uniform(0.15, 0.8), rng.uniform(0.3, 0.95))
-            bg_end = bg_start
-            if background != "flat":
-                bg_end = _hsv(hue + rng.uniform(-0.08, 0.08), rng.uniform(0.15, 0.8), rng.uniform(0.25, 1.0))
+            background, bg_start, bg_end = _sample_background(rng, (0.15, 0.8), (0.3, 0.95), (0.25, 1.0))
             bg_mean = tuple((a + b) // 2 for a, b in zip(bg_start, bg_end, strict=True))
             if _distance(bg_mean, self.shirt) >= 90 and _distance(bg_mean, self.trousers) >= 60:
                 break
