@@ -468,8 +468,16 @@ def configuration_table(runs: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def unlearned(runs: pd.DataFrame, sweep: str, seed: int) -> list[str]:
+    """The configurations of a family whose runs do not beat copying the first frame on average (last epoch,
+    val PSNR): models that learned nothing, which a contrast cannot rank."""
+    return [c for c in configurations(sweep)
+            if (margins := values(runs, sweep, seed, c, "margin_val_psnr")) and sum(margins) / len(margins) <= 0]
+
+
 def contrast_section(runs: pd.DataFrame, sweep: str, seed: int, metric: str) -> str:
     judged = contrasts(runs, sweep, seed, metric)
+    below = unlearned(runs, sweep, seed)
     m = next((j["result"]["m"] for j in judged if j["result"]), 0)
     level = f"{100 * (1 - ALPHA / m):.4g}%" if m else "-"
     lines = [f"### {TITLES[sweep]}, data seed {seed}, {METRICS[metric]}: {finding(judged)}", "",
@@ -481,8 +489,11 @@ def contrast_section(runs: pd.DataFrame, sweep: str, seed: int, metric: str) -> 
         if r is None:
             lines.append(f"| {source} | {j['text']} | - | - | - | - | - | not run |")
             continue
+        caveat = " (under copy-first: compares nothing)" if {j["a"], j["b"]} & set(below) else ""
         lines.append(f"| {source} | {j['text']} | {r['diff']:+.2f} | {r['lo']:+.2f} to {r['hi']:+.2f} | "
-                     f"{r['g']:+.2f} | {fmt_p(r['p'])} | {fmt_p(r['p_holm'])} | {j['verdict']} |")
+                     f"{r['g']:+.2f} | {fmt_p(r['p'])} | {fmt_p(r['p_holm'])} | {j['verdict']}{caveat} |")
+    if below:
+        lines += ["", f"Under copying the first frame on average, so learned nothing: {join(below)}."]
     return "\n".join(lines)
 
 
@@ -531,7 +542,8 @@ def results_markdown(runs: pd.DataFrame) -> str:
     incomplete = [f"{r.sweep} {r.config} data seed {r.data_seed} replicate {r.replicate} ({r.state})"
                   for r in runs[runs.state != "complete"].itertuples()]
     parts = [f"{len(complete)} complete runs ({complete.wall_s.sum() / 3600:.1f} h of run time, summed over runs); "
-             f"copying the first frame of the validation video scores {', '.join(f'{c:.2f}' for c in copy) or '-'} dB."
+             f"copying the first frame of the validation video scores {', '.join(f'{c:.2f}' for c in copy) or '-'} dB; "
+             f"{int((complete.margin_val_psnr > 0).sum())} of them beat it at their last epoch (val PSNR)."
              + (f" Left out, not complete: {'; '.join(incomplete)}." if incomplete else ""),
              "### Per configuration", configuration_table(runs)]
     for sweep, seed in families(runs):

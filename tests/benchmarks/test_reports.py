@@ -226,3 +226,21 @@ def test_the_docs_page_states_the_corrected_verdicts(tmp_path):
     assert "## What it shows" in lines and "## How to read it" in lines  # README and cli.md link #what-it-shows
     assert "| this benchmark: ending on beta 1 helps: KL1p > KL1, KL2p > KL2 | KL1p > KL1 | +0.00 |" in text
     assert "| Teacher forcing | 0 | TF1 | 5 | +2.00 | 98.33%: +1.87 to +2.13 | <0.001 | <0.001 | falls |" in text
+
+
+def test_configurations_under_copy_first_are_named_and_their_contrasts_flagged(tmp_path):
+    """Science first: a configuration whose runs do not beat copying the first frame learned nothing; the page
+    counts the runs that do and marks every contrast that involves one that does not."""
+    table, page = tmp_path / "runs.csv", tmp_path / "reports.md"
+    _write_runs(table)
+    runs = pd.read_csv(table)
+    runs.loc[(runs.sweep == "teacher_forcing") & (runs.config == "TF2"), "val_psnr_copy_first"] = 45.0
+    runs.to_csv(table, index=False)
+    assert reports.main(["--docs", str(page), "--csv", str(table)]) == 0
+    text = page.read_text()
+    assert "of them beat it at their last epoch (val PSNR)" in text
+    assert "Under copying the first frame on average, so learned nothing: TF2." in text
+    assert "| TF1 > TF2 |" in text and "(under copy-first: compares nothing) |" in text
+    assert "| TF3 > TF1 | +5.00 |" in text
+    tf3_tf1 = next(line for line in text.splitlines() if "| TF3 > TF1 |" in line)
+    assert "compares nothing" not in tf3_tf1
