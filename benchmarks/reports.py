@@ -422,29 +422,27 @@ def others(parts: list[str], rest: int, what: str) -> list[str]:
         f"no {what} resolved after Holm's correction"]
 
 
-def finding(judged: Sequence[dict[str, Any]]) -> str:
-    """What the corrected tests of one family show: which contrasts hold, which are contradicted, how many
-    are not resolved; nothing else."""
+def summarize(judged: Sequence[dict[str, Any]], say_holds: Callable[[str, int], str],
+              say_against: Callable[[str, int], str], what: str) -> str:
+    """What the corrected tests of one family show and nothing else: the tests that hold, those contradicted
+    (each said by its ``say_*`` from the joined names and their count), how many are not resolved."""
     holds = [j["text"] for j in judged if j["verdict"] == "holds"]
     against = [j["text"] for j in judged if j["verdict"] == "contradicted"]
-    parts = []
-    if holds:
-        parts.append(f"{join(holds)} {'holds' if len(holds) == 1 else 'hold'} after Holm's correction")
-    if against:
-        parts.append(f"{join(against)} {'is' if len(against) == 1 else 'are'} contradicted after Holm's correction")
-    return "; ".join(others(parts, len(judged) - len(holds) - len(against), "contrast"))
+    parts = [say(join(names), len(names)) for say, names in ((say_holds, holds), (say_against, against)) if names]
+    return "; ".join(others(parts, len(judged) - len(holds) - len(against), what))
+
+
+def finding(judged: Sequence[dict[str, Any]]) -> str:
+    """Which contrasts hold, which are contradicted, how many are not resolved."""
+    return summarize(judged, lambda names, n: f"{names} {'holds' if n == 1 else 'hold'} after Holm's correction",
+                     lambda names, n: f"{names} {'is' if n == 1 else 'are'} contradicted after Holm's correction",
+                     "contrast")
 
 
 def decline_finding(judged: Sequence[dict[str, Any]]) -> str:
     """The same for the rollout's decline: where PSNR falls, where it rises, how many are not resolved."""
-    falls = [j["text"] for j in judged if j["verdict"] == "holds"]
-    rises = [j["text"] for j in judged if j["verdict"] == "contradicted"]
-    parts = []
-    if falls:
-        parts.append(f"PSNR falls along the rollout in {join(falls)} after Holm's correction")
-    if rises:
-        parts.append(f"PSNR rises along the rollout in {join(rises)} after Holm's correction")
-    return "; ".join(others(parts, len(judged) - len(falls) - len(rises), "decline"))
+    return summarize(judged, lambda names, n: f"PSNR falls along the rollout in {names} after Holm's correction",
+                     lambda names, n: f"PSNR rises along the rollout in {names} after Holm's correction", "decline")
 
 
 def configuration_table(runs: pd.DataFrame) -> str:
