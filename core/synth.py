@@ -624,7 +624,7 @@ class _Job:
     first_img_dir: str | None  # test videos also get their first frame here
     dancer: int | None = None  # the shared look this video shows (``dancers``), None: its own
     setting: int | None = None  # the shared background this video shows (``backgrounds``), None: its look's
-    light: bool = False  # a wandering spotlight (``spotlight``)
+    spotlight: bool = False  # a wandering spotlight (``spotlight``)
     lighting: bool = False  # the video's own exposure and colour of light (``lighting``)
     length: int = 0  # frames of the whole video: the light's path is drawn for all of them
 
@@ -662,7 +662,7 @@ def _run_job(job: _Job, seed: int, size: tuple[int, int]) -> int:
     gain = None
     if job.lighting:
         gain = Lighting.sample(np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(*job.spawn_key, 6))))
-    if job.light:
+    if job.spotlight:
         light_rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(*job.spawn_key, 5)))
         spot = Spotlight.sample(light_rng, size)
         path = spot.path(job.length, light_rng)
@@ -695,8 +695,8 @@ def _plan(root: Path, args: dict) -> list[_Job]:
         test = root / "test"
         videos.append(((2, i), args["test_frames"], test / "test_gt" / str(i), test / "test_label" / str(i), 0,
                        test / "test_img" / str(i)))  # fmt: skip
-    dancers, backgrounds, light = args.get("dancers"), args.get("backgrounds"), bool(args.get("spotlight"))
-    lighting = bool(args.get("lighting"))
+    dancers, backgrounds = args.get("dancers"), args.get("backgrounds")
+    spotlight, lighting = bool(args.get("spotlight")), bool(args.get("lighting"))
     jobs = []
     for key, length, img_dir, label_dir, offset, first_dir in videos:
         for d in (img_dir, label_dir, first_dir):
@@ -712,7 +712,7 @@ def _plan(root: Path, args: dict) -> list[_Job]:
             setting = (key[1] // (dancers or 1) if key[0] == 0 else key[1]) % backgrounds
         for start in range(0, length, _CHUNK_FRAMES):
             jobs.append(_Job(key, start, min(start + _CHUNK_FRAMES, length), str(img_dir), str(label_dir), offset,
-                             None if first_dir is None else str(first_dir), dancer, setting, light, lighting, length))  # fmt: skip
+                             None if first_dir is None else str(first_dir), dancer, setting, spotlight, lighting, length))  # fmt: skip
     return jobs
 
 
@@ -793,9 +793,11 @@ def generate_dataset(
             training video v shows setting (v // dancers) % N, so every dancer meets every setting, and
             held-out video i shows setting i % N. With ``dancers=1`` the previous frame is then the only
             place a model can find the video's background.
-        spotlight: Light every video with a soft spotlight whose centre takes an independent random step
-            each frame (reflected at the borders): where it is shows in the previous frame, where it goes
-            next is chance, which a cVAE's latent can carry.
+        spotlight: Light every video with a soft, coloured spotlight (:class:`Spotlight`) whose centre
+            wanders about a resting place, an independent random step each frame: where it is shows in the
+            previous frame, where it goes next is chance, which a cVAE's latent can carry.
+        lighting: Give every video its own exposure and colour of light (:class:`Lighting`: a gain per
+            colour channel over the whole frame), which only its frames show.
         workers: Processes used to render (>= 1); does not change the output.
         progress: Print a progress line to stderr.
 
@@ -821,14 +823,11 @@ def generate_dataset(
         args["dancers"] = _check_int("dancers", dancers, 1)
     if backgrounds is not None:
         args["backgrounds"] = _check_int("backgrounds", backgrounds, 1)
-    if not isinstance(spotlight, bool):
-        raise ValueError(f"spotlight must be true or false, got {spotlight!r}")
-    if spotlight:
-        args["spotlight"] = True
-    if not isinstance(lighting, bool):
-        raise ValueError(f"lighting must be true or false, got {lighting!r}")
-    if lighting:
-        args["lighting"] = True
+    for name, value in (("spotlight", spotlight), ("lighting", lighting)):
+        if not isinstance(value, bool):
+            raise ValueError(f"{name} must be true or false, got {value!r}")
+        if value:  # recorded only when set, as dancers
+            args[name] = True
     if min(args["size"]) < 16:
         raise ValueError(f"size must be at least 16 x 16 to draw a person, got {tuple(args['size'])}")
     workers = _check_int("workers", workers, 1)
