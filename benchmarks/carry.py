@@ -17,9 +17,10 @@ and z = 0. It prints one row per trial and writes them to ``benchmarks/results/c
 
 from __future__ import annotations
 
-import csv
 import sys
 from pathlib import Path
+
+import pandas as pd
 
 ROOT = Path(__file__).resolve().parent.parent
 SPEC = ROOT / "benchmarks" / "configs" / "carry.yaml"
@@ -29,6 +30,8 @@ SYNTH = {"train_frames": 768, "train_video_len": 48, "val_frames": 630, "test_se
 """The datasets' shared arguments (the quickstart's: one dancer); the folder name adds the rest."""
 DATA = {"carry-plain": {}, "carry-spotlight": {"spotlight": True}, "carry-backgrounds4": {"backgrounds": 4},
         "carry-lighting": {"lighting": True}}
+CONFIG = ("F_dim", "tfr", "tfr_sde", "tfr_d_step")
+"""The configured values a row keeps (``tfr`` is the schedule's start, not the last epoch's ratio)."""
 COLUMNS = ("data", "recipe", "F_dim", "tfr", "tfr_sde", "tfr_d_step", "num_epoch", "val_psnr",
            "val_psnr_copy_first", "margin", "val_psnr_best_of_k", "val_psnr_z0", "val_psnr_no_prev",
            "val_psnr_swapped_frame", "swapped_frame_cost", "no_prev_cost", "val_active_units", "val_ssim",
@@ -53,8 +56,8 @@ def rows(spec: dict) -> list[dict]:
         last = epochs.iloc[-1]
         row = {"data": Path(str(run.DR)).name.removeprefix("carry-"), "recipe": run.recipe,
                "num_epoch": int(last.epoch) + 1, "best_epoch_val_psnr": epochs.val_psnr.max()}
-        row |= {key: run[key] for key in ("F_dim", "tfr", "tfr_sde", "tfr_d_step")}
-        row |= {key: last[key] for key in COLUMNS if key in last.index}
+        row |= {key: run[key] for key in CONFIG}
+        row |= {key: last[key] for key in COLUMNS if key in last.index and key not in CONFIG}
         row["margin"] = last.val_psnr - last.val_psnr_copy_first
         row["swapped_frame_cost"] = last.val_psnr - last.val_psnr_swapped_frame
         row["no_prev_cost"] = last.val_psnr - last.val_psnr_no_prev
@@ -63,11 +66,7 @@ def rows(spec: dict) -> list[dict]:
 
 
 def write(table: list[dict]) -> None:
-    with RESULTS.open("w", newline="") as f:
-        writer = csv.DictWriter(f, COLUMNS)
-        writer.writeheader()
-        for row in table:
-            writer.writerow({k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in row.items() if k in COLUMNS})
+    pd.DataFrame(table, columns=COLUMNS).to_csv(RESULTS, index=False, float_format="%.4f")
 
 
 def markdown(table: list[dict]) -> str:
