@@ -290,11 +290,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
     except (ConfigError, DatasetError, CheckpointError, TrackingError) as err:
         return fail("train", str(err))
     except DivergenceError as err:
-        return fail("train", str(err), EXIT_FAILED)
+        # Bad input in effect (a learning rate far too high, a schedule that blows up): exit 2, like the rest.
+        return fail("train", str(err))
     except OSError as err:
         if err.errno not in DISK_FULL_ERRNOS:
             raise
-        return fail("train", str(err), EXIT_FAILED)  # names the file: see core.checkpoint.atomic_save
+        return fail("train", str(err))  # a fault of the machine; names the file: see core.checkpoint.atomic_save
     best = f"best val PSNR {run.best_val_psnr:.3f} dB at epoch {run.best_epoch}"
     copy_first = run.baselines.get("copy_first", math.nan)
     if not math.isnan(copy_first):
@@ -338,7 +339,7 @@ def _cmd_test(args: argparse.Namespace) -> int:
     except OSError as err:
         if err.errno not in DISK_FULL_ERRNOS:
             raise
-        return fail("test", str(err), EXIT_FAILED)
+        return fail("test", str(err))  # a fault of the machine: exit 2, as for a training
     if result.submission:
         print(f"wrote {result.submission} and {len(result.gifs)} GIF(s) in {args.save_root}")
     for index, (value, baselines) in sorted(result.test_scores.items()):

@@ -13,6 +13,7 @@ import dataclasses
 import logging
 import math
 import random
+import shutil
 import time
 import warnings
 from collections import Counter
@@ -441,10 +442,21 @@ class Trainer:
         self._remove_stale_temporaries()
         self._maybe_resume()
         # Only now, with the dataset and any checkpoint accepted: bad input leaves no empty folder behind.
+        # The folders this run creates, outermost first: removed again if it diverges before its first epoch.
+        self._created = [p for p in (self.save_root, *self.save_root.parents) if not p.exists()][::-1]
         try:
             self.save_root.mkdir(parents=True, exist_ok=True)
         except OSError as err:
             raise ConfigError(f"save_root={str(self.save_root)!r}: cannot create the folder ({err.strerror})") from None
+
+    def _remove_unfinished_run(self) -> None:
+        """A run that diverged in its first epoch leaves nothing: the folders it created are removed, and in a
+        folder that was there before, the records it began (no epoch of them was written)."""
+        if self._created:
+            shutil.rmtree(self._created[0], ignore_errors=True)
+            return
+        for name in (CONFIG_YAML, BASELINES_CSV, METRICS_CSV, FRAMES_CSV, LATENTS_CSV):
+            (self.save_root / name).unlink(missing_ok=True)
 
     # -- checkpoints -------------------------------------------------------------------------------------
     def _remove_stale_temporaries(self) -> None:
@@ -606,7 +618,12 @@ class Trainer:
         status, reason = "completed", ""
         for epoch in range(self.start_epoch, cfg.run.num_epoch):
             t0 = time.perf_counter()
-            stats, beta, tfr, frames_done, tf_fraction = self.train_epoch(epoch)
+            try:
+                stats, beta, tfr, frames_done, tf_fraction = self.train_epoch(epoch)
+            except DivergenceError:
+                if epoch == 0:
+                    self._remove_unfinished_run()
+                raise
             train_seconds = time.perf_counter() - t0
             lr = self.optimizer.param_groups[0]["lr"]
             if self.scheduler is not None:

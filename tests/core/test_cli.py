@@ -170,18 +170,41 @@ def test_train_resuming_a_bad_checkpoint_exits_2_with_one_line_naming_it(
     assert not save_root.exists()
 
 
-def test_train_on_a_full_disk_exits_1_with_one_line_naming_the_file(
+def test_train_on_a_full_disk_exits_2_with_one_line_naming_the_file(
     tiny_dataset: Path, full_disk_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     argv = ["train", "--DR", str(tiny_dataset), "--save_root", str(full_disk_dir), "--device", "cpu", "--no-progress",
             "--F_dim", "24", "--L_dim", "8", "--N_dim", "4", "--D_out_dim", "24", "--train_vi_len", "4",
             "--val_vi_len", "24", "--batch_size", "4", "--num_workers", "1", "--num_epoch", "1", "--tfr_sde", "0",
             "--log-level", "warning"]  # fmt: skip
-    assert run(argv) == 1
+    assert run(argv) == 2
     line = _one_line(capsys.readouterr().err)
     assert line == f"cvae train: error: [Errno 28] No space left on device: cannot write checkpoint: " \
                    f"'{full_disk_dir / 'last.ckpt'}'"
     assert not any(p.name.endswith(".tmp") for p in full_disk_dir.iterdir())
+
+
+TINY_TRAIN = ["--device", "cpu", "--no-progress", "--F_dim", "24", "--L_dim", "8", "--N_dim", "4", "--D_out_dim", "24",
+              "--train_vi_len", "4", "--val_vi_len", "24", "--batch_size", "4", "--num_workers", "1",
+              "--num_epoch", "2", "--tfr_sde", "0", "--log-level", "warning"]  # fmt: skip
+
+
+@pytest.mark.parametrize("existing", [False, True], ids=["new-folder", "existing-folder"])
+def test_train_that_diverges_in_its_first_epoch_exits_2_and_leaves_no_records(
+    tiny_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], existing: bool
+) -> None:
+    save_root = tmp_path / "runs" / "diverged"
+    if existing:
+        save_root.mkdir(parents=True)
+        (save_root / "notes.txt").write_text("mine\n")
+    argv = ["train", "--DR", str(tiny_dataset), "--save_root", str(save_root), "--lr", "1e6", *TINY_TRAIN]
+    assert run(argv) == 2
+    line = _one_line(capsys.readouterr().err)
+    assert line.startswith("cvae train: error: epoch 0, batch ") and "training diverged" in line, line
+    if existing:  # the user's folder and file stay; nothing the run began is left in it
+        assert sorted(p.name for p in save_root.iterdir()) == ["notes.txt"]
+    else:
+        assert not (tmp_path / "runs").exists()
 
 
 def test_test_with_a_bad_dataset_leaves_no_save_root_behind(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
