@@ -71,7 +71,7 @@ def open_storage(spec: SweepSpec, url: str | None = None) -> optuna.storages.Bas
             raise StorageError(f"cannot open study storage {mask_url(url)}: {_os_text(err)}") from None
     engine_kwargs: dict = {"pool_pre_ping": True}
     if url.startswith("sqlite:"):
-        db = url.removeprefix("sqlite:///")
+        db = sqlite_path(url)
         if db and db != ":memory:":
             try:
                 Path(db).parent.mkdir(parents=True, exist_ok=True)
@@ -99,6 +99,25 @@ def open_storage(spec: SweepSpec, url: str | None = None) -> optuna.storages.Bas
                 time.sleep(0.5)
                 continue
             raise StorageError(f"cannot open study storage {mask_url(url)}: {mask_url(text)}") from None
+
+
+def sqlite_path(url: str) -> str | None:
+    """The database file of a ``sqlite:`` URL as SQLAlchemy reads it (None: in memory), checked before anything
+    is created: a URL with a host (``sqlite://study.db``, two slashes) names no file but would make a folder.
+
+    Raises:
+        StorageError: the URL does not parse, or has a host.
+    """
+    from sqlalchemy.engine import make_url
+
+    try:
+        parsed = make_url(url)
+    except Exception:  # noqa: BLE001 - sqlalchemy.exc.ArgumentError, ValueError: one clear line for any
+        parsed = None
+    if parsed is None or parsed.host:
+        raise StorageError(f"bad study storage {mask_url(url)}: a SQLite URL is sqlite:///relative/path.db "
+                           "(three slashes) or sqlite:////absolute/path.db (four)")
+    return parsed.database
 
 
 def _os_text(err: OSError) -> str:

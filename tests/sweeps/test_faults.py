@@ -435,6 +435,18 @@ def test_an_unusable_storage_path_is_one_line(tiny_dataset, tmp_path, env, stora
     assert "/proc/nope" in line
 
 
+@pytest.mark.parametrize("storage", ["sqlite://relative.db", "sqlite:relative.db"])
+def test_a_mistyped_sqlite_url_is_one_line_and_creates_nothing(tiny_dataset, tmp_path, env, monkeypatch, storage):
+    spec_path = write_spec(tmp_path, tiny_dataset)
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)  # where a folder named after the URL would appear
+    for command in ("init", "run"):
+        line = one_error_line(cvae("sweep", command, str(spec_path), "--storage", storage, env=env), f"sweep {command}")
+        assert storage in line and "sqlite:///relative/path.db" in line, line
+    assert list(work.iterdir()) == [] and not (tmp_path / "out").exists()
+
+
 def test_a_read_only_sqlite_file_is_one_line_naming_it(tiny_dataset, tmp_path, env):
     disk = tmp_path / "ro"
     _mount_tmpfs(disk, "8m")
