@@ -175,11 +175,25 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    from cvae.core.data import DatasetError, check_layout, load_split, load_test
+    from cvae.core.data import (
+        DatasetError,
+        check_layout,
+        frame_folders,
+        list_frames,
+        load_split,
+        load_test,
+        size_problems,
+    )
 
     size = (args.frame_H, args.frame_W)
     try:
         check_layout(args.DR)
+        # Training resizes a frame of another size with a warning, as the lab's loader does; a check reports it.
+        problems = [p for folder in frame_folders(args.DR) if folder.is_dir()
+                    for p in size_problems(list_frames(folder), size)]
+        if problems:
+            more = f" ({len(problems) - 1} more problem(s) of size)" if len(problems) > 1 else ""
+            return fail("data check", problems[0] + more)
         train = load_split(args.DR, "train", size)
         val = load_split(args.DR, "val", size)
         tests = load_test(args.DR, size, expected_len=args.test_vi_len)

@@ -14,8 +14,10 @@ by the file list, sizes, modification times and the frame size; any change to th
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
+from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -26,7 +28,11 @@ import torch
 from cvae.core.checkpoint import atomic_save
 from PIL import Image, UnidentifiedImageError
 
+log = logging.getLogger("cvae")
+
 CACHE_FORMAT = 1
+ASPECT_TOLERANCE = 0.05
+"""A decode size whose width/height ratio is further than this share from the files' distorts them."""
 _FRAME_RE = re.compile(r"^frame(\d+)\.png$", re.IGNORECASE)
 
 
@@ -110,15 +116,21 @@ def check_layout(root: str | os.PathLike) -> None:
     Raises:
         DatasetError: a gap or a repeated number, naming the folder and the frames.
     """
+    for folder in frame_folders(root):
+        if folder.is_dir():
+            check_numbering(folder)
+
+
+def frame_folders(root: str | os.PathLike) -> list[Path]:
+    """The layout's frame folders: ``train/train_img``, ``train/train_label``, ``val/...`` (whether they exist
+    or not), then the test sequences' ``test/test_img/<i>``, ``test_label/<i>``, ``test_gt/<i>`` that exist."""
     root = Path(root)
     folders = [root / split / f"{split}_{kind}" for split in ("train", "val") for kind in ("img", "label")]
     for kind in ("test_img", "test_label", "test_gt"):
         base = root / "test" / kind
         if base.is_dir():
             folders += sorted((p for p in base.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name))
-    for folder in folders:
-        if folder.is_dir():
-            check_numbering(folder)
+    return folders
 
 
 def paired_frames(img_dir: Path, label_dir: Path) -> tuple[list[Path], list[Path]]:
@@ -130,6 +142,53 @@ def paired_frames(img_dir: Path, label_dir: Path) -> tuple[list[Path], list[Path
         if not label.is_file():
             raise DatasetError(f"{image}: frame has no pose image {label}")
     return images, labels
+
+
+def size_problems(paths: list[Path], size: tuple[int, int]) -> list[str]:
+    """What is odd about the sizes of ``paths``, to be decoded at ``size`` (H, W): the files that differ from
+    the folder's common size (named), and a decode size of another shape than the files (resizing distorts
+    them). Reads only the PNG headers. The lab's loader resizes every file to its frame size whatever it is,
+    so training accepts all of this with a warning; ``cvae data check`` reports it as a problem.
+
+    Raises:
+        DatasetError: a file cannot be read as an image.
+    """
+    sizes = {}
+    for path in paths:
+        try:
+            with Image.open(path) as im:
+                sizes[path] = (im.height, im.width)
+        except (UnidentifiedImageError, OSError, SyntaxError) as err:
+            raise DatasetError(f"{path}: unreadable image ({err})") from None
+    if not sizes:
+        return []
+    (common, count), = Counter(sizes.values()).most_common(1)
+    problems = []
+    odd = [p for p, hw in sizes.items() if hw != common]
+    if odd:
+        shown = ", ".join(f"{p.name} is {sizes[p][0]}x{sizes[p][1]}" for p in odd[:3])
+        more = f" and {len(odd) - 3} more" if len(odd) > 3 else ""
+        problems.append(f"{odd[0].parent}: {shown}{more}, not {common[0]}x{common[1]} like the other {count} "
+                        f"frame(s); every frame is resized to {size[0]}x{size[1]}")
+    aspect, target = common[1] / common[0], size[1] / size[0]
+    if abs(target / aspect - 1) > ASPECT_TOLERANCE:
+        problems.append(f"{paths[0].parent}: frames of {common[0]}x{common[1]} (width/height {aspect:.2f}) are "
+                        f"resized to frame_H x frame_W = {size[0]}x{size[1]} (width/height {target:.2f}): "
+                        "the picture is distorted")
+    return problems
+
+
+_SAID: set[str] = set()
+"""Size warnings already given in this process, without their folder: a distortion is said once, not once
+for every folder of frames and poses (and not again for every trial of a sweep worker)."""
+
+
+def _warn_sizes(paths: list[Path], size: tuple[int, int]) -> None:
+    for problem in size_problems(paths, size):
+        what = problem.split(": ", 1)[1]
+        if what not in _SAID:
+            _SAID.add(what)
+            log.warning("warning: %s", problem)
 
 
 def _decode(path: Path, size: tuple[int, int]) -> np.ndarray:
@@ -197,6 +256,8 @@ def load_split(root: str | os.PathLike, split: str, size: tuple[int, int], *, wo
         raise ValueError(f"split must be train or val, not {split!r}")
     base = Path(root) / split
     images, labels = paired_frames(base / f"{split}_img", base / f"{split}_label")
+    _warn_sizes(images, size)
+    _warn_sizes(labels, size)
     key = cache_key(images, size)
     return FrameSequence(
         decode_frames(images, size, workers=workers, cache_dir=cache_dir, key=key),

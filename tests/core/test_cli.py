@@ -339,6 +339,54 @@ def test_check_a_repeated_frame_number_exits_2(
     assert line.endswith(f"{dr / 'val/val_img'}: frame number 7 is used more than once (frame007.png, frame7.png)")
 
 
+def _odd_frame(dr: Path) -> Path:
+    """Replaces train/train_img/frame5.png by a 100x37 (W x H) picture; returns it."""
+    odd = dr / "train/train_img/frame5.png"
+    Image.new("RGB", (100, 37), (200, 30, 30)).save(odd)
+    return odd
+
+
+def test_check_a_frame_of_another_size_exits_2_naming_it(
+    tiny_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    dr = Path(shutil.copytree(tiny_dataset, tmp_path / "ds"))
+    _odd_frame(dr)
+    assert run(["data", "check", "--DR", str(dr), "--test_vi_len", "24"]) == 2
+    line = _one_line(capsys.readouterr().err)
+    assert line == (f"cvae data check: error: {dr / 'train/train_img'}: frame5.png is 37x100, not 32x64 like the "
+                    "other 95 frame(s); every frame is resized to 32x64")
+
+
+def test_check_a_frame_size_that_distorts_the_frames_exits_2(
+    tiny_dataset: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["data", "check", "--DR", str(tiny_dataset), "--test_vi_len", "24", "--frame_H", "7", "--frame_W", "13"]
+    assert run(argv) == 2
+    line = _one_line(capsys.readouterr().err)
+    assert "frames of 32x64 (width/height 2.00) are resized to frame_H x frame_W = 7x13 (width/height 1.86)" in line
+    assert "(" in line and "more problem(s) of size" in line  # every folder has the same problem; one is shown
+
+
+def test_training_accepts_odd_sizes_as_the_lab_does_with_a_warning_naming_them(
+    tiny_dataset: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cvae.core import data
+
+    monkeypatch.setattr(data, "_SAID", set())
+    dr = Path(shutil.copytree(tiny_dataset, tmp_path / "ds"))
+    _odd_frame(dr)
+    with caplog.at_level("WARNING", logger="cvae"):
+        train = data.load_split(dr, "train", (32, 64), cache_dir=tmp_path / "cache")
+        data.load_split(dr, "val", (7, 13), cache_dir=tmp_path / "cache")
+    assert tuple(train.frames.shape) == (96, 3, 32, 64)  # resized, as the lab's transforms.Resize does
+    assert [r.getMessage() for r in caplog.records] == [
+        f"warning: {dr / 'train/train_img'}: frame5.png is 37x100, not 32x64 like the other 95 frame(s); every "
+        "frame is resized to 32x64",
+        f"warning: {dr / 'val/val_img'}: frames of 32x64 (width/height 2.00) are resized to frame_H x frame_W = 7x13 "
+        "(width/height 1.86): the picture is distorted",
+    ]  # said once, not again for the poses
+
+
 def test_check_missing_dataset_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert run(["data", "check", "--DR", str(tmp_path / "none")]) == 2
     assert str(tmp_path / "none") in _one_line(capsys.readouterr().err)
