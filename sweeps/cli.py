@@ -161,12 +161,22 @@ def _errors(*, data: bool = False):
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    # `docker stop`, Slurm preemption and `kill` send SIGTERM: stop like Ctrl-C (workers told, trials re-queued).
-    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    # `docker stop`, Slurm preemption and `kill` send SIGTERM: stop like Ctrl-C (workers told, trials re-queued);
+    # the workers get the signal this run got, so that their trials' reasons say which it was.
+    def on_term(signum, frame):  # noqa: ARG001 - the signal module's signature
+        _RECEIVED[0] = signal.SIGTERM
+        raise KeyboardInterrupt
+
+    _RECEIVED[0] = signal.SIGINT
+    previous = signal.signal(signal.SIGTERM, on_term)
     try:
         return _run(args)
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+_RECEIVED = [signal.SIGINT]
+"""The signal that interrupted `cvae sweep run` (SIGINT: Ctrl-C), passed on to its workers."""
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -216,8 +226,9 @@ def _run(args: argparse.Namespace) -> int:
         _watch(spec, study, [p for p, _ in procs], live=args.live and sys.stdout.isatty())
     except KeyboardInterrupt:
         interrupted = True
-        print("\ninterrupted: stopping workers (their running trials are re-queued)...", file=sys.stderr)
-        _stop_workers([p for p, _ in procs])
+        cause = "Ctrl-C" if _RECEIVED[0] == signal.SIGINT else signal.Signals(_RECEIVED[0]).name
+        print(f"\ninterrupted ({cause}): stopping workers (their running trials are re-queued)...", file=sys.stderr)
+        _stop_workers([p for p, _ in procs], _RECEIVED[0])
     for _, fh in procs:
         fh.close()
     codes = [p.wait() for p, _ in procs]
@@ -233,22 +244,39 @@ def _run(args: argparse.Namespace) -> int:
         tails = []
         for i, c in enumerate(codes):
             if c:
-                last = (logs / f"worker-{i}{suffix}.log").read_text().strip().splitlines()[-1:]
-                tails.append(f"worker {i} exited {c}: {last[0] if last else ''}")
+                tails.append(_worker_exit(i, c, logs / f"worker-{i}{suffix}.log"))
         # A worker that stopped on bad input (a dataset, a disk, W&B) exits 2: so does the run.
         code = EXIT_BAD_INPUT if all(c in (0, EXIT_BAD_INPUT) for c in codes) else EXIT_FAILED
         return fail("sweep run", "; ".join(tails), code)
     return 0
 
 
-def _stop_workers(procs: list[subprocess.Popen], grace_s: float = 60) -> None:
-    """SIGINT each live worker (its trial is failed and re-queued), wait up to ``grace_s``, then SIGKILL.
+def _worker_exit(i: int, code: int, log_file: Path) -> str:
+    """What a worker's exit says: the signal that killed it, or its code and the last line of its log."""
+    try:
+        last = log_file.read_text(errors="replace").strip().splitlines()[-1:]
+    except OSError:
+        last = []
+    ends = f"its log ({log_file}) ends: {last[0]}" if last else f"its log ({log_file}) is empty"
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return (f"worker {i} was killed by {name} (its running trial is re-queued once its heartbeat is stale); "
+                f"{ends}")
+    return f"worker {i} exited {code}; {ends}"
+
+
+def _stop_workers(procs: list[subprocess.Popen], sig: int = signal.SIGINT, grace_s: float = 60) -> None:
+    """Send ``sig`` (SIGINT or SIGTERM) to each live worker (its trial is failed and re-queued), wait up to
+    ``grace_s``, then SIGKILL.
 
     A second Ctrl-C / SIGTERM while waiting kills them at once: their trials are re-queued when stale.
     """
     for p in procs:
         if p.poll() is None:
-            p.send_signal(signal.SIGINT)
+            p.send_signal(sig)
     deadline = time.monotonic() + grace_s
     try:
         for p in procs:

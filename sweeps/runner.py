@@ -81,11 +81,22 @@ STOP_REQUESTED = threading.Event()
 mid-call raises OperationalError), so the trial's outcome is decided by this flag, not by the exception type."""
 
 
+_STOP_CAUSE = ["Ctrl-C"]
+"""What interrupted this process: "Ctrl-C" (SIGINT) or the signal's name ("SIGTERM": docker stop, Slurm)."""
+
+
+def stop_cause() -> str:
+    """What stopped this process, for a trial's reason: "Ctrl-C" or "SIGTERM"."""
+    return _STOP_CAUSE[0]
+
+
 def install_stop_handlers() -> None:
-    """SIGINT and SIGTERM (docker stop, Slurm preemption) set :data:`STOP_REQUESTED` and interrupt."""
+    """SIGINT and SIGTERM (docker stop, Slurm preemption) set :data:`STOP_REQUESTED`, record which of them
+    came (:func:`stop_cause`) and interrupt."""
     import signal
 
     def handler(signum, frame):  # noqa: ARG001 - the signal module's signature
+        _STOP_CAUSE[0] = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
         STOP_REQUESTED.set()
         raise KeyboardInterrupt
 
@@ -324,7 +335,7 @@ def _run_trial(study: optuna.Study, trial: optuna.Trial, spec: SweepSpec, *, num
     try:
         cfg, record, folder, tracker, callback, t0 = _start(study, trial, spec, num_threads)
     except KeyboardInterrupt:
-        _fail_and_requeue(study, trial, "interrupted (Ctrl-C) while starting: re-queued")
+        _fail_and_requeue(study, trial, f"interrupted ({stop_cause()}) while starting: re-queued")
         raise
     except StorageError:
         raise
@@ -335,7 +346,7 @@ def _run_trial(study: optuna.Study, trial: optuna.Trial, spec: SweepSpec, *, num
         return "failed"
     except Exception as err:
         if STOP_REQUESTED.is_set():
-            _fail_and_requeue(study, trial, "interrupted (Ctrl-C) while starting: re-queued")
+            _fail_and_requeue(study, trial, f"interrupted ({stop_cause()}) while starting: re-queued")
             raise KeyboardInterrupt from None
         fault = environment_fault(err)
         if fault is None:
@@ -354,11 +365,11 @@ def _run_trial(study: optuna.Study, trial: optuna.Trial, spec: SweepSpec, *, num
     except StorageError:
         raise  # the storage is gone: nothing can be recorded; the trial goes stale and is re-queued
     except KeyboardInterrupt:
-        state, reason, interrupted = "failed", "interrupted (Ctrl-C): re-queued", True
+        state, reason, interrupted = "failed", f"interrupted ({stop_cause()}): re-queued", True
     except Exception as err:  # noqa: BLE001 - a crashing trial must not end the sweep
         fault = environment_fault(err)
         if STOP_REQUESTED.is_set():
-            state, reason, interrupted = "failed", "interrupted (Ctrl-C): re-queued", True
+            state, reason, interrupted = "failed", f"interrupted ({stop_cause()}): re-queued", True
         elif fault is not None:
             # The data, the disk or a service: fixable, and the trial resumes after the fix.
             reason = f"{fault}: re-queued"

@@ -21,6 +21,7 @@ from pathlib import Path
 import optuna
 import pytest
 from cvae.core.records import read_csv
+from cvae.schema import REASON
 from cvae.sweeps.queue import SweepError, claim, open_study, reap_stale, retry_trials
 from cvae.sweeps.runner import STOP_REQUESTED, install_stop_handlers, run_worker
 from cvae.sweeps.spec import load_spec
@@ -254,14 +255,34 @@ def test_sigterm_to_sweep_run_stops_its_worker_and_requeues_the_trial(tiny_datas
     proc.send_signal(signal.SIGTERM)  # what `docker stop` and Slurm preemption send
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err[-2000:]
+    assert "interrupted (SIGTERM): stopping workers" in err
     assert not Path(f"/proc/{worker_pid}").exists() or "zombie" in Path(f"/proc/{worker_pid}/status").read_text().lower()
     study = load(spec_path)[1]
     assert states(study) == [TrialState.FAIL, TrialState.WAITING]
+    assert study.get_trials()[0].user_attrs[REASON] == "interrupted (SIGTERM): re-queued"  # not "Ctrl-C"
     trials_csv = (tmp_path / "out" / "trials.csv").read_text()
     assert "running" not in trials_csv
     assert run_worker(load_spec(spec_path)).complete == 1  # the next run resumes it
     assert states(study) == [TrialState.FAIL, TrialState.COMPLETE]
     assert_every_epoch_once(load_spec(spec_path), study, 5, tmp_path / "wandb")
+
+
+@pytest.mark.slow
+def test_a_killed_worker_is_reported_with_the_signal_that_killed_it(tiny_dataset, tmp_path, env):
+    spec_path = write_spec(tmp_path, tiny_dataset, parameters={"N_dim": {"values": [4]}},
+                           base={"DR": str(tiny_dataset), **BASE, "num_epoch": 5})
+    proc = subprocess.Popen([sys.executable, "-m", "cvae", "sweep", "run", str(spec_path), "--no-live"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    run = tmp_path / "out" / "t0000"
+    _wait_for(lambda: (run / "last.ckpt").exists(), 180, "the first checkpoint")
+    os.kill(json.loads((run / "trial.json").read_text())["worker"]["pid"], signal.SIGKILL)  # the OOM killer's way
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1, err[-2000:]
+    lines = [line for line in err.splitlines() if "cvae sweep run: error:" in line]
+    assert len(lines) == 1 and "Traceback" not in err, err[-2000:]
+    line = lines[0]
+    assert "cvae sweep run: error: worker 0 was killed by SIGKILL (its running trial is re-queued once its " \
+           f"heartbeat is stale); its log ({tmp_path / 'out' / 'logs' / 'worker-0.log'}) ends: " in line, line
 
 
 # -- 6. a storage outage ---------------------------------------------------------------------------------------------
