@@ -422,9 +422,13 @@ def read_yaml_mapping(path: str | os.PathLike, what: str = "config file") -> dic
     """
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as err:
         raise ConfigError(f"{path}: cannot read {what} ({err.strerror})") from None
+    except UnicodeDecodeError as err:  # YAML is UTF-8 text; say where, not only the codec's words
+        line = path.read_bytes()[: err.start].count(b"\n") + 1
+        raise ConfigError(f"{path}: line {line}: not UTF-8 text (byte 0x{err.object[err.start]:02x}); save the "
+                          f"{what} as UTF-8") from None
     try:
         data = safe_yaml.load(text, str(path))
     except safe_yaml.YamlError as err:

@@ -418,6 +418,10 @@ def _parse_storage(raw: Mapping[str, Any], name: str, storage: str | None, error
         errors.append("storage: the spec must not hold a password (it is committed with the spec); set "
                       "CVAE_DB_PASSWORD or CVAE_DB_PASSWORD_FILE, or use PGPASSWORD / ~/.pgpass")
     output_dir = Path(str(raw.get("output_dir") or f"runs/{name}"))
+    existing = next((p for p in (output_dir, *output_dir.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        where = "is a file" if existing == output_dir else f"is inside {existing}, a file"
+        errors.append(f"output_dir={str(output_dir)!r} {where}, not a folder (the sweep's records go in it)")
     url = storage or raw.get("storage") or f"sqlite:///{output_dir / 'study.db'}"
     if not isinstance(url, str) or not re.match(r"^(sqlite|postgresql(\+\w+)?|mysql(\+\w+)?|journal):", url):
         errors.append(f"storage={url!r} must be sqlite:///PATH, postgresql+psycopg2://..., or journal:PATH")

@@ -21,7 +21,6 @@ from pathlib import Path
 import optuna
 import pytest
 from cvae.core.records import read_csv
-from cvae.schema import REASON
 from cvae.sweeps.queue import SweepError, claim, open_study, reap_stale, retry_trials
 from cvae.sweeps.runner import STOP_REQUESTED, install_stop_handlers, run_worker
 from cvae.sweeps.spec import load_spec
@@ -29,6 +28,7 @@ from cvae.sweeps.storage import ResilientStorage, open_storage
 from optuna.trial import TrialState
 from test_runner import BASE, _wait_for, cvae, load, write_spec
 
+from cvae.schema import REASON
 from cvae.secrets import mask_secrets, split_password
 from cvae.wandb_offline import read_offline_runs_merged
 
@@ -491,6 +491,34 @@ def test_a_very_long_name_is_refused_by_the_spec(tiny_dataset, tmp_path, env):
 
 
 # -- 9. unbounded inputs -------------------------------------------------------------------------------------------------
+def test_a_spec_that_is_not_utf8_or_not_a_file_is_one_line_naming_it(tiny_dataset, tmp_path, env):
+    spec_path = write_spec(tmp_path, tiny_dataset)
+    spec_path.write_bytes(spec_path.read_bytes().replace(b"name: t\n", b"name: t\ndescription: caf\xe9\n", 1))
+    line = one_error_line(cvae("sweep", "plan", str(spec_path), env=env), "sweep plan")
+    assert line == f"cvae sweep plan: error: {spec_path}: line 2: not UTF-8 text (byte 0xe9); save the sweep spec " \
+                   "as UTF-8"
+    folder = tmp_path / "specs"
+    folder.mkdir()
+    for command in ("plan", "init", "run"):
+        line = one_error_line(cvae("sweep", command, str(folder), env=env), f"sweep {command}")
+        assert line == f"cvae sweep {command}: error: {folder}: cannot read sweep spec (Is a directory)"
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("where", ["file", "inside-a-file"])
+def test_an_output_dir_that_is_a_file_is_one_line_and_nothing_is_created(tiny_dataset, tmp_path, env, where):
+    blocker = tmp_path / "records"
+    blocker.write_text("a file, not a folder\n")
+    output_dir = blocker if where == "file" else blocker / "sweep"
+    spec_path = write_spec(tmp_path, tiny_dataset, output_dir=str(output_dir))
+    said = "is a file" if where == "file" else f"is inside {blocker}, a file"
+    for command in ("plan", "init", "run"):
+        line = one_error_line(cvae("sweep", command, str(spec_path), env=env), f"sweep {command}")
+        assert line == f"cvae sweep {command}: error: {spec_path}: output_dir={str(output_dir)!r} {said}, not a " \
+                       "folder (the sweep's records go in it)"
+    assert blocker.read_text() == "a file, not a folder\n"
+
+
 def test_a_yaml_alias_bomb_is_refused_quickly(tiny_dataset, tmp_path, env):
     spec_path = write_spec(tmp_path, tiny_dataset)
     lines = ['a0: &a0 ["lol","lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
