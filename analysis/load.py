@@ -339,6 +339,11 @@ def load_optuna(storage: str, study: str) -> SweepData:
         raise AnalysisError(f"{_mask(storage)}: no study named {study!r}") from None
     except Exception as err:  # noqa: BLE001 - SQLAlchemy's many errors become one message
         raise AnalysisError(f"{_mask(storage)}: cannot open the study storage ({str(err).splitlines()[0]})") from None
+    return from_study(st, source=_mask(storage))
+
+
+def from_study(st: Any, source: str = "") -> SweepData:
+    """:func:`load_optuna`'s tables from an open :class:`optuna.Study` (a running sweep's own)."""
     spec_attrs = st.user_attrs.get(SPEC, {})
     metric = spec_attrs.get("metric", "val/psnr")
     field_name = metric_column(metric)
@@ -378,8 +383,8 @@ def load_optuna(storage: str, study: str) -> SweepData:
             if field_name == "val_psnr" and "val_psnr_copy_first" in refs:
                 row[MARGIN_COLUMN] = v - refs["val_psnr_copy_first"]
             epochs_rows.append(row)
-    return _finish(runs_rows, epochs_rows, [], order, name=study, metric=metric,
-                   goal="maximize" if st.direction.name == "MAXIMIZE" else "minimize", source=_mask(storage))
+    return _finish(runs_rows, epochs_rows, [], order, name=st.study_name, metric=metric,
+                   goal="maximize" if st.direction.name == "MAXIMIZE" else "minimize", source=source)
 
 
 # -- W&B ------------------------------------------------------------------------------------------------------

@@ -387,13 +387,13 @@ def _summary_run(spec, study, table) -> None:
     mode = resolve_wandb_mode(spec.wandb.mode)
     if mode == "disabled" or not table:
         return
-    importances: dict[str, float] = {}
-    try:
-        import optuna
+    from cvae.analysis.importance import param_importances
+    from cvae.analysis.load import from_study
 
-        importances = optuna.importance.get_param_importances(study)
-    except Exception as err:  # noqa: BLE001 - too few or too similar trials: no importances, say why
-        log.info("no parameter importances: %s", err)
+    # The analysis's importances: none (and why) where they would be noise, Optuna's warnings kept quiet.
+    importances = param_importances(from_study(study))
+    if not importances:
+        log.info("no parameter importances in the W&B summary run: %s", importances.reason)
     try:
         log_sweep_summary(project=spec.wandb.project, entity=spec.wandb.entity, group=spec.name,
                           name=f"{spec.name}-summary", run_id=f"{spec.name}-{study.user_attrs.get('cvae:uid')}-summary",

@@ -63,3 +63,30 @@ def test_table_columns_keep_one_type_per_column() -> None:
                                     {"a": 2.5, "b": 3, "e": None, "d": False}])
     assert columns == ["a", "b", "c", "d", "e"]
     assert rows == [[1, "x", '{"k": 1}', True, None], [2.5, "3", None, False, None]]
+
+
+def test_a_small_sweeps_summary_run_has_no_importances_and_no_optuna_warning(
+    wandb_dir: Path, tiny_dataset: Path, tmp_path: Path, capfd
+) -> None:
+    import warnings
+
+    import optuna
+    from cvae.sweeps.cli import _summary_run
+    from cvae.sweeps.report import rows
+    from cvae.sweeps.spec import load_spec
+    from optuna.distributions import CategoricalDistribution
+    from test_runner import write_spec
+
+    spec = load_spec(write_spec(tmp_path, tiny_dataset, wandb={"project": "test", "mode": "offline"}))
+    study = optuna.create_study(study_name=spec.name, direction="maximize")
+    dists = {"kl_anneal_type": CategoricalDistribution(["cyclical", "none"]), "N_dim": CategoricalDistribution([4, 8])}
+    for value, kl, n in ((20.0, "cyclical", 4), (21.0, "none", 8)):  # 2 trials: importances would be noise
+        study.add_trial(optuna.trial.create_trial(params={"kl_anneal_type": kl, "N_dim": n}, distributions=dists,
+                                                  value=value))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _summary_run(spec, study, rows(study))
+    assert [str(w.message) for w in caught] == []
+    assert "Warning" not in capfd.readouterr().err
+    (run,) = [r for r in read_offline_runs_merged(wandb_dir).values() if r.job_type == "sweep-summary"]
+    assert run.summary["n_trials"] == 2 and not any(k.startswith("importance/") for k in run.summary)
