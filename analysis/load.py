@@ -331,10 +331,11 @@ def load_optuna(storage: str, study: str) -> SweepData:
     import optuna
 
     from cvae.secrets import mask_secrets as _mask
+    from cvae.secrets import with_password
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
-        st = optuna.load_study(study_name=study, storage=storage)
+        st = optuna.load_study(study_name=study, storage=with_password(storage))
     except KeyError:
         raise AnalysisError(f"{_mask(storage)}: no study named {study!r}") from None
     except Exception as err:  # noqa: BLE001 - SQLAlchemy's many errors become one message

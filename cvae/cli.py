@@ -24,6 +24,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    if argv is None:  # the command line of this process: no storage password may stay in it (`ps` shows it)
+        from cvae.secrets import hide_password_from_process_list
+
+        hide_password_from_process_list(sys.argv[1:])
     args = build_parser().parse_args(argv)
     # What libraries record of the command line (W&B's run metadata) must not carry a storage password;
     # the parsed arguments keep it.

@@ -10,11 +10,19 @@ use it without loading Optuna or torch.
 
 from __future__ import annotations
 
+import os
 import re
 import sys
-from urllib.parse import unquote
+from pathlib import Path
+from urllib.parse import quote, unquote
 
 MASK = "***"
+PASSWORD_ENV = "CVAE_DB_PASSWORD"
+PASSWORD_FILE_ENV = "CVAE_DB_PASSWORD_FILE"
+
+
+class PasswordFileError(ValueError):
+    """The file named by ``$CVAE_DB_PASSWORD_FILE`` cannot be read; the message names it."""
 
 # scheme://[user]:password@host — the password runs to the last '@' that is followed by a host (no '@', '/',
 # '?' or whitespace until the path, the query or the end).
@@ -64,3 +72,46 @@ def mask_argv() -> None:
     servers). The parsed arguments keep the real values; only the recorded copy is masked.
     """
     sys.argv[:] = [mask_secrets(a) for a in sys.argv]
+
+
+def with_password(url: str) -> str:
+    """Insert the password from ``$CVAE_DB_PASSWORD``, or the file named by ``$CVAE_DB_PASSWORD_FILE`` (a
+    Docker/Kubernetes secret), into a PostgreSQL URL that has none; other URLs pass through (libpq may still
+    find ``PGPASSWORD`` or ``~/.pgpass``).
+
+    Raises:
+        PasswordFileError: the secrets file cannot be read.
+    """
+    if not url.startswith("postgresql") or has_password(url):
+        return url
+    password = os.environ.get(PASSWORD_ENV)
+    secret = os.environ.get(PASSWORD_FILE_ENV)
+    if password is None and secret:
+        try:
+            password = Path(secret).read_text().strip()
+        except OSError as err:
+            raise PasswordFileError(f"{PASSWORD_FILE_ENV}={secret}: cannot read ({err.strerror})") from None
+    if not password:
+        return url
+    return re.sub(r"://([^/@:]+)@", lambda m: f"://{m[1]}:{quote(password, safe='')}@", url, count=1)
+
+
+def hide_password_from_process_list(argv: list[str]) -> None:
+    """Re-execute this command with a storage password moved from its arguments into ``$CVAE_DB_PASSWORD``.
+
+    ``ps`` shows every process's command line to every user of the machine, for as long as it runs (a sweep:
+    hours). The command starts again at once, its URL without the password (``postgresql://u@h/db``), which
+    :func:`with_password` puts back from the environment, as the sweep's workers get theirs. Returns (without
+    re-executing) when no argument holds a password.
+    """
+    clean, password = [], None
+    for arg in argv:
+        if has_password(arg):
+            arg, found = split_password(arg)
+            password = password or found
+        clean.append(arg)
+    if password is None:
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, [sys.executable, "-m", "cvae", *clean], {**os.environ, PASSWORD_ENV: password})

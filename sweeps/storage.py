@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 import logging
 import os
-import re
 import time
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,8 @@ from cvae.sweeps.spec import SweepSpec
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 
-from cvae.secrets import has_password, mask_url, split_password
+from cvae import secrets
+from cvae.secrets import mask_url, split_password
 
 log = logging.getLogger("cvae")
 
@@ -34,21 +34,11 @@ class StorageError(RuntimeError):
 
 
 def with_password(url: str) -> str:
-    """Insert the password from the environment or a secrets file into a PostgreSQL URL that has none."""
-    if not url.startswith("postgresql") or has_password(url):
-        return url
-    password = os.environ.get("CVAE_DB_PASSWORD")
-    secret = os.environ.get("CVAE_DB_PASSWORD_FILE")
-    if password is None and secret:
-        try:
-            password = Path(secret).read_text().strip()
-        except OSError as err:
-            raise StorageError(f"CVAE_DB_PASSWORD_FILE={secret}: cannot read ({err.strerror})") from None
-    if not password:
-        return url  # libpq may still find PGPASSWORD or ~/.pgpass
-    from urllib.parse import quote
-
-    return re.sub(r"://([^/@:]+)@", lambda m: f"://{m[1]}:{quote(password, safe='')}@", url, count=1)
+    """:func:`cvae.secrets.with_password`, its error a :class:`StorageError`."""
+    try:
+        return secrets.with_password(url)
+    except secrets.PasswordFileError as err:
+        raise StorageError(str(err)) from None
 
 
 def open_storage(spec: SweepSpec, url: str | None = None) -> optuna.storages.BaseStorage:
@@ -90,7 +80,8 @@ def open_storage(spec: SweepSpec, url: str | None = None) -> optuna.storages.Bas
                 grace_period=spec.grace_period, heartbeat_stale_trial_callback=retry,
             )
             # The cache Optuna itself puts in front of an RDBStorage (optuna.storages.get_storage).
-            return ResilientStorage(cached_rdb_storage(rdb), mask_url(url))
+            # Masked from the full URL: one whose password came from the environment shows `user:***@` too.
+            return ResilientStorage(cached_rdb_storage(rdb), mask_url(full))
         except Exception as err:  # noqa: BLE001 - SQLAlchemy raises many types; all become one clear error
             text = root_cause_text(err)
             # Two processes creating the tables at once collide; the loser retries once the winner is done.
@@ -98,7 +89,7 @@ def open_storage(spec: SweepSpec, url: str | None = None) -> optuna.storages.Bas
             if racing and time.monotonic() < deadline:
                 time.sleep(0.5)
                 continue
-            raise StorageError(f"cannot open study storage {mask_url(url)}: {mask_url(text)}") from None
+            raise StorageError(f"cannot open study storage {mask_url(full)}: {mask_url(text)}") from None
 
 
 def sqlite_path(url: str) -> str | None:

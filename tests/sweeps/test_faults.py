@@ -146,6 +146,48 @@ def test_no_secret_in_any_file_of_a_sweep_on_postgresql(tiny_dataset, tmp_path, 
     assert files_holding(tmp_path, SECRET) == []  # output_dir (logs, records), WANDB_DIR (.wandb, metadata)
 
 
+def _command_lines_holding(secret: str) -> list[str]:
+    """The command line of every process on the machine (what `ps -eo args` shows) that holds ``secret``."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        with contextlib.suppress(OSError):
+            args = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            if secret in args:
+                found.append(args)
+    return found
+
+
+@pytest.mark.slow
+def test_no_process_of_a_sweep_shows_the_password_in_its_command_line(tiny_dataset, tmp_path, env, postgres_url):
+    head, tail = postgres_url.split("postgres@", 1)
+    url = f"{head}postgres:{SECRET}@{tail}"  # the test server trusts 127.0.0.1: any password is accepted
+    spec_path = write_spec(tmp_path, tiny_dataset, parameters={"N_dim": {"values": [4, 8]}}, workers=2,
+                           base={"DR": str(tiny_dataset), **BASE, "num_epoch": 2})
+    proc = subprocess.Popen([sys.executable, "-m", "cvae", "sweep", "run", str(spec_path), "--storage", url,
+                             "--no-live"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # From the moment the run has re-executed itself without the password (it opens the storage, then makes
+    # its log folder) to its end, no process of it shows the password: not the run, not its workers.
+    _wait_for(lambda: (tmp_path / "out" / "logs").exists() or proc.poll() is not None, 60, "the sweep's log folder")
+    seen, polls = [], 0
+    while proc.poll() is None:
+        seen += _command_lines_holding(SECRET)
+        polls += 1
+        time.sleep(0.05)
+    out, err = proc.communicate()
+    assert proc.returncode == 0, err[-2000:]
+    assert polls > 20 and seen == []
+    assert len([t for t in load(spec_path, storage=url)[1].get_trials() if t.state == TrialState.COMPLETE]) == 2
+
+    dashboard = subprocess.Popen([sys.executable, "-m", "cvae", "sweep", "dashboard", str(spec_path), "--storage",
+                                  url, "--port", "0"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        time.sleep(3)
+        assert dashboard.poll() is None and _command_lines_holding(SECRET) == []
+    finally:
+        dashboard.terminate()
+        dashboard.wait(timeout=30)
+
+
 # -- 3. editing the grid between runs ------------------------------------------------------------------------
 def test_a_grid_edited_between_runs_queues_new_points_and_leaves_removed_ones(tiny_dataset, tmp_path, env):
     def spec_with(values):
