@@ -24,7 +24,7 @@ import os
 import random
 import re
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -305,23 +305,36 @@ def parse_spec(raw: Mapping[str, Any], *, source: str = "spec", base_dir: Path =
     if method not in METHODS:
         errors.append(f"method={method!r} is not one of {', '.join(METHODS)}")
     objective = MetricSpec.parse(raw.get("metric"), errors)
-    params = parse_params(raw.get("parameters"), method, errors)
-    counts = _parse_counts(raw, method, workers, errors)
+    # The trials' own checks (what `cvae train` says of their configs, the sampler and pruner built) run on
+    # the sections they need once those have no problem of their own: every problem comes in one pass.
+    clean: dict[str, bool] = {}
+
+    def section(key: str, parse: Callable[[], Any]) -> Any:
+        before = len(errors)
+        out = parse()
+        clean[key] = len(errors) == before
+        return out
+
+    params = section("parameters", lambda: parse_params(raw.get("parameters"), method, errors))
+    counts = section("counts", lambda: _parse_counts(raw, method, workers, errors))
     heartbeat = HeartbeatSpec.parse(raw.get("heartbeat"), errors)
     output_dir, storage_url = _parse_storage(raw, name, storage, errors)
     wandb = WandbSpec.parse(raw.get("wandb"), errors, top=raw)
-    pruner = PrunerSpec.parse(raw, errors)
-    sampler = SamplerSpec.parse(raw.get("sampler"), errors)
+    pruner = section("pruner", lambda: PrunerSpec.parse(raw, errors))
+    sampler = section("sampler", lambda: SamplerSpec.parse(raw.get("sampler"), errors))
     synth = SynthSpec.parse(raw.get("synth"), errors)
     command = CommandSpec.parse(raw, errors)
-    if method == "grid" and not errors:
+    base = section("base", lambda: _parse_base(raw.get("base"), base_dir, errors))
+    # A parameter with a problem of its own is left out of those checks; the others are checked.
+    params = tuple(p for p in params if not any(e.startswith((f"parameters.{p.name}:", f"parameters.{p.name} "))
+                                                for e in errors))
+    if method not in METHODS or not params or not (clean["counts"] and clean["base"]):
+        raise spec_error(source, errors)
+    if method == "grid":
         upper = math.prod(p.n_values() for p in params)  # before `when` drops branches; cheap to compute
         if upper > 10 * MAX_TRIALS:
-            errors.append(f"parameters: the grid has up to {upper:.3g} points: at most {MAX_TRIALS} (use method "
-                          "random or tpe with a run_cap)")
-    base = _parse_base(raw.get("base"), base_dir, errors)
-    if errors:
-        raise spec_error(source, errors)
+            raise spec_error(source, [*errors, f"parameters: the grid has up to {upper:.3g} points: at most "
+                                               f"{MAX_TRIALS} (use method random or tpe with a run_cap)"])
 
     spec = SweepSpec(
         name=name, method="tpe" if method == "bayes" else method, objective=objective, params=params, base=base,
@@ -331,11 +344,20 @@ def parse_spec(raw: Mapping[str, Any], *, source: str = "spec", base_dir: Path =
     )
     trials = spec.n_configs() * spec.replicates
     if trials > MAX_TRIALS:
-        raise spec_error(source, f"{spec.n_configs()} parameter set(s) x {spec.replicates} replicate(s) = {trials} "
-                                 f"trials: at most {MAX_TRIALS} (cut the grid or run_cap)")
-    spec = dataclasses.replace(spec, warnings=_spec_warnings(spec, method) + _check_trial_configs(spec))
-    _check_buildable(spec)
-    return spec
+        raise spec_error(source, [*errors, f"{spec.n_configs()} parameter set(s) x {spec.replicates} replicate(s) "
+                                           f"= {trials} trials: at most {MAX_TRIALS} (cut the grid or run_cap)"])
+    try:
+        rejected, warned = _check_trial_configs(spec)
+    except Exception:  # noqa: BLE001 - a condition (`when`) on a parameter left out: wait for its fix
+        if clean["parameters"]:
+            raise
+        raise spec_error(source, errors) from None
+    errors += rejected
+    if clean["pruner"] and clean["sampler"]:
+        errors += _check_buildable(spec)
+    if errors:
+        raise spec_error(source, errors)
+    return dataclasses.replace(spec, warnings=_spec_warnings(spec, method) + warned)
 
 
 def _parse_name(name: Any, errors: list[str]) -> tuple[str, str]:
@@ -428,14 +450,17 @@ def _parse_storage(raw: Mapping[str, Any], name: str, storage: str | None, error
     return output_dir, str(url)
 
 
-def _check_buildable(spec: SweepSpec) -> None:
-    """Build the sampler and pruner once, so a wrong option fails here, not when the first trial starts."""
+def _check_buildable(spec: SweepSpec) -> list[str]:
+    """Build the sampler and pruner once, so a wrong option fails here, not when the first trial starts; returns
+    the problems."""
+    problems = []
     for what, build in (("sampler", lambda: spec.sampler.build(spec.method, seed=spec.seed, workers=spec.workers)),
                         ("pruner", lambda: spec.pruner.build(spec.num_epoch.max))):
         try:
             build()
         except (TypeError, ValueError, ImportError) as err:
-            raise spec_error(spec.source, f"{what} for method {spec.method}: {err}") from None
+            problems.append(f"{what} for method {spec.method}: {err}")
+    return problems
 
 
 def _parse_base(raw: Any, base_dir: Path, errors: list[str]) -> dict[str, Any]:
@@ -472,12 +497,12 @@ def representative_params(spec: SweepSpec) -> list[dict[str, Any]]:
     return list(itertools.islice(boundary.grid(), MAX_CHECKED_CONFIGS))
 
 
-def _check_trial_configs(spec: SweepSpec) -> tuple[str, ...]:
-    """Reject a spec whose trials `cvae train` would refuse (every grid point, or every range's ends).
+def _check_trial_configs(spec: SweepSpec) -> tuple[list[str], tuple[str, ...]]:
+    """What `cvae train` would say of the spec's trials (every grid point, or every range's ends).
 
     Returns:
-        What `cvae train` would warn about in those trials, each message once, with the number of trial
-        configs it concerns and an example.
+        The problems that make it refuse some of them, and what it would warn about, each message once, with
+        the number of trial configs it concerns and an example.
     """
     problems: dict[str, list[dict[str, Any]]] = {}
     warned: dict[str, list[dict[str, Any]]] = {}
@@ -491,10 +516,9 @@ def _check_trial_configs(spec: SweepSpec) -> tuple[str, ...]:
             continue
         for _, message in cfg.warnings():
             warned.setdefault(message, []).append(combo)
-    if problems:
-        raise spec_error(spec.source, [f"trials would be rejected by cvae train: {msg} (e.g. with "
-                                       f"{examples[0] or 'the base config'})" for msg, examples in problems.items()])
-    return tuple(
+    rejected = [f"trials would be rejected by cvae train: {msg} (e.g. with {examples[0] or 'the base config'})"
+                for msg, examples in problems.items()]
+    return rejected, tuple(
         message + ("" if len(examples) == len(combos) else
                    f" ({len(examples)} of {len(combos)} trial configs, e.g. {examples[0]})")
         for message, examples in warned.items()

@@ -403,6 +403,26 @@ def test_several_problems_are_reported_together(tmp_path: Path) -> None:
         assert line.startswith(f"{tmp_path / 'spec.yaml'}: "), "each line names the file"
 
 
+def test_the_trials_own_checks_come_in_the_same_pass_as_the_specs_other_problems(tmp_path: Path) -> None:
+    # What cvae train would refuse in a trial (batch_size -4) and a pruner that cannot be built came only once
+    # every other problem was fixed; now all in one message, one line each.
+    message = error(
+        tmp_path,
+        colour="blue",
+        method="grid",
+        run_cap=DROP,
+        parameters={"batch_size": {"values": [-4, 8]}, "learning_rate": {"value": 1}},
+        early_terminate={"type": "hyperband", "min_iter": 1, "eta": 1},
+    )
+    expected = ["unknown key(s) colour", "'learning_rate' is not a cvae train key",
+                "early_terminate.eta=1 must be an integer >= 2",
+                "trials would be rejected by cvae train: batch_size must be >= 1 (got -4)"]
+    lines = message.split("\n")
+    assert len(lines) == len(expected), message
+    for text in expected:
+        assert sum(text in line for line in lines) == 1, (text, message)
+
+
 def test_yaml_syntax_error_names_line_and_column(tmp_path: Path) -> None:
     path = tmp_path / "broken.yaml"
     path.write_text("name: t\nmethod: random\nparameters:\n  N_dim: {values: [4, 8}\n")
