@@ -244,6 +244,13 @@ class _WandbTraining:
                             mode=mode, job_type="train", log_model=t.wandb_log_model)
         id_file.write_text(self.run.run_id + "\n")
         log.info("W&B %s run %s%s", mode, self.run.path, f" ({self.run.url})" if self.run.url else "")
+        if start_epoch > 0:  # a resumed training: the checkpointed epochs its W&B run lacks
+            from cvae.core.records import read_csv
+
+            from cvae.schema import METRICS_CSV
+
+            metrics = save_root / METRICS_CSV
+            self.run.backfill(read_csv(metrics) if metrics.exists() else [], start_epoch)
 
     def on_epoch_end(self, result: Any) -> None:
         if self.run is not None:

@@ -46,7 +46,7 @@ from cvae.schema import (
     FRAME_COLUMNS,
     WANDB_KEYS,
 )
-from cvae.wandb_offline import has_exit_record
+from cvae.wandb_offline import find_offline_runs, has_exit_record, read_offline_run
 
 if TYPE_CHECKING:
     from wandb.sdk.wandb_run import Run
@@ -328,6 +328,67 @@ class WandbRun:
             self._last_epoch = int(result.epoch)
         except Exception as err:  # noqa: BLE001 - see the class docstring
             log.warning("W&B run %s: could not log epoch %d: %s", self.run_id, result.epoch, err)
+
+    def logged_epochs(self) -> set[int] | None:
+        """The epochs the run's history already holds from its earlier attempts: offline, read back from its
+        earlier run folders (same id) beside this one; online, asked of the server through W&B's public API.
+        None where that cannot be known (disabled, no server)."""
+        if self.mode == "offline" and self.run_dir is not None:
+            epochs: set[int] = set()
+            for folder in find_offline_runs(self.run_dir.parent):
+                if folder == self.run_dir or not folder.name.endswith(f"-{self.run_id}"):
+                    continue
+                try:
+                    history = read_offline_run(folder).history
+                except ValueError:  # an attempt killed before its file had a record
+                    continue
+                epochs |= {int(h["epoch"]) for h in history if isinstance(h.get("epoch"), (int, float))}
+            return epochs
+        if self.mode == "online":
+            try:
+                import wandb
+
+                rows = wandb.Api(timeout=30).run(self.path).scan_history(keys=["epoch"])
+                return {int(r["epoch"]) for r in rows if r.get("epoch") is not None}
+            except Exception as err:  # noqa: BLE001 - no server: nothing is backfilled, and nothing logged twice
+                log.warning("W&B run %s: cannot read its history back (%s): epochs it may lack are not re-logged",
+                            self.run_id, _first_line(err))
+        return None
+
+    def backfill(self, rows: Sequence[Mapping[str, Any]], before: int) -> list[int]:
+        """Log the epochs before ``before`` that the run's records hold (``metrics.csv`` ``rows``) and its W&B
+        history lacks (:meth:`logged_epochs`): an attempt killed between an epoch's checkpoint and its W&B
+        write lost it. Scalars only, each once. Returns the epochs logged."""
+        if self._finished or before <= 0:
+            return []
+        have = self.logged_epochs()
+        if have is None:
+            return []
+        done = []
+        for record in rows:
+            epoch = int(record["epoch"])
+            if epoch >= before or epoch in have:
+                continue
+            row: dict[str, Any] = {}
+            for col, key in WANDB_KEYS.items():
+                try:
+                    value = float(record.get(col, "nan"))
+                except (TypeError, ValueError):
+                    continue
+                if math.isfinite(value):
+                    row[key] = value
+            row["epoch"] = epoch
+            try:
+                self._run.log(row)
+            except Exception as err:  # noqa: BLE001 - see the class docstring
+                log.warning("W&B run %s: could not re-log epoch %d: %s", self.run_id, epoch, err)
+                break
+            have.add(epoch)
+            done.append(epoch)
+        if done:
+            log.info("W&B run %s: logged %d checkpointed epoch(s) its history lacked: %s", self.run_id, len(done),
+                     ", ".join(map(str, done)))
+        return done
 
     def _baseline_frames(self) -> dict[str, list[float]]:
         """The trivial predictors' PSNR per validation frame (the same every epoch), keyed by their names, and

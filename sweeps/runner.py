@@ -186,6 +186,9 @@ class TrialCallback(BaseCallback):
         if missing:
             log.info("trial %d: reported %d checkpointed epoch(s) Optuna lacked: %s", self.trial.number, len(missing),
                      ", ".join(r["epoch"] for r in missing))
+        if self.tracker is not None:  # ... and to W&B, those its history lacks
+            with self.tracking():
+                self.tracker.backfill(rows, start_epoch)
 
     def on_epoch_end(self, result: EpochResult) -> None:
         self.train_s += result.train_seconds

@@ -257,10 +257,11 @@ def test_a_signal_during_the_checkpoint_write_loses_no_epoch(tiny_dataset, tmp_p
     assert_every_epoch_once(spec, study, 4, tmp_path / "wandb")
 
 
-def test_a_worker_killed_between_checkpoint_and_report_loses_no_optuna_epoch(tiny_dataset, tmp_path, monkeypatch):
+def test_a_worker_killed_between_checkpoint_and_report_loses_no_epoch_in_optuna_or_w_and_b(tiny_dataset, tmp_path, env,
+                                                                                           monkeypatch):
     import cvae.sweeps.runner as runner_mod
 
-    spec = load_spec(write_spec(tmp_path, tiny_dataset, parameters={"N_dim": {"values": [4]}}, wandb={"mode": "disabled"},
+    spec = load_spec(write_spec(tmp_path, tiny_dataset, parameters={"N_dim": {"values": [4]}},
                                 base={"DR": str(tiny_dataset), **BASE, "num_epoch": 4}, heartbeat={"interval": 1, "grace": 2}))
     study = open_study(spec, open_storage(spec), fill_queue=True)
     real = runner_mod.TrialCallback.on_epoch_end
@@ -270,7 +271,7 @@ def test_a_worker_killed_between_checkpoint_and_report_loses_no_optuna_epoch(tin
 
     def die_at_epoch_1(self, result):
         if result.epoch == 1:
-            raise Killed  # epoch 1 is in metrics.csv and last.ckpt, not yet reported to Optuna
+            raise Killed  # epoch 1 is in metrics.csv and last.ckpt, not yet reported to Optuna nor logged to W&B
         real(self, result)
 
     with monkeypatch.context() as mp:
@@ -279,9 +280,14 @@ def test_a_worker_killed_between_checkpoint_and_report_loses_no_optuna_epoch(tin
             run_worker(spec)
     time.sleep(spec.grace_period + 1.5)
     assert reap_stale(study, spec) == [0]
-    run_worker(spec)  # the retry resumes at epoch 2 and reports epoch 1 from the run's records
+    run_worker(spec)  # the retry resumes at epoch 2 and reports and logs epoch 1 from the run's records
     assert states(study) == [TrialState.FAIL, TrialState.COMPLETE]
-    assert_every_epoch_once(spec, study, 4, None)
+    assert_every_epoch_once(spec, study, 4, tmp_path / "wandb")
+    run = read_offline_runs_merged(tmp_path / "wandb")[study.get_trials()[1].user_attrs["cvae:wandb_run_id"]]
+    assert len(run.paths) == 2  # the killed attempt's segment and the retry's, one W&B run
+    rows = {int(r["epoch"]): r for r in read_csv(tmp_path / "out" / "t0000" / "metrics.csv")}
+    (epoch_1,) = [h for h in run.history if h.get("epoch") == 1 and "val/psnr" in h]
+    assert epoch_1["val/psnr"] == pytest.approx(float(rows[1]["val_psnr"]))  # the records' values, re-logged
 
 
 # -- 5. SIGTERM to `cvae sweep run` --------------------------------------------------------------------------------

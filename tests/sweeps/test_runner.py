@@ -300,8 +300,8 @@ def test_sigkilled_worker_trial_is_retried_resumed_and_counted_once(tiny_dataset
     runs = read_offline_runs_merged(tmp_path / "wandb")
     run = runs[retry.user_attrs["cvae:wandb_run_id"]]
     assert len(run.paths) == 2  # the killed process's segment and the resumed one, one W&B run id
-    logged = sorted({h["epoch"] for h in run.history if "val/psnr" in h})
-    assert set(range(len(killed_at), 4)) <= set(logged) <= {0, 1, 2, 3}
+    logged = sorted(h["epoch"] for h in run.history if "val/psnr" in h)
+    assert logged == [0, 1, 2, 3]  # each epoch once: what the kill cut from W&B is re-logged from the records
 
 
 @pytest.mark.slow
