@@ -175,6 +175,36 @@ def test_a_shuffled_grid_is_queued_in_its_run_order_and_topped_up_without_repeat
     assert [t.system_attrs["fixed_params"] for t in study.get_trials()][8:] == [p for _, p in bigger.grid_points()[4:] for _ in range(2)]
 
 
+def test_plan_times_short_clips_and_extrapolates_to_the_trials_lengths(tiny_dataset, tmp_path, monkeypatch):
+    # `cvae sweep plan` timed the lab's model on its full clips: over a minute on 2 cores. It now times clips of
+    # 2 and 3 frames; with a step whose cost is known (a fixed part plus one per predicted frame), its
+    # extrapolation must give that cost at the trial's own lengths.
+    from cvae.sweeps import plan
+
+    clock = [0.0]
+    lengths = []
+
+    def fake_train_step(model, opt, frames, poses, **kw):
+        lengths.append(frames.shape[1])
+        clock[0] += 0.5 + 0.25 * frames.shape[0] * (frames.shape[1] - 1)  # an optimizer step + per prediction
+
+    def fake_evaluate(model, frames, poses, **kw):
+        lengths.append(frames.shape[1])
+        clock[0] += 0.1 * frames.shape[0] * (frames.shape[1] - 1)
+
+    monkeypatch.setattr(plan, "train_step", fake_train_step)
+    monkeypatch.setattr(plan, "evaluate", fake_evaluate)
+    monkeypatch.setattr(plan.time, "perf_counter", lambda: clock[0])
+    spec = load_spec(write_spec(tmp_path, tiny_dataset, parameters={"N_dim": {"values": [4]}},
+                                base={"DR": str(tiny_dataset), **BASE, "train_vi_len": 16, "batch_size": 2,
+                                      "val_vi_len": 24, "val_samples": 1, "val_diagnostics": False}))
+    train_s, val_s = plan.time_one_epoch(spec, {"N_dim": 4}, threads=1)
+    assert max(lengths) <= 3
+    batches = 96 // 16 // 2  # the tiny dataset's 96 training frames in clips of 16, 2 a batch
+    assert train_s == pytest.approx(batches * (0.5 + 0.25 * 2 * 15))
+    assert val_s == pytest.approx(0.1 * 1 * 23)  # one 24-frame validation clip: 23 predictions
+
+
 def test_plan_prints_the_run_order_and_the_pruner(tiny_dataset, tmp_path, monkeypatch):
     from cvae.sweeps import plan
 
