@@ -223,7 +223,12 @@ def _run(args: argparse.Namespace) -> int:
                 env["CUDA_VISIBLE_DEVICES"] = gpus[i % len(gpus)]
             procs.append((subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env,
                                            preexec_fn=_die_with_parent), fh))
-        _watch(spec, study, [p for p, _ in procs], live=args.live and sys.stdout.isatty())
+        try:
+            _watch(spec, study, [p for p, _ in procs], live=args.live and sys.stdout.isatty())
+        except StorageError as err:  # this process only watches: the workers wait for the server themselves
+            print(f"cvae sweep run: warning: {err}; waiting for the workers", file=sys.stderr, flush=True)
+            for p, _ in procs:
+                p.wait()
     except KeyboardInterrupt:
         interrupted = True
         cause = "Ctrl-C" if _RECEIVED[0] == signal.SIGINT else signal.Signals(_RECEIVED[0]).name
@@ -232,14 +237,21 @@ def _run(args: argparse.Namespace) -> int:
     for _, fh in procs:
         fh.close()
     codes = [p.wait() for p, _ in procs]
-    _final_report(spec, study)
-    reached = spec.target_reached_in(study.get_trials(deepcopy=False))
-    if reached is not None:
-        print(f"sweep {spec.name}: trial {reached} reached metric.target {spec.objective.target:g}: the sweep "
-              "stopped there (queued trials were left queued)", flush=True)
+    lost = None
+    try:
+        _final_report(spec, study)
+        reached = spec.target_reached_in(study.get_trials(deepcopy=False))
+        if reached is not None:
+            print(f"sweep {spec.name}: trial {reached} reached metric.target {spec.objective.target:g}: the sweep "
+                  "stopped there (queued trials were left queued)", flush=True)
+    except StorageError as err:  # the server is gone: what the trials recorded is on disk, nothing to report
+        lost = str(err)
     lock.close()
     if interrupted:
         return 130
+    if lost is not None:
+        return fail("sweep run", f"{lost}; every trial's records are kept: run again once the storage is back "
+                                 "(a trial that was running resumes from its last checkpoint)")
     if any(c not in (0,) for c in codes):
         tails = []
         for i, c in enumerate(codes):

@@ -188,6 +188,36 @@ def test_no_process_of_a_sweep_shows_the_password_in_its_command_line(tiny_datas
         dashboard.wait(timeout=30)
 
 
+@pytest.mark.slow
+def test_unicode_and_spaces_in_every_path(tiny_dataset, tmp_path, env, monkeypatch):
+    root = tmp_path / "Ünïcode and spaces — 数据"
+    dataset = Path(shutil.copytree(tiny_dataset, root / "my data set"))
+    wandb_dir = root / "w and b"
+    monkeypatch.setenv("WANDB_DIR", str(wandb_dir))
+    env = {**env, "WANDB_DIR": str(wandb_dir), "CVAE_CACHE_DIR": str(root / "cache dir")}
+    out = root / "sweep records ü"
+    spec_dir = root / "spec folder é"
+    spec_dir.mkdir()
+    spec_path = write_spec(spec_dir, dataset, parameters={"N_dim": {"values": [4]}}, output_dir=str(out),
+                           base={"DR": str(dataset), **BASE, "num_epoch": 1})
+    done = cvae("sweep", "run", str(spec_path), "--no-live", env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    (trial,) = load(spec_path)[1].get_trials()
+    assert trial.state == TrialState.COMPLETE and Path(trial.user_attrs["cvae:run_dir"]) == out / "t0000"
+    assert [r["epoch"] for r in read_csv(out / "t0000" / "metrics.csv")] == ["0"]
+    assert (out / "t0000" / "sample.gif").is_file() and (out / "trials.csv").is_file()
+    assert [r.job_type for r in read_offline_runs_merged(wandb_dir).values()].count("trial") == 1
+    report = cvae("analysis", "report", "--runs", str(out), "--out", str(root / "the report.html"), env=env)
+    assert report.returncode == 0, report.stderr[-2000:]
+    assert (root / "the report.html").stat().st_size > 0
+    trained = cvae("train", "--DR", str(dataset), "--save_root", str(root / "a training ü"), "--device", "cpu",
+                   "--no-progress", "--F_dim", "16", "--L_dim", "8", "--N_dim", "4", "--D_out_dim", "16",
+                   "--train_vi_len", "4", "--val_vi_len", "24", "--batch_size", "4", "--num_epoch", "1",
+                   "--tfr_sde", "0", "--wandb", "false", env=env)
+    assert trained.returncode == 0, trained.stderr[-2000:]
+    assert (root / "a training ü" / "last.ckpt").is_file()
+
+
 # -- 3. editing the grid between runs ------------------------------------------------------------------------
 def test_a_grid_edited_between_runs_queues_new_points_and_leaves_removed_ones(tiny_dataset, tmp_path, env):
     def spec_with(values):
@@ -254,6 +284,36 @@ def test_a_signal_during_the_checkpoint_write_loses_no_epoch(tiny_dataset, tmp_p
     assert first.state == TrialState.FAIL and sorted(first.intermediate_values) == [0, 1]  # epoch 1 reported
     run_worker(spec)
     assert states(study) == [TrialState.FAIL, TrialState.COMPLETE]
+    assert_every_epoch_once(spec, study, 4, tmp_path / "wandb")
+
+
+def test_a_fault_fixed_mid_training_resumes_from_the_last_good_checkpoint(tiny_dataset, tmp_path, env, monkeypatch):
+    import errno
+
+    import cvae.core.trainer as trainer_mod
+
+    spec = load_spec(write_spec(tmp_path, tiny_dataset, parameters={"N_dim": {"values": [4]}},
+                                base={"DR": str(tiny_dataset), **BASE, "num_epoch": 4}))
+    study = open_study(spec, open_storage(spec), fill_queue=True)
+    real_save = trainer_mod.ckpt_io.atomic_save
+    disk = {"full": True}
+
+    def save_on_a_disk_that_fills(state, path):
+        if disk["full"] and state["last_epoch"] == 2:  # epochs 0 and 1 are saved; epoch 2's save fails
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        real_save(state, path)
+
+    monkeypatch.setattr(trainer_mod.ckpt_io, "atomic_save", save_on_a_disk_that_fills)
+    with pytest.raises(SweepError, match="No space left on device"):
+        run_worker(spec)
+    assert states(study) == [TrialState.FAIL, TrialState.WAITING]  # failed with the reason and re-queued
+    folder = tmp_path / "out" / "t0000"
+    before = read_csv(folder / "metrics.csv")[:2]  # epochs 0 and 1, checkpointed
+    disk["full"] = False  # the fix
+    assert run_worker(spec).complete == 1  # resumes at epoch 2 from epoch 1's checkpoint
+    assert read_csv(folder / "metrics.csv")[:2] == before  # kept, not trained again
+    assert states(study) == [TrialState.FAIL, TrialState.COMPLETE]
+    assert json.loads((folder / "trial.json").read_text())["state"] == "complete"
     assert_every_epoch_once(spec, study, 4, tmp_path / "wandb")
 
 
@@ -357,6 +417,39 @@ def test_a_postgresql_restart_mid_sweep_costs_a_retry_not_the_sweep(tiny_dataset
     spec, study = load(spec_path, postgres_url)
     assert states(study) == [TrialState.COMPLETE]
     assert_every_epoch_once(spec, study, 4, tmp_path / "wandb")
+
+
+@pytest.mark.slow
+def test_postgresql_stopped_outright_ends_the_run_in_one_line_and_the_next_run_resumes(
+        tiny_dataset, tmp_path, env, postgres_url, postgres_server):
+    spec_path = write_spec(tmp_path, tiny_dataset, parameters={"N_dim": {"values": [4]}},
+                           heartbeat={"interval": 1, "grace": 4}, base={"DR": str(tiny_dataset), **BASE, "num_epoch": 6})
+    env = {**env, "CVAE_STORAGE_RETRY_S": "8"}  # how long a lost server is waited for (default 180 s)
+    proc = subprocess.Popen([sys.executable, "-m", "cvae", "sweep", "run", str(spec_path), "--storage", postgres_url,
+                             "--no-live"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for(lambda: (tmp_path / "out" / "t0000" / "last.ckpt").exists(), 180, "the first checkpoint")
+        postgres_server.pause()  # stopped, and not back before the run gives up
+        t0 = time.monotonic()
+        out, err = proc.communicate(timeout=240)
+        waited = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        if not (postgres_server.datadir / "postmaster.pid").exists():
+            postgres_server.resume()  # the fix (and the next tests' server)
+    assert proc.returncode == 2, err[-3000:]
+    assert "Traceback" not in err + (tmp_path / "out" / "logs" / "worker-0.log").read_text()
+    lines = [line for line in err.splitlines() if "cvae sweep run: error:" in line]
+    assert len(lines) == 1 and "127.0.0.1" in lines[0] and waited < 120, (waited, err[-3000:])
+    kept = read_csv(tmp_path / "out" / "t0000" / "metrics.csv")
+    assert kept and [int(r["epoch"]) for r in kept] == list(range(len(kept)))  # nothing recorded is lost
+    time.sleep(5)  # the dead run's heartbeat goes stale
+    done = cvae("sweep", "run", str(spec_path), "--storage", postgres_url, "--no-live", env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    spec, study = load(spec_path, postgres_url)
+    assert states(study)[-1] == TrialState.COMPLETE and TrialState.RUNNING not in states(study)
+    assert_every_epoch_once(spec, study, 6, tmp_path / "wandb")
 
 
 def test_a_storage_that_stays_down_is_one_line_naming_it(monkeypatch):
