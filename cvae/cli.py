@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Sequence
 
@@ -29,6 +30,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         hide_password_from_process_list(sys.argv[1:])
     args = build_parser().parse_args(argv)
+    # A logging handler that cannot write (W&B's debug logs on a full disk) drops the record instead of printing
+    # a traceback for every record: thousands of lines that bury the one that says what happened.
+    logging.raiseExceptions = False
     # What libraries record of the command line (W&B's run metadata) must not carry a storage password;
     # the parsed arguments keep it.
     from cvae.secrets import mask_argv

@@ -247,6 +247,8 @@ class WandbRun:
                  tags: Sequence[str] = (), mode: str = "offline", job_type: str = "train",
                  notes: str | None = None, log_model: bool = True) -> None:
         self.log_model = log_model
+        self.write_error: str | None = None
+        """Why the run's files could not be written (a full disk under ``WANDB_DIR``), once that is known."""
         self._finished = False
         self._last_epoch: int | None = None
         self._best: tuple[int, float] | None = None
@@ -328,6 +330,8 @@ class WandbRun:
             self._last_epoch = int(result.epoch)
         except Exception as err:  # noqa: BLE001 - see the class docstring
             log.warning("W&B run %s: could not log epoch %d: %s", self.run_id, result.epoch, err)
+            if isinstance(err, OSError):
+                self.write_error = self.write_error or f"{err}"
 
     def logged_epochs(self) -> set[int] | None:
         """The epochs the run's history already holds from its earlier attempts: offline, read back from its
@@ -529,6 +533,10 @@ class WandbRun:
             finish_run(self._run, self.run_dir, 0 if state in ("complete", "pruned") else 1)
         except Exception as err:  # noqa: BLE001 - the outcome is already on disk; report only
             log.warning("W&B run %s: finishing failed: %s", self.run_id, err)
+            if isinstance(err, OSError):  # a full or read-only disk under WANDB_DIR: the run's files are cut
+                self.write_error = f"{err} (W&B's files: {self.run_dir or os.environ.get('WANDB_DIR', '.')})"
+        if self.write_error:  # one line that says what the run lacks, whichever write failed first
+            log.warning("W&B run %s: its files are incomplete: %s", self.run_id, self.write_error)
 
 
 def _non_finite(value: Any) -> bool:

@@ -383,6 +383,11 @@ def _run_trial(study: optuna.Study, trial: optuna.Trial, spec: SweepSpec, *, num
             log.error("trial %d crashed:\n%s", trial.number, traceback.format_exc())
     if not interrupted:
         _finish(study, trial, spec, tracker, record, folder, callback, state, reason, t0)
+        if tracker is not None and tracker.write_error:
+            # A fault of the machine: the trial is recorded (its folder, Optuna), its W&B run is cut; the
+            # worker stops rather than cut the next trials' runs too.
+            raise SweepError(f"trial {trial.number} is {state} in its records and Optuna, but W&B could not write "
+                             f"its run: {tracker.write_error}: free space there, then `cvae sweep run` goes on with the other trials")
         return state
     try:
         _finish(study, trial, spec, tracker, record, folder, callback, state, reason, t0, again=True)

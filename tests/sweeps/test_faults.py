@@ -557,6 +557,32 @@ def test_a_full_disk_names_enospc_and_the_path_and_the_trial_resumes_after_the_f
     assert states(study) == [TrialState.FAIL, TrialState.COMPLETE]
 
 
+def test_a_full_disk_under_wandb_dir_keeps_the_trial_and_says_so_in_one_line(tiny_dataset, tmp_path, env, small_disk):
+    spec_path = write_spec(tmp_path, tiny_dataset, parameters={"N_dim": {"values": [4, 8]}},
+                           base={"DR": str(tiny_dataset), **BASE, "num_epoch": 2})
+    filler = small_disk / "filler"
+    with open(filler, "wb") as fh:
+        with contextlib.suppress(OSError):
+            while True:
+                fh.write(b"\0" * 65536)
+    os.truncate(filler, filler.stat().st_size - 100_000)  # W&B's run starts, its files do not fit
+    done = cvae("sweep", "run", str(spec_path), "--no-live", env={**env, "WANDB_DIR": str(small_disk)})
+    assert done.returncode == 2, done.stderr[-2000:]
+    worker_log = (tmp_path / "out" / "logs" / "worker-0.log").read_text()
+    assert "Traceback" not in done.stderr + worker_log and "Logging error" not in done.stderr + worker_log
+    assert len(done.stderr.splitlines()) < 40 and len(worker_log.splitlines()) < 40  # no flood
+    (line,) = [line for line in done.stderr.splitlines() if "cvae sweep run: error:" in line]
+    assert "trial 0 is complete in its records and Optuna, but W&B could not write its run: [Errno 28] No space " \
+           "left on device" in line and str(small_disk) in line, line
+    study = load(spec_path)[1]
+    assert states(study) == [TrialState.COMPLETE, TrialState.WAITING]  # kept; the worker stopped after it
+    assert [r["epoch"] for r in read_csv(tmp_path / "out" / "t0000" / "metrics.csv")] == ["0", "1"]
+    filler.unlink()  # the fix: the sweep goes on with the other trial
+    again = cvae("sweep", "run", str(spec_path), "--no-live", env={**env, "WANDB_DIR": str(small_disk)})
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert states(load(spec_path)[1]) == [TrialState.COMPLETE, TrialState.COMPLETE]
+
+
 def test_failed_trials_are_retried_by_command_and_complete_in_their_folder(tiny_dataset, tmp_path, env, monkeypatch):
     import math
 
