@@ -135,6 +135,11 @@ def run_test(DR: str, save_root: str, ckpt_path: str, *, frame_H: int | None = N
     model, ckpt = load_model(ckpt_path, dims, dev, channels_last=channels_last)
     saved_size = ckpt.get("frame_size") or [32, 64]
     size = (frame_H or int(saved_size[0]), frame_W or int(saved_size[1]))
+    if ckpt.get("frame_size") and size != (int(saved_size[0]), int(saved_size[1])):
+        # The lab's Tester runs a model at any frame size (it is convolutional): accepted, but not what it learned.
+        log.warning("warning: %s: the model was trained on %dx%d frames; testing it on %dx%d (frame_H x frame_W) "
+                    "shows it a scene at another scale than it learned", ckpt_path, int(saved_size[0]),
+                    int(saved_size[1]), *size)
     out = Path(save_root)  # created once there is something to write: bad input leaves no empty folder
     gifs: list[Path] = []
     submission = None

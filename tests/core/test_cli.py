@@ -387,6 +387,23 @@ def test_training_accepts_odd_sizes_as_the_lab_does_with_a_warning_naming_them(
     ]  # said once, not again for the poses
 
 
+def test_test_at_another_frame_size_than_the_models_warns_naming_both(
+    tiny_dataset: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import torch
+    from cvae.core.model import CVAE
+
+    ckpt = tmp_path / "model.ckpt"
+    torch.save({"state_dict": CVAE(ModelConfig(16, 8, 4, 16)).state_dict(), "last_epoch": 0,
+                "frame_size": [32, 64]}, ckpt)
+    argv = ["test", "--DR", str(tiny_dataset), "--save_root", str(tmp_path / "out"), "--ckpt_path", str(ckpt),
+            "--device", "cpu", "--no-progress", "--test_vi_len", "24", "--val_vi_len", "24", "--frame_H", "16", "--frame_W", "32",
+            "--samples", "1", "--no-diagnostics"]
+    with caplog.at_level("WARNING", logger="cvae"):
+        assert run(argv) == 0  # accepted, as the lab's Tester accepts it
+    assert f"warning: {ckpt}: the model was trained on 32x64 frames; testing it on 16x32" in caplog.text
+
+
 def test_check_missing_dataset_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert run(["data", "check", "--DR", str(tmp_path / "none")]) == 2
     assert str(tmp_path / "none") in _one_line(capsys.readouterr().err)
