@@ -351,15 +351,21 @@ def test_a_worker_killed_between_checkpoint_and_report_loses_no_epoch_in_optuna_
 
 
 # -- 5. SIGTERM to `cvae sweep run` --------------------------------------------------------------------------------
-@pytest.mark.slow
-def test_sigterm_to_sweep_run_stops_its_worker_and_requeues_the_trial(tiny_dataset, tmp_path, env):
+def _a_sweep_past_its_first_checkpoint(tiny_dataset, tmp_path, env) -> tuple[Path, subprocess.Popen, int]:
+    """`cvae sweep run` of one 5-epoch trial, once its first checkpoint is written: (spec, the run, its worker's
+    pid)."""
     spec_path = write_spec(tmp_path, tiny_dataset, parameters={"N_dim": {"values": [4]}},
                            base={"DR": str(tiny_dataset), **BASE, "num_epoch": 5})
     proc = subprocess.Popen([sys.executable, "-m", "cvae", "sweep", "run", str(spec_path), "--no-live"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     run = tmp_path / "out" / "t0000"
     _wait_for(lambda: (run / "last.ckpt").exists(), 180, "the first checkpoint")
-    worker_pid = json.loads((run / "trial.json").read_text())["worker"]["pid"]
+    return spec_path, proc, json.loads((run / "trial.json").read_text())["worker"]["pid"]
+
+
+@pytest.mark.slow
+def test_sigterm_to_sweep_run_stops_its_worker_and_requeues_the_trial(tiny_dataset, tmp_path, env):
+    spec_path, proc, worker_pid = _a_sweep_past_its_first_checkpoint(tiny_dataset, tmp_path, env)
     proc.send_signal(signal.SIGTERM)  # what `docker stop` and Slurm preemption send
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err[-2000:]
@@ -377,13 +383,8 @@ def test_sigterm_to_sweep_run_stops_its_worker_and_requeues_the_trial(tiny_datas
 
 @pytest.mark.slow
 def test_a_killed_worker_is_reported_with_the_signal_that_killed_it(tiny_dataset, tmp_path, env):
-    spec_path = write_spec(tmp_path, tiny_dataset, parameters={"N_dim": {"values": [4]}},
-                           base={"DR": str(tiny_dataset), **BASE, "num_epoch": 5})
-    proc = subprocess.Popen([sys.executable, "-m", "cvae", "sweep", "run", str(spec_path), "--no-live"], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    run = tmp_path / "out" / "t0000"
-    _wait_for(lambda: (run / "last.ckpt").exists(), 180, "the first checkpoint")
-    os.kill(json.loads((run / "trial.json").read_text())["worker"]["pid"], signal.SIGKILL)  # the OOM killer's way
+    _, proc, worker_pid = _a_sweep_past_its_first_checkpoint(tiny_dataset, tmp_path, env)
+    os.kill(worker_pid, signal.SIGKILL)  # the OOM killer's way
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 1, err[-2000:]
     lines = [line for line in err.splitlines() if "cvae sweep run: error:" in line]
