@@ -451,7 +451,7 @@ def test_journal_storage_runs_a_sweep(tiny_dataset, tmp_path, env):
 
 
 def test_local_workers_get_one_gpu_each(monkeypatch):
-    from cvae.sweeps.cli import _local_gpus
+    from cvae.sweeps.launcher import _local_gpus
 
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
     assert _local_gpus() == ["2", "3"]

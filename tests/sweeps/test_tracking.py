@@ -71,7 +71,7 @@ def test_a_small_sweeps_summary_run_has_no_importances_and_no_optuna_warning(
     import warnings
 
     import optuna
-    from cvae.sweeps.cli import _summary_run
+    from cvae.sweeps.launcher import _summary_run
     from cvae.sweeps.report import rows
     from cvae.sweeps.spec import load_spec
     from optuna.distributions import CategoricalDistribution
