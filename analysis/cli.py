@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from cvae.core.cli import EXIT_BAD_INPUT, fail
+from cvae.console import EXIT_BAD_INPUT, fail
 
 
 def _sources(p: argparse.ArgumentParser) -> None:

@@ -11,23 +11,14 @@ from typing import Any, get_args, get_origin
 
 from cvae.core.config import FIELD_TYPES, FLAT_KEYS, ConfigError, ModelConfig, field_docs, resolve_config
 
-log = logging.getLogger("cvae")
+from cvae.console import fail
 
-EXIT_BAD_INPUT = 2
-EXIT_FAILED = 1
+log = logging.getLogger("cvae")
 
 LAB_ONLY_FLAGS = {
     "gpu": "accepted for the lab's scripts and ignored: choose the GPU with --device cuda:N",
     "store_visualization": "accepted for the lab's scripts: the validation GIF and PSNR plot are always written",
 }
-
-
-def fail(command: str, message: str, code: int = EXIT_BAD_INPUT) -> int:
-    """Print the error, one line per problem (a spec with three mistakes: three lines), each with the
-    command's prefix, and return the exit code."""
-    for line in message.splitlines() or [message]:
-        print(f"cvae {command}: error: {line}", file=sys.stderr)
-    return code
 
 
 class _BoolFlag(argparse.Action):

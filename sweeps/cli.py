@@ -10,18 +10,11 @@ import signal
 import sys
 from pathlib import Path
 
-from cvae.core.cli import EXIT_BAD_INPUT, EXIT_FAILED
-from cvae.core.cli import fail as _plain_fail
-
+from cvae.console import EXIT_FAILED, fail, setup_logging
 from cvae.schema import CONFIG_YAML, RUN_DIR, SPEC_YAML, run_name
 from cvae.secrets import mask_secrets
 
 log = logging.getLogger("cvae")
-
-
-def fail(command: str, message: str, code: int = EXIT_BAD_INPUT) -> int:
-    """One error line, every storage password in it masked, and the exit code."""
-    return _plain_fail(command, mask_secrets(message), code)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -78,24 +71,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         p.set_defaults(func=func)
 
 
-class _MaskSecrets(logging.Filter):
-    """Mask storage passwords in every log line (a library's error text can carry the URL)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        masked = mask_secrets(message)
-        if masked != message:
-            record.msg, record.args = masked, None
-        return True
-
-
-def _setup_logging(prefix: str = "") -> None:
-    logging.basicConfig(level=logging.INFO, format=f"{prefix}%(asctime)s %(message)s", datefmt="%H:%M:%S",
-                        stream=sys.stderr, force=True)
-    for handler in logging.getLogger().handlers:
-        handler.addFilter(_MaskSecrets())
-
-
 def _load(args: argparse.Namespace, workers: int | None = None, *, warn: str | None = None):
     """The validated spec; with ``warn`` (the command's name), print what `cvae train` would warn about once."""
     from cvae.sweeps.spec import load_spec
@@ -104,42 +79,6 @@ def _load(args: argparse.Namespace, workers: int | None = None, *, warn: str | N
     for message in spec.warnings if warn else ():
         print(f"cvae sweep {warn}: warning: {args.spec}: {message}", file=sys.stderr, flush=True)
     return spec
-
-
-def _prepare_data(spec) -> None:
-    """Generate the spec's dataset (``synth:``) into base.DR when asked for; the manifest makes it a no-op after."""
-    if not spec.synth:
-        return
-    from cvae.core.synth import generate_dataset
-
-    root = spec.data_root
-    if not root:
-        raise ValueError(f"{spec.source}: synth needs base.DR (or a constant DR parameter), the folder to generate into")
-    options = dict(spec.synth)
-    if "size" in options and isinstance(options["size"], str):
-        options["size"] = tuple(int(v) for v in options["size"].lower().split("x"))
-    summary = generate_dataset(root, **options)
-    if not summary.get("cached"):
-        log.info("generated dataset %s in %.1f s", root, summary["seconds"])
-
-
-def _check_data(spec) -> None:
-    """The dataset every trial reads exists in the lab's layout: checked before a study or folder is created.
-
-    Raises:
-        DatasetError: naming the folder or file that is missing.
-    """
-    from cvae.core.data import paired_frames
-    from cvae.sweeps.spec import representative_params
-
-    roots = {p.get("DR", spec.data_root) for p in representative_params(spec) or [{}]}
-    for root in roots:
-        if not root:
-            raise ValueError(f"{spec.source}: base.DR (or a constant DR parameter) is required: the dataset root "
-                             "(`cvae data synth` makes one)")
-        for split in ("train", "val"):
-            folder = Path(root) / split
-            paired_frames(folder / f"{split}_img", folder / f"{split}_label")
 
 
 def _errors(*, data: bool = False):
@@ -157,17 +96,13 @@ def _errors(*, data: bool = False):
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from cvae.sweeps.launcher import LaunchError, launch
-    from cvae.sweeps.queue import open_study
-    from cvae.sweeps.storage import open_storage
+    from cvae.sweeps.launcher import LaunchError, launch, prepare
 
     SpecError, StorageError, SweepError, DatasetError = _errors(data=True)
-    _setup_logging()
+    setup_logging()
     try:
         spec = _load(args, args.workers, warn="run")
-        _prepare_data(spec)
-        _check_data(spec)
-        study = open_study(spec, open_storage(spec), fill_queue=True)
+        study = prepare(spec)
     except (SpecError, StorageError, SweepError, DatasetError, ValueError) as err:
         return fail("sweep run", str(err))
     try:
@@ -183,7 +118,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
 
     SpecError, StorageError, SweepError, DatasetError = _errors(data=True)
     worker = os.environ.get("CVAE_WORKER")
-    _setup_logging(f"[worker {worker}] " if worker else "")
+    setup_logging(f"[worker {worker}] " if worker else "")
     # Ctrl-C and a scheduler's SIGTERM (docker stop, Slurm preemption) stop the same way: the trial is re-queued.
     from cvae.sweeps.runner import install_stop_handlers
 
@@ -204,19 +139,17 @@ def _cmd_worker(args: argparse.Namespace) -> int:
 
 def _cmd_init(args: argparse.Namespace) -> int:
     import optuna
-    from cvae.sweeps.queue import open_study
-    from cvae.sweeps.storage import mask_url, open_storage
+    from cvae.sweeps.launcher import prepare
+    from cvae.sweeps.storage import mask_url
 
     SpecError, StorageError, SweepError, DatasetError = _errors(data=True)
-    _setup_logging()
+    setup_logging()
     try:
         spec = _load(args, warn="init")
-        _prepare_data(spec)
-        _check_data(spec)
-        if args.data_only:
+        study = prepare(spec, data_only=args.data_only)
+        if study is None:
             print(f"sweep {spec.name}: dataset ready in {spec.data_root}", flush=True)
             return 0
-        study = open_study(spec, open_storage(spec), fill_queue=True)
     except (SpecError, StorageError, SweepError, DatasetError, ValueError) as err:
         return fail("sweep init", str(err))
     spec.output_dir.mkdir(parents=True, exist_ok=True)
@@ -322,4 +255,4 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["register", "EXIT_BAD_INPUT"]
+__all__ = ["register"]

@@ -19,10 +19,10 @@ import sys
 import time
 from pathlib import Path
 
-from cvae.core.cli import EXIT_BAD_INPUT, EXIT_FAILED
 from cvae.sweeps.spec import SweepSpec
 from cvae.sweeps.storage import StorageError, mask_url, split_password
 
+from cvae.console import EXIT_BAD_INPUT, EXIT_FAILED
 from cvae.schema import SPEC_YAML, TRIALS_CSV
 
 log = logging.getLogger("cvae")
@@ -38,6 +38,23 @@ class LaunchError(RuntimeError):
 
 _RECEIVED = [signal.SIGINT]
 """The signal that interrupted the run (SIGINT: Ctrl-C), passed on to its workers."""
+
+
+def prepare(spec: SweepSpec, *, data_only: bool = False):
+    """What a run needs before it starts, checked before any folder or study is created: the spec's dataset
+    generated (``synth:``) and in the lab's layout, then the study opened and its queue filled. Returns the
+    study (None with ``data_only``).
+
+    Raises:
+        DatasetError, ValueError: the dataset is missing or not in the lab's layout (naming the folder).
+        StorageError, SweepError: the storage cannot be opened, or the study is not this spec's.
+    """
+    from cvae.sweeps.queue import open_study
+    from cvae.sweeps.storage import open_storage
+
+    _prepare_data(spec)
+    _check_data(spec)
+    return None if data_only else open_study(spec, open_storage(spec), fill_queue=True)
 
 
 def launch(spec: SweepSpec, spec_path: Path, study, *, live: bool) -> int:
@@ -280,3 +297,36 @@ def _summary_run(spec, study, table) -> None:
                           mode=mode, trials=table, importances=importances, spec_text=dump_spec_summary(spec))
     except Exception as err:  # noqa: BLE001 - the trials are recorded; a failed summary run is only reported
         log.warning("W&B summary run failed: %s", err)
+
+
+def _prepare_data(spec) -> None:
+    """Generate the spec's dataset (``synth:``) into base.DR when asked for; the manifest makes it a no-op after."""
+    if not spec.synth:
+        return
+    from cvae.core.synth import generate_dataset
+
+    root = spec.data_root
+    if not root:
+        raise ValueError(f"{spec.source}: synth needs base.DR (or a constant DR parameter), the folder to generate into")
+    summary = generate_dataset(root, **dict(spec.synth))  # SynthSpec has checked and typed every option
+    if not summary.get("cached"):
+        log.info("generated dataset %s in %.1f s", root, summary["seconds"])
+
+
+def _check_data(spec) -> None:
+    """The dataset every trial reads exists in the lab's layout: checked before a study or folder is created.
+
+    Raises:
+        DatasetError: naming the folder or file that is missing.
+    """
+    from cvae.core.data import paired_frames
+    from cvae.sweeps.spec import representative_params
+
+    roots = {p.get("DR", spec.data_root) for p in representative_params(spec) or [{}]}
+    for root in roots:
+        if not root:
+            raise ValueError(f"{spec.source}: base.DR (or a constant DR parameter) is required: the dataset root "
+                             "(`cvae data synth` makes one)")
+        for split in ("train", "val"):
+            folder = Path(root) / split
+            paired_frames(folder / f"{split}_img", folder / f"{split}_label")

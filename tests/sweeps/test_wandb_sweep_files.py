@@ -188,7 +188,7 @@ def test_a_file_with_three_mistakes_reports_each_on_its_own_line(capsys: pytest.
     assert "parameters.kl_anneal_ratio.distribution='normal' has no Optuna equivalent" in normal
     assert "early_terminate.max_iter=27 needs s" in max_iter
     # the CLI prints each problem on a line of its own, each with the command's prefix
-    from cvae.sweeps.cli import fail
+    from cvae.console import fail
 
     assert fail("sweep run", str(info.value)) == 2
     printed = capsys.readouterr().err.rstrip("\n").split("\n")
