@@ -7,6 +7,8 @@ See ``shared/lab4/MODEL.md`` for the specification this file follows.
 
 from __future__ import annotations
 
+import os
+
 import torch
 from cvae.core.config import ModelConfig
 from torch import nn
@@ -165,11 +167,21 @@ class Generator(nn.Sequential):
         )
 
 
+def _size_onednn_cache() -> None:
+    # oneDNN (torch's CPU convolutions) keeps 1024 compiled kernels by default. Training mixes batch shapes
+    # (whole-chunk and per-step calls, NHWC, forward and two backward passes per convolution, batched
+    # rollouts), which overflows it: kernels were rebuilt over and over (benchmarks/core_throughput.py at the
+    # lab's sizes, teacher forcing off: 5.7 -> 6.3 frames/s). A documented oneDNN setting, read when the first
+    # kernel is built, so set when the first model is: not on import. The user's own value wins.
+    os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "8192")
+
+
 class CVAE(nn.Module):
     """The lab's ``VAE_Model`` network: same submodule names, so lab ``state_dict``s load with strict=True."""
 
     def __init__(self, dims: ModelConfig | None = None) -> None:
         """``dims``: the channel sizes; default the lab's (``ModelConfig()``)."""
+        _size_onednn_cache()
         super().__init__()
         self.dims = dims = ModelConfig() if dims is None else dims
         self.frame_transformation = RGB_Encoder(3, dims.F_dim)

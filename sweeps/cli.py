@@ -73,8 +73,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _load(args: argparse.Namespace, workers: int | None = None, *, warn: str | None = None):
     """The validated spec; with ``warn`` (the command's name), print what `cvae train` would warn about once."""
+    import optuna
     from cvae.sweeps.spec import load_spec
 
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # the commands print their own lines about trials
     spec = load_spec(args.spec, storage=args.storage, workers=workers)
     for message in spec.warnings if warn else ():
         print(f"cvae sweep {warn}: warning: {args.spec}: {message}", file=sys.stderr, flush=True)

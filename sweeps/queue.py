@@ -68,9 +68,15 @@ from cvae.schema import (
 )
 
 log = logging.getLogger("cvae")
-optuna.logging.set_verbosity(optuna.logging.WARNING)
-# Heartbeats and their retry callback are "experimental" in Optuna since 2.x; the warning is noise here.
-warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+
+@contextlib.contextmanager
+def experimental_ok() -> Iterator[None]:
+    """Optuna's heartbeats and their retry callback have been "experimental" since 2.x: their warning is noise
+    where they are set up. Only there: importing this module changes no global warning filter."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        yield
 
 
 __all__ = ["BaseHeartbeat"]  # for cvae.sweeps.storage: see the module docstring

@@ -16,7 +16,7 @@ from typing import Any
 
 import optuna
 import sqlalchemy.exc
-from cvae.sweeps.queue import BaseHeartbeat, cached_rdb_storage
+from cvae.sweeps.queue import BaseHeartbeat, cached_rdb_storage, experimental_ok
 from cvae.sweeps.spec import SweepSpec
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.storages.journal import JournalFileBackend, JournalStorage
@@ -51,7 +51,8 @@ def open_storage(spec: SweepSpec, url: str | None = None) -> optuna.storages.Bas
         StorageError: unreachable server, bad credentials, unwritable file or folder: within seconds.
     """
     url = url or spec.storage
-    retry = RetryHeartbeatStaleTrialCallback(max_retry=spec.max_retry, inherit_intermediate_values=True)
+    with experimental_ok():
+        retry = RetryHeartbeatStaleTrialCallback(max_retry=spec.max_retry, inherit_intermediate_values=True)
     if url.startswith("journal:"):
         path = Path(url.removeprefix("journal:").removeprefix("//"))
         try:
@@ -75,10 +76,11 @@ def open_storage(spec: SweepSpec, url: str | None = None) -> optuna.storages.Bas
     deadline = time.monotonic() + 30
     while True:
         try:
-            rdb = RDBStorage(
-                full, engine_kwargs=engine_kwargs, heartbeat_interval=spec.heartbeat_interval,
-                grace_period=spec.grace_period, heartbeat_stale_trial_callback=retry,
-            )
+            with experimental_ok():
+                rdb = RDBStorage(
+                    full, engine_kwargs=engine_kwargs, heartbeat_interval=spec.heartbeat_interval,
+                    grace_period=spec.grace_period, heartbeat_stale_trial_callback=retry,
+                )
             # The cache Optuna itself puts in front of an RDBStorage (optuna.storages.get_storage).
             # Masked from the full URL: one whose password came from the environment shows `user:***@` too.
             return ResilientStorage(cached_rdb_storage(rdb), mask_url(full))

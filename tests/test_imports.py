@@ -89,3 +89,25 @@ def test_layers() -> None:
             assert not {d for d in deps if d.startswith("cvae.sweeps")}, name
         if name.startswith("cvae.core"):
             assert not {d for d in deps if d.startswith(("cvae.sweeps", "cvae.analysis"))}, name
+
+
+def test_importing_the_packages_changes_no_global_state() -> None:
+    """No environment variable, warning filter or library log level changes on import: a user who imports
+    ``cvae.core`` or ``cvae.sweeps`` in a notebook keeps their own settings (the CLI sets its own)."""
+    import subprocess
+    import sys
+
+    code = """
+import logging, os, warnings
+import numpy, optuna, torch, sqlalchemy, PIL  # third-party imports may set their own; ours come after
+env, filters, level = dict(os.environ), list(warnings.filters), optuna.logging.get_verbosity()
+import cvae.core, cvae.core.trainer, cvae.core.evaluate, cvae.core.tester
+import cvae.sweeps.queue, cvae.sweeps.storage, cvae.sweeps.runner, cvae.sweeps.spec, cvae.sweeps.launcher
+import cvae.analysis.load, cvae.analysis.importance
+changed_env = {k for k in set(env) | set(os.environ) if env.get(k) != os.environ.get(k)}
+assert not changed_env, changed_env
+assert list(warnings.filters) == filters, [f for f in warnings.filters if f not in filters]
+assert optuna.logging.get_verbosity() == level, optuna.logging.get_verbosity()
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
