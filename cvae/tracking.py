@@ -290,10 +290,6 @@ class WandbRun:
     def finished(self) -> bool:
         return self._finished
 
-    def callback(self) -> _Callback:
-        """A trainer callback (:func:`cvae.core.trainer.fit`) that logs every epoch to this run."""
-        return _Callback(self)
-
     # -- per epoch ---------------------------------------------------------------------------------------
     def log_epoch(self, result: Any) -> None:
         """One epoch (a :class:`cvae.core.trainer.EpochResult`): its metrics at x = ``epoch``; where it was
@@ -541,19 +537,3 @@ class WandbRun:
 
 def _non_finite(value: Any) -> bool:
     return isinstance(value, float) and not math.isfinite(value)
-
-
-class _Callback:
-    """The trainer's callback interface (``on_train_start``, ``on_epoch_end``, ``on_train_end``) for a run."""
-
-    def __init__(self, run: WandbRun) -> None:
-        self.run = run
-
-    def on_train_start(self, cfg: Any, start_epoch: int) -> None:
-        pass
-
-    def on_epoch_end(self, result: Any) -> None:
-        self.run.log_epoch(result)
-
-    def on_train_end(self, result: Any) -> None:
-        pass

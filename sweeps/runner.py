@@ -228,27 +228,13 @@ def make_tracker(spec: SweepSpec, study: optuna.Study, key: int, config: dict[st
 
 def wandb_attrs(tracker, mode: str) -> dict[str, str]:
     """Where a trial's W&B run is, as the trial's user attributes: :data:`WANDB_PATH` (``entity/project/run_id``
-    online, the local run folder offline) and :data:`WANDB_URL` (online). Empty when W&B is disabled."""
-    if mode == "disabled":
+    online, the local run folder offline) and :data:`WANDB_URL` (online), from the run's public ``path``,
+    ``url`` and ``run_dir`` (:class:`cvae.tracking.WandbRun`). Empty when W&B is disabled."""
+    if mode == "disabled" or tracker is None:
         return {}
-    out: dict[str, str] = {}
-    run = getattr(tracker, "_run", None)
-    run_id = getattr(tracker, "run_id", None)
     if mode == "online":
-        path = getattr(tracker, "path", None) or getattr(run, "path", None)
-        if not path and run is not None and run_id:
-            entity, project = getattr(run, "entity", None), getattr(run, "project", None)
-            path = "/".join(str(p) for p in (entity, project, run_id) if p)
-        if path:
-            out[WANDB_PATH] = str(path)
-        url = getattr(tracker, "url", None) or getattr(run, "url", None)
-        if url:
-            out[WANDB_URL] = str(url)
-    else:
-        folder = getattr(tracker, "run_dir", None)
-        if folder:
-            out[WANDB_PATH] = str(folder)
-    return out
+        return {key: str(value) for key, value in ((WANDB_PATH, tracker.path), (WANDB_URL, tracker.url)) if value}
+    return {WANDB_PATH: str(tracker.run_dir)} if tracker.run_dir else {}
 
 
 ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOENT, errno.EIO}

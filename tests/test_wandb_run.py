@@ -313,7 +313,7 @@ def test_relogging_an_epoch_and_finishing_twice_do_not_raise(wandb_dir: Path, sa
     t = wandb_run("trial-relog")
     t.log_epoch(epoch_result(0, 20.0, save_root, is_best=True))
     t.log_epoch(epoch_result(1, 19.0, save_root))
-    t.callback().on_epoch_end(epoch_result(1, 19.0, save_root))  # a resumed run repeating its crashed epoch
+    t.log_epoch(epoch_result(1, 19.0, save_root))  # a resumed run repeating its crashed epoch
     t.finish(state="pruned", summary={"epochs": 2}, reason="pruned at epoch 1")
     t.finish(state="failed", summary={"epochs": 99})  # no-op
     t.log_epoch(epoch_result(2, 30.0, save_root, is_best=True))  # after finish: ignored
