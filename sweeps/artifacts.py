@@ -20,6 +20,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import optuna
+from cvae.sweeps import experimental_ok
 from optuna.artifacts import FileSystemArtifactStore, upload_artifact
 
 from cvae.schema import DESCRIPTION
@@ -80,7 +81,8 @@ def name_metric(study: optuna.Study, metric: str) -> bool:
     """
     if study.metric_names is not None:
         return False
-    study.set_metric_names([metric])
+    with experimental_ok():
+        study.set_metric_names([metric])
     return True
 
 

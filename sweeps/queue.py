@@ -41,7 +41,6 @@ import logging
 import threading
 import time
 import uuid
-import warnings
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -68,15 +67,6 @@ from cvae.schema import (
 )
 
 log = logging.getLogger("cvae")
-
-
-@contextlib.contextmanager
-def experimental_ok() -> Iterator[None]:
-    """Optuna's heartbeats and their retry callback have been "experimental" since 2.x: their warning is noise
-    where they are set up. Only there: importing this module changes no global warning filter."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        yield
 
 
 __all__ = ["BaseHeartbeat"]  # for cvae.sweeps.storage: see the module docstring
