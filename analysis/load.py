@@ -42,7 +42,6 @@ from cvae.core import safe_yaml
 
 # The training config's key names only (no torch): they tell a named choice (TF1) from a training key.
 from cvae.core.config import FLAT_KEYS
-from cvae.core.records import read_table
 
 from cvae.schema import (
     BASELINE_COLUMNS,
@@ -63,6 +62,7 @@ from cvae.schema import (
     TrialRecord,
     default_goal,
     metric_column,
+    read_table,
     run_name,
     trial_attr,
     trial_row,

@@ -20,10 +20,13 @@ What it defines (docs/records.md is the prose version):
 
 from __future__ import annotations
 
+import csv
 import dataclasses
+import io
 import json
+import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -286,3 +289,62 @@ class TrialRecord:
         tmp = path.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(self.to_dict(), indent=2, default=str))
         os.replace(tmp, path)
+
+
+# -- reading the records' CSVs (torch- and PIL-free: the analysis and the W&B layer read them too) ----------
+def _bad_row(header: Sequence[str], fields: Sequence[str], numeric: bool) -> str | None:
+    """Why a row is not whole: a field count other than the header's or, when the CSV holds numbers only,
+    a field that is not a number (an empty field is a NaN)."""
+    if len(fields) != len(header):
+        return f"{len(fields)} field(s) where the header has {len(header)}"
+    if numeric:
+        for name, text in zip(header, fields, strict=True):
+            if text == "":
+                continue
+            try:
+                float(text)
+            except ValueError:
+                return f"{name}={text!r} is not a number"
+    return None
+
+
+def read_table(path: str | os.PathLike, *, numeric: bool = False, warn: Callable[[str], None] | None = None,
+               ) -> tuple[list[str], list[dict[str, str]]]:
+    """The header and the whole rows of a CSV as dicts of strings.
+
+    A row that is not whole (another field count than the header's; with ``numeric``, as for ``metrics.csv``,
+    ``psnr_per_frame.csv`` and ``baselines.csv``, a field that is not a number; or a last line without its
+    newline: every writer ends a row with one) is dropped, and ``warn`` (default: the ``cvae`` logger's
+    warning) is told the file, the line and why, once per row: a run may still be writing it. An empty file
+    is no header and no rows.
+    """
+    path = Path(path)
+    warn = warn or logging.getLogger("cvae").warning
+    with path.open(newline="") as fh:
+        text = fh.read()
+    total = len(io.StringIO(text).readlines())
+    cut = not text.endswith(("\n", "\r"))
+    reader = csv.reader(io.StringIO(text))
+    header = next(reader, None)
+    if header is None:
+        return [], []
+    rows = []
+    for fields in reader:
+        if not fields:
+            continue  # a blank line
+        line = reader.line_num
+        why = _bad_row(header, fields, numeric)
+        if why is None and cut and line == total:
+            why = "the file ends in the middle of it (no newline)"
+        if why is not None:
+            hint = "a run may still be writing it" if line == total else "a damaged row"
+            warn(f"{path}: skipping line {line}: {why} ({hint})")
+            continue
+        rows.append(dict(zip(header, fields, strict=True)))
+    return header, rows
+
+
+def read_csv(path: str | os.PathLike, *, numeric: bool = False,
+             warn: Callable[[str], None] | None = None) -> list[dict[str, str]]:
+    """Rows of a CSV as dicts of strings; rows that are not whole are dropped (see :func:`read_table`)."""
+    return read_table(path, numeric=numeric, warn=warn)[1]

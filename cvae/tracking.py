@@ -45,6 +45,7 @@ from cvae.schema import (
     EVAL_COLUMNS,
     FRAME_COLUMNS,
     WANDB_KEYS,
+    read_csv,
 )
 from cvae.wandb_offline import find_offline_runs, has_exit_record, read_offline_run
 
@@ -397,8 +398,6 @@ class WandbRun:
             self._baselines = {}
             path = self._save_root / BASELINES_CSV if self._save_root else None
             if path is not None and path.is_file():
-                from cvae.core.records import read_csv
-
                 rows = read_csv(path)
                 names = [*BASELINE_NAMES, *(f"ssim_{n}" for n in BASELINE_NAMES)]
                 self._baselines = {name: [float(r[name]) for r in rows] for name in names if rows and name in rows[0]}

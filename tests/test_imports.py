@@ -111,3 +111,14 @@ assert optuna.logging.get_verbosity() == level, optuna.logging.get_verbosity()
 """
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]
+
+
+def test_the_analysis_reads_records_without_torch_or_pil() -> None:
+    """The records' CSV reader lives with the records format (``cvae.schema``): reading a sweep's runs loads
+    neither torch nor PIL (``cvae analysis table`` on a laptop without them installed as fast as pandas)."""
+    import subprocess
+    import sys
+
+    code = "import sys, cvae.analysis.load, cvae.schema\nassert not {'torch', 'PIL'} & set(sys.modules), sys.modules.keys()"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
