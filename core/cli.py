@@ -145,12 +145,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:
-    from cvae.core.synth import generate_dataset
+    from cvae.core.synth import generate_dataset, parse_size
 
     try:
-        h, w = (int(v) for v in args.size.lower().split("x"))
-    except ValueError:
-        return fail("data synth", f"--size {args.size!r} is not HxW, e.g. 64x128")
+        h, w = parse_size(args.size)
+    except ValueError as err:
+        return fail("data synth", f"--size {args.size!r}: {err}")
     try:
         summary = generate_dataset(
             args.out, train_frames=args.train_frames, val_frames=args.val_frames,

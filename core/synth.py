@@ -27,6 +27,7 @@ import json
 import math
 import multiprocessing
 import os
+import re
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -716,6 +717,28 @@ def _plan(root: Path, args: dict) -> list[_Job]:
     return jobs
 
 
+MIN_SIDE = 16
+"""The smallest frame side a person can be drawn in, in pixels."""
+
+
+def parse_size(raw: object) -> tuple[int, int]:
+    """A frame size given as ``"64x128"`` (H x W, the CLI's and a spec's text) or ``[64, 128]``: ``(64, 128)``.
+
+    Raises:
+        ValueError: saying what is wrong ("must be HxW ..." or "each side must be >= 16").
+    """
+    if isinstance(raw, str) and re.fullmatch(r"\s*\d+\s*[xX]\s*\d+\s*", raw):
+        height, width = (int(v) for v in raw.lower().split("x"))
+    elif isinstance(raw, (list, tuple)) and len(raw) == 2 and all(
+            isinstance(v, int) and not isinstance(v, bool) for v in raw):
+        height, width = raw
+    else:
+        raise ValueError("must be HxW (e.g. 64x128) or [H, W]")
+    if min(height, width) < MIN_SIDE:
+        raise ValueError(f"each side must be >= {MIN_SIDE}")
+    return height, width
+
+
 def _check_int(name: str, value: object, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise ValueError(f"{name} must be an int, got {value!r}")
@@ -828,8 +851,8 @@ def generate_dataset(
             raise ValueError(f"{name} must be true or false, got {value!r}")
         if value:  # recorded only when set, as dancers
             args[name] = True
-    if min(args["size"]) < 16:
-        raise ValueError(f"size must be at least 16 x 16 to draw a person, got {tuple(args['size'])}")
+    if min(args["size"]) < MIN_SIDE:
+        raise ValueError(f"size must be at least {MIN_SIDE} x {MIN_SIDE} to draw a person, got {tuple(args['size'])}")
     workers = _check_int("workers", workers, 1)
     size_hw = (args["size"][0], args["size"][1])
 

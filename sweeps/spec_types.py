@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -486,7 +485,6 @@ class SynthSpec(_Options):
     KEYS: ClassVar[tuple[str, ...]] = ("train_frames", "val_frames", "test_sequences", "test_frames", "size", "seed",
                                        "train_video_len", "dancers", "backgrounds", "spotlight", "lighting", "workers",
                                        "progress")
-    MIN_SIDE: ClassVar[int] = 16
 
     @classmethod
     def parse(cls, raw: Any, errors: list[str]) -> SynthSpec | None:
@@ -516,18 +514,13 @@ class SynthSpec(_Options):
 
     @classmethod
     def _parse_size(cls, raw: Any, errors: list[str]) -> tuple[int, int] | None:
-        if isinstance(raw, str) and re.fullmatch(r"\s*\d+\s*[xX]\s*\d+\s*", raw):
-            size = tuple(int(v) for v in raw.lower().split("x"))
-        elif isinstance(raw, list | tuple) and len(raw) == 2 and all(
-                isinstance(v, int) and not isinstance(v, bool) for v in raw):
-            size = tuple(raw)
-        else:
-            errors.append(f"synth.size={raw!r} must be HxW (e.g. 64x128) or [H, W]")
+        from cvae.core.synth import parse_size  # the one parser of a frame size, the CLI's too
+
+        try:
+            return parse_size(raw)
+        except ValueError as err:
+            errors.append(f"synth.size={raw!r}: {err}")
             return None
-        if min(size) < cls.MIN_SIDE:
-            errors.append(f"synth.size={raw!r}: each side must be >= {cls.MIN_SIDE}")
-            return None
-        return size  # type: ignore[return-value]
 
     def frames(self, split: str) -> int | None:
         """The frames the generator writes for ``split`` (train or val) when given, else None."""

@@ -767,7 +767,7 @@ SECTION_ERRORS = [
                  id="synth-key"),
     pytest.param(dict(synth={"train_frames": 0}), "synth.train_frames=0 must be an integer >= 1", id="synth-frames"),
     pytest.param(dict(synth={"test_frames": 1}), "synth.test_frames=1 must be an integer >= 2", id="synth-test-frames"),
-    pytest.param(dict(synth={"size": "64 by 128"}), "synth.size='64 by 128' must be HxW (e.g. 64x128) or [H, W]",
+    pytest.param(dict(synth={"size": "64 by 128"}), "synth.size='64 by 128': must be HxW (e.g. 64x128) or [H, W]",
                  id="synth-size"),
     pytest.param(dict(synth={"size": [8, 64]}), "synth.size=[8, 64]: each side must be >= 16", id="synth-size-small"),
     pytest.param(dict(synth={"progress": "yes"}), "synth.progress='yes' must be true or false", id="synth-progress"),
