@@ -203,15 +203,6 @@ FIGURES: dict[str, tuple[Callable[[SweepData], bool], Callable[[SweepData], Figu
 }
 """Figure name -> (applicable(data), render(data)), in the order the reports present them."""
 
-DATA: dict[str, Callable[[SweepData], pd.DataFrame]] = {
-    "tfr_loss": figdata.tfr_loss, "tfr_psnr": figdata.tfr_psnr, "kl_beta_psnr": figdata.kl_beta_psnr,
-    "kl_psnr": figdata.kl_psnr, "kl_loss": figdata.kl_loss, "psnr_per_frame": figdata.psnr_per_frame,
-    "ndim_psnr": figdata.ndim_psnr, "uses": figdata.uses, "optimization_history": figdata.optimization_history,
-    "param_importances": figdata.param_importances_data, "parallel_coordinates": figdata.parallel_coordinates,
-}
-"""Figure name -> the function that computes its tidy frame (what :data:`FIGURES`' render draws)."""
-
-
 def applicable_figures(data: SweepData) -> list[str]:
     """The names of the figures the data supports, in :data:`FIGURES` order (none for an empty sweep)."""
     return [name for name, (ok, _) in FIGURES.items() if ok(data)]

@@ -162,11 +162,6 @@ class SweepSpec:
         root = self.base.get("DR")
         return str(root) if root else None
 
-    def target_reached(self, value: float | None) -> bool:
-        """Whether a trial value reaches ``metric.target`` (>= when maximizing, <= when minimizing); False
-        without a target."""
-        return self.objective.reached(value)
-
     def target_reached_in(self, trials: Any) -> int | None:
         """The number of the first of ``trials`` (``study.get_trials()``) that reached ``metric.target``, else
         None: the sweep starts no trial once one has (see :meth:`MetricSpec.reached_by`)."""

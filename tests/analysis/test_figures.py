@@ -229,12 +229,21 @@ def test_one_value_has_no_interval():
     assert table_mean_ci is mean_ci  # the table and the figures share the one interval
 
 
+DATA = {
+    "tfr_loss": D.tfr_loss, "tfr_psnr": D.tfr_psnr, "kl_beta_psnr": D.kl_beta_psnr, "kl_psnr": D.kl_psnr,
+    "kl_loss": D.kl_loss, "psnr_per_frame": D.psnr_per_frame, "ndim_psnr": D.ndim_psnr, "uses": D.uses,
+    "optimization_history": D.optimization_history, "param_importances": D.param_importances_data,
+    "parallel_coordinates": D.parallel_coordinates,
+}
+"""Each figure's tidy-frame function (analysis/figdata.py), by the figure's name."""
+
+
 # -- the registry and applicability -----------------------------------------------------------------------------
 def test_registry_lists_every_figure_in_order():
     assert list(F.FIGURES) == ["tfr_loss", "tfr_psnr", "kl_beta_psnr", "kl_psnr", "kl_loss", "psnr_per_frame",
                                "ndim_psnr", "uses", "optimization_history", "param_importances",
                                "parallel_coordinates"]
-    assert list(F.DATA) == list(F.FIGURES)
+    assert list(DATA) == list(F.FIGURES)
     assert all(callable(ok) and callable(render) for ok, render in F.FIGURES.values())
 
 
@@ -530,7 +539,7 @@ def test_parallel_coordinates_one_line_per_run(tf_data):
 def test_empty_sweep_gives_no_runs_frames_and_figures(tmp_path):
     data = empty_data()
     assert F.applicable_figures(data) == []
-    for name, compute in F.DATA.items():
+    for name, compute in DATA.items():
         df = compute(data)
         assert df.empty and df.attrs["message"] == "no runs" and df.attrs["name"] == name, name
     with pytest.warns(UserWarning, match="no runs"):

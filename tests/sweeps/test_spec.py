@@ -969,7 +969,7 @@ def test_early_terminate_maps_to_hyperband(tmp_path: Path, section: dict, expect
 def test_metric_target_is_goal_aware(tmp_path: Path, goal: str, target: float | None, value: float | None,
                                      reached: bool) -> None:
     metric = {"name": "val/psnr", "goal": goal, **({"target": target} if target is not None else {})}
-    assert load(tmp_path, metric=metric).target_reached(value) is reached
+    assert load(tmp_path, metric=metric).objective.reached(value) is reached
 
 
 def _trial(number: int, state: str, value: float | None, epochs: list[float]) -> optuna.trial.FrozenTrial:

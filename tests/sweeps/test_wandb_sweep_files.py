@@ -142,8 +142,8 @@ def test_bayes_hyperband_pruner_stops_at_wandbs_bands() -> None:
 def test_bayes_hyperband_target() -> None:
     spec = load("bayes_hyperband.yaml")
     assert (spec.objective.target, spec.goal) == (32.5, "maximize")
-    assert spec.target_reached(32.5) and spec.target_reached(33.0)
-    assert not spec.target_reached(32.4)
+    assert spec.objective.reached(32.5) and spec.objective.reached(33.0)
+    assert not spec.objective.reached(32.4)
 
 
 def test_program_command_grid() -> None:
@@ -167,7 +167,7 @@ def test_cvae_command_names_project_and_target() -> None:
     assert spec.description.startswith("KL annealing")
     assert spec.command.ignored == ()
     assert (spec.goal, spec.objective.target) == ("minimize", 0.01)
-    assert spec.target_reached(0.01) and spec.target_reached(0.005) and not spec.target_reached(0.02)
+    assert spec.objective.reached(0.01) and spec.objective.reached(0.005) and not spec.objective.reached(0.02)
     pruner = make_pruner(spec)
     assert (pruner._min_resource, pruner._max_resource, pruner._reduction_factor) == (3, spec.num_epoch.max, 3)
     trial = first_trial(spec)
