@@ -6,7 +6,7 @@ Usage:
     python benchmarks/core_throughput.py --only rollout --rollout 630 --test_sequences 5
     python benchmarks/core_throughput.py --device cuda --amp bf16   # GPU (ours: bf16, whole clips)
 
-Baseline = ``core.reference``, the lab's protocol written straight: batch 2, one time step at a time with
+Baseline = ``benchmarks/reference.py``, the lab's protocol written straight: batch 2, one time step at a time with
 the frame encoder run twice per step, fp32 NCHW, activations out of place, every PNG decoded again each
 time a clip is drawn, and a batch-1 validation that computes the unused posterior. Ours = ``core.trainer``
 / ``core.rollout`` as ``cvae train`` runs them (cached uint8 frames, channels_last, in-place activations,
@@ -31,10 +31,10 @@ import torch
 from cvae.core.config import ModelConfig
 from cvae.core.data import ClipBatches, load_split
 from cvae.core.model import CVAE, set_inplace_activations
-from cvae.core.reference import PngClips, lab_clip_forward, lab_rollout, lab_train_step
 from cvae.core.rollout import rollout
 from cvae.core.synth import generate_dataset
 from cvae.core.trainer import default_time_chunk, forward_clip, memory_format, train_step
+from reference import PngClips, lab_clip_forward, lab_rollout, lab_train_step  # beside this script
 from torch.utils.flop_counter import FlopCounterMode
 
 

@@ -8,10 +8,24 @@ import pytest
 import torch
 from cvae.core.config import ModelConfig
 from cvae.core.model import CVAE, dims_from_state_dict
-from cvae.core.reference import lab_clip_forward, lab_rollout
 from cvae.core.rollout import rollout
 from cvae.core.trainer import forward_clip, memory_format
 from torch.nn import functional as F
+
+
+def _load_reference():
+    """benchmarks/reference.py, the lab's protocol written straight (not part of the package)."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "reference.py"
+    spec = importlib.util.spec_from_file_location("lab_reference", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_reference = _load_reference()
+lab_clip_forward, lab_rollout = _reference.lab_clip_forward, _reference.lab_rollout
 
 KEYS_FILE = Path(__file__).parents[1] / "fixtures" / "lab4_state_dict_keys.txt"
 
@@ -106,7 +120,7 @@ def test_forward_equals_the_specification():
     torch.testing.assert_close(got, want)
 
 
-# --- the optimized clip forward against the lab's plain step loop (core.reference) ----------------------
+# --- the optimized clip forward against the lab's plain step loop (benchmarks/reference.py) -------------
 @pytest.mark.parametrize("teacher_forcing", [True, False])
 @pytest.mark.parametrize(("time_chunk", "channels_last"), [(None, False), (1, False), (3, False), (1, True),
                                                             (None, True)])

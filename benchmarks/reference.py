@@ -1,6 +1,7 @@
 """The lab's protocol written out the straightforward way: the yardstick of the optimized trainer.
 
-Nothing here trains a model for users. The tests check that :func:`core.trainer.forward_clip` and
+Nothing here trains a model for users, so it is not part of the package: ``benchmarks/core_throughput.py``
+imports it from beside itself, ``tests/core/test_model.py`` loads it from this file. The tests check that :func:`core.trainer.forward_clip` and
 :func:`core.rollout.rollout` give the same numbers as these loops, and ``benchmarks/`` times them side by
 side. Each function follows ``shared/lab4/MODEL.md`` step by step, with the costs of the lab's template:
 
