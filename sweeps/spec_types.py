@@ -23,12 +23,10 @@ from typing import Any, ClassVar
 
 from cvae.schema import EVAL_COLUMNS, WANDB_KEYS, default_goal
 
-METRICS = {
-    "val/psnr": "val_psnr", "val/loss": "val_loss", "train/loss": "train_loss", "train/mse": "train_mse",
-    "train/kl": "train_kl", "train/psnr": "train_psnr",
-    **{WANDB_KEYS[col]: col for col in EVAL_COLUMNS if col != "val_ssim_copy_first"},
-}
-"""Sweep metric name (the W&B key) -> the EpochResult field it reads."""
+METRICS = {WANDB_KEYS[col]: col for col in ("val_psnr", "val_loss", "train_loss", "train_mse", "train_kl",
+                                            "train_psnr", *EVAL_COLUMNS) if col != "val_ssim_copy_first"}
+"""Sweep metric name (the W&B key, cvae.schema.WANDB_KEYS) -> the EpochResult field it reads: the scores a
+sweep may optimize, not the baselines or the schedule."""
 
 GOALS = ("maximize", "minimize")
 SUMMARIES = ("best", "last")
