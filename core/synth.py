@@ -717,6 +717,10 @@ def _plan(root: Path, args: dict) -> list[_Job]:
     return jobs
 
 
+MINIMUMS = {"train_frames": 1, "val_frames": 1, "test_sequences": 1, "test_frames": 2, "seed": 0,
+            "train_video_len": 2, "dancers": 1, "backgrounds": 1, "workers": 1}
+"""The least value of each integer option of :func:`generate_dataset` (a spec's ``synth:`` is checked
+against them before a study is created)."""
 MIN_SIDE = 16
 """The smallest frame side a person can be drawn in, in pixels."""
 
@@ -834,18 +838,18 @@ def generate_dataset(
     """
     began = time.perf_counter()
     args = {
-        "train_frames": _check_int("train_frames", train_frames, 1),
-        "val_frames": _check_int("val_frames", val_frames, 1),
-        "test_sequences": _check_int("test_sequences", test_sequences, 1),
-        "test_frames": _check_int("test_frames", test_frames, 2),
+        "train_frames": _check_int("train_frames", train_frames, MINIMUMS["train_frames"]),
+        "val_frames": _check_int("val_frames", val_frames, MINIMUMS["val_frames"]),
+        "test_sequences": _check_int("test_sequences", test_sequences, MINIMUMS["test_sequences"]),
+        "test_frames": _check_int("test_frames", test_frames, MINIMUMS["test_frames"]),
         "size": list(_check_size(size)),
-        "seed": _check_int("seed", seed, 0),
-        "train_video_len": _check_int("train_video_len", train_video_len, 2),
+        "seed": _check_int("seed", seed, MINIMUMS["seed"]),
+        "train_video_len": _check_int("train_video_len", train_video_len, MINIMUMS["train_video_len"]),
     }
     if dancers is not None:  # recorded only when set: datasets made before the option keep their manifest
-        args["dancers"] = _check_int("dancers", dancers, 1)
+        args["dancers"] = _check_int("dancers", dancers, MINIMUMS["dancers"])
     if backgrounds is not None:
-        args["backgrounds"] = _check_int("backgrounds", backgrounds, 1)
+        args["backgrounds"] = _check_int("backgrounds", backgrounds, MINIMUMS["backgrounds"])
     for name, value in (("spotlight", spotlight), ("lighting", lighting)):
         if not isinstance(value, bool):
             raise ValueError(f"{name} must be true or false, got {value!r}")
@@ -853,7 +857,7 @@ def generate_dataset(
             args[name] = True
     if min(args["size"]) < MIN_SIDE:
         raise ValueError(f"size must be at least {MIN_SIDE} x {MIN_SIDE} to draw a person, got {tuple(args['size'])}")
-    workers = _check_int("workers", workers, 1)
+    workers = _check_int("workers", workers, MINIMUMS["workers"])
     size_hw = (args["size"][0], args["size"][1])
 
     root = Path(out)

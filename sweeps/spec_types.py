@@ -475,14 +475,10 @@ class SynthSpec(_Options):
     workers: int | None = None
     progress: bool | None = None
 
-    MINIMUMS: ClassVar[dict[str, int]] = {
-        "train_frames": 1, "val_frames": 1, "test_sequences": 1, "test_frames": 2, "seed": 0, "train_video_len": 2,
-        "dancers": 1, "backgrounds": 1, "workers": 1,
-    }
-    """The generator's own bounds, checked here so that a wrong value fails before a study is created."""
-    KEYS: ClassVar[tuple[str, ...]] = ("train_frames", "val_frames", "test_sequences", "test_frames", "size", "seed",
-                                       "train_video_len", "dancers", "backgrounds", "spotlight", "lighting", "workers",
-                                       "progress")
+    @classmethod
+    def option_names(cls) -> tuple[str, ...]:
+        """The options, the fields above (each a keyword of ``generate_dataset``: a test holds them equal)."""
+        return tuple(f.name for f in dataclasses.fields(cls))
 
     @classmethod
     def parse(cls, raw: Any, errors: list[str]) -> SynthSpec | None:
@@ -492,15 +488,17 @@ class SynthSpec(_Options):
         if not isinstance(raw, Mapping):
             errors.append(f"synth must be a mapping of `cvae data synth` options, got {raw!r}")
             return None
-        section = read_mapping("synth", raw, cls.KEYS, errors)
+        from cvae.core.synth import MINIMUMS  # the generator's own bounds: a wrong value fails before a study
+
+        section = read_mapping("synth", raw, cls.option_names(), errors)
         if not section:
             return None
         values: dict[str, Any] = {}
         for key, value in section.items():
-            if key in cls.MINIMUMS:
+            if key in MINIMUMS:
                 if key in ("dancers", "backgrounds") and value is None:
                     continue
-                values[key] = read_int(f"synth.{key}", value, errors, cls.MINIMUMS[key])
+                values[key] = read_int(f"synth.{key}", value, errors, MINIMUMS[key])
             elif key == "size":
                 values[key] = cls._parse_size(value, errors)
             elif key in ("progress", "spotlight", "lighting"):

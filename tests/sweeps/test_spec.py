@@ -798,6 +798,17 @@ def test_a_synth_section_feeds_the_generator(tmp_path: Path) -> None:
     assert summary["size"] in ((16, 16), [16, 16]) and summary["train_frames"] == 4
 
 
+def test_the_synth_section_and_the_generator_have_the_same_options() -> None:
+    import inspect
+
+    from cvae.core.synth import MINIMUMS, generate_dataset
+    from cvae.sweeps.spec_types import SynthSpec
+
+    keywords = [p for p in inspect.signature(generate_dataset).parameters if p != "out"]
+    assert sorted(SynthSpec.option_names()) == sorted(keywords)  # one option added to one must reach the other
+    assert set(MINIMUMS) <= set(keywords)
+
+
 # -- num_epoch knows when it is swept ------------------------------------------------------------------------
 
 @pytest.mark.parametrize(("overrides", "expected"), [
