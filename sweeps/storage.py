@@ -82,6 +82,8 @@ def open_storage(spec: SweepSpec, url: str | None = None) -> optuna.storages.Bas
                     full, engine_kwargs=engine_kwargs, heartbeat_interval=spec.heartbeat_interval,
                     grace_period=spec.grace_period, heartbeat_stale_trial_callback=retry,
                 )
+            if url.startswith("sqlite:"):
+                _serialize_sqlite(rdb.engine)
             # The cache Optuna itself puts in front of an RDBStorage (optuna.storages.get_storage).
             # Masked from the full URL: one whose password came from the environment shows `user:***@` too.
             return ResilientStorage(cached_rdb_storage(rdb), mask_url(full))
@@ -93,6 +95,29 @@ def open_storage(spec: SweepSpec, url: str | None = None) -> optuna.storages.Bas
                 time.sleep(0.5)
                 continue
             raise StorageError(f"cannot open study storage {mask_url(full)}: {mask_url(text)}") from None
+
+
+def _serialize_sqlite(engine: Any) -> None:
+    """Make each of SQLite's transactions atomic, reads included.
+
+    Python's sqlite3 driver begins a transaction only at the first write, so a read-then-write is not atomic:
+    two workers claiming the queue's first WAITING trial (Optuna reads its state, then sets RUNNING) could both
+    take it; measured with 4 processes claiming a 60-trial queue, 8 to 13 trials were taken twice. SQLAlchemy's
+    documented remedy for pysqlite: switch the driver's own transaction handling off and begin every
+    transaction with ``BEGIN IMMEDIATE``, so that one connection at a time reads and writes; the others wait
+    out SQLite's busy timeout (120 s here). Connections opened before the listeners are dropped.
+    """
+    from sqlalchemy import event
+
+    @event.listens_for(engine, "connect")
+    def _no_driver_transactions(dbapi_connection: Any, record: Any) -> None:  # noqa: ARG001 - SQLAlchemy's signature
+        dbapi_connection.isolation_level = None
+
+    @event.listens_for(engine, "begin")
+    def _begin_immediate(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    engine.dispose()
 
 
 def sqlite_path(url: str) -> str | None:

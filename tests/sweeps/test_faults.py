@@ -218,6 +218,40 @@ def test_unicode_and_spaces_in_every_path(tiny_dataset, tmp_path, env, monkeypat
     assert (root / "a training ü" / "last.ckpt").is_file()
 
 
+_CLAIMER = """
+import json, sys
+from cvae.sweeps.queue import claim, open_study
+from cvae.sweeps.spec import load_spec
+from cvae.sweeps.storage import open_storage
+spec = load_spec(sys.argv[1], storage=sys.argv[2])
+study = open_study(spec, open_storage(spec), fill_queue=False)
+taken = []
+while (trial := claim(study, spec)) is not None:
+    taken.append(trial.number)
+print(json.dumps(taken))
+"""
+
+
+@pytest.mark.parametrize("engine", ["sqlite", "postgresql"])
+def test_workers_claiming_at_once_never_take_the_same_trial(tiny_dataset, tmp_path, env, engine, request):
+    # SQLite's driver begins a transaction at the first write, so Optuna's claim (read WAITING, set RUNNING)
+    # let two workers take one trial: 8 to 13 of 60 were taken twice by 4 processes before the fix.
+    url = (request.getfixturevalue("postgres_url") if engine == "postgresql"
+           else f"sqlite:///{tmp_path / 'study.db'}")
+    spec_path = write_spec(tmp_path, tiny_dataset, parameters={"N_dim": {"values": list(range(4, 64))}},
+                           wandb={"mode": "disabled"})
+    spec = load_spec(spec_path, storage=url)
+    open_study(spec, open_storage(spec), fill_queue=True)
+    procs = [subprocess.Popen([sys.executable, "-c", _CLAIMER, str(spec_path), url], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    taken = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=180)
+        assert proc.returncode == 0, err[-2000:]
+        taken += json.loads(out.strip().splitlines()[-1])
+    assert sorted(taken) == list(range(60))  # every trial taken, each by one worker
+
+
 # -- 3. editing the grid between runs ------------------------------------------------------------------------
 def test_a_grid_edited_between_runs_queues_new_points_and_leaves_removed_ones(tiny_dataset, tmp_path, env):
     def spec_with(values):
