@@ -145,10 +145,8 @@ def paired_frames(img_dir: Path, label_dir: Path) -> tuple[list[Path], list[Path
 
 
 def size_problems(paths: list[Path], size: tuple[int, int]) -> list[str]:
-    """What is odd about the sizes of ``paths``, to be decoded at ``size`` (H, W): the files that differ from
-    the folder's common size (named), and a decode size of another shape than the files (resizing distorts
-    them). Reads only the PNG headers. The lab's loader resizes every file to its frame size whatever it is,
-    so training accepts all of this with a warning; ``cvae data check`` reports it as a problem.
+    """What is odd about the sizes of ``paths``, to be decoded at ``size`` (H, W) (see :func:`_describe_sizes`),
+    from the PNG headers alone: ``cvae data check`` reports it as a problem.
 
     Raises:
         DatasetError: a file cannot be read as an image.
@@ -160,6 +158,13 @@ def size_problems(paths: list[Path], size: tuple[int, int]) -> list[str]:
                 sizes[path] = (im.height, im.width)
         except (UnidentifiedImageError, OSError, SyntaxError) as err:
             raise DatasetError(f"{path}: unreadable image ({err})") from None
+    return _describe_sizes(sizes, size)
+
+
+def _describe_sizes(sizes: dict[Path, tuple[int, int]], size: tuple[int, int]) -> list[str]:
+    """The files of one folder whose (H, W) differs from the folder's common size (named), and a decode
+    ``size`` of another shape than the files (resizing distorts them). The lab's loader resizes every file to
+    its frame size whatever it is, so training accepts all of this, with a warning when it decodes the files."""
     if not sizes:
         return []
     (common, count), = Counter(sizes.values()).most_common(1)
@@ -172,33 +177,35 @@ def size_problems(paths: list[Path], size: tuple[int, int]) -> list[str]:
                         f"frame(s); every frame is resized to {size[0]}x{size[1]}")
     aspect, target = common[1] / common[0], size[1] / size[0]
     if abs(target / aspect - 1) > ASPECT_TOLERANCE:
-        problems.append(f"{paths[0].parent}: frames of {common[0]}x{common[1]} (width/height {aspect:.2f}) are "
-                        f"resized to frame_H x frame_W = {size[0]}x{size[1]} (width/height {target:.2f}): "
+        problems.append(f"{next(iter(sizes)).parent}: frames of {common[0]}x{common[1]} (width/height {aspect:.2f}) "
+                        f"are resized to frame_H x frame_W = {size[0]}x{size[1]} (width/height {target:.2f}): "
                         "the picture is distorted")
     return problems
 
 
 _SAID: set[str] = set()
 """Size warnings already given in this process, without their folder: a distortion is said once, not once
-for every folder of frames and poses (and not again for every trial of a sweep worker)."""
+for every folder of frames and poses."""
 
 
-def _warn_sizes(paths: list[Path], size: tuple[int, int]) -> None:
-    for problem in size_problems(paths, size):
+def _warn_sizes(sizes: dict[Path, tuple[int, int]], size: tuple[int, int]) -> None:
+    for problem in _describe_sizes(sizes, size):
         what = problem.split(": ", 1)[1]
         if what not in _SAID:
             _SAID.add(what)
             log.warning("warning: %s", problem)
 
 
-def _decode(path: Path, size: tuple[int, int]) -> np.ndarray:
+def _decode(path: Path, size: tuple[int, int]) -> tuple[np.ndarray, tuple[int, int]]:
+    """The frame resized to ``size``, and its own (H, W)."""
     try:
         with Image.open(path) as im:
             rgb = im.convert("RGB")
+            own = (rgb.height, rgb.width)
             if rgb.size != (size[1], size[0]):
                 # PIL's bilinear filter is what torchvision's Resize uses on PIL images.
                 rgb = rgb.resize((size[1], size[0]), Image.BILINEAR)
-            return np.asarray(rgb, dtype=np.uint8).transpose(2, 0, 1)
+            return np.asarray(rgb, dtype=np.uint8).transpose(2, 0, 1), own
     except (UnidentifiedImageError, OSError, SyntaxError) as err:
         raise DatasetError(f"{path}: unreadable image ({err})") from None
 
@@ -238,8 +245,11 @@ def decode_frames(paths: list[Path], size: tuple[int, int], *, workers: int = 4,
         except Exception:  # noqa: BLE001 - a truncated or foreign cache file is rebuilt, never trusted
             pass
     with ThreadPoolExecutor(max(1, workers)) as pool:
-        arrays = list(pool.map(lambda p: _decode(p, size), paths))
-    tensor = torch.from_numpy(np.stack(arrays))
+        decoded = list(pool.map(lambda p: _decode(p, size), paths))
+    # Each file's own size is known here at no cost: odd ones are said when the files are decoded (later runs
+    # read the cache, which a change to any file rebuilds).
+    _warn_sizes({p: own for p, (_, own) in zip(paths, decoded, strict=True)}, size)
+    tensor = torch.from_numpy(np.stack([array for array, _ in decoded]))
     try:
         cache_root.mkdir(parents=True, exist_ok=True)
         atomic_save(tensor, cache_file)
@@ -256,8 +266,6 @@ def load_split(root: str | os.PathLike, split: str, size: tuple[int, int], *, wo
         raise ValueError(f"split must be train or val, not {split!r}")
     base = Path(root) / split
     images, labels = paired_frames(base / f"{split}_img", base / f"{split}_label")
-    _warn_sizes(images, size)
-    _warn_sizes(labels, size)
     key = cache_key(images, size)
     return FrameSequence(
         decode_frames(images, size, workers=workers, cache_dir=cache_dir, key=key),
