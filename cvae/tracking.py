@@ -343,13 +343,14 @@ class WandbRun:
                     history = read_offline_run(folder).history
                 except ValueError:  # an attempt killed before its file had a record
                     continue
-                epochs |= {int(h["epoch"]) for h in history if isinstance(h.get("epoch"), (int, float))}
+                # An epoch's row has its scalars (train/loss is in every one); the closing media row has none.
+                epochs |= {int(h["epoch"]) for h in history if "train/loss" in h and "epoch" in h}
             return epochs
         if self.mode == "online":
             try:
                 import wandb
 
-                rows = wandb.Api(timeout=30).run(self.path).scan_history(keys=["epoch"])
+                rows = wandb.Api(timeout=30).run(self.path).scan_history(keys=["epoch", "train/loss"])
                 return {int(r["epoch"]) for r in rows if r.get("epoch") is not None}
             except Exception as err:  # noqa: BLE001 - no server: nothing is backfilled, and nothing logged twice
                 log.warning("W&B run %s: cannot read its history back (%s): epochs it may lack are not re-logged",
