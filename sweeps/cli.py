@@ -5,13 +5,12 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import shutil
 import signal
 import sys
 from pathlib import Path
 
 from cvae.console import EXIT_FAILED, fail, setup_logging
-from cvae.schema import CONFIG_YAML, RUN_DIR, SPEC_YAML, run_name
+from cvae.schema import CONFIG_YAML, RUN_DIR, run_name
 from cvae.secrets import mask_secrets
 
 log = logging.getLogger("cvae")
@@ -141,7 +140,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
 
 def _cmd_init(args: argparse.Namespace) -> int:
     import optuna
-    from cvae.sweeps.launcher import prepare
+    from cvae.sweeps.launcher import keep_spec, prepare
     from cvae.sweeps.storage import mask_url
 
     SpecError, StorageError, SweepError, DatasetError = _errors(data=True)
@@ -154,8 +153,7 @@ def _cmd_init(args: argparse.Namespace) -> int:
             return 0
     except (SpecError, StorageError, SweepError, DatasetError, ValueError) as err:
         return fail("sweep init", str(err))
-    spec.output_dir.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(args.spec, spec.output_dir / SPEC_YAML)
+    keep_spec(spec, Path(args.spec))
     queued = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)))
     print(f"sweep {spec.name}: study ready in {mask_url(spec.storage)}, {queued} trial(s) queued; start workers "
           f"with `cvae sweep worker {args.spec} --storage URL`", flush=True)

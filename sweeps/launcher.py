@@ -24,6 +24,7 @@ from cvae.sweeps.storage import StorageError, mask_url, split_password
 
 from cvae.console import EXIT_BAD_INPUT, EXIT_FAILED
 from cvae.schema import SPEC_YAML, TRIALS_CSV
+from cvae.secrets import PASSWORD_ENV
 
 log = logging.getLogger("cvae")
 
@@ -38,6 +39,13 @@ class LaunchError(RuntimeError):
 
 _RECEIVED = [signal.SIGINT]
 """The signal that interrupted the run (SIGINT: Ctrl-C), passed on to its workers."""
+
+
+def keep_spec(spec: SweepSpec, spec_path: Path) -> None:
+    """Make the sweep's ``output_dir`` and keep a copy of its spec there (``spec.yaml``): the records say what
+    made them."""
+    spec.output_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(spec_path, spec.output_dir / SPEC_YAML)
 
 
 def prepare(spec: SweepSpec, *, data_only: bool = False):
@@ -78,8 +86,7 @@ def launch(spec: SweepSpec, spec_path: Path, study, *, live: bool) -> int:
 
 
 def _supervise(spec: SweepSpec, spec_path: Path, study, *, live: bool) -> int:
-    spec.output_dir.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(spec_path, spec.output_dir / SPEC_YAML)
+    keep_spec(spec, spec_path)
     logs = spec.output_dir / "logs"
     logs.mkdir(exist_ok=True)
     lock, others = _run_lock(spec)
@@ -103,7 +110,7 @@ def _supervise(spec: SweepSpec, spec_path: Path, study, *, live: bool) -> int:
     try:
         for i in range(spec.workers):
             fh = open(logs / f"worker-{i}{suffix}.log", "a")  # noqa: SIM115 - kept open for the child's lifetime
-            env = {**os.environ, "CVAE_WORKER": str(i), **({"CVAE_DB_PASSWORD": password} if password else {})}
+            env = {**os.environ, "CVAE_WORKER": str(i), **({PASSWORD_ENV: password} if password else {})}
             if gpus:  # one GPU per worker, dealt round-robin when there are more workers than GPUs
                 env["CUDA_VISIBLE_DEVICES"] = gpus[i % len(gpus)]
             procs.append((subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env,
