@@ -283,8 +283,9 @@ def test_make_pruner(top: dict, cls: type, attrs: dict) -> None:
 def test_a_hyperband_pruner_prunes_a_bad_trial() -> None:
     """The pruner is wired to Optuna: with early_terminate, a trial far below the others is pruned."""
     spec = spec_of({"N_dim": {"values": [4, 8]}}, early_terminate={"type": "hyperband", "min_iter": 1, "eta": 2})
-    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0),
-                                pruner=make_pruner(spec, num_epoch=8))
+    # Named: Hyperband deals trials to brackets by a hash of the study's name, and an unnamed study's is random.
+    study = optuna.create_study(study_name="hyperband", direction="maximize",
+                                sampler=optuna.samplers.RandomSampler(seed=0), pruner=make_pruner(spec, num_epoch=8))
     pruned = 0
     for i in range(12):
         trial = study.ask()
