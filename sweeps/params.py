@@ -1,9 +1,9 @@
 """A spec's ``parameters``: W&B's parameter syntax (``value``, ``values``, ``distribution`` + ``min``/``max``/``q``,
-``probabilities``) and ours (``when`` conditions, named choices with ``sets``), read into :class:`Param`.
+``probabilities``) and ours (``when`` conditions, named choices with ``sets``).
 
-Every W&B distribution is either mapped to an Optuna distribution of the same support or refused by name
-(:data:`UNSUPPORTED_DISTRIBUTIONS`); nothing is approximated silently. :func:`parse_params` reads a whole
-``parameters`` mapping and appends one message per problem to ``errors``.
+:class:`ParamSpec` (pydantic) reads a parameter as written; :meth:`ParamSpec.to_param` translates it into a
+:class:`Param`, each W&B distribution as the Optuna distribution of the same support or refused by name
+(:data:`UNSUPPORTED_DISTRIBUTIONS`): nothing is approximated silently.
 """
 
 from __future__ import annotations
@@ -13,9 +13,11 @@ import difflib
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, get_args
+from typing import Annotated, Any, ClassVar, get_args
 
 from cvae.core.config import FIELD_TYPES, FLAT_KEYS, TrackConfig
+from cvae.sweeps.spec_types import Section, check, is_int, is_number, problems
+from pydantic import ValidationError, WithJsonSchema
 
 
 class SpecError(ValueError):
@@ -39,7 +41,7 @@ SUPPORTED_DISTRIBUTIONS = (
     "constant", "categorical", "categorical_w_probabilities", "int_uniform", "uniform", "q_uniform", "log_uniform",
     "log_uniform_values", "q_log_uniform", "q_log_uniform_values", "inv_log_uniform", "inv_log_uniform_values",
 )
-"""W&B's distributions that map to an Optuna distribution of the same support (see :func:`_parse_param`)."""
+"""W&B's distributions that map to an Optuna distribution of the same support (see :meth:`ParamSpec.to_param`)."""
 UNSUPPORTED_DISTRIBUTIONS = {
     "normal": "its support is unbounded, and Optuna samples bounded ranges",
     "q_normal": "its support is unbounded, and Optuna samples bounded ranges",
@@ -49,15 +51,8 @@ UNSUPPORTED_DISTRIBUTIONS = {
     "q_beta": "Optuna samples a range uniformly or log-uniformly, never by a beta density",
 }
 """W&B's distributions with no Optuna equivalent, each refused by name with why."""
-DISTRIBUTION_OPTIONS = ("mu", "sigma", "a", "b")
-"""W&B's options of the refused distributions (not reported as unknown keys: the distribution is the problem)."""
-Q_DEFAULT = 1.0
-"""W&B's ``q`` when a quantized distribution gives none."""
 MAX_CHOICES = 1000
 """The most values a quantized log-uniform parameter may take (each a categorical choice)."""
-PROBABILITY_TOLERANCE = 1e-6
-
-
 TRACKING_KEYS = tuple(f.name for f in dataclasses.fields(TrackConfig))
 """``cvae train``'s W&B keys: a trial's run is the spec's ``wandb`` section's."""
 OWNED_KEYS = ("save_root", "resume", "ckpt_path", "progress", *TRACKING_KEYS)
@@ -70,9 +65,10 @@ def owned_message(keys: Sequence[str]) -> str:
     return f"{', '.join(keys)} set by the sweep for every trial{hint}"
 
 
-PARAM_KEYS = ("value", "values", "distribution", "min", "max", "q", "when", "sets", "probabilities")
-
-
+def is_int_key(name: str) -> bool:
+    """Whether ``name`` is a training key that takes an integer (not a float)."""
+    hint = FIELD_TYPES.get(name)
+    return hint is int or (int in get_args(hint) and float not in get_args(hint))
 
 
 @dataclass(frozen=True)
@@ -105,34 +101,26 @@ class Param:
     def is_quantized_log(self) -> bool:
         return self.declared in ("q_log_uniform", "q_log_uniform_values")
 
+    @property
+    def is_finite(self) -> bool:
+        """True when the parameter has a finite set of values (it can be part of a grid)."""
+        return self.distribution in ("constant", "categorical", "int_uniform", "q_uniform")
+
     def n_values(self) -> int:
         """How many values a grid takes (without listing them: an int range can be huge)."""
         if self.distribution in ("constant", "categorical"):
             return len(self.values)
-        if self.distribution == "int_uniform":
-            return (int(self.high) - int(self.low)) // int(self.q or 1) + 1
-        if self.distribution == "q_uniform":
-            return int(math.floor((self.high - self.low) / self.q + 1e-9)) + 1
-        raise SpecError(f"parameter {self.name}: a {self.distribution} distribution has no grid")
-
-    @property
-    def is_finite(self) -> bool:
-        """True when the parameter has a finite set of values (it can be part of a grid)."""
-        return self.distribution in ("constant", "categorical", "int_uniform") or (
-            self.distribution == "q_uniform"
-        )
+        if not self.is_finite:
+            raise SpecError(f"parameter {self.name}: a {self.distribution} distribution has no grid")
+        return int(math.floor((self.high - self.low) / (self.q or 1) + 1e-9)) + 1
 
     def grid_values(self) -> list[Any]:
         """Every value a grid takes, in order."""
         if self.distribution in ("constant", "categorical"):
             return list(self.values)
         if self.distribution == "int_uniform":
-            step = int(self.q or 1)
-            return list(range(int(self.low), int(self.high) + 1, step))
-        if self.distribution == "q_uniform":
-            n = int(math.floor((self.high - self.low) / self.q + 1e-9))
-            return [round(self.low + i * self.q, 12) for i in range(n + 1)]
-        raise SpecError(f"parameter {self.name}: a {self.distribution} distribution has no grid")
+            return list(range(int(self.low), int(self.high) + 1, int(self.q or 1)))
+        return [round(self.low + i * self.q, 12) for i in range(self.n_values())]
 
     def boundary_values(self) -> list[Any]:
         """Values that exercise a trial config's validation: every choice, or both ends of a range."""
@@ -143,22 +131,15 @@ class Param:
         if self.is_finite:
             values = self.grid_values()
             return values if len(values) <= 16 else [values[0], values[-1]]
-        low, high = self.low, self.high
-        if self.distribution == "log_uniform":
-            low, high = math.exp(low), math.exp(high)
-        return [low, high]
+        return list(self.value_range())
 
     def value_range(self) -> tuple[Any, Any]:
         """The lowest and the highest value the parameter takes (a range's ends; without listing a grid)."""
         if self.distribution in ("constant", "categorical"):
             return min(self.values), max(self.values)
         if self.distribution in ("int_uniform", "q_uniform"):
-            step = self.q or 1
-            n = int(math.floor((self.high - self.low) / step + 1e-9))
-            high = self.low + n * step
-            if self.distribution == "int_uniform":
-                return int(self.low), int(high)
-            return self.low, round(high, 12)
+            high = self.low + (self.n_values() - 1) * (self.q or 1)
+            return (int(self.low), int(high)) if self.distribution == "int_uniform" else (self.low, round(high, 12))
         if self.distribution == "log_uniform":
             return math.exp(self.low), math.exp(self.high)
         if self.distribution == "log_uniform_values" and is_int_key(self.name):
@@ -171,6 +152,7 @@ class Param:
 
 
 def expand(params: tuple[Param, ...], i: int, chosen: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """Every combination of ``params[i:]``'s grid values given ``chosen`` (inactive parameters skipped)."""
     if i == len(params):
         yield dict(chosen)
         return
@@ -184,221 +166,181 @@ def expand(params: tuple[Param, ...], i: int, chosen: dict[str, Any]) -> Iterato
         del chosen[p.name]
 
 
-def is_int_key(name: str) -> bool:
-    """Whether ``name`` is a training key that takes an integer (not a float)."""
-    if name not in FIELD_TYPES:
-        return False
-    hint = FIELD_TYPES[name]
-    return hint is int or (int in get_args(hint) and float not in get_args(hint))
+Bound = Annotated[int | float | None, check(lambda v: v is None or is_number(v), "is not a number")]
 
 
-def _num(where: str, key: str, value: Any, errors: list[str]) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        errors.append(f"{where}.{key}={value!r} is not a number")
-        return None
-    return float(value)
+class ParamSpec(Section):
+    """One parameter as W&B writes it: ``value``; ``values`` (with ``probabilities``); or ``distribution`` with
+    ``min``/``max``/``q``. Ours: ``when`` (a condition on parameters above it) and ``sets`` (a named choice)."""
 
+    NOT_MAPPING: ClassVar[str] = ": expected a mapping (value, values or distribution + min/max), got {!r}"
+    UNLISTED: ClassVar[tuple[str, ...]] = ("mu", "sigma", "a", "b", "parameters")
 
-def _parse_param(where: str, name: str, raw: Any, errors: list[str]) -> Param | None:
-    """One parameter in W&B's syntax, each W&B distribution read as the Optuna distribution of the same support:
+    value: Any = None
+    """A constant."""
+    values: Annotated[list[Any] | None, check(lambda v: v is None or isinstance(v, list), "must be a list")] = None
+    """The choices of a categorical."""
+    distribution: Annotated[str | None, check(
+        lambda v: v is None or v in SUPPORTED_DISTRIBUTIONS or v in UNSUPPORTED_DISTRIBUTIONS,
+        f"is unknown; supported: {', '.join(SUPPORTED_DISTRIBUTIONS)}"),
+        WithJsonSchema({"enum": list(SUPPORTED_DISTRIBUTIONS)})] = None
+    """W&B's distribution; by default constant, categorical, int_uniform or uniform, from the keys given."""
+    min: Bound = None
+    max: Bound = None
+    q: Bound = None
+    """The quantum of int_uniform and the q_ distributions."""
+    when: Annotated[dict[str, Any] | None, check(lambda v: v is None or (isinstance(v, Mapping) and bool(v)),
+                                                 "must map parameter names to lists of values")] = None
+    """The parameter applies only where parameters above it took these values."""
+    sets: Annotated[dict[str, Any] | None, check(lambda v: v is None or isinstance(v, Mapping),
+                                                 "must map each value to the training keys it sets")] = None
+    """A named choice: each value sets these training keys."""
+    probabilities: Annotated[list[float] | None, check(lambda v: v is None or (isinstance(v, list) and all(
+        is_number(p) for p in v)), "must be a list of numbers, one per value")] = None
+    """W&B's: one per value, summing to 1 (method random draws with them)."""
+    mu: Any = None
+    sigma: Any = None
+    a: Any = None
+    b: Any = None
+    parameters: Any = None
 
-    ``uniform``, ``int_uniform``, ``log_uniform_values`` as they are; ``log_uniform`` (min/max are natural-log
-    exponents) and ``inv_log_uniform_values`` (log(1/x) uniform: x is log-uniform in [min, max]) as log-uniform
-    ranges, ``inv_log_uniform`` as the log-uniform range [exp(-max), exp(-min)]; ``q_uniform`` (round(x/q)*q)
-    as the multiples of q from round(min/q)*q to round(max/q)*q (an integer key's as integers); the
-    ``q_log_uniform`` ones (Optuna has no quantized log distribution) as a categorical of those multiples with
-    W&B's probability for each. W&B's normal, log-normal and beta distributions are refused by name.
-    """
-    if not isinstance(raw, Mapping):
-        errors.append(f"{where}: expected a mapping (value, values or distribution + min/max), got {raw!r}")
-        return None
-    if "parameters" in raw:
-        errors.append(f"{where}.parameters: W&B's nested parameters have no cvae train key (its keys are flat: "
-                      "name each one under parameters)")
-        return None
-    dist = raw.get("distribution")
-    unknown = set(raw) - set(PARAM_KEYS)
-    if dist in UNSUPPORTED_DISTRIBUTIONS:
-        unknown -= set(DISTRIBUTION_OPTIONS)
-    if unknown:
-        errors.append(f"{where}: unknown key(s) {', '.join(sorted(unknown))}; valid keys: {', '.join(PARAM_KEYS)}")
-    if dist is None:
-        if "value" in raw:
-            dist = "constant"
-        elif "values" in raw:
-            dist = "categorical"
-        elif "min" in raw and "max" in raw:
-            both_int = all(isinstance(raw[k], int) and not isinstance(raw[k], bool) for k in ("min", "max"))
-            dist = "int_uniform" if both_int else "uniform"
-        else:
-            errors.append(f"{where}: give value, values, or distribution with min/max")
-            return None
-    if dist in UNSUPPORTED_DISTRIBUTIONS:
-        errors.append(f"{where}.distribution={dist!r} has no Optuna equivalent ({UNSUPPORTED_DISTRIBUTIONS[dist]}); "
-                      f"supported: {', '.join(SUPPORTED_DISTRIBUTIONS)}")
-        return None
-    if dist not in SUPPORTED_DISTRIBUTIONS:
-        errors.append(f"{where}.distribution={dist!r} is unknown; supported: {', '.join(SUPPORTED_DISTRIBUTIONS)}")
-        return None
-    when: dict[str, tuple[Any, ...]] = {}
-    if "when" in raw:
-        if not isinstance(raw["when"], Mapping) or not raw["when"]:
-            errors.append(f"{where}.when must map parameter names to lists of values, got {raw['when']!r}")
-        else:
-            for k, v in raw["when"].items():
-                when[str(k)] = tuple(v) if isinstance(v, list | tuple) else (v,)
-    if dist == "constant":
-        if "value" not in raw:
-            errors.append(f"{where}: distribution constant needs value")
-            return None
-        return Param(name, dist, (raw["value"],), when=when)
-    if dist in ("categorical", "categorical_w_probabilities"):
-        return _parse_categorical(where, name, raw, dist, when, errors)
-    if "probabilities" in raw:
-        errors.append(f"{where}.probabilities: probabilities weigh the values of a categorical, not a {dist} range")
-        return None
-    if "min" not in raw or "max" not in raw:
-        errors.append(f"{where}: distribution {dist} needs min and max")
-        return None
-    low, high = _num(where, "min", raw["min"], errors), _num(where, "max", raw["max"], errors)
-    q = _num(where, "q", raw["q"], errors) if "q" in raw else None
-    if low is None or high is None or ("q" in raw and q is None):
-        return None
-    if low > high:
-        errors.append(f"{where}: min={raw['min']} > max={raw['max']}")
-        return None
-    if q is not None and q <= 0:
-        errors.append(f"{where}.q={raw['q']} must be > 0")
-        return None
-    if q is not None and dist not in ("int_uniform", "q_uniform", "q_log_uniform", "q_log_uniform_values"):
-        errors.append(f"{where}.q: q quantizes int_uniform and the q_ distributions, not {dist}")
-        return None
-    if dist == "int_uniform" and not (low.is_integer() and high.is_integer() and (q is None or q.is_integer())):
-        errors.append(f"{where}: int_uniform needs integer min/max/q (got {raw['min']}, {raw['max']})")
-        return None
-    if dist in ("log_uniform_values", "inv_log_uniform_values", "q_log_uniform_values") and low <= 0:
-        errors.append(f"{where}: {dist} needs min > 0 (got {raw['min']})")
-        return None
-    if dist == "inv_log_uniform_values":  # log(1/x) uniform in [log(1/max), log(1/min)]: log(x) in [log(min), log(max)]
-        return Param(name, "log_uniform_values", (), low, high, None, when, declared=dist)
-    if dist == "inv_log_uniform":  # x = exp(-u), u uniform in [min, max]: log-uniform in [exp(-max), exp(-min)]
-        return Param(name, "log_uniform_values", (), math.exp(-high), math.exp(-low), None, when, declared=dist)
-    if dist == "q_uniform":
-        q = q if q is not None else Q_DEFAULT
-        low, high = round(round(low / q) * q, 12), round(round(high / q) * q, 12)  # W&B's round(x / q) * q
-        if is_int_key(name) and low.is_integer() and high.is_integer() and q.is_integer():
-            return Param(name, "int_uniform", (), low, high, q, when, declared=dist)
+    def to_param(self, name: str, where: str, errors: list[str]) -> Param | None:
+        """The :class:`Param`: ``uniform``, ``int_uniform``, ``log_uniform_values`` as they are; ``log_uniform``
+        (min/max are natural-log exponents) and ``inv_log_uniform_values`` (log(1/x) uniform: x is log-uniform
+        in [min, max]) as log-uniform ranges, ``inv_log_uniform`` as the log-uniform [exp(-max), exp(-min)];
+        ``q_uniform`` (round(x/q)*q) as the multiples of q from round(min/q)*q to round(max/q)*q (an integer
+        key's as integers); the ``q_log_uniform`` ones (Optuna has no quantized log distribution) as a
+        categorical of those multiples with W&B's probability for each. None (and a problem): refused."""
+        given = self.model_fields_set
+
+        def bad(text: str) -> None:
+            errors.append(where + text)
+
+        dist = self.distribution
+        if "parameters" in given:
+            return bad(".parameters: W&B's nested parameters have no cvae train key (its keys are flat: name each "
+                       "one under parameters)")
+        if dist in UNSUPPORTED_DISTRIBUTIONS:
+            return bad(f".distribution={dist!r} has no Optuna equivalent ({UNSUPPORTED_DISTRIBUTIONS[dist]}); "
+                       f"supported: {', '.join(SUPPORTED_DISTRIBUTIONS)}")
+        if given & set(self.UNLISTED):
+            return bad(f": unknown key(s) {', '.join(sorted(given & set(self.UNLISTED)))}; valid keys: "
+                       f"{', '.join(k for k in type(self).model_fields if k not in self.UNLISTED)}")
+        if dist is None:
+            if "value" in given:
+                dist = "constant"
+            elif self.values is not None:
+                dist = "categorical"
+            elif self.min is not None and self.max is not None:
+                dist = "int_uniform" if is_int(self.min) and is_int(self.max) else "uniform"
+            else:
+                return bad(": give value, values, or distribution with min/max")
+        when = {str(k): tuple(v) if isinstance(v, list | tuple) else (v,) for k, v in (self.when or {}).items()}
+        if dist == "constant":
+            return Param(name, dist, (self.value,), when=when) if "value" in given else bad(
+                ": distribution constant needs value")
+        if dist in ("categorical", "categorical_w_probabilities"):
+            return self._categorical(name, where, dist, when, errors)
+        if self.probabilities is not None:
+            return bad(f".probabilities: probabilities weigh the values of a categorical, not a {dist} range")
+        if self.min is None or self.max is None:
+            return bad(f": distribution {dist} needs min and max")
+        low, high, q = float(self.min), float(self.max), None if self.q is None else float(self.q)
+        if low > high:
+            return bad(f": min={self.min} > max={self.max}")
+        if q is not None and q <= 0:
+            return bad(f".q={self.q} must be > 0")
+        if q is not None and dist not in ("int_uniform", "q_uniform", "q_log_uniform", "q_log_uniform_values"):
+            return bad(f".q: q quantizes int_uniform and the q_ distributions, not {dist}")
+        if dist == "int_uniform" and not (low.is_integer() and high.is_integer() and (q is None or q.is_integer())):
+            return bad(f": int_uniform needs integer min/max/q (got {self.min}, {self.max})")
+        if dist in ("log_uniform_values", "inv_log_uniform_values", "q_log_uniform_values") and low <= 0:
+            return bad(f": {dist} needs min > 0 (got {self.min})")
+        if dist == "inv_log_uniform_values":
+            return Param(name, "log_uniform_values", (), low, high, None, when, declared=dist)
+        if dist == "inv_log_uniform":  # x = exp(-u), u uniform in [min, max]
+            return Param(name, "log_uniform_values", (), math.exp(-high), math.exp(-low), None, when, declared=dist)
+        if dist == "q_uniform":
+            q = q or 1.0
+            low, high = round(round(low / q) * q, 12), round(round(high / q) * q, 12)  # W&B's round(x / q) * q
+            if is_int_key(name) and low.is_integer() and high.is_integer() and q.is_integer():
+                return Param(name, "int_uniform", (), low, high, q, when, declared=dist)
+            return Param(name, dist, (), low, high, q, when)
+        if dist in ("q_log_uniform", "q_log_uniform_values"):
+            return _quantized_log(where, name, dist, low, high, q or 1.0, when, errors)
         return Param(name, dist, (), low, high, q, when)
-    if dist in ("q_log_uniform", "q_log_uniform_values"):
-        return _parse_quantized_log(where, name, dist, low, high, q if q is not None else Q_DEFAULT, when, errors)
-    return Param(name, dist, (), low, high, q, when)
 
-
-def _parse_categorical(where: str, name: str, raw: Mapping[str, Any], dist: str, when: dict, errors: list[str],
-                       ) -> Param | None:
-    values = raw.get("values")
-    if not isinstance(values, list):
-        errors.append(f"{where}.values must be a list, got {values!r}")
-        return None
-    if not values:
-        errors.append(f"{where}.values is empty")
-        return None
-    probabilities = None
-    if "probabilities" in raw:
-        probabilities = _parse_probabilities(where, raw["probabilities"], len(values), errors)
-        if probabilities is None:
+    def _categorical(self, name: str, where: str, dist: str, when: dict, errors: list[str]) -> Param | None:
+        values, probabilities = self.values, self.probabilities
+        if not isinstance(values, list):
+            errors.append(f"{where}.values must be a list, got {values!r}")
             return None
-    elif dist == "categorical_w_probabilities":
-        errors.append(f"{where}: distribution categorical_w_probabilities needs probabilities")
-        return None
-    sets = raw.get("sets")
-    if sets is not None:
-        param = _parse_sets(where, name, values, sets, when, errors)
-        return dataclasses.replace(param, probabilities=probabilities) if param else None
-    lists = [v for v in values if not (v is None or isinstance(v, bool | int | float | str))]
-    if lists:
-        errors.append(f"{where}.values must be scalars (Optuna's categorical choices), not {lists[0]!r}; "
-                      f"a list-valued key takes a string such as '2,5'")
-        return None
-    return Param(name, "categorical", tuple(values), when=when, probabilities=probabilities)
+        problem = None
+        if not values:
+            problem = ".values is empty"
+        elif probabilities is not None and len(probabilities) != len(values):
+            problem = f".probabilities has {len(probabilities)} number(s) for {len(values)} value(s)"
+        elif probabilities is not None and any(p < 0 for p in probabilities):
+            problem = f".probabilities={probabilities!r} must not be negative"
+        elif probabilities is not None and abs(sum(probabilities) - 1.0) > 1e-6:
+            problem = f".probabilities={probabilities!r} sum to {sum(probabilities):.6g}, not 1"
+        elif probabilities is None and dist == "categorical_w_probabilities":
+            problem = ": distribution categorical_w_probabilities needs probabilities"
+        elif self.sets is None and any(not (v is None or isinstance(v, bool | int | float | str)) for v in values):
+            lists = [v for v in values if not (v is None or isinstance(v, bool | int | float | str))]
+            problem = (f".values must be scalars (Optuna's categorical choices), not {lists[0]!r}; a list-valued key "
+                       "takes a string such as '2,5'")
+        if problem:
+            errors.append(where + problem)
+            return None
+        probabilities = None if probabilities is None else tuple(map(float, probabilities))
+        if self.sets is None:
+            return Param(name, "categorical", tuple(values), when=when, probabilities=probabilities)
+        before = len(errors)
+        errors += [f"{where}.sets has no entry for value {v!r}" for v in values if not isinstance(v, str) or v not in self.sets]
+        for choice, keys in self.sets.items():
+            if not isinstance(keys, Mapping) or not keys:
+                errors.append(f"{where}.sets.{choice} must be a mapping of training keys, got {keys!r}")
+                continue
+            if bad := sorted(set(keys) - set(FLAT_KEYS)):
+                errors.append(f"{where}.sets.{choice}: unknown training key(s) {', '.join(bad)}")
+            if owned := sorted(set(keys) & set(OWNED_KEYS)):
+                errors.append(f"{where}.sets.{choice}: {owned_message(owned)}")
+        return None if len(errors) > before else Param(
+            name, "categorical", tuple(values), when=when, sets={k: dict(v) for k, v in self.sets.items()},
+            probabilities=probabilities)
 
 
-def _parse_probabilities(where: str, raw: Any, n: int, errors: list[str]) -> tuple[float, ...] | None:
-    """W&B's ``probabilities``: one number >= 0 per value, summing to 1."""
-    if not isinstance(raw, list) or not all(isinstance(p, int | float) and not isinstance(p, bool) for p in raw):
-        errors.append(f"{where}.probabilities={raw!r} must be a list of numbers, one per value")
-        return None
-    if len(raw) != n:
-        errors.append(f"{where}.probabilities has {len(raw)} number(s) for {n} value(s)")
-        return None
-    if any(p < 0 for p in raw):
-        errors.append(f"{where}.probabilities={raw!r} must not be negative")
-        return None
-    if abs(sum(raw) - 1.0) > PROBABILITY_TOLERANCE:
-        errors.append(f"{where}.probabilities={raw!r} sum to {sum(raw):.6g}, not 1")
-        return None
-    return tuple(float(p) for p in raw)
-
-
-def _parse_quantized_log(where: str, name: str, dist: str, low: float, high: float, q: float, when: dict,
-                         errors: list[str]) -> Param | None:
+def _quantized_log(where: str, name: str, dist: str, low: float, high: float, q: float, when: dict,
+                   errors: list[str]) -> Param | None:
     """W&B's ``q_log_uniform`` (min/max are exponents) and ``q_log_uniform_values``: round(x/q)*q with x
-    log-uniform. Optuna has no quantized log distribution (a log range takes no step), so the parameter is the
-    categorical of every multiple of q it can take, each with W&B's probability: the share of [log lo, log hi]
-    that rounds to it (method random draws with them; other methods see the choices)."""
+    log-uniform, as the categorical of every multiple of q it takes, each with W&B's probability: the share of
+    [log lo, log hi] that rounds to it (method random draws with them; other methods see the choices)."""
     lo, hi = (math.exp(low), math.exp(high)) if dist == "q_log_uniform" else (low, high)
     first, last = round(lo / q), round(hi / q)
     if last - first + 1 > MAX_CHOICES:
-        errors.append(f"{where}: {dist} takes {last - first + 1} multiples of q={q:g}: at most {MAX_CHOICES} "
-                      "(raise q)")
+        errors.append(f"{where}: {dist} takes {last - first + 1} multiples of q={q:g}: at most {MAX_CHOICES} (raise q)")
         return None
     span = math.log(hi) - math.log(lo)
-    values: list[Any] = []
-    weights: list[float] = []
+    values, weights = [], []
     for k in range(first, last + 1):
         a, b = max(lo, (k - 0.5) * q), min(hi, (k + 0.5) * q)
         weight = (math.log(b) - math.log(a)) / span if span > 0 else 1.0
-        if weight <= 0:
-            continue
-        values.append(round(k * q, 12))
-        weights.append(weight)
+        if weight > 0:
+            values.append(round(k * q, 12))
+            weights.append(weight)
     if is_int_key(name):
         if not all(float(v).is_integer() for v in values):
             errors.append(f"{where}: {name} is an integer; {dist} with q={q:g} takes {values[0]!r}, ...")
             return None
         values = [int(v) for v in values]
-    total = sum(weights)
-    return Param(name, "categorical", tuple(values), when=when, probabilities=tuple(w / total for w in weights),
+    return Param(name, "categorical", tuple(values), when=when, probabilities=tuple(w / sum(weights) for w in weights),
                  declared=dist)
 
 
-def _parse_sets(where: str, name: str, values: list, sets: Any, when: dict, errors: list[str]) -> Param | None:
-    if not isinstance(sets, Mapping):
-        errors.append(f"{where}.sets must map each value to the training keys it sets, got {sets!r}")
-        return None
-    ok = True
-    for value in values:
-        if not isinstance(value, str) or value not in sets:
-            errors.append(f"{where}.sets has no entry for value {value!r}")
-            ok = False
-    for choice, keys in sets.items():
-        if not isinstance(keys, Mapping) or not keys:
-            errors.append(f"{where}.sets.{choice} must be a mapping of training keys, got {keys!r}")
-            ok = False
-            continue
-        bad = sorted(set(keys) - set(FLAT_KEYS))
-        owned = sorted(set(keys) & set(OWNED_KEYS))
-        if bad:
-            errors.append(f"{where}.sets.{choice}: unknown training key(s) {', '.join(bad)}")
-            ok = False
-        if owned:
-            errors.append(f"{where}.sets.{choice}: {owned_message(owned)}")
-            ok = False
-    return Param(name, "categorical", tuple(values), when=when, sets={k: dict(v) for k, v in sets.items()}) if ok else None
-
-
 def parse_params(raw: Any, method: Any, errors: list[str]) -> tuple[Param, ...]:
-    """``parameters``: each parameter, then their ``when`` conditions, then what a grid needs of them."""
+    """``parameters``: each parameter, then their ``when`` conditions, then what a grid needs of them; the
+    parameters with no problem come back (a problem appended to ``errors`` for each of the others)."""
     params: list[Param] = []
     if not isinstance(raw, Mapping) or not raw:
         errors.append("parameters is required: a mapping of cvae train keys to value/values/distributions")
@@ -410,45 +352,51 @@ def parse_params(raw: Any, method: Any, errors: list[str]) -> tuple[Param, ...]:
             hint = _key_hint(str(pname))
             errors.append(f"{where}: {pname!r} is not a cvae train key (or a named choice with sets:)"
                           f"{f'; did you mean {hint!r}?' if hint else ''}; valid keys: {', '.join(sorted(FLAT_KEYS))}")
-            continue
-        if pname in FLAT_KEYS and is_bundle:
+        elif pname in FLAT_KEYS and is_bundle:
             errors.append(f"{where}: a named choice with sets: needs a name that is not a training key")
-            continue
-        if pname in OWNED_KEYS:
+        elif pname in OWNED_KEYS:
             errors.append(f"{where}: {pname} is{owned_message([pname]).removeprefix(pname)}")
-            continue
-        param = _parse_param(where, pname, praw, errors)
-        if param is None:
-            continue
-        if is_int_key(pname) and param.distribution in ("uniform", "q_uniform", "log_uniform"):
-            errors.append(f"{where}: {pname} is an integer; use int_uniform, q_uniform with integer min/max/q, "
-                          f"log_uniform_values with integer min/max, or values (not {param.wandb_distribution})")
-            continue
-        if is_int_key(pname) and param.distribution == "log_uniform_values" and not (
-                float(param.low).is_integer() and float(param.high).is_integer()):
-            errors.append(f"{where}: {pname} is an integer; {param.wandb_distribution} needs integer min/max "
-                          f"(here {param.low:g} and {param.high:g})")
-            continue
-        params.append(param)
+        elif (param := _read_param(where, pname, praw, errors)) is not None:
+            params.append(param)
     names = [p.name for p in params]
+    bad: set[str] = set()
     for i, p in enumerate(params):
         for ref, allowed in p.when.items():
             if ref not in names:
                 errors.append(f"parameters.{p.name}.when names unknown parameter {ref!r}; parameters: {', '.join(names)}")
             elif names.index(ref) > i:
                 errors.append(f"parameters.{p.name}.when names {ref!r}, which must be declared above it")
+            elif params[names.index(ref)].is_finite and (never := [
+                    v for v in allowed if v not in params[names.index(ref)].grid_values()]):
+                errors.append(f"parameters.{p.name}.when: {ref} never takes {never!r}")
             else:
-                target = params[names.index(ref)]
-                if target.is_finite:
-                    bad = [v for v in allowed if v not in target.grid_values()]
-                    if bad:
-                        errors.append(f"parameters.{p.name}.when: {ref} never takes {bad!r}")
-    if method == "grid":
-        for p in params:
-            if not p.is_finite:
-                errors.append(f"parameters.{p.name}: method grid needs values (or int_uniform / q_uniform), "
-                              f"not a continuous {p.distribution} distribution")
-    return tuple(params)
+                continue
+            bad.add(p.name)
+        if method == "grid" and not p.is_finite:
+            errors.append(f"parameters.{p.name}: method grid needs values (or int_uniform / q_uniform), not a "
+                          f"continuous {p.distribution} distribution")
+            bad.add(p.name)
+    return tuple(p for p in params if p.name not in bad)
+
+
+def _read_param(where: str, name: str, raw: Any, errors: list[str]) -> Param | None:
+    try:
+        param = ParamSpec.model_validate(raw).to_param(name, where, errors)
+    except ValidationError as err:
+        errors += problems(err, tuple(where.split(".", 1)))
+        return None
+    if param is None or not is_int_key(name):
+        return param
+    if param.distribution in ("uniform", "q_uniform", "log_uniform"):
+        errors.append(f"{where}: {name} is an integer; use int_uniform, q_uniform with integer min/max/q, "
+                      f"log_uniform_values with integer min/max, or values (not {param.wandb_distribution})")
+    elif param.distribution == "log_uniform_values" and not (float(param.low).is_integer()
+                                                           and float(param.high).is_integer()):
+        errors.append(f"{where}: {name} is an integer; {param.wandb_distribution} needs integer min/max "
+                      f"(here {param.low:g} and {param.high:g})")
+    else:
+        return param
+    return None
 
 
 WANDB_EXAMPLE_KEYS = {"learning_rate": "lr", "learn_rate": "lr", "epochs": "num_epoch", "optimizer": "optim",

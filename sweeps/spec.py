@@ -24,10 +24,10 @@ import os
 import random
 import re
 import unicodedata
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
 from cvae.core.config import (
@@ -38,18 +38,33 @@ from cvae.core.config import (
     load_yaml_config,
     read_yaml_mapping,
 )
-from cvae.sweeps.params import OWNED_KEYS, Param, SpecError, expand, owned_message, parse_params, spec_error
+from cvae.sweeps.params import (
+    OWNED_KEYS,
+    Param,
+    ParamSpec,
+    SpecError,
+    expand,
+    owned_message,
+    parse_params,
+    spec_error,
+)
 from cvae.sweeps.spec_types import (
+    Command,
     CommandSpec,
+    EarlyTerminate,
     HeartbeatSpec,
     MetricSpec,
     PrunerSpec,
     SamplerSpec,
+    Section,
     SynthSpec,
+    Text,
     WandbSpec,
-    read_int,
-    read_mapping,
+    at_least,
+    one_of,
+    problems,
 )
+from pydantic import ConfigDict, ValidationError, WithJsonSchema
 
 from cvae.secrets import has_password
 
@@ -57,11 +72,6 @@ METHODS = ("grid", "random", "bayes", "tpe", "cmaes", "gp", "qmc")
 GRID_ORDERS = ("listed", "shuffled")
 """``grid_order``: the grid runs as its parameters list it (W&B's order), or shuffled with ``seed`` (Optuna's)."""
 
-TOP_KEYS = (
-    "name", "description", "method", "metric", "run_cap", "parameters", "early_terminate", "pruner", "sampler",
-    "base", "replicates", "workers", "storage", "wandb", "output_dir", "synth", "heartbeat", "max_retry", "seed",
-    "grid_order", "program", "command", "project", "entity",
-)
 MAX_TRIALS = 10_000
 """The most trials a sweep may queue (parameter sets x replicates): each is a training run, and the queue is
 written to the study up front."""
@@ -281,78 +291,151 @@ def load_spec(path: str | os.PathLike, *, storage: str | None = None, workers: i
                       default_name=path.stem)
 
 
+class SpecFile(Section):
+    """A sweep spec as written: W&B's sweep keys (``name``, ``description``, ``method``, ``metric``,
+    ``run_cap``, ``parameters``, ``early_terminate``, ``program``, ``command``, ``project``, ``entity``) and
+    ours. Its JSON Schema is ``cvae sweep schema``'s."""
+
+    model_config = ConfigDict(json_schema_extra={"required": ["method", "parameters"]})
+
+    name: Annotated[Any, WithJsonSchema({"type": "string"})] = None
+    """The sweep's name, free text: its slug names the study, the W&B group and the output folder."""
+    description: Annotated[Any, WithJsonSchema({"type": "string"})] = ""
+    method: one_of(*METHODS)
+    """grid, random, bayes (Optuna's TPE here), tpe, cmaes, gp or qmc."""
+    metric: MetricSpec = MetricSpec()
+    run_cap: at_least(1) = None
+    """The parameter sets to try (required but with grid; a grid's first run_cap points otherwise)."""
+    parameters: dict[str, ParamSpec] = None  # type: ignore[assignment]  # read by parse_params
+    """cvae train keys (or named choices with sets) -> their values or distribution."""
+    early_terminate: EarlyTerminate = None  # type: ignore[assignment]
+    pruner: PrunerSpec = PrunerSpec()
+    sampler: SamplerSpec = SamplerSpec()
+    base: Annotated[Any, WithJsonSchema({"anyOf": [{"type": "object"}, {"type": "string"}]})] = None
+    """The trials' common cvae train config: its keys, or a path to a YAML file of them (relative to the spec)."""
+    replicates: at_least(1, optional=False) = 1
+    """Trainings of each parameter set, with seeds seed, seed+1, ..."""
+    workers: at_least(1, optional=False) = 1
+    storage: Text = None
+    """The Optuna storage URL: sqlite:///PATH (default: OUTPUT_DIR/study.db), postgresql+psycopg2://..., journal:PATH."""
+    wandb: WandbSpec = WandbSpec()
+    output_dir: Text = None
+    """Where the trials' folders go (default runs/NAME)."""
+    synth: SynthSpec = None  # type: ignore[assignment]
+    heartbeat: HeartbeatSpec = HeartbeatSpec()
+    max_retry: at_least(0, optional=False) = 3
+    """How many times a trial whose worker died is retried."""
+    seed: at_least(0, optional=False) = 0
+    grid_order: one_of(*GRID_ORDERS) = "listed"
+    program: Text = None
+    command: Command = None
+    project: Text = None
+    entity: Text = None
+
+
+def schema() -> dict[str, Any]:
+    """The JSON Schema of a spec file (``cvae sweep schema``), for editors and validators."""
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", "title": "cvae sweep spec",
+            **SpecFile.model_json_schema()}
+
+
 def parse_spec(raw: Mapping[str, Any], *, source: str = "spec", base_dir: Path = Path("."),
                storage: str | None = None, workers: int | None = None, default_name: str | None = None,
                ) -> SweepSpec:
-    """Validate a spec already read from YAML (see :func:`load_spec`): each section is read on its own,
-    its problems collected, and all of them raised together, one line each.
+    """Validate a spec already read from YAML (see :func:`load_spec`); every problem is raised at once, one line
+    each: the file's types (pydantic), then what the sweep makes of them, then what `cvae train` would say of
+    the trials and whether the sampler and pruner build (for the sections they need, once those are clean).
 
     Args:
         default_name: The name of a spec without ``name`` (W&B's is optional): :func:`load_spec` gives the
             file's stem.
     """
     errors: list[str] = []
-    unknown = sorted(set(raw) - set(TOP_KEYS))
-    if unknown:
-        errors.append(f"unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(TOP_KEYS)}")
+    order = {key: i for i, key in enumerate(raw)}
+
+    def failure(*more: str) -> SpecError:  # the problems in the order of the keys in the file
+        return spec_error(source, sorted([*errors, *more], key=lambda line: order.get(
+            re.match(r"\w*", line).group(), len(order))))
+
+    raw = {**raw, **({"workers": workers} if workers is not None else {})}
+    _wandb_top_level(raw, errors)
+    try:
+        file, failed = SpecFile.model_validate({k: v for k, v in raw.items() if k != "parameters"}), set()
+    except ValidationError as err:
+        errors += problems(err)
+        failed = {e["loc"][0] for e in err.errors() if e["loc"]}
+        if "method" in failed or "method" not in raw:
+            raise failure() from None
+        file = SpecFile.model_validate({k: v for k, v in raw.items() if k in SpecFile.model_fields
+                                        and k not in failed | {"parameters"}})
     name, display_name = _parse_name(raw.get("name", default_name), errors)
-    method = raw.get("method")
-    if method not in METHODS:
-        errors.append(f"method={method!r} is not one of {', '.join(METHODS)}")
-    objective = MetricSpec.parse(raw.get("metric"), errors)
-    # The trials' own checks (what `cvae train` says of their configs, the sampler and pruner built) run on
-    # the sections they need once those have no problem of their own: every problem comes in one pass.
-    clean: dict[str, bool] = {}
-
-    def section(key: str, parse: Callable[[], Any]) -> Any:
-        before = len(errors)
-        out = parse()
-        clean[key] = len(errors) == before
-        return out
-
-    params = section("parameters", lambda: parse_params(raw.get("parameters"), method, errors))
-    counts = section("counts", lambda: _parse_counts(raw, method, workers, errors))
-    heartbeat = HeartbeatSpec.parse(raw.get("heartbeat"), errors)
-    output_dir, storage_url = _parse_storage(raw, name, storage, errors)
-    wandb = WandbSpec.parse(raw.get("wandb"), errors, top=raw)
-    pruner = section("pruner", lambda: PrunerSpec.parse(raw, errors))
-    sampler = section("sampler", lambda: SamplerSpec.parse(raw.get("sampler"), errors))
-    synth = SynthSpec.parse(raw.get("synth"), errors)
-    command = CommandSpec.parse(raw, errors)
-    base = section("base", lambda: _parse_base(raw.get("base"), base_dir, errors))
-    # A parameter with a problem of its own is left out of those checks; the others are checked.
-    params = tuple(p for p in params if not any(e.startswith((f"parameters.{p.name}:", f"parameters.{p.name} "))
-                                                for e in errors))
-    if method not in METHODS or not params or not (clean["counts"] and clean["base"]):
-        raise spec_error(source, errors)
-    if method == "grid":
+    before = len(errors)
+    params = parse_params(raw.get("parameters"), file.method, errors)
+    params_clean = len(errors) == before
+    before = len(errors)
+    if file.run_cap is not None and file.run_cap > MAX_TRIALS:
+        errors.append(f"run_cap={file.run_cap} is over {MAX_TRIALS}: a sweep queues every trial up front")
+    elif file.run_cap is None and "run_cap" not in failed and file.method != "grid":
+        errors.append(f"run_cap is required with method {file.method} (the number of parameter sets to try)")
+    if "grid_order" in raw and file.method != "grid" and "grid_order" not in failed:
+        errors.append(f"grid_order applies to method grid only, not {file.method}")
+    counts_clean = len(errors) == before and not failed & {"run_cap", "replicates", "workers", "seed", "max_retry"}
+    pruner = file.pruner
+    if "early_terminate" in raw and "pruner" in raw:
+        errors.append("give early_terminate (W&B) or pruner (Optuna), not both")
+    elif file.early_terminate is not None:
+        pruner = file.early_terminate.pruner()
+    output_dir, storage_url = _parse_storage(raw, file, name, storage, errors)
+    before = len(errors)
+    base = _parse_base(raw.get("base"), base_dir, errors)
+    if not params or not counts_clean or len(errors) > before:
+        raise failure()
+    if file.method == "grid":
         upper = math.prod(p.n_values() for p in params)  # before `when` drops branches; cheap to compute
         if upper > 10 * MAX_TRIALS:
-            raise spec_error(source, [*errors, f"parameters: the grid has up to {upper:.3g} points: at most "
-                                               f"{MAX_TRIALS} (use method random or tpe with a run_cap)"])
-
+            raise failure(f"parameters: the grid has up to {upper:.3g} points: at most "
+                                               f"{MAX_TRIALS} (use method random or tpe with a run_cap)")
     spec = SweepSpec(
-        name=name, method="tpe" if method == "bayes" else method, objective=objective, params=params, base=base,
-        storage=storage_url, output_dir=output_dir, wandb=wandb, pruner=pruner, sampler=sampler, synth=synth,
-        heartbeat=heartbeat, description=str(raw.get("description", "")), source=source, display_name=display_name,
-        command=command, **counts,
+        name=name, method="tpe" if file.method == "bayes" else file.method, objective=file.metric, params=params,
+        base=base, run_cap=file.run_cap, replicates=file.replicates, workers=file.workers, storage=storage_url,
+        output_dir=output_dir, wandb=file.wandb, pruner=pruner, sampler=file.sampler, synth=file.synth if file.synth is not None and file.synth.keys() else None,
+        heartbeat=file.heartbeat, max_retry=file.max_retry, seed=file.seed, grid_order=file.grid_order,
+        description=str(file.description), source=source, display_name=display_name,
+        command=CommandSpec(program=file.program, command=file.command),
     )
     trials = spec.n_configs() * spec.replicates
     if trials > MAX_TRIALS:
-        raise spec_error(source, [*errors, f"{spec.n_configs()} parameter set(s) x {spec.replicates} replicate(s) "
-                                           f"= {trials} trials: at most {MAX_TRIALS} (cut the grid or run_cap)"])
+        raise failure(f"{spec.n_configs()} parameter set(s) x {spec.replicates} replicate(s) "
+                                           f"= {trials} trials: at most {MAX_TRIALS} (cut the grid or run_cap)")
     try:
         rejected, warned = _check_trial_configs(spec)
     except Exception:  # noqa: BLE001 - a condition (`when`) on a parameter left out: wait for its fix
-        if clean["parameters"]:
+        if params_clean:
             raise
-        raise spec_error(source, errors) from None
+        raise failure() from None
     errors += rejected
-    if clean["pruner"] and clean["sampler"]:
+    if not failed & {"pruner", "early_terminate", "sampler"} and "give early_terminate" not in "".join(errors):
         errors += _check_buildable(spec)
     if errors:
-        raise spec_error(source, errors)
-    return dataclasses.replace(spec, warnings=_spec_warnings(spec, method) + warned)
+        raise failure()
+    return dataclasses.replace(spec, warnings=_spec_warnings(spec, file.method) + warned)
+
+
+def _wandb_top_level(raw: dict[str, Any], errors: list[str]) -> None:
+    """W&B's top-level ``project`` and ``entity`` moved into the ``wandb`` section, unless it sets them too: the
+    same value is fine, two values an error."""
+    section = raw.get("wandb")
+    for key in ("project", "entity"):
+        if key not in raw:
+            continue
+        value = raw.pop(key)
+        if not isinstance(value, str) or not value:
+            errors.append(f"{key}={value!r} must be a non-empty string")
+        elif isinstance(section, Mapping) and section.get(key, value) != value:
+            errors.append(f"{key}={value!r} and wandb.{key}={section[key]!r} disagree: give one (W&B writes "
+                          f"{key} at the top level)")
+        elif section is None or isinstance(section, Mapping):
+            section = raw["wandb"] = {**(section or {}), key: value}
 
 
 def _parse_name(name: Any, errors: list[str]) -> tuple[str, str]:
@@ -405,44 +488,21 @@ def _spec_warnings(spec: SweepSpec, method: str) -> tuple[str, ...]:
 
 
 
-def _parse_counts(raw: Mapping[str, Any], method: Any, workers: int | None, errors: list[str]) -> dict[str, Any]:
-    """``run_cap``, ``replicates``, ``workers`` (``workers`` overrides it), ``seed``, ``grid_order`` and
-    ``max_retry``: how many trials run, how, and in which order."""
-    run_cap = raw.get("run_cap")
-    if run_cap is not None:
-        run_cap = read_int("run_cap", run_cap, errors, 1)
-        if run_cap is not None and run_cap > MAX_TRIALS:
-            errors.append(f"run_cap={run_cap} is over {MAX_TRIALS}: a sweep queues every trial up front")
-            run_cap = None
-    elif method not in (None, "grid") and method in METHODS:
-        errors.append(f"run_cap is required with method {method} (the number of parameter sets to try)")
-    replicates = read_int("replicates", raw.get("replicates", 1), errors, 1) or 1
-    n_workers = read_int("workers", workers if workers is not None else raw.get("workers", 1), errors, 1) or 1
-    seed = read_int("seed", raw.get("seed", 0), errors, 0) or 0
-    grid_order = raw.get("grid_order", "listed")
-    if grid_order not in GRID_ORDERS:
-        errors.append(f"grid_order={grid_order!r} is not listed or shuffled")
-    elif "grid_order" in raw and method != "grid":
-        errors.append(f"grid_order applies to method grid only, not {method}")
-    max_retry = read_int("max_retry", raw.get("max_retry", 3), errors, 0)
-    return {"run_cap": run_cap, "replicates": replicates, "workers": n_workers, "seed": seed,
-            "grid_order": grid_order, "max_retry": max_retry if max_retry is not None else 3}
-
-
-def _parse_storage(raw: Mapping[str, Any], name: str, storage: str | None, errors: list[str]) -> tuple[Path, str]:
+def _parse_storage(raw: Mapping[str, Any], file: SpecFile, name: str, storage: str | None, errors: list[str],
+                   ) -> tuple[Path, str]:
     """``output_dir`` and ``storage`` (``storage`` overrides it; by default a SQLite file in output_dir)."""
-    if isinstance(raw.get("storage"), str) and has_password(raw["storage"]):
+    if file.storage and has_password(file.storage):
         errors.append("storage: the spec must not hold a password (it is committed with the spec); set "
                       "CVAE_DB_PASSWORD or CVAE_DB_PASSWORD_FILE, or use PGPASSWORD / ~/.pgpass")
-    output_dir = Path(str(raw.get("output_dir") or f"runs/{name}"))
+    output_dir = Path(file.output_dir or f"runs/{name}")
     existing = next((p for p in (output_dir, *output_dir.parents) if p.exists()), None)
     if existing is not None and not existing.is_dir():
         where = "is a file" if existing == output_dir else f"is inside {existing}, a file"
         errors.append(f"output_dir={str(output_dir)!r} {where}, not a folder (the sweep's records go in it)")
-    url = storage or raw.get("storage") or f"sqlite:///{output_dir / 'study.db'}"
-    if not isinstance(url, str) or not re.match(r"^(sqlite|postgresql(\+\w+)?|mysql(\+\w+)?|journal):", url):
+    url = storage or file.storage or f"sqlite:///{output_dir / 'study.db'}"
+    if not re.match(r"^(sqlite|postgresql(\+\w+)?|mysql(\+\w+)?|journal):", url):
         errors.append(f"storage={url!r} must be sqlite:///PATH, postgresql+psycopg2://..., or journal:PATH")
-    return output_dir, str(url)
+    return output_dir, url
 
 
 def _check_buildable(spec: SweepSpec) -> list[str]:
@@ -459,21 +519,20 @@ def _check_buildable(spec: SweepSpec) -> list[str]:
 
 
 def _parse_base(raw: Any, base_dir: Path, errors: list[str]) -> dict[str, Any]:
-    if raw is None:
-        return {}
+    """``base``: cvae train's keys, or a path to a YAML file of them (relative to the spec's folder)."""
     if isinstance(raw, str):
-        path = Path(raw) if Path(raw).is_absolute() else base_dir / raw
         try:
-            raw = load_yaml_config(path)
+            raw = load_yaml_config(Path(raw) if Path(raw).is_absolute() else base_dir / raw)
         except ConfigError as err:
             errors.append(f"base: {err}")
             return {}
-    if not isinstance(raw, Mapping):
+    if not isinstance(raw, Mapping | None):
         errors.append(f"base must be a mapping of cvae train keys or a path to one, got {raw!r}")
         return {}
-    raw = read_mapping("base", raw, tuple(sorted(FLAT_KEYS)), errors)
-    owned = sorted(set(raw) & set(OWNED_KEYS))
-    if owned:
+    raw = dict(raw or {})
+    if unknown := sorted(map(str, set(raw) - set(FLAT_KEYS))):
+        errors.append(f"base: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(FLAT_KEYS))}")
+    if owned := sorted(set(raw) & set(OWNED_KEYS)):
         errors.append(f"base: {owned_message(owned)}")
     return {k: v for k, v in raw.items() if k in FLAT_KEYS and k not in OWNED_KEYS}
 

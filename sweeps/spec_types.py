@@ -1,106 +1,186 @@
-"""The typed sections of a sweep spec: ``metric``, ``wandb`` (with W&B's top-level ``project`` and ``entity``),
-``pruner`` (or W&B's ``early_terminate``), ``sampler``, ``heartbeat``, ``synth``, and W&B's ``program`` and
-``command`` (:class:`CommandSpec`).
+"""The typed sections of a sweep spec, as pydantic models: ``metric``, ``wandb``, ``heartbeat``, ``pruner``, W&B's
+``early_terminate``, ``sampler``, ``synth``, and W&B's ``program`` and ``command`` (:class:`CommandSpec`).
 
-Each section is a frozen dataclass with a ``parse`` classmethod that reads the section as YAML gave it,
-appends one line per problem to ``errors`` (naming the key and the value: ``wandb.mode='cloud' is not ...``)
-and returns a usable value anyway (the defaults where the section was wrong), so that
-:func:`cvae.sweeps.spec.parse_spec` reports every problem of a spec at once.
+Pydantic reads a section, checks its types and reports every problem of it at once; :func:`problems` turns
+pydantic's errors into the spec's one-line messages, each naming the key and the value (``wandb.mode='cloud' is
+not auto, online, offline or disabled``). The field types below carry those messages (:func:`at_least`,
+:func:`one_of`, :data:`Flag`, ...), and the same models give the spec's JSON Schema (``cvae sweep schema``).
 
-The pruner and the sampler build their Optuna objects here (Optuna is imported only then): the spec builds
-them once to check their options, and ``cvae.sweeps.space`` builds them for a study. This module imports
-neither of those two, so they need not import each other.
+The pruner and the sampler build their Optuna objects here (Optuna is imported only then).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
-from typing import Any, ClassVar
+from collections.abc import Callable, Mapping
+from typing import Annotated, Any, ClassVar, Literal
+
+from cvae.core.synth import MINIMUMS, parse_size
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    WithJsonSchema,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from cvae.schema import EVAL_COLUMNS, WANDB_KEYS, default_goal
 
 METRICS = {WANDB_KEYS[col]: col for col in ("val_psnr", "val_loss", "train_loss", "train_mse", "train_kl",
                                             "train_psnr", *EVAL_COLUMNS) if col != "val_ssim_copy_first"}
-"""Sweep metric name (the W&B key, cvae.schema.WANDB_KEYS) -> the EpochResult field it reads: the scores a
-sweep may optimize, not the baselines or the schedule."""
-
-GOALS = ("maximize", "minimize")
-SUMMARIES = ("best", "last")
-WANDB_MODES = ("auto", "online", "offline", "disabled")
+"""Sweep metric name (the W&B key) -> the EpochResult field it reads: the scores a sweep may optimize."""
 PRUNERS = ("none", "median", "percentile", "hyperband", "successive_halving")
 
 
-# -- reading a section: each helper appends its one-line problem to ``errors`` ---------------------------
-def read_mapping(where: str, raw: Any, allowed: tuple[str, ...], errors: list[str]) -> dict[str, Any]:
-    """``raw`` as a dict (empty when absent or not a mapping); unknown keys are reported, and kept."""
-    if raw is None:
-        return {}
-    if not isinstance(raw, Mapping):
-        errors.append(f"{where} must be a mapping, got {raw!r}")
-        return {}
-    unknown = sorted(set(raw) - set(allowed))
-    if unknown:
-        errors.append(f"{where}: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(allowed)}")
-    return dict(raw)
+# -- errors: two kinds of our own, told apart by how their line is written -----------------------------------
+VALUE, AT = "value", "at"
+"""``value``: ``KEY=VALUE message``; ``at``: ``KEY`` followed by the message (which starts with ``:`` or a space)."""
 
 
-def read_int(where: str, raw: Any, errors: list[str], minimum: int) -> int | None:
-    """``raw`` when it is an integer >= ``minimum`` (a bool is not), else None and a problem."""
-    if isinstance(raw, bool) or not isinstance(raw, int) or raw < minimum:
-        errors.append(f"{where}={raw!r} must be an integer >= {minimum}")
-        return None
-    return raw
+def refuse(text: str, *, key: str | None = None, value: Any = None) -> ValidationError:
+    """One problem, raised from a validator: of ``key``'s ``value`` (a VALUE line), or of the section (AT)."""
+    kind = AT if key is None else VALUE
+    return ValidationError.from_exception_data("spec", [InitErrorDetails(
+        type=PydanticCustomError(kind, text), loc=() if key is None else (key,), input=value)])
 
 
-def _read_str(where: str, raw: Any, errors: list[str]) -> str | None:
-    if not isinstance(raw, str) or not raw:
-        errors.append(f"{where}={raw!r} must be a non-empty string")
-        return None
-    return raw
+def problems(err: ValidationError, prefix: tuple = ()) -> list[str]:
+    """pydantic's errors as the spec's lines, each starting with the dotted key (``prefix`` first)."""
+    lines = []
+    for e in err.errors():
+        where = ".".join(str(part) for part in (*prefix, *e["loc"]))
+        msg = e["msg"]
+        if e["type"] == AT:
+            line = f"{where}{msg}" if where else msg.lstrip(": ")
+        elif e["type"] == "missing":
+            line = f"{where} is required"
+        else:
+            line = f"{where}={e['input']!r}" + (" " if e["type"] == VALUE and not msg.startswith(":") else
+                                                ("" if e["type"] == VALUE else ": ")) + msg
+        lines.append(line)
+    return lines
 
 
-class _Options(Mapping[str, Any]):
-    """A section whose fields are keyword options of one call (an Optuna pruner or sampler,
-    ``generate_dataset``): it reads as the mapping of the options the spec gave, a field left at None
-    being one it did not give (the callee's default applies)."""
+def check(ok: Callable[[Any], bool], text: str, convert: Callable[[Any], Any] | None = None) -> BeforeValidator:
+    """A field check that says ``text`` of a value ``ok`` refuses (before pydantic's own type check)."""
+    def run(value: Any) -> Any:
+        if not ok(value):
+            raise PydanticCustomError(VALUE, text)
+        return value if convert is None else convert(value)
+    return BeforeValidator(run)
 
-    def _given(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)  # type: ignore[arg-type]
-                if getattr(self, f.name) is not None}
+
+def is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and not math.isnan(value)
+
+
+def at_least(minimum: int, why: str = "", *, whole: bool = False, optional: bool = True) -> Any:
+    """An integer >= ``minimum`` (a bool is not one; with ``whole``, 9.0 is 9); None too where ``optional``."""
+    def ok(v: Any) -> bool:
+        return (v is None and optional) or (
+            (is_int(v) or (whole and isinstance(v, float) and v.is_integer())) and v >= minimum)
+    return Annotated[int | None if optional else int, Field(ge=minimum), check(
+        ok, f"must be an integer >= {minimum}{why}", lambda v: None if v is None else int(v))]
+
+
+def one_of(*values: str) -> Any:
+    """One of ``values`` (said as ``a, b or c``, or ``one of ...`` for more than four)."""
+    shown = f"{', '.join(values[:-1])} or {values[-1]}" if len(values) <= 4 else f"one of {', '.join(values)}"
+    return Annotated[Literal[values], check(lambda v: isinstance(v, str) and v in values, f"is not {shown}")]
+
+
+Flag = Annotated[bool | None, check(lambda v: v is None or isinstance(v, bool), "must be true or false")]
+Text = Annotated[str | None, Field(min_length=1),
+                 check(lambda v: v is None or (isinstance(v, str) and bool(v)), "must be a non-empty string")]
+Number = Annotated[float | None, check(lambda v: v is None or is_number(v), "must be a number")]
+
+
+class Section(BaseModel):
+    """A mapping of the spec: not a mapping, or unknown keys, is one line each; the others' problems all come."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
+    NOT_MAPPING: ClassVar[str] = " must be a mapping, got {!r}"
+    UNLISTED: ClassVar[tuple[str, ...]] = ()
+    """Keys accepted but not listed as valid (W&B's that a translation refuses with a message of its own)."""
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _read(cls, data: Any, handler: Callable[[Any], Any]) -> Any:
+        if isinstance(data, cls):
+            return data
+        data = {} if data is None else data  # a YAML key with nothing under it
+        if not isinstance(data, Mapping):
+            raise refuse(cls.NOT_MAPPING.format(data))
+        keys = list(cls.model_fields)
+        unknown = sorted(str(k) for k in data if k not in keys)
+        listed = ", ".join(k for k in keys if k not in cls.UNLISTED)
+        found = [InitErrorDetails(type=PydanticCustomError(AT, f": unknown key(s) {', '.join(unknown)}; valid keys: "
+                                                                f"{listed}"), loc=(), input=None)] if unknown else []
+        try:
+            out = handler(cls.prepare({k: v for k, v in data.items() if k in keys}))
+        except ValidationError as err:
+            found += [InitErrorDetails(type=PydanticCustomError(e["type"], e["msg"]), loc=e["loc"], input=e["input"])
+                      for e in err.errors()]
+        if found:
+            raise ValidationError.from_exception_data(cls.__name__, found)
+        return out
+
+    @classmethod
+    def prepare(cls, data: dict[str, Any]) -> dict[str, Any]:
+        """The section's keys before validation (a default that depends on another key)."""
+        return data
+
+    @classmethod
+    def read(cls, raw: Any, where: str, errors: list[str]) -> Any:
+        """The section ``raw`` (None: the defaults), its problems appended to ``errors`` (then None)."""
+        try:
+            return cls.model_validate({} if raw is None else raw)
+        except ValidationError as err:
+            errors += problems(err, (where,))
+            return None
+
+
+class Options(Section):
+    """A section whose fields are keyword options of one call (an Optuna pruner or sampler, ``generate_dataset``):
+    it reads as the mapping of the options the spec gave (None: not given, the callee's default applies)."""
+
+    def keys(self) -> list[str]:
+        return [k for k in type(self).model_fields if getattr(self, k) is not None]
 
     def __getitem__(self, key: str) -> Any:
-        return self._given()[key]
+        return getattr(self, key)
 
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._given())
-
-    def __len__(self) -> int:
-        return len(self._given())
+    def items(self) -> list[tuple[str, Any]]:
+        return [(k, self[k]) for k in self.keys()]
 
 
-# -- metric -------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class MetricSpec:
-    """``metric``: what a trial is judged by, and W&B's ``target``: the sweep stops once a trial reaches it."""
+class MetricSpec(Section):
+    """``metric``: what a trial is judged by; W&B's ``target``: no trial starts once one has reached it."""
 
-    name: str = "val/psnr"
-    goal: str = "maximize"
-    """maximize or minimize; by default maximize for a PSNR, minimize for a loss."""
-    summary: str = "best"
-    """A trial's value: its best epoch's (best) or its last epoch's (last)."""
-    target: float | None = None
-    """W&B's ``target``: no trial starts once one has reached it (>= when maximizing, <= when minimizing)."""
+    name: one_of(*METRICS) = "val/psnr"
+    goal: one_of("maximize", "minimize") = "maximize"
+    """By default maximize for a PSNR, minimize for a loss."""
+    summary: one_of("best", "last") = "best"
+    """A trial's value: its best epoch's or its last epoch's."""
+    target: Number = None
 
-    KEYS: ClassVar[tuple[str, ...]] = ("name", "goal", "summary", "target")
+    @classmethod
+    def prepare(cls, data: dict[str, Any]) -> dict[str, Any]:
+        name = data.get("name", "val/psnr")
+        return {"goal": default_goal(name), **data} if isinstance(name, str) else data
 
     @property
     def direction(self) -> str:
         """The Optuna study direction."""
-        return "maximize" if self.goal == "maximize" else "minimize"
+        return self.goal
 
     @property
     def field(self) -> str:
@@ -109,137 +189,56 @@ class MetricSpec:
 
     def reached(self, value: float | None) -> bool:
         """Whether ``value`` reaches the target (goal-aware); False without a target, or for None and NaN."""
-        if self.target is None or value is None or isinstance(value, bool):
-            return False
-        value = float(value)
-        if math.isnan(value):
+        if self.target is None or not is_number(value):
             return False
         return value >= self.target if self.goal == "maximize" else value <= self.target
 
     def reached_by(self, trials: Any) -> int | None:
-        """The number of the first of ``trials`` (Optuna FrozenTrials) that reached the target, else None.
-
-        With ``summary: best`` a trial reaches it as soon as one of its epochs does (its value can only be that
-        good or better: W&B, too, stops starting runs while the run that reached it still runs); with
-        ``summary: last`` only a complete trial's value counts.
-        """
-        if self.target is None:
-            return None
-        for trial in sorted(trials, key=lambda t: t.number):
+        """The number of the first of ``trials`` (Optuna FrozenTrials) that reached the target, else None: with
+        ``summary: best`` as soon as one of its epochs does (W&B, too, stops starting runs then), with ``last``
+        only a complete trial's value counts."""
+        for trial in sorted(trials, key=lambda t: t.number) if self.target is not None else ():
             if getattr(trial.state, "name", str(trial.state)) == "COMPLETE" and self.reached(trial.value):
                 return trial.number
             if self.summary == "best" and any(self.reached(v) for v in trial.intermediate_values.values()):
                 return trial.number
         return None
 
-    @classmethod
-    def parse(cls, raw: Any, errors: list[str]) -> MetricSpec:
-        section = read_mapping("metric", raw, cls.KEYS, errors)
-        name = section.get("name", cls.name)
-        if not isinstance(name, str) or name not in METRICS:
-            errors.append(f"metric.name={name!r} is not one of {', '.join(METRICS)}")
-            name = cls.name
-        goal = section.get("goal", default_goal(name))
-        if goal not in GOALS:
-            errors.append(f"metric.goal={goal!r} is not maximize or minimize")
-            goal = cls.goal
-        summary = section.get("summary", cls.summary)
-        if summary not in SUMMARIES:
-            errors.append(f"metric.summary={summary!r} is not best or last")
-            summary = cls.summary
-        target = section.get("target")
-        if target is not None and (isinstance(target, bool) or not isinstance(target, int | float)
-                                   or math.isnan(target)):
-            errors.append(f"metric.target={target!r} must be a number (the {name} value that ends the sweep)")
-            target = None
-        return cls(name, goal, summary, None if target is None else float(target))
 
+class WandbSpec(Section):
+    """``wandb``: where the trials' runs go (W&B's top-level ``project`` and ``entity`` fill it). The group is
+    the sweep's name; each run's tags are its categorical choices (``key=value``) and then ``tags``."""
 
-# -- wandb --------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class WandbSpec:
-    """``wandb``: where the trials' runs go. The group is the sweep's name; each run's tags are its
-    categorical choices (``key=value``) and then ``tags``."""
-
-    project: str = "cvae-sweeps"
-    entity: str | None = None
-    mode: str = "auto"
-    """auto (online when logged in, else offline), online, offline or disabled."""
-    tags: tuple[str, ...] = ()
-    log_model: bool = True
+    project: Text = "cvae-sweeps"
+    entity: Text = None
+    mode: one_of("auto", "online", "offline", "disabled") = "auto"
+    """auto: online when logged in, else offline."""
+    tags: Annotated[tuple[str, ...], check(lambda v: isinstance(v, list | tuple) and all(
+        isinstance(t, str | int | float) for t in v), "must be a list of strings", lambda v: tuple(map(str, v)))] = ()
+    log_model: Flag = True
     """Upload each trial's best.ckpt and last.ckpt as its run's model artifact (off for large models)."""
 
-    KEYS: ClassVar[tuple[str, ...]] = ("project", "entity", "mode", "tags", "log_model")
 
-    @classmethod
-    def parse(cls, raw: Any, errors: list[str], top: Mapping[str, Any] | None = None) -> WandbSpec:
-        """The ``wandb`` section; ``top`` (the whole spec) gives W&B's top-level ``project`` and ``entity``,
-        which fill the section's unless it sets them too: the same value is fine, two values an error."""
-        section = read_mapping("wandb", raw, cls.KEYS, errors)
-        for key in ("project", "entity"):
-            if top is None or key not in top:
-                continue
-            value = _read_str(key, top[key], errors)
-            if value is None:
-                continue
-            if key in section and section[key] != value:
-                errors.append(f"{key}={value!r} and wandb.{key}={section[key]!r} disagree: give one (W&B writes "
-                              f"{key} at the top level)")
-                continue
-            section[key] = value
-        project = _read_str("wandb.project", section.get("project", cls.project), errors) or cls.project
-        entity = section.get("entity")
-        if entity is not None:
-            entity = _read_str("wandb.entity", entity, errors)
-        mode = section.get("mode", cls.mode)
-        if mode not in WANDB_MODES:
-            errors.append(f"wandb.mode={mode!r} is not auto, online, offline or disabled")
-            mode = cls.mode
-        tags = section.get("tags") or []
-        if not isinstance(tags, list | tuple) or not all(isinstance(t, str | int | float) for t in tags):
-            errors.append(f"wandb.tags={tags!r} must be a list of strings")
-            tags = []
-        log_model = section.get("log_model", cls.log_model)
-        if not isinstance(log_model, bool):
-            errors.append(f"wandb.log_model={log_model!r} must be true or false")
-            log_model = cls.log_model
-        return cls(project, entity, mode, tuple(str(t) for t in tags), log_model)
+class HeartbeatSpec(Section):
+    """``heartbeat``: a running trial's worker beats every ``interval`` seconds; a trial without a beat for
+    ``grace`` seconds lost its worker and is retried."""
+
+    interval: at_least(1, optional=False) = 10
+    grace: at_least(1, optional=False) = 60
+
+    @model_validator(mode="after")
+    def _grace(self) -> HeartbeatSpec:
+        if self.grace <= self.interval:
+            raise refuse(f"must be greater than heartbeat.interval={self.interval}", key="grace", value=self.grace)
+        return self
 
 
-# -- heartbeat ----------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class HeartbeatSpec:
-    """``heartbeat``: a running trial's worker beats every ``interval`` seconds; a trial without a beat
-    for ``grace`` seconds lost its worker and is retried."""
+class PrunerSpec(Options):
+    """``pruner``: an Optuna pruner and its options, which Optuna checks when :meth:`build` runs (the spec builds
+    its pruner once while it loads). Hyperband's ``max_resource`` defaults to ``auto``: the most epochs a
+    trial runs."""
 
-    interval: int = 10
-    grace: int = 60
-
-    KEYS: ClassVar[tuple[str, ...]] = ("interval", "grace")
-
-    @classmethod
-    def parse(cls, raw: Any, errors: list[str]) -> HeartbeatSpec:
-        section = read_mapping("heartbeat", raw, cls.KEYS, errors)
-        interval = read_int("heartbeat.interval", section.get("interval", cls.interval), errors, 1) or cls.interval
-        grace = read_int("heartbeat.grace", section.get("grace", cls.grace), errors, 1) or cls.grace
-        if grace <= interval:
-            errors.append(f"heartbeat.grace={grace} must be greater than heartbeat.interval={interval}")
-        return cls(interval, grace)
-
-
-# -- pruner -------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class PrunerSpec(_Options):
-    """``pruner`` (Optuna's pruners) or ``early_terminate`` (W&B's hyperband, read as Optuna's
-    HyperbandPruner: ``min_iter`` (or ``max_iter / eta**s``) -> min_resource, ``eta`` -> reduction_factor,
-    ``max_iter`` (or ``min_iter * eta**s``) -> max_resource, ``strict: true`` is Optuna's rule). An option left at None was not given: Optuna's default applies, except that
-    Hyperband's ``max_resource`` defaults to ``auto`` (the most epochs a trial runs).
-
-    Reads as the mapping ``{"type": ..., **the options given}``; which options a type takes, and their
-    values, Optuna checks when :meth:`build` runs (the spec builds its pruner once while it loads).
-    """
-
-    type: str = "none"
+    type: one_of(*PRUNERS) = "none"
     n_startup_trials: int | None = None
     n_warmup_steps: int | None = None
     interval_steps: int | None = None
@@ -249,108 +248,22 @@ class PrunerSpec(_Options):
     reduction_factor: int | None = None
     min_early_stopping_rate: int | None = None
 
-    KEYS: ClassVar[tuple[str, ...]] = (
-        "type", "n_startup_trials", "n_warmup_steps", "interval_steps", "percentile", "min_resource",
-        "max_resource", "reduction_factor", "min_early_stopping_rate",
-    )
-    EARLY_TERMINATE_KEYS: ClassVar[tuple[str, ...]] = ("type", "min_iter", "max_iter", "eta", "s", "strict")
-
-    @classmethod
-    def parse(cls, raw: Mapping[str, Any], errors: list[str]) -> PrunerSpec:
-        """The pruner of a whole spec ``raw``: its ``early_terminate`` or its ``pruner`` (not both)."""
-        if "early_terminate" in raw and "pruner" in raw:
-            errors.append("give early_terminate (W&B) or pruner (Optuna), not both")
-            return cls()
-        if "early_terminate" in raw:
-            return cls._parse_early_terminate(raw["early_terminate"], errors)
-        if "pruner" in raw:
-            return cls.parse_section(raw["pruner"], errors)
-        return cls()
-
-    @classmethod
-    def _parse_early_terminate(cls, raw: Any, errors: list[str]) -> PrunerSpec:
-        """W&B's ``early_terminate`` as Optuna's HyperbandPruner, every key honoured or refused by name.
-
-        W&B stops a run at each *band* (an epoch count) when it is not in the best 1/``eta`` of the runs that
-        reached the band. Its bands are ``min_iter * eta**k``, or, given ``max_iter`` and ``s``, the ``s`` bands
-        ``max_iter / eta**k`` below ``max_iter``: the rungs ``min_resource * reduction_factor**k`` of
-        Optuna's first Hyperband bracket, with min_resource = ``min_iter`` (= ``max_iter / eta**s``),
-        reduction_factor = ``eta`` and max_resource = ``max_iter`` (= ``min_iter * eta**s``; by default the
-        most epochs a trial runs). Optuna adds Hyperband's other brackets, which start later (``s + 1``
-        brackets in all when ``s`` is given, as in the Hyperband paper's ``s_max``).
-        """
-        et = read_mapping("early_terminate", raw, cls.EARLY_TERMINATE_KEYS, errors)
-        if et.get("type") != "hyperband":
-            errors.append(f"early_terminate.type={et.get('type')!r}: W&B's only type is hyperband")
-            return cls()
-        values: dict[str, int] = {}
-        for key, minimum in (("min_iter", 1), ("max_iter", 1), ("s", 1), ("eta", 2)):
-            if key in et:
-                value = et[key]
-                if isinstance(value, float) and value.is_integer():
-                    value = int(value)
-                if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-                    why = " (Optuna's reduction_factor is an integer)" if key == "eta" else ""
-                    errors.append(f"early_terminate.{key}={et[key]!r} must be an integer >= {minimum}{why}")
-                    return cls()
-                values[key] = value
-        if "strict" in et and et["strict"] is not True:
-            errors.append(f"early_terminate.strict={et['strict']!r}: Optuna compares the value a trial reports "
-                          "at each band, which is W&B's strict: true; W&B's non-strict rule (a run's best value so "
-                          "far) has no Optuna equivalent: set strict: true or drop it")
-            return cls()
-        eta = values.get("eta", 3)
-        min_iter, max_iter, s = values.get("min_iter"), values.get("max_iter"), values.get("s")
-        if min_iter is None and max_iter is None:
-            errors.append("early_terminate needs min_iter or max_iter (with s)")
-            return cls()
-        if max_iter is not None and s is not None:
-            if max_iter % eta**s:
-                bands = sorted({int(max_iter / eta**k) for k in range(1, s + 1) if max_iter / eta**k >= 1})
-                errors.append(f"early_terminate: max_iter={max_iter} is not a multiple of eta**s={eta**s}, so "
-                              f"W&B's bands {bands} are not max_iter / eta**k, the epochs Optuna's Hyperband "
-                              f"stops at: give a multiple of {eta**s} or min_iter")
-                return cls()
-            if min_iter is not None and min_iter != max_iter // eta**s:
-                errors.append(f"early_terminate: min_iter={min_iter} is not max_iter / eta**s = {max_iter} / "
-                              f"{eta**s}: give two of min_iter, max_iter and s")
-                return cls()
-            min_iter = max_iter // eta**s
-        elif max_iter is not None and min_iter is None:
-            errors.append(f"early_terminate.max_iter={max_iter} needs s (the number of bands below max_iter, as "
-                          "W&B requires) or min_iter")
-            return cls()
-        elif s is not None:  # min_iter and s: the s bands min_iter * eta**k, k < s
-            max_iter = min_iter * eta**s
-        if max_iter is not None and min_iter > max_iter:
-            errors.append(f"early_terminate: min_iter={min_iter} > max_iter={max_iter}")
-            return cls()
-        return cls("hyperband", min_resource=min_iter, reduction_factor=eta,
-                   max_resource=max_iter if max_iter is not None else "auto")
-
-    @classmethod
-    def parse_section(cls, raw: Any, errors: list[str], where: str = "pruner") -> PrunerSpec:
-        """A ``pruner`` section alone."""
-        section = read_mapping(where, raw, cls.KEYS, errors)
-        kind = section.get("type", "none")
-        if kind not in PRUNERS:
-            errors.append(f"{where}.type={section.get('type')!r} is not one of {', '.join(PRUNERS)}")
-            return cls()
-        if kind == "percentile" and "percentile" not in section:
-            errors.append(f"{where}.type percentile needs percentile")
-        return cls(**{k: v for k, v in section.items() if k in cls.KEYS})
+    @model_validator(mode="after")
+    def _percentile(self) -> PrunerSpec:
+        if self.type == "percentile" and self.percentile is None:
+            raise ValidationError.from_exception_data("spec", [InitErrorDetails(
+                type=PydanticCustomError(AT, " percentile needs percentile"), loc=("type",), input=None)])
+        return self
 
     @classmethod
     def of(cls, pruner: PrunerSpec | Mapping[str, Any]) -> PrunerSpec:
-        """``pruner`` as a PrunerSpec: itself, or a ``pruner`` section given as a mapping.
+        """``pruner`` as a PrunerSpec (a mapping is read as a ``pruner`` section).
 
         Raises:
             ValueError: the mapping is not a valid pruner section (the message says why).
         """
-        if isinstance(pruner, PrunerSpec):
-            return pruner
         errors: list[str] = []
-        out = cls.parse_section(pruner, errors)
+        out = cls.read(pruner, "pruner", errors)
         if errors:
             raise ValueError("; ".join(errors))
         return out
@@ -368,9 +281,7 @@ class PrunerSpec(_Options):
             return int(self.n_warmup_steps or 0)
         if self.type == "hyperband":
             return int(self.min_resource if self.min_resource is not None else 1)
-        if self.type == "successive_halving":
-            if self.min_resource in (None, "auto"):
-                return None
+        if self.type == "successive_halving" and self.min_resource not in (None, "auto"):
             factor = self.reduction_factor if self.reduction_factor is not None else 4
             return int(self.min_resource) * int(factor) ** int(self.min_early_stopping_rate or 0)
         return None
@@ -384,30 +295,70 @@ class PrunerSpec(_Options):
         import optuna
 
         kw = self.options
-        if self.type == "none":
-            return optuna.pruners.NopPruner()
-        if self.type == "median":
-            return optuna.pruners.MedianPruner(**kw)
-        if self.type == "percentile":
-            return optuna.pruners.PercentilePruner(**kw)
-        if self.type == "successive_halving":
-            return optuna.pruners.SuccessiveHalvingPruner(**kw)
-        if self.type == "hyperband":
-            if kw.get("max_resource", "auto") == "auto":
-                kw["max_resource"] = max_epochs
-            return optuna.pruners.HyperbandPruner(**kw)
-        raise ValueError(f"unknown pruner {self.type!r}")
+        if self.type == "hyperband" and kw.get("max_resource", "auto") == "auto":
+            kw["max_resource"] = max_epochs
+        return {"none": optuna.pruners.NopPruner, "median": optuna.pruners.MedianPruner,
+                "percentile": optuna.pruners.PercentilePruner, "hyperband": optuna.pruners.HyperbandPruner,
+                "successive_halving": optuna.pruners.SuccessiveHalvingPruner}[self.type](**kw)
 
 
-# -- sampler ------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class SamplerSpec(_Options):
-    """``sampler``: options of the sampler of the spec's method (grid and random take none but ``seed``).
+class EarlyTerminate(Section):
+    """W&B's ``early_terminate``, read as Optuna's HyperbandPruner, every key honoured or refused by name.
 
-    An option left at None was not given: ``seed`` defaults to the spec's ``seed``, TPE's
-    ``constant_liar`` to true (any number of workers may share a study), the others to Optuna's defaults. Which options
-    a method takes Optuna checks when :meth:`build` runs (the spec builds its sampler once while it loads).
+    W&B stops a run at each *band* (an epoch count) when it is not in the best 1/``eta`` of the runs that reached
+    the band. Its bands are ``min_iter * eta**k``, or, given ``max_iter`` and ``s``, the ``s`` bands ``max_iter /
+    eta**k`` below ``max_iter``: the rungs of Optuna's first Hyperband bracket, with min_resource = ``min_iter``
+    (= ``max_iter / eta**s``), reduction_factor = ``eta`` and max_resource = ``max_iter`` (= ``min_iter *
+    eta**s``; by default the most epochs a trial runs). Optuna adds Hyperband's later brackets.
     """
+
+    type: Annotated[Literal["hyperband"], check(lambda v: v == "hyperband", ": W&B's only type is hyperband")]
+    min_iter: at_least(1, whole=True) = None
+    max_iter: at_least(1, whole=True) = None
+    eta: at_least(2, " (Optuna's reduction_factor is an integer)", whole=True) = 3
+    s: at_least(1, whole=True) = None
+    strict: Annotated[Literal[True] | None, check(lambda v: v in (None, True), (
+        ": Optuna compares the value a trial reports at each band, which is W&B's strict: true; W&B's non-strict "
+        "rule (a run's best value so far) has no Optuna equivalent: set strict: true or drop it"))] = None
+
+    @model_validator(mode="after")
+    def _bands(self) -> EarlyTerminate:
+        self.pruner()
+        return self
+
+    def pruner(self) -> PrunerSpec:
+        """The HyperbandPruner of these bands.
+
+        Raises:
+            ValidationError: the keys give no bands, or bands Optuna's Hyperband does not stop at.
+        """
+        eta, min_iter, max_iter, s = self.eta, self.min_iter, self.max_iter, self.s
+        if min_iter is None and max_iter is None:
+            raise refuse(" needs min_iter or max_iter (with s)")
+        if max_iter is not None and s is not None:
+            if max_iter % eta**s:
+                bands = sorted({int(max_iter / eta**k) for k in range(1, s + 1) if max_iter / eta**k >= 1})
+                raise refuse(f": max_iter={max_iter} is not a multiple of eta**s={eta**s}, so W&B's bands {bands} are "
+                             f"not max_iter / eta**k, the epochs Optuna's Hyperband stops at: give a multiple of "
+                             f"{eta**s} or min_iter")
+            if min_iter is not None and min_iter != max_iter // eta**s:
+                raise refuse(f": min_iter={min_iter} is not max_iter / eta**s = {max_iter} / {eta**s}: give two of "
+                             "min_iter, max_iter and s")
+            min_iter = max_iter // eta**s
+        elif min_iter is None:
+            raise refuse("needs s (the number of bands below max_iter, as W&B requires) or min_iter",
+                         key="max_iter", value=max_iter)
+        elif s is not None:
+            max_iter = min_iter * eta**s
+        if max_iter is not None and min_iter > max_iter:
+            raise refuse(f": min_iter={min_iter} > max_iter={max_iter}")
+        return PrunerSpec(type="hyperband", min_resource=min_iter, reduction_factor=eta,
+                          max_resource=max_iter if max_iter is not None else "auto")
+
+
+class SamplerSpec(Options):
+    """``sampler``: options of the sampler of the spec's method (grid and random take none but ``seed``), which
+    Optuna checks when :meth:`build` runs. ``seed`` defaults to the spec's, TPE's ``constant_liar`` to true."""
 
     seed: int | None = None
     n_startup_trials: int | None = None
@@ -415,14 +366,6 @@ class SamplerSpec(_Options):
     constant_liar: bool | None = None
     scramble: bool | None = None
     qmc_type: str | None = None
-
-    KEYS: ClassVar[tuple[str, ...]] = ("seed", "n_startup_trials", "multivariate", "constant_liar", "scramble",
-                                       "qmc_type")
-
-    @classmethod
-    def parse(cls, raw: Any, errors: list[str]) -> SamplerSpec:
-        section = read_mapping("sampler", raw, cls.KEYS, errors)
-        return cls(**{k: v for k, v in section.items() if k in cls.KEYS})
 
     def build(self, method: str, *, seed: int, workers: int) -> Any:
         """The Optuna sampler of ``method``; grid points are enqueued trials, so a grid needs no GridSampler.
@@ -438,194 +381,120 @@ class SamplerSpec(_Options):
             return optuna.samplers.RandomSampler(seed=seed)
         if method == "tpe":
             # constant_liar keeps workers that share the study from proposing the same point while others run.
-            # On by default whatever ``workers`` says: a spec of one worker may run as a Slurm or SSH array of
-            # `cvae sweep worker`s against one study, which the spec cannot know; with a single worker it
-            # changes nothing (no trial runs while the sampler proposes). ``constant_liar: false`` turns it off.
+            # On whatever ``workers`` says: a one-worker spec may run as a Slurm array of `cvae sweep worker`s.
             kw.setdefault("constant_liar", True)
-            return optuna.samplers.TPESampler(seed=seed, **kw)
-        if method == "cmaes":
-            return optuna.samplers.CmaEsSampler(seed=seed, **kw)
-        if method == "gp":
-            return optuna.samplers.GPSampler(seed=seed, **kw)
-        if method == "qmc":
-            return optuna.samplers.QMCSampler(seed=seed, **kw)
-        raise ValueError(f"unknown method {method!r}")
+        samplers = {"tpe": optuna.samplers.TPESampler, "cmaes": optuna.samplers.CmaEsSampler,
+                    "gp": optuna.samplers.GPSampler, "qmc": optuna.samplers.QMCSampler}
+        if method not in samplers:
+            raise ValueError(f"unknown method {method!r}")
+        return samplers[method](seed=seed, **kw)
 
 
-# -- synth --------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class SynthSpec(_Options):
-    """``synth``: the options of ``cvae data synth`` (``cvae.core.synth.generate_dataset``) that make the
-    sweep's dataset into ``base.DR`` when it is missing. An option left at None was not given: the
-    generator's default applies. Reads as the mapping of the options given (the call's keyword arguments).
-    """
+def _size(value: Any) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    try:
+        return parse_size(value)
+    except ValueError as err:
+        raise PydanticCustomError(VALUE, f": {err}") from None
 
-    train_frames: int | None = None
-    val_frames: int | None = None
-    test_sequences: int | None = None
-    test_frames: int | None = None
-    size: tuple[int, int] | None = None
+
+class SynthSpec(Options):
+    """``synth``: the options of ``cvae data synth`` (:func:`cvae.core.synth.generate_dataset`) that make the
+    sweep's dataset into ``base.DR`` when it is missing; an option not given takes the generator's default."""
+
+    NOT_MAPPING: ClassVar[str] = " must be a mapping of `cvae data synth` options, got {!r}"
+
+    train_frames: at_least(MINIMUMS["train_frames"]) = None
+    val_frames: at_least(MINIMUMS["val_frames"]) = None
+    test_sequences: at_least(MINIMUMS["test_sequences"]) = None
+    test_frames: at_least(MINIMUMS["test_frames"]) = None
+    size: Annotated[tuple[int, int] | None, BeforeValidator(_size), WithJsonSchema({"anyOf": [
+        {"type": "string", "pattern": r"^\s*\d+\s*[xX]\s*\d+\s*$"},
+        {"type": "array", "items": {"type": "integer", "minimum": 16}, "minItems": 2, "maxItems": 2}]})] = None
     """(H, W); the spec gives ``HxW`` (``64x128``) or ``[H, W]``."""
-    seed: int | None = None
-    train_video_len: int | None = None
-    dancers: int | None = None
-    backgrounds: int | None = None
-    spotlight: bool | None = None
-    lighting: bool | None = None
-    workers: int | None = None
-    progress: bool | None = None
+    seed: at_least(MINIMUMS["seed"]) = None
+    train_video_len: at_least(MINIMUMS["train_video_len"]) = None
+    dancers: at_least(MINIMUMS["dancers"]) = None
+    backgrounds: at_least(MINIMUMS["backgrounds"]) = None
+    spotlight: Flag = None
+    lighting: Flag = None
+    workers: at_least(MINIMUMS["workers"]) = None
+    progress: Flag = None
 
     @classmethod
     def option_names(cls) -> tuple[str, ...]:
-        """The options, the fields above (each a keyword of ``generate_dataset``: a test holds them equal)."""
-        return tuple(f.name for f in dataclasses.fields(cls))
-
-    @classmethod
-    def parse(cls, raw: Any, errors: list[str]) -> SynthSpec | None:
-        """The section, or None when the spec has none (or an empty one)."""
-        if raw is None:
-            return None
-        if not isinstance(raw, Mapping):
-            errors.append(f"synth must be a mapping of `cvae data synth` options, got {raw!r}")
-            return None
-        from cvae.core.synth import MINIMUMS  # the generator's own bounds: a wrong value fails before a study
-
-        section = read_mapping("synth", raw, cls.option_names(), errors)
-        if not section:
-            return None
-        values: dict[str, Any] = {}
-        for key, value in section.items():
-            if key in MINIMUMS:
-                if key in ("dancers", "backgrounds") and value is None:
-                    continue
-                values[key] = read_int(f"synth.{key}", value, errors, MINIMUMS[key])
-            elif key == "size":
-                values[key] = cls._parse_size(value, errors)
-            elif key in ("progress", "spotlight", "lighting"):
-                if not isinstance(value, bool):
-                    errors.append(f"synth.{key}={value!r} must be true or false")
-                else:
-                    values[key] = value
-        return cls(**values)
-
-    @classmethod
-    def _parse_size(cls, raw: Any, errors: list[str]) -> tuple[int, int] | None:
-        from cvae.core.synth import parse_size  # the one parser of a frame size, the CLI's too
-
-        try:
-            return parse_size(raw)
-        except ValueError as err:
-            errors.append(f"synth.size={raw!r}: {err}")
-            return None
+        """The options (each a keyword of ``generate_dataset``: a test holds them equal)."""
+        return tuple(cls.model_fields)
 
     def frames(self, split: str) -> int | None:
         """The frames the generator writes for ``split`` (train or val) when given, else None."""
         return getattr(self, f"{split}_frames")
 
 
-# -- program and command (W&B's) ------------------------------------------------------------------------
-@dataclass(frozen=True)
-class CommandSpec:
-    """W&B's ``program`` and ``command``: how W&B's agent starts a run. Here a worker runs each trial itself,
-    as ``cvae train`` with the swept values as its flags: what ``[cvae, train, ${args}]`` does, and what W&B's
-    default ``[${env}, ${interpreter}, ${program}, ${args}]`` does when the program is our trainer (``cvae
-    train``, ``python -m cvae train``, or the lab's ``Trainer.py``, whose flags ``cvae train`` takes).
+Command = Annotated[tuple[str, ...] | None, check(lambda v: v is None or (isinstance(v, list | tuple) and bool(v) and all(
+    isinstance(c, str | int | float) and not isinstance(c, bool) for c in v)),
+    "must be a non-empty list of strings, as W&B's [${env}, ${interpreter}, ${program}, ${args}]",
+    lambda v: None if v is None else tuple(map(str, v)))]
+"""W&B's ``command``: how its agent starts a run."""
 
-    ``--config ${args_json_file}`` after ``cvae train`` is honoured as well (``--config`` reads a flat YAML file,
-    and JSON is YAML). What else the command or the program asks for (another program, fixed arguments, the
-    other ``${args_*}`` forms, custom macros) cannot be honoured: :attr:`ignored` names it, and the spec warns
-    once.
-    """
 
-    program: str | None = None
-    command: tuple[str, ...] | None = None
-    ignored: tuple[str, ...] = ()
-    """What of ``program`` and ``command`` the sweep does not do, each as ``key=value`` (empty: all honoured)."""
+class CommandSpec(Section):
+    """W&B's ``program`` and ``command``: how W&B's agent starts a run. Here a worker runs each trial as ``cvae
+    train`` with the swept values as its flags: what ``[cvae, train, ${args}]`` does, and what W&B's default
+    ``[${env}, ${interpreter}, ${program}, ${args}]`` does when the program is our trainer (``cvae train``,
+    ``python -m cvae train``, or the lab's ``Trainer.py``). ``--config ${args_json_file}`` after ``cvae train`` is
+    honoured too (JSON is YAML). What else they ask for :attr:`ignored` names, and the spec warns once."""
+
+    program: Text = None
+    command: Command = None
 
     DEFAULT_COMMAND: ClassVar[tuple[str, ...]] = ("${env}", "${interpreter}", "${program}", "${args}")
-    """W&B's command when a spec gives ``program`` without ``command``."""
-    ENV: ClassVar[tuple[str, ...]] = ("${env}", "/usr/bin/env", "env")
     INTERPRETERS: ClassVar[tuple[str, ...]] = ("${interpreter}", "python", "python3")
-    TRAINER_SCRIPTS: ClassVar[tuple[str, ...]] = ("trainer.py",)
-    """Script names (any case, any folder) that are our trainer: the lab's Trainer.py."""
 
     @property
-    def warning(self) -> str | None:
-        """The one warning about what is ignored, or None."""
-        if not self.ignored:
-            return None
-        return (f"{', '.join(self.ignored)} ignored: each trial runs `cvae train` with the swept values as its "
-                "flags, as `command: [cvae, train, ${args}]` does")
-
-    @classmethod
-    def parse(cls, raw: Mapping[str, Any], errors: list[str]) -> CommandSpec:
-        """``program`` and ``command`` of a whole spec ``raw``."""
-        program = raw.get("program")
-        if program is not None and (not isinstance(program, str) or not program.strip()):
-            errors.append(f"program={program!r} must be a non-empty string (W&B's training script)")
-            program = None
-        command = raw.get("command")
-        if command is not None:
-            if (not isinstance(command, list | tuple) or not command
-                    or not all(isinstance(c, str | int | float) and not isinstance(c, bool) for c in command)):
-                errors.append(f"command={command!r} must be a non-empty list of strings, as W&B's "
-                              "[${env}, ${interpreter}, ${program}, ${args}]")
-                command = None
-            else:
-                command = tuple(str(c) for c in command)
-        if program is None and command is None:
-            return cls()
-        tokens = command if command is not None else cls.DEFAULT_COMMAND
-        return cls(program, command, tuple(cls._ignored(program, tokens)))
-
-    @classmethod
-    def _ignored(cls, program: str | None, tokens: tuple[str, ...]) -> list[str]:
-        """What of ``tokens`` (and of ``program``, where the tokens run it) a worker does not do."""
-        i = 0
-        while i < len(tokens) and tokens[i] in cls.ENV:
-            i += 1
-        ours = False
-        program_used = False
-        rest = list(tokens[i:])
-        if rest[:2] == ["cvae", "train"]:
-            ours, rest = True, rest[2:]
-        elif rest[:1] and rest[0] in cls.INTERPRETERS and rest[1:4] in (["-m", "cvae", "train"],
-                                                                        ["-m", "cvae.cli", "train"]):
-            ours, rest = True, rest[4:]
+    def ignored(self) -> tuple[str, ...]:
+        """What of ``program`` and ``command`` the sweep does not do, each as ``key=value`` (empty: all honoured)."""
+        if self.program is None and self.command is None:
+            return ()
+        tokens = list(self.command or self.DEFAULT_COMMAND)
+        while tokens and tokens[0] in ("${env}", "/usr/bin/env", "env"):
+            tokens.pop(0)
+        ours = program_used = False
+        if tokens[:2] == ["cvae", "train"]:
+            ours, tokens = True, tokens[2:]
+        elif tokens[:1] and tokens[0] in self.INTERPRETERS and tokens[1:4] in (["-m", "cvae", "train"],
+                                                                               ["-m", "cvae.cli", "train"]):
+            ours, tokens = True, tokens[4:]
         else:
-            if rest[:1] and rest[0] in cls.INTERPRETERS:
-                rest = rest[1:]
+            rest = tokens[1:] if tokens[:1] and tokens[0] in self.INTERPRETERS else tokens
             if rest[:1] == ["${program}"]:
-                program_used = True
-                ours = program is not None and cls.is_trainer(program)
-                rest = rest[1:]
-            elif rest[:1] and cls.is_trainer(rest[0]):
-                ours, rest = True, rest[1:]
-        ignored: list[str] = []
+                program_used, ours, tokens = True, self.program is not None and is_trainer(self.program), rest[1:]
+            elif rest[:1] and is_trainer(rest[0]):
+                ours, tokens = True, rest[1:]
+        ignored = []
         if program_used and not ours:
-            ignored.append(f"program={program!r}" if program is not None else "${program} (no program given)")
-        if not ours and not program_used:
-            rest = list(tokens[i:])  # no trainer found: the whole command is someone else's
-        has_args = False
-        extra: list[str] = []
-        j = 0
-        while j < len(rest):
-            if rest[j] == "${args}":
-                has_args = True
-            elif rest[j:j + 2] == ["--config", "${args_json_file}"] and ours:
-                has_args = True
-                j += 1
+            ignored.append(f"program={self.program!r}" if self.program is not None else "${program} (no program given)")
+        extra, has_args, i = [], False, 0
+        while i < len(tokens):
+            if tokens[i] == "${args}" or (ours and tokens[i:i + 2] == ["--config", "${args_json_file}"]):
+                has_args, i = True, i + (tokens[i] != "${args}")
             else:
-                extra.append(rest[j])
-            j += 1
+                extra.append(tokens[i])
+            i += 1
         if extra:
             ignored.append("command items " + ", ".join(repr(t) for t in extra))
         elif not has_args:
             ignored.append("a command without ${args}")
-        return ignored
+        return tuple(ignored)
 
-    @classmethod
-    def is_trainer(cls, program: str) -> bool:
-        """Whether ``program`` (a script path) is our trainer: the lab's Trainer.py (``cvae train`` takes its
-        flags)."""
-        return os.path.basename(program.strip()).lower() in cls.TRAINER_SCRIPTS
+    @property
+    def warning(self) -> str | None:
+        """The one warning about what is ignored, or None."""
+        return (f"{', '.join(self.ignored)} ignored: each trial runs `cvae train` with the swept values as its flags, "
+                "as `command: [cvae, train, ${args}]` does") if self.ignored else None
+
+
+def is_trainer(program: str) -> bool:
+    """Whether ``program`` (a script path) is our trainer: the lab's Trainer.py (``cvae train`` takes its flags)."""
+    return os.path.basename(program.strip()).lower() == "trainer.py"

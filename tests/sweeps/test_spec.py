@@ -107,7 +107,7 @@ def test_issue_example_loads(tmp_path: Path) -> None:
     assert (n_dim.distribution, n_dim.values) == ("categorical", (12, 32))
     assert (tfr.distribution, tfr.low, tfr.high, tfr.q) == ("uniform", 0.0, 1.0, None)
     assert (cycle.values, dict(cycle.when)) == ((4, 10), {"kl_anneal_type": ("cyclical",)})
-    assert spec.pruner == PrunerSpec("hyperband", min_resource=2, reduction_factor=3, max_resource="auto")
+    assert spec.pruner == PrunerSpec(type="hyperband", min_resource=2, reduction_factor=3, max_resource="auto")
     assert dict(spec.pruner) == {"type": "hyperband", "min_resource": 2, "reduction_factor": 3, "max_resource": "auto"}
     assert dict(spec.base) == {"DR": "data/synth", "num_epoch": 10, "F_dim": 32, "tfr_sde": 2}
     assert (spec.replicates, spec.workers) == (1, 2)
@@ -128,7 +128,7 @@ def test_defaults(tmp_path: Path) -> None:
     assert spec.storage == "sqlite:///runs/mini/study.db"
     assert spec.output_dir == Path("runs/mini")
     assert spec.wandb == WandbSpec(project="cvae-sweeps", entity=None, mode="auto", tags=())
-    assert spec.objective == MetricSpec("val/psnr", "maximize", "best")
+    assert spec.objective == MetricSpec(name="val/psnr", goal="maximize", summary="best")
     assert (spec.metric, spec.goal, spec.summary) == ("val/psnr", "maximize", "best")
     assert (spec.replicates, spec.workers, spec.seed, spec.max_retry) == (1, 1, 0, 3)
     assert spec.heartbeat == HeartbeatSpec(interval=10, grace=60)
@@ -727,12 +727,12 @@ def test_sections_are_typed(tmp_path: Path) -> None:
                 sampler={"n_startup_trials": 3, "multivariate": True},
                 pruner={"type": "median", "n_warmup_steps": 2},
                 synth={"train_frames": 64, "size": "32x48", "dancers": 1, "backgrounds": 4, "spotlight": True})
-    assert spec.objective == MetricSpec("val/loss", "minimize", "last", 0.1)  # the goal follows a loss
+    assert spec.objective == MetricSpec(name="val/loss", goal="minimize", summary="last", target=0.1)  # the goal follows a loss
     assert (spec.metric_field, spec.direction) == ("val_loss", "minimize")
-    assert spec.wandb == WandbSpec("p", "lab", "offline", ("a", "2"))
-    assert spec.heartbeat == HeartbeatSpec(5, 20) and (spec.heartbeat_interval, spec.grace_period) == (5, 20)
+    assert spec.wandb == WandbSpec(project="p", entity="lab", mode="offline", tags=("a", "2"))
+    assert spec.heartbeat == HeartbeatSpec(interval=5, grace=20) and (spec.heartbeat_interval, spec.grace_period) == (5, 20)
     assert spec.sampler == SamplerSpec(n_startup_trials=3, multivariate=True)
-    assert spec.pruner == PrunerSpec("median", n_warmup_steps=2) and spec.pruner.options == {"n_warmup_steps": 2}
+    assert spec.pruner == PrunerSpec(type="median", n_warmup_steps=2) and spec.pruner.options == {"n_warmup_steps": 2}
     assert spec.synth == SynthSpec(train_frames=64, size=(32, 48), dancers=1, backgrounds=4, spotlight=True)
     # a synth section reads as the keyword arguments of generate_dataset, only those given
     assert dict(spec.synth) == {"train_frames": 64, "size": (32, 48), "dancers": 1, "backgrounds": 4,
@@ -784,7 +784,7 @@ def test_section_error(tmp_path: Path, overrides: dict, expected: str) -> None:
 
 
 def test_a_pruner_section_given_as_a_mapping_is_read_as_a_spec_reads_it() -> None:
-    assert PrunerSpec.of({"type": "hyperband", "min_resource": 2}) == PrunerSpec("hyperband", min_resource=2)
+    assert PrunerSpec.of({"type": "hyperband", "min_resource": 2}) == PrunerSpec(type="hyperband", min_resource=2)
     with pytest.raises(ValueError, match=r"pruner.type='asha' is not one of none"):
         PrunerSpec.of({"type": "asha"})
 
@@ -917,10 +917,10 @@ def test_a_spec_without_a_name_is_named_after_its_file(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("top", "section", "expected"), [
-    ({"project": "p", "entity": "lab"}, None, WandbSpec("p", "lab")),
-    ({"project": "p"}, {"mode": "offline"}, WandbSpec("p", None, "offline")),
-    ({"project": "p", "entity": "lab"}, {"project": "p", "entity": "lab"}, WandbSpec("p", "lab")),
-    ({"entity": "lab"}, {"project": "q"}, WandbSpec("q", "lab")),
+    ({"project": "p", "entity": "lab"}, None, WandbSpec(project="p", entity="lab")),
+    ({"project": "p"}, {"mode": "offline"}, WandbSpec(project="p", mode="offline")),
+    ({"project": "p", "entity": "lab"}, {"project": "p", "entity": "lab"}, WandbSpec(project="p", entity="lab")),
+    ({"entity": "lab"}, {"project": "q"}, WandbSpec(project="q", entity="lab")),
 ])
 def test_top_level_project_and_entity_fill_the_wandb_section(tmp_path: Path, top: dict, section: dict | None,
                                                              expected: WandbSpec) -> None:
@@ -959,13 +959,13 @@ def test_early_terminate_keys_are_honoured_or_refused_by_name(tmp_path: Path, se
 
 
 @pytest.mark.parametrize(("section", "expected"), [
-    ({"type": "hyperband", "min_iter": 3}, PrunerSpec("hyperband", min_resource=3, reduction_factor=3,
+    ({"type": "hyperband", "min_iter": 3}, PrunerSpec(type="hyperband", min_resource=3, reduction_factor=3,
                                                       max_resource="auto")),
-    ({"type": "hyperband", "max_iter": 27, "s": 2, "eta": 3}, PrunerSpec("hyperband", min_resource=3,
+    ({"type": "hyperband", "max_iter": 27, "s": 2, "eta": 3}, PrunerSpec(type="hyperband", min_resource=3,
                                                                          reduction_factor=3, max_resource=27)),
     ({"type": "hyperband", "min_iter": 1, "s": 3, "eta": 2, "strict": True},
-     PrunerSpec("hyperband", min_resource=1, reduction_factor=2, max_resource=8)),
-    ({"type": "hyperband", "max_iter": 9.0, "s": 2}, PrunerSpec("hyperband", min_resource=1, reduction_factor=3,
+     PrunerSpec(type="hyperband", min_resource=1, reduction_factor=2, max_resource=8)),
+    ({"type": "hyperband", "max_iter": 9.0, "s": 2}, PrunerSpec(type="hyperband", min_resource=1, reduction_factor=3,
                                                                 max_resource=9)),
 ])
 def test_early_terminate_maps_to_hyperband(tmp_path: Path, section: dict, expected: PrunerSpec) -> None:
