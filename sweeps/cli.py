@@ -1,4 +1,4 @@
-"""``cvae sweep run | worker | init | dashboard | status | best | plan``."""
+"""``cvae sweep run | worker | init | dashboard | retry | status | best | plan | schema``."""
 
 from __future__ import annotations
 
@@ -62,6 +62,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                        help="re-queue only these trials' retry chains (--trial 3 5, or repeated)")
     retry.set_defaults(func=_cmd_retry)
 
+    schema = ssub.add_parser("schema", help="print the JSON Schema of a spec file (for editors: docs/spec.md)")
+    schema.set_defaults(func=_cmd_schema)
     for name, text, func in (("status", "a table of the study's trials", _cmd_status),
                              ("best", "the best trial and its configuration", _cmd_best),
                              ("plan", "dry run: the trials, branches, epochs and an estimated time", _cmd_plan)):
@@ -252,6 +254,15 @@ def _cmd_plan(args: argparse.Namespace) -> int:
         print(plan_text(spec))
     except (SpecError, ValueError) as err:
         return fail("sweep plan", str(err))
+    return 0
+
+
+def _cmd_schema(args: argparse.Namespace) -> int:
+    import json
+
+    from cvae.sweeps.spec import schema
+
+    print(json.dumps(schema(), indent=2))
     return 0
 
 

@@ -335,8 +335,8 @@ class SpecFile(Section):
 
 def schema() -> dict[str, Any]:
     """The JSON Schema of a spec file (``cvae sweep schema``), for editors and validators."""
-    return {"$schema": "https://json-schema.org/draft/2020-12/schema", "title": "cvae sweep spec",
-            **SpecFile.model_json_schema()}
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema",
+            **SpecFile.model_json_schema(), "title": "cvae sweep spec"}
 
 
 def parse_spec(raw: Mapping[str, Any], *, source: str = "spec", base_dir: Path = Path("."),

@@ -98,3 +98,59 @@ def test_reports_experiments_are_what_the_reports_ran():
     assert (full.F_dim, full.L_dim, full.N_dim, full.D_out_dim) == (128, 32, 12, 192)
     nd = load_spec(ROOT / "sweeps" / "configs" / "ndim.yaml")
     assert sorted(p["N_dim"] for p in nd.grid()) == [12, 32]
+
+
+# -- the JSON Schema (`cvae sweep schema`): what an editor validates a spec with while it is typed ------------
+SCHEMA_FILE = ROOT / "sweeps" / "configs" / "spec.schema.json"
+WANDB_FILES = sorted((ROOT / "tests" / "fixtures" / "wandb_sweeps").glob("*.yaml"))
+
+
+def _validator():
+    import json
+
+    import jsonschema
+
+    schema = json.loads(SCHEMA_FILE.read_text())
+    jsonschema.Draft202012Validator.check_schema(schema)
+    return jsonschema.Draft202012Validator(schema)
+
+
+def test_the_committed_schema_is_the_one_cvae_sweep_schema_prints():
+    import json
+    import subprocess
+    import sys
+
+    from cvae.sweeps.spec import schema
+
+    printed = subprocess.run([sys.executable, "-m", "cvae", "sweep", "schema"], capture_output=True, text=True,
+                             check=True).stdout
+    assert json.loads(printed) == schema() == json.loads(SCHEMA_FILE.read_text()), (
+        "regenerate it: cvae sweep schema > sweeps/configs/spec.schema.json")
+
+
+@pytest.mark.parametrize("path", SWEEP_SPECS + WANDB_FILES, ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_the_schema_accepts_every_shipped_spec_and_they_point_an_editor_at_it(path):
+    import yaml
+
+    assert not list(_validator().iter_errors(yaml.safe_load(path.read_text())))
+    if path not in WANDB_FILES:  # W&B's own files stay as W&B writes them
+        first = path.read_text().splitlines()[0]
+        assert first.startswith("# yaml-language-server: $schema=")
+        assert (path.parent / first.split("=", 1)[1]).resolve() == SCHEMA_FILE.resolve()
+
+
+@pytest.mark.parametrize(("change", "where"), [
+    ({"colour": "blue"}, ""),
+    ({"method": "bohb"}, "method"),
+    ({"wandb": {"mode": "cloud"}}, "wandb/mode"),
+    ({"heartbeat": {"interval": 0}}, "heartbeat/interval"),
+    ({"parameters": {"lr": {"distribution": "normal", "mu": 0, "sigma": 1}}}, "parameters/lr/distribution"),
+    ({"parameters": {"N_dim": {"values": [4], "vals": [8]}}}, "parameters/N_dim"),
+    ({"synth": {"size": "64 by 128"}}, "synth/size"),
+], ids=["unknown-key", "method", "wandb-mode", "heartbeat", "normal", "parameter-key", "synth-size"])
+def test_the_schema_rejects_a_broken_spec_where_it_is_broken(change, where):
+    import yaml
+
+    raw = {**yaml.safe_load((ROOT / "sweeps" / "configs" / "quickstart.yaml").read_text()), **change}
+    errors = list(_validator().iter_errors(raw))
+    assert errors and {"/".join(map(str, e.absolute_path)) for e in errors} == {where}, [e.message for e in errors]
