@@ -132,7 +132,7 @@ def _supervise(spec: SweepSpec, spec_path: Path, study, *, live: bool) -> int:
     lost = None
     try:
         _final_report(spec, study)
-        reached = spec.target_reached_in(study.get_trials(deepcopy=False))
+        reached = spec.objective.reached_by(study.get_trials(deepcopy=False))
         if reached is not None:
             print(f"sweep {spec.name}: trial {reached} reached metric.target {spec.objective.target:g}: the sweep "
                   "stopped there (queued trials were left queued)", flush=True)

@@ -120,7 +120,7 @@ def schedule_note(spec: SweepSpec) -> str | None:
 def plan_text(spec: SweepSpec) -> str:
     """The trials a sweep makes, its conditional branches, epochs in total, and an estimated time."""
     target = f", target {spec.objective.target:g}" if spec.objective.target is not None else ""
-    lines = [f"sweep {spec.name}: method {spec.method}, metric {spec.metric} ({spec.goal}{target}), "
+    lines = [f"sweep {spec.name}: method {spec.method}, metric {spec.objective.name} ({spec.objective.goal}{target}), "
              f"{spec.replicates} replicate(s), {spec.workers} worker(s)"]
     if spec.display_name:
         lines.insert(0, spec.display_name)

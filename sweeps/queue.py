@@ -97,15 +97,15 @@ def _create_or_load(spec: SweepSpec, storage: optuna.storages.BaseStorage) -> tu
     sampler = make_sampler(spec)
     pruner = make_pruner(spec)  # Hyperband's max_resource: the most epochs a trial runs (spec.num_epoch.max)
     try:
-        study = optuna.create_study(study_name=spec.name, storage=storage, direction=spec.direction,
+        study = optuna.create_study(study_name=spec.name, storage=storage, direction=spec.objective.direction,
                                     sampler=sampler, pruner=pruner)
         return study, True
     except optuna.exceptions.DuplicatedStudyError:
         study = optuna.load_study(study_name=spec.name, storage=storage, sampler=sampler, pruner=pruner)
-        if study.direction.name.lower() != spec.direction:
+        if study.direction.name.lower() != spec.objective.direction:
             raise SweepError(
                 f"study {spec.name!r} exists with direction {study.direction.name.lower()}, the spec asks "
-                f"{spec.direction}: use another name or storage"
+                f"{spec.objective.direction}: use another name or storage"
             ) from None
         return study, False
 
@@ -117,7 +117,7 @@ def open_study(spec: SweepSpec, storage: optuna.storages.BaseStorage, *, fill_qu
     A worker that loads a study created a moment ago by another process waits until its queue is ready.
     """
     study, created = _create_or_load(spec, storage)
-    name_metric(study, spec.metric)  # optuna-dashboard's "Objective 0" otherwise; also older studies
+    name_metric(study, spec.objective.name)  # optuna-dashboard's "Objective 0" otherwise; also older studies
     conflicts = grid_conflicts(spec, study)
     if conflicts:
         raise SweepError(f"{spec.source}: " + "; ".join(conflicts) + ": Optuna fixes a categorical parameter's "
@@ -125,7 +125,7 @@ def open_study(spec: SweepSpec, storage: optuna.storages.BaseStorage, *, fill_qu
     if created or fill_queue:
         if created:
             study.set_user_attr(UID, uuid.uuid4().hex[:8])
-            study.set_user_attr(SPEC, {"metric": spec.metric, "goal": spec.goal, "method": spec.method,
+            study.set_user_attr(SPEC, {"metric": spec.objective.name, "goal": spec.objective.goal, "method": spec.method,
                                               "output_dir": str(spec.output_dir)})
         describe_study(study, spec.description)
         fill(study, spec)
@@ -289,10 +289,10 @@ def reap_stale(study: optuna.Study, spec: SweepSpec) -> list[int]:
     else:
         now = time.time()
         stale_ids = [t._trial_id for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))  # noqa: SLF001
-                     if now - t.system_attrs.get(HEARTBEAT, now) > spec.grace_period]
+                     if now - t.system_attrs.get(HEARTBEAT, now) > spec.heartbeat.grace]
     failed = []
     for trial_id in stale_ids:
-        reason = f"lost its worker (no heartbeat for over {spec.grace_period} s)"
+        reason = f"lost its worker (no heartbeat for over {spec.heartbeat.grace} s)"
         try:
             storage.set_trial_user_attr(trial_id, REASON, reason)  # before the state: a failed trial is frozen
             if not storage.set_trial_state_values(trial_id, state=TrialState.FAIL):

@@ -180,9 +180,9 @@ class TrialCallback(BaseCallback):
         stored = frozen(self.trial)
         rows = read_csv(metrics) if metrics.exists() else []
         missing = [r for r in rows if int(r["epoch"]) < start_epoch and int(r["epoch"]) not in stored.intermediate_values
-                   and r.get(self.spec.metric_field) not in (None, "", "nan")]
+                   and r.get(self.spec.objective.field) not in (None, "", "nan")]
         for r in missing:
-            self.trial.report(float(r[self.spec.metric_field]), int(r["epoch"]))
+            self.trial.report(float(r[self.spec.objective.field]), int(r["epoch"]))
         if missing:
             log.info("trial %d: reported %d checkpointed epoch(s) Optuna lacked: %s", self.trial.number, len(missing),
                      ", ".join(r["epoch"] for r in missing))
@@ -198,7 +198,7 @@ class TrialCallback(BaseCallback):
                 self.tracker.log_epoch(result)
             if result.val_video is not None:
                 self.video = result.val_video
-            value = getattr(result, self.spec.metric_field)
+            value = getattr(result, self.spec.objective.field)
             prune = False
             if not math.isnan(value):
                 self.trial.report(value, result.epoch)
@@ -264,7 +264,7 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, spec: SweepSpec, *, num_
         StorageError: the study storage is gone; the trial stays RUNNING and is re-queued once stale.
         KeyboardInterrupt: after failing the trial and enqueueing its retry.
     """
-    with heartbeat(study, trial, spec.heartbeat_interval):
+    with heartbeat(study, trial, spec.heartbeat.interval):
         return _run_trial(study, trial, spec, num_threads=num_threads)
 
 
@@ -298,7 +298,7 @@ def _start(study: optuna.Study, trial: optuna.Trial, spec: SweepSpec, num_thread
     history = list(stored.system_attrs.get(RETRY_HISTORY, []))
     record = TrialRecord(
         study=spec.name, trial_number=trial.number, run_key=key, retry_of=history, slot=trial.user_attrs.get(SLOT),
-        replicate=replicate, config_id=cid, params=params, metric=spec.metric, goal=spec.goal,
+        replicate=replicate, config_id=cid, params=params, metric=spec.objective.name, goal=spec.objective.goal,
         wandb_run_id=wandb_run_id(spec, study, key), started=_now(),
         worker={"host": socket.gethostname(), "pid": os.getpid()},
     )
@@ -309,7 +309,7 @@ def _start(study: optuna.Study, trial: optuna.Trial, spec: SweepSpec, num_thread
     record.write(trial_json)
     config = {**cfg.to_flat(), **{f"param/{k}": v for k, v in params.items()}, "study": spec.name,
               "trial": trial.number, "run_key": key, "replicate": replicate, "config_id": cid,
-              "sweep_metric": spec.metric, "sweep_goal": spec.goal}
+              "sweep_metric": spec.objective.name, "sweep_goal": spec.objective.goal}
     t_track = time.monotonic()
     tracker, mode = make_tracker(spec, study, key, config, params)
     record.wandb_mode = mode
@@ -389,7 +389,7 @@ def _finish(study, trial, spec, tracker, record, folder, callback, state, reason
     retry enqueued when ``again``), trial.json, then W&B."""
     t_finish = time.monotonic()
     rows = read_csv(folder / METRICS_CSV) if (folder / METRICS_CSV).exists() else []
-    value, epoch = metric_value(rows, spec.metric_field, spec.goal, spec.summary)
+    value, epoch = metric_value(rows, spec.objective.field, spec.objective.goal, spec.objective.summary)
     video_path = None
     if callback.video is not None:
         video_path = folder / SAMPLE_GIF
@@ -407,7 +407,7 @@ def _finish(study, trial, spec, tracker, record, folder, callback, state, reason
     # Artifacts before the state change: a finished trial takes no more attributes. A retry uploads again.
     upload_trial_files(spec.output_dir, trial, [p for p in (video_path, plot_path) if p is not None])
     if state == "complete" and math.isnan(value):
-        state, reason = "failed", f"no {spec.metric} was recorded"
+        state, reason = "failed", f"no {spec.objective.name} was recorded"
     if state == "failed":
         trial.set_user_attr(REASON, reason)
     optuna_state = {"complete": TrialState.COMPLETE, "pruned": TrialState.PRUNED, "failed": TrialState.FAIL}[state]
@@ -434,7 +434,7 @@ def _finish(study, trial, spec, tracker, record, folder, callback, state, reason
     record.update(timing=_timing(callback, record.duration_s))
     record.write(folder / TRIAL_JSON)
     log.info("trial %d (%s) %s%s%s", trial.number, run_name(record.run_key), state,
-             f": {spec.metric} {value:.4f}" if not math.isnan(value) else "", f" ({reason})" if reason else "")
+             f": {spec.objective.name} {value:.4f}" if not math.isnan(value) else "", f" ({reason})" if reason else "")
 
 
 def _psnr_plot(spec: SweepSpec, trial: optuna.Trial, folder: Path, per_frame: list[float] | None,
@@ -517,7 +517,7 @@ def run_worker(spec: SweepSpec, *, storage_url: str | None = None, num_threads: 
         if STOP_REQUESTED.is_set():
             raise KeyboardInterrupt
         reap_stale(study, spec)
-        reached = spec.target_reached_in(study.get_trials(deepcopy=False))
+        reached = spec.objective.reached_by(study.get_trials(deepcopy=False))
         if reached is not None:
             log.info("sweep %s: trial %d reached metric.target %g: no new trial starts", spec.name, reached,
                      spec.objective.target)
@@ -528,7 +528,7 @@ def run_worker(spec: SweepSpec, *, storage_url: str | None = None, num_threads: 
             if not running:
                 break
             # Another worker is busy; if it dies its trial goes stale and comes back to the queue.
-            time.sleep(min(spec.heartbeat_interval, 5))
+            time.sleep(min(spec.heartbeat.interval, 5))
             continue
         state = run_trial(study, trial, spec, num_threads=num_threads)
         stats.trials += 1

@@ -130,7 +130,7 @@ class SweepSpec:
     """The study's name, the W&B group and the default output folder's: the spec's ``name`` slugged."""
     method: str
     objective: MetricSpec
-    """The ``metric`` section (``metric``, ``goal``, ``summary`` read it)."""
+    """The ``metric`` section: its name, goal (the study's direction), summary and target."""
     params: tuple[Param, ...]
     base: Mapping[str, Any]
     run_cap: int | None
@@ -171,40 +171,6 @@ class SweepSpec:
                 return str(p.values[0])
         root = self.base.get("DR")
         return str(root) if root else None
-
-    def target_reached_in(self, trials: Any) -> int | None:
-        """The number of the first of ``trials`` (``study.get_trials()``) that reached ``metric.target``, else
-        None: the sweep starts no trial once one has (see :meth:`MetricSpec.reached_by`)."""
-        return self.objective.reached_by(trials)
-
-    @property
-    def metric(self) -> str:
-        """The metric's name (its W&B key, e.g. ``val/psnr``)."""
-        return self.objective.name
-
-    @property
-    def goal(self) -> str:
-        return self.objective.goal
-
-    @property
-    def summary(self) -> str:
-        return self.objective.summary
-
-    @property
-    def direction(self) -> str:
-        return self.objective.direction
-
-    @property
-    def metric_field(self) -> str:
-        return self.objective.field
-
-    @property
-    def heartbeat_interval(self) -> int:
-        return self.heartbeat.interval
-
-    @property
-    def grace_period(self) -> int:
-        return self.heartbeat.grace
 
     @property
     def num_epoch(self) -> NumEpoch:
@@ -583,7 +549,7 @@ def dump_spec_summary(spec: SweepSpec) -> str:
     """The spec as YAML-ish text (for logs and the W&B summary run)."""
     return yaml.safe_dump({
         "name": spec.name, **({"title": spec.display_name} if spec.display_name else {}), "method": spec.method,
-        "metric": {"name": spec.metric, "goal": spec.goal,
+        "metric": {"name": spec.objective.name, "goal": spec.objective.goal,
                    **({"target": spec.objective.target} if spec.objective.target is not None else {})},
         "run_cap": spec.run_cap, **({"grid_order": spec.grid_order} if spec.method == "grid" else {}),
         "replicates": spec.replicates, "workers": spec.workers,

@@ -79,8 +79,8 @@ def open_storage(spec: SweepSpec, url: str | None = None) -> optuna.storages.Bas
         try:
             with experimental_ok():
                 rdb = RDBStorage(
-                    full, engine_kwargs=engine_kwargs, heartbeat_interval=spec.heartbeat_interval,
-                    grace_period=spec.grace_period, heartbeat_stale_trial_callback=retry,
+                    full, engine_kwargs=engine_kwargs, heartbeat_interval=spec.heartbeat.interval,
+                    grace_period=spec.heartbeat.grace, heartbeat_stale_trial_callback=retry,
                 )
             if url.startswith("sqlite:"):
                 _serialize_sqlite(rdb.engine)

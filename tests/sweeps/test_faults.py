@@ -81,7 +81,7 @@ def test_a_worker_killed_right_after_its_claim_leaves_a_trial_the_reaper_requeue
     study = open_study(spec, open_storage(spec), fill_queue=True)
     assert claim(study, spec) is not None  # ... and the worker dies here, before any trial code runs
     assert states(study) == [TrialState.RUNNING]
-    time.sleep(spec.grace_period + 1.5)
+    time.sleep(spec.heartbeat.grace + 1.5)
     assert reap_stale(study, spec) == [0]
     assert states(study) == [TrialState.FAIL, TrialState.WAITING]
     assert "no heartbeat" in study.get_trials()[0].user_attrs["cvae:fail_reason"]  # a reaped trial says why
@@ -372,7 +372,7 @@ def test_a_worker_killed_between_checkpoint_and_report_loses_no_epoch_in_optuna_
         mp.setattr(runner_mod.TrialCallback, "on_epoch_end", die_at_epoch_1)
         with pytest.raises(Killed):
             run_worker(spec)
-    time.sleep(spec.grace_period + 1.5)
+    time.sleep(spec.heartbeat.grace + 1.5)
     assert reap_stale(study, spec) == [0]
     run_worker(spec)  # the retry resumes at epoch 2 and reports and logs epoch 1 from the run's records
     assert states(study) == [TrialState.FAIL, TrialState.COMPLETE]

@@ -349,7 +349,7 @@ def test_ctrl_c_requeues_the_running_trial_and_leaves_nothing_running(tiny_datas
     if [t.state for t in study.get_trials()] == [TrialState.RUNNING]:
         # The signal broke a storage call in flight, so the interruption could not be recorded: the trial is
         # re-queued once its heartbeat goes stale instead. Either way it is not RUNNING forever.
-        time.sleep(spec.grace_period + 1)
+        time.sleep(spec.heartbeat.grace + 1)
         reap_stale(study, spec)
     else:
         assert "interrupted" in study.get_trials()[0].user_attrs["cvae:fail_reason"]

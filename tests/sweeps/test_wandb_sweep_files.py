@@ -46,7 +46,7 @@ def load(name: str) -> SweepSpec:
 
 def first_trial(spec: SweepSpec) -> optuna.trial.FrozenTrial:
     """The first trial of an in-memory study with the spec's sampler: its params and distributions."""
-    study = optuna.create_study(sampler=make_sampler(spec), direction=spec.direction)
+    study = optuna.create_study(sampler=make_sampler(spec), direction=spec.objective.direction)
     if spec.method == "grid":
         study.enqueue_trial(spec.grid()[0])
     trial = study.ask()
@@ -73,7 +73,7 @@ def test_each_fixture_loads_with_its_expected_warnings(path: Path) -> None:
     assert spec.warnings == EXPECTED_WARNINGS[path.name]
     assert spec.data_root == "data/synth"  # the dataset, as W&B gives a fixed value
     # the trials it draws are configs `cvae train` accepts
-    study = optuna.create_study(sampler=make_sampler(spec), direction=spec.direction)
+    study = optuna.create_study(sampler=make_sampler(spec), direction=spec.objective.direction)
     draws = spec.grid() if spec.method == "grid" else [suggest_all(study.ask(), spec) for _ in range(10)]
     for params in draws:
         cfg = spec.trial_config(params, save_root="x")
@@ -92,7 +92,7 @@ def test_bayes_is_tpe_with_constant_liar(name: str) -> None:
 def test_basic_bayes_distributions() -> None:
     spec = load("basic_bayes.yaml")
     assert spec.name == "sweepdemo" and spec.display_name == ""
-    assert (spec.metric, spec.goal, spec.run_cap) == ("val/loss", "minimize", 20)
+    assert (spec.objective.name, spec.objective.goal, spec.run_cap) == ("val/loss", "minimize", 20)
     trial = first_trial(spec)
     assert trial.distributions == {
         "lr": FloatDistribution(0.0001, 0.1),  # float min/max: W&B's uniform
@@ -141,7 +141,7 @@ def test_bayes_hyperband_pruner_stops_at_wandbs_bands() -> None:
 
 def test_bayes_hyperband_target() -> None:
     spec = load("bayes_hyperband.yaml")
-    assert (spec.objective.target, spec.goal) == (32.5, "maximize")
+    assert (spec.objective.target, spec.objective.goal) == (32.5, "maximize")
     assert spec.objective.reached(32.5) and spec.objective.reached(33.0)
     assert not spec.objective.reached(32.4)
 
@@ -166,7 +166,7 @@ def test_cvae_command_names_project_and_target() -> None:
     assert (spec.wandb.project, spec.wandb.entity) == ("cvae-wandb", "my-team")
     assert spec.description.startswith("KL annealing")
     assert spec.command.ignored == ()
-    assert (spec.goal, spec.objective.target) == ("minimize", 0.01)
+    assert (spec.objective.goal, spec.objective.target) == ("minimize", 0.01)
     assert spec.objective.reached(0.01) and spec.objective.reached(0.005) and not spec.objective.reached(0.02)
     pruner = make_pruner(spec)
     assert (pruner._min_resource, pruner._max_resource, pruner._reduction_factor) == (3, spec.num_epoch.max, 3)
