@@ -283,7 +283,7 @@ def _final_report(spec, study) -> None:
 
 
 def _summary_run(spec, study, table) -> None:
-    from cvae.sweeps.spec import dump_spec_summary
+    import yaml
     from cvae.sweeps.tracking import log_sweep_summary
 
     from cvae.tracking import resolve_wandb_mode
@@ -301,7 +301,7 @@ def _summary_run(spec, study, table) -> None:
     try:
         log_sweep_summary(project=spec.wandb.project, entity=spec.wandb.entity, group=spec.name,
                           name=f"{spec.name}-summary", run_id=f"{spec.name}-{study.user_attrs.get('cvae:uid')}-summary",
-                          mode=mode, trials=table, importances=importances, spec_text=dump_spec_summary(spec))
+                          mode=mode, trials=table, importances=importances, spec_text=yaml.safe_dump(dict(spec.written), sort_keys=False))
     except Exception as err:  # noqa: BLE001 - the trials are recorded; a failed summary run is only reported
         log.warning("W&B summary run failed: %s", err)
 

@@ -29,7 +29,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
-import yaml
 from cvae.core.config import (
     FLAT_KEYS,
     ConfigError,
@@ -156,6 +155,9 @@ class SweepSpec:
     """The spec's ``name`` as written, when it is not its own slug (``name``); else empty."""
     command: CommandSpec = CommandSpec()
     """W&B's ``program`` and ``command``, and what of them is ignored."""
+    written: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    """The spec as its file says it (W&B's ``project`` and ``entity`` moved into ``wandb``): distributions as
+    written, what the W&B summary run's config keeps."""
 
     @property
     def title(self) -> str:
@@ -367,7 +369,7 @@ def parse_spec(raw: Mapping[str, Any], *, source: str = "spec", base_dir: Path =
         output_dir=output_dir, wandb=file.wandb, pruner=pruner, sampler=file.sampler, synth=file.synth if file.synth is not None and file.synth.keys() else None,
         heartbeat=file.heartbeat, max_retry=file.max_retry, seed=file.seed, grid_order=file.grid_order,
         description=str(file.description), source=source, display_name=display_name,
-        command=CommandSpec(program=file.program, command=file.command),
+        command=CommandSpec(program=file.program, command=file.command), written=raw,
     )
     trials = spec.n_configs() * spec.replicates
     if trials > MAX_TRIALS:
@@ -543,17 +545,3 @@ def _check_trial_configs(spec: SweepSpec) -> tuple[list[str], tuple[str, ...]]:
                    f" ({len(examples)} of {len(combos)} trial configs, e.g. {examples[0]})")
         for message, examples in warned.items()
     )
-
-
-def dump_spec_summary(spec: SweepSpec) -> str:
-    """The spec as YAML-ish text (for logs and the W&B summary run)."""
-    return yaml.safe_dump({
-        "name": spec.name, **({"title": spec.display_name} if spec.display_name else {}), "method": spec.method,
-        "metric": {"name": spec.objective.name, "goal": spec.objective.goal,
-                   **({"target": spec.objective.target} if spec.objective.target is not None else {})},
-        "run_cap": spec.run_cap, **({"grid_order": spec.grid_order} if spec.method == "grid" else {}),
-        "replicates": spec.replicates, "workers": spec.workers,
-        "parameters": {p.name: (list(p.values) if p.values else [p.low, p.high]) for p in spec.params},
-        "sets": {p.name: dict(p.sets) for p in spec.params if p.sets},
-        "base": dict(spec.base), "output_dir": str(spec.output_dir),
-    }, sort_keys=False)

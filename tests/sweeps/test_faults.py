@@ -20,6 +20,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+import yaml
 from cvae.core.records import read_csv
 from cvae.sweeps.queue import SweepError, claim, open_study, reap_stale, retry_trials
 from cvae.sweeps.runner import STOP_REQUESTED, install_stop_handlers, run_worker
@@ -143,6 +144,8 @@ def test_no_secret_in_any_file_of_a_sweep_on_postgresql(tiny_dataset, tmp_path, 
     runs = read_offline_runs_merged(tmp_path / "wandb")
     assert any(r.config.get("study") == "t" for r in runs.values())  # the trial's run and the summary run exist
     assert len(runs) == 2
+    (summary,) = [r for r in runs.values() if "spec" in r.config]  # the spec as written: distributions kept
+    assert yaml.safe_load(summary.config["spec"])["parameters"] == {"N_dim": {"values": [4]}}
     assert files_holding(tmp_path, SECRET) == []  # output_dir (logs, records), WANDB_DIR (.wandb, metadata)
 
 
