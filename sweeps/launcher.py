@@ -41,11 +41,16 @@ _RECEIVED = [signal.SIGINT]
 """The signal that interrupted the run (SIGINT: Ctrl-C), passed on to its workers."""
 
 
-def keep_spec(spec: SweepSpec, spec_path: Path) -> None:
+def keep_spec(spec: SweepSpec, spec_path: Path | None = None) -> None:
     """Make the sweep's ``output_dir`` and keep a copy of its spec there (``spec.yaml``): the records say what
-    made them."""
+    made them. Without ``spec_path`` (a spec made in Python), the spec as :attr:`SweepSpec.written`."""
     spec.output_dir.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(spec_path, spec.output_dir / SPEC_YAML)
+    if spec_path is None:
+        import yaml
+
+        (spec.output_dir / SPEC_YAML).write_text(yaml.safe_dump(dict(spec.written), sort_keys=False))
+    else:
+        shutil.copyfile(spec_path, spec.output_dir / SPEC_YAML)
 
 
 def prepare(spec: SweepSpec, *, data_only: bool = False):

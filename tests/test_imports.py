@@ -122,3 +122,17 @@ def test_the_analysis_reads_records_without_torch_or_pil() -> None:
     code = "import sys, cvae.analysis.load, cvae.schema\nassert not {'torch', 'PIL'} & set(sys.modules), sys.modules.keys()"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]
+
+
+def test_cvae_core_public_api_resolves_on_first_use_without_importing_torch_before() -> None:
+    """``from cvae.core import fit`` works (docs/python-api.md); ``import cvae.core.config`` (the spec, the
+    analysis) still pulls no torch."""
+    import subprocess
+    import sys
+
+    code = ("import sys, cvae.core, cvae.core.config; assert 'torch' not in sys.modules, 'torch'; "
+            "from cvae.core import fit, ExperimentConfig, EpochResult, RunResult, StopTraining, DatasetError, "
+            "generate_dataset, __all__; assert 'torch' in sys.modules; "
+            "assert set(__all__) <= set(dir(cvae.core)); print(fit.__module__)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "cvae.core.trainer", done.stderr[-2000:]
