@@ -46,6 +46,12 @@ class Baselines:
         """``{name: mean SSIM over every (clip, predicted frame)}`` in :data:`BASELINES` order."""
         return {name: getattr(self, name).avg_ssim for name in BASELINES}
 
+    def per_frame(self) -> dict[str, list[float]]:
+        """Each predictor's PSNR of every predicted frame keyed by its name, then its SSIM keyed ``ssim_<name>``
+        (``baselines.csv``'s columns)."""
+        return {**{n: list(getattr(self, n).psnr_per_frame) for n in BASELINES},
+                **{f"ssim_{n}": list(getattr(self, n).ssim_per_frame) for n in BASELINES}}
+
     def to_json(self) -> dict:
         return {name: asdict(getattr(self, name)) for name in BASELINES}
 

@@ -124,8 +124,7 @@ def baseline_metrics(val_psnr: float, baselines: Any) -> dict[str, float]:
 def write_baselines(baselines: Any, path: str | os.PathLike) -> None:
     """``baselines.csv``: the trivial predictors' PSNR of every predicted frame (frame 1 first), then their SSIM
     (``ssim_copy_first``, ...)."""
-    per_frame = [getattr(baselines, name).psnr_per_frame for name in BASELINE_NAMES]
-    per_frame += [getattr(baselines, name).ssim_per_frame for name in BASELINE_NAMES]
+    per_frame = list(baselines.per_frame().values())
     tmp = Path(path).with_suffix(".tmp")
     with _naming(tmp):
         with tmp.open("w", newline="") as fh:

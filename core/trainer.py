@@ -111,6 +111,9 @@ class EpochResult:
     """Every predicted frame's scores (``psnr_per_frame.csv``'s columns, cvae.schema.FRAME_COLUMNS)."""
     val_latents: list[dict[str, float]] = field(default_factory=list, repr=False)
     """Per latent channel: ``channel``, ``kl``, ``mean_var``, ``active`` (``latents.csv``)."""
+    baseline_frames: dict[str, list[float]] = field(default_factory=dict, repr=False)
+    """The validation video's trivial predictors per frame, the same every epoch (``baselines.csv``'s columns:
+    :meth:`cvae.core.baselines.Baselines.per_frame`); empty without validation."""
 
     def metrics(self) -> dict[str, float]:
         """The scalar metrics, keyed as in ``metrics.csv``."""
@@ -129,10 +132,13 @@ class RunResult:
     best_val_psnr: float
     best_epoch: int
     history: list[EpochResult]
+    """The epochs this call ran (a resumed run's earlier epochs are in its ``metrics.csv``)."""
     save_root: str
     parameters: int
     baselines: dict[str, float] = field(default_factory=dict)
     """The validation video's trivial predictors (``copy_first``, ...), NaN without validation."""
+    baseline_frames: dict[str, list[float]] = field(default_factory=dict, repr=False)
+    """The same per frame (:attr:`EpochResult.baseline_frames`)."""
 
 
 class Callback(Protocol):
@@ -616,6 +622,7 @@ class Trainer:
 
         history: list[EpochResult] = []
         status, reason = "completed", ""
+        baseline_frames = self.baselines.per_frame() if self.val_data is not None else {}
         for epoch in range(self.start_epoch, cfg.run.num_epoch):
             t0 = time.perf_counter()
             try:
@@ -659,7 +666,7 @@ class Trainer:
                 tf_fraction=tf_fraction, lr=lr, frames_per_s=frames_done / train_seconds,
                 train_seconds=train_seconds, val_seconds=val_seconds,
                 epoch_seconds=time.perf_counter() - t0, is_best=is_best, best_val_psnr=self.best_val_psnr,
-                save_root=str(self.save_root), val_video=val_video,
+                save_root=str(self.save_root), val_video=val_video, baseline_frames=baseline_frames,
             )
             try:
                 # Records, checkpoints and callbacks (W&B, Optuna) as one unit: Ctrl-C or SIGTERM arriving
@@ -679,7 +686,7 @@ class Trainer:
             status=status, reason=reason, epochs_run=len(history), last_epoch=last,
             best_val_psnr=self.best_val_psnr, best_epoch=self.best_epoch, history=history,
             save_root=str(self.save_root), parameters=sum(p.numel() for p in self.model.parameters()),
-            baselines=self.baselines.avg_psnr(),
+            baselines=self.baselines.avg_psnr(), baseline_frames=baseline_frames,
         )
         for cb in self.callbacks:
             cb.on_train_end(run)

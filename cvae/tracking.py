@@ -39,13 +39,10 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from cvae.schema import (
-    BASELINE_NAMES,
     BASELINE_TITLES,
-    BASELINES_CSV,
     EVAL_COLUMNS,
     FRAME_COLUMNS,
     WANDB_KEYS,
-    read_csv,
 )
 from cvae.wandb_offline import find_offline_runs, has_exit_record, read_offline_run
 
@@ -259,7 +256,7 @@ class WandbRun:
         self._best_video: Path | None = None
         self._frames: list[float] | None = None
         self._save_root: Path | None = None
-        self._baselines: dict[str, list[float]] | None = None
+        self._baselines: dict[str, list[float]] = {}
         stale = _ACTIVE.get(run_id) if run_id else None
         if stale is not None and not stale.finished:
             # wandb refuses a second live run with the same id in one process ("run ID ... is in use"); an
@@ -299,6 +296,7 @@ class WandbRun:
             log.debug("W&B run %s: epoch %d logged after finish, ignored", self.run_id, result.epoch)
             return
         self._save_root = Path(result.save_root)
+        self._baselines = dict(getattr(result, "baseline_frames", None) or {})
         # A diverged or unvalidated epoch's NaN is left out: in a max/min summary it would replace the best
         # value (W&B compares with NaN), and a chart shows a gap either way.
         row: dict[str, Any] = {key: value for col, key in WANDB_KEYS.items()
@@ -392,28 +390,16 @@ class WandbRun:
                      ", ".join(map(str, done)))
         return done
 
-    def _baseline_frames(self) -> dict[str, list[float]]:
-        """The trivial predictors' PSNR per validation frame (the same every epoch), keyed by their names, and
-        their SSIM keyed ``ssim_<name>``: ``baselines.csv``."""
-        if self._baselines is None:
-            self._baselines = {}
-            path = self._save_root / BASELINES_CSV if self._save_root else None
-            if path is not None and path.is_file():
-                rows = read_csv(path)
-                names = [*BASELINE_NAMES, *(f"ssim_{n}" for n in BASELINE_NAMES)]
-                self._baselines = {name: [float(r[name]) for r in rows] for name in names if rows and name in rows[0]}
-        return self._baselines
-
     def _frame_table(self, per_frame: Sequence[float], curves: Mapping[str, Sequence[float]]) -> Any:
         """Every predicted frame: the lab's PSNR, the evaluation's other curves (SSIM, best of K, ...) and the
-        baselines' PSNR."""
+        baselines' PSNR and SSIM (the epoch result's ``baseline_frames``)."""
         if not per_frame or not all(math.isfinite(v) for v in per_frame):
             return None
         import wandb
 
         others = {name: v for name, v in curves.items() if name != "psnr" and name in FRAME_COLUMNS
                   and len(v) == len(per_frame)}
-        refs = {name: v for name, v in self._baseline_frames().items() if len(v) == len(per_frame)}
+        refs = {name: v for name, v in self._baselines.items() if len(v) == len(per_frame)}
         columns = ["frame", "psnr", *others, *(name if name.startswith("ssim_") else f"psnr_{name}" for name in refs)]
         rows = [[i, float(v), *(float(c[i - 1]) for c in others.values()), *(float(r[i - 1]) for r in refs.values())]
                 for i, v in enumerate(per_frame, start=1)]
@@ -454,7 +440,7 @@ class WandbRun:
         media: dict[str, Any] = {"epoch": epoch, "val/psnr_per_frame": self._best_table}
         if self._best_latents is not None:
             media["val/latents"] = self._best_latents
-        refs = {n: v for n, v in self._baseline_frames().items() if n in ("copy_first", "mean_frame")
+        refs = {n: v for n, v in self._baselines.items() if n in ("copy_first", "mean_frame")
                 and len(v) == len(self._frames or [])}
         frames = list(range(1, len(self._frames or []) + 1))
         # The model beside the trivial predictors it must beat (copy_prev, an oracle far above, stays in the

@@ -51,10 +51,7 @@ from cvae.sweeps.storage import StorageError, open_storage
 from optuna.trial import TrialState
 
 from cvae.schema import (
-    BASELINE_NAMES,
-    BASELINES_CSV,
     CONFIG_ID,
-    FRAMES_CSV,
     METRICS_CSV,
     REASON,
     REPLICATE,
@@ -142,7 +139,8 @@ def rss_mib() -> tuple[float, float]:
 
 
 class TrialCallback(BaseCallback):
-    """Per epoch: track, report to Optuna, prune; remember the latest validation video.
+    """Per epoch: track, report to Optuna, prune; keep the trial's epochs (``rows``, those of earlier attempts
+    read once from its records) and the latest epoch result, which the trial's outcome is made of.
 
     Also times the trial: ``startup_s`` (claim to the first training step: data, model, tracker), the
     epochs' training and validation seconds, and ``tracking_s`` (W&B, Optuna and record calls).
@@ -153,6 +151,9 @@ class TrialCallback(BaseCallback):
         self.spec = spec
         self.tracker = tracker
         self.video = None
+        self.rows: list[dict[str, Any]] | None = None
+        """Every epoch's metrics (``metrics.csv``'s rows), None until training starts."""
+        self.last: EpochResult | None = None
         self.pruned_at: int | None = None
         self.t0 = t0
         self.startup_s = math.nan
@@ -174,12 +175,13 @@ class TrialCallback(BaseCallback):
         """On a resume, report to Optuna the checkpointed epochs it lacks (a worker killed between an
         epoch's checkpoint and its report), from the run's own records."""
         self.startup_s = time.monotonic() - self.t0
+        self.rows = []
         if start_epoch == 0:
             return
         metrics = Path(cfg.run.save_root) / METRICS_CSV
         stored = frozen(self.trial)
-        rows = read_csv(metrics) if metrics.exists() else []
-        missing = [r for r in rows if int(r["epoch"]) < start_epoch and int(r["epoch"]) not in stored.intermediate_values
+        rows = self.rows = [r for r in (read_csv(metrics) if metrics.exists() else []) if int(r["epoch"]) < start_epoch]
+        missing = [r for r in rows if int(r["epoch"]) not in stored.intermediate_values
                    and r.get(self.spec.objective.field) not in (None, "", "nan")]
         for r in missing:
             self.trial.report(float(r[self.spec.objective.field]), int(r["epoch"]))
@@ -191,6 +193,8 @@ class TrialCallback(BaseCallback):
                 self.tracker.backfill(rows, start_epoch)
 
     def on_epoch_end(self, result: EpochResult) -> None:
+        self.rows = [*(self.rows or []), {"epoch": result.epoch, **result.metrics()}]
+        self.last = result
         self.train_s += result.train_seconds
         self.val_s += result.val_seconds
         with self.tracking():
@@ -388,22 +392,20 @@ def _finish(study, trial, spec, tracker, record, folder, callback, state, reason
     """Record a trial's outcome: the GIF and PSNR plot (uploaded as the trial's Optuna artifacts), Optuna (with a
     retry enqueued when ``again``), trial.json, then W&B."""
     t_finish = time.monotonic()
-    rows = read_csv(folder / METRICS_CSV) if (folder / METRICS_CSV).exists() else []
+    # What this process trained is in memory; what it did not (an attempt that failed before training, or
+    # resumed with no epoch left) is in the trial's records.
+    rows = callback.rows if callback.rows is not None else (
+        read_csv(folder / METRICS_CSV) if (folder / METRICS_CSV).exists() else [])
     value, epoch = metric_value(rows, spec.objective.field, spec.objective.goal, spec.objective.summary)
     video_path = None
     if callback.video is not None:
         video_path = folder / SAMPLE_GIF
         write_gif(callback.video, video_path)
-    per_frame = None
-    frames_csv = folder / FRAMES_CSV
-    if rows and frames_csv.exists():
-        last = rows[-1]["epoch"]
-        per_frame = [float(r["psnr"]) for r in read_csv(frames_csv) if r["epoch"] == last]
-    baselines, per_frame_baselines = trial_baselines(rows, epoch, folder / BASELINES_CSV)
+    baselines = trial_baselines(rows, epoch)
     for name, v in baselines.items():
         if v is not None:
             trial.set_user_attr(trial_attr(name), v)
-    plot_path = _psnr_plot(spec, trial, folder, per_frame, per_frame_baselines, rows)
+    plot_path = _psnr_plot(spec, trial, folder, callback.last)
     # Artifacts before the state change: a finished trial takes no more attributes. A retry uploads again.
     upload_trial_files(spec.output_dir, trial, [p for p in (video_path, plot_path) if p is not None])
     if state == "complete" and math.isnan(value):
@@ -437,29 +439,28 @@ def _finish(study, trial, spec, tracker, record, folder, callback, state, reason
              f": {spec.objective.name} {value:.4f}" if not math.isnan(value) else "", f" ({reason})" if reason else "")
 
 
-def _psnr_plot(spec: SweepSpec, trial: optuna.Trial, folder: Path, per_frame: list[float] | None,
-               per_frame_baselines: dict[str, list[float]] | None, rows: list[dict[str, str]]) -> Path | None:
-    """The last epoch's validation PSNR per frame beside copy-first and mean-frame, as ``psnr_per_frame.png``
-    in the run folder; None when nothing was validated or the plot cannot be drawn (one warning)."""
+def _psnr_plot(spec: SweepSpec, trial: optuna.Trial, folder: Path, last: EpochResult | None) -> Path | None:
+    """The last epoch this process ran: its validation PSNR per frame beside copy-first and mean-frame, as
+    ``psnr_per_frame.png`` in the run folder; None when it validated nothing or the plot cannot be drawn."""
+    per_frame = last.val_psnr_per_frame if last is not None else None
     if not per_frame:
         return None
     path = folder / PSNR_PLOT
     # As on the W&B chart: copy_prev, an oracle far above, would flatten the other lines.
-    references = {name: values for name, values in (per_frame_baselines or {}).items()
+    references = {name: values for name, values in last.baseline_frames.items()
                   if name in ("copy_first", "mean_frame") and len(values) == len(per_frame)}
     try:
         write_psnr_plot(per_frame, path, references=references,
-                        title=f"{spec.name} trial {trial.number}: validation PSNR per frame (epoch {rows[-1]['epoch']})")
+                        title=f"{spec.name} trial {trial.number}: validation PSNR per frame (epoch {last.epoch})")
     except Exception as err:  # noqa: BLE001 - a plot must not fail the trial
         log.warning("trial %d: no PSNR plot (%s: %s)", trial.number, type(err).__name__, err)
         return None
     return path
 
 
-def trial_baselines(rows: list[dict[str, str]], epoch: int, baselines_csv: Path,
-                    ) -> tuple[dict[str, float | None], dict[str, list[float]] | None]:
+def trial_baselines(rows: list[dict[str, Any]], epoch: int) -> dict[str, float | None]:
     """A trial's baselines, margin and evaluation (:data:`cvae.schema.TRIAL_COLUMNS`), as recorded in
-    trial.json and its Optuna attributes, and the baselines per frame.
+    trial.json and its Optuna attributes.
 
     The baselines are those of its validation video (the same every epoch); the margin and the evaluation
     (SSIM, K samples, what the model uses) are those of the epoch its value comes from (``epoch``), else of its
@@ -471,11 +472,7 @@ def trial_baselines(rows: list[dict[str, str]], epoch: int, baselines_csv: Path,
         text = chosen.get(col)
         value = float(text) if text not in (None, "", "nan") else None
         out[col] = None if value is None or math.isnan(value) else value
-    per_frame = None
-    if baselines_csv.exists():
-        table = read_csv(baselines_csv)
-        per_frame = {name: [float(r[name]) for r in table] for name in BASELINE_NAMES}
-    return out, per_frame
+    return out
 
 
 def _timing(callback: TrialCallback, duration: float) -> dict[str, float | None]:

@@ -20,7 +20,7 @@ import pytest
 import torch
 from PIL import Image
 
-from cvae.schema import BASELINES_CSV, WANDB_KEYS
+from cvae.schema import WANDB_KEYS
 from cvae.tracking import MODES, SUMMARIES, TrackingError, WandbRun, resolve_wandb_mode
 from cvae.wandb_offline import OfflineRun, find_offline_runs, read_offline_run, read_offline_runs_merged
 
@@ -253,12 +253,9 @@ def test_run_round_trip(wandb_dir: Path, save_root: Path) -> None:
 def test_the_per_frame_table_and_chart_carry_the_baselines(wandb_dir: Path, save_root: Path) -> None:
     psnr = [30.0 - 0.25 * i for i in range(20)]
     refs = {"copy_first": [28.0 - 0.5 * i for i in range(20)], "mean_frame": [22.0] * 20, "copy_prev": [37.0] * 20}
-    lines = ["frame,copy_first,mean_frame,copy_prev"]
-    lines += [f"{i + 1},{refs['copy_first'][i]!r},22.0,37.0" for i in range(20)]
-    (save_root / BASELINES_CSV).write_text("\n".join(lines) + "\n")
-    t = wandb_run("trial-refs")
-    t.log_epoch(epoch_result(0, 25.0, save_root, per_frame=psnr, is_best=True))
-    t.log_epoch(epoch_result(1, 24.0, save_root, per_frame=psnr[:10]))  # a shorter rollout: no baselines
+    t = wandb_run("trial-refs")  # the baselines come with each epoch's result, as the trainer gives them
+    t.log_epoch(epoch_result(0, 25.0, save_root, per_frame=psnr, is_best=True, baseline_frames=refs))
+    t.log_epoch(epoch_result(1, 24.0, save_root, per_frame=psnr[:10], baseline_frames=refs))  # shorter: none
     t.finish(state="complete")
     run = read_offline_run(t.run_dir)
     rows = metric_rows(run)
@@ -281,15 +278,15 @@ def test_the_evaluation_is_logged_with_its_curves_latents_and_summaries(wandb_di
               "psnr_no_prev": [25.0] * 6}
     latents = [{"channel": c, "kl": 0.5 * c, "mean_var": 0.02 * c, "active": int(c > 0)} for c in range(3)]
     later = [{**c, "active": 0} for c in latents]
-    lines = ["frame,copy_first,mean_frame,copy_prev,ssim_copy_first,ssim_mean_frame,ssim_copy_prev"]
-    lines += [f"{i + 1},20.0,22.0,37.0,0.5,0.6,0.95" for i in range(6)]
-    (save_root / BASELINES_CSV).write_text("\n".join(lines) + "\n")
+    refs = {**{name: [v] * 6 for name, v in (("copy_first", 20.0), ("mean_frame", 22.0), ("copy_prev", 37.0))},
+            **{f"ssim_{name}": [v] * 6 for name, v in (("copy_first", 0.5), ("mean_frame", 0.6), ("copy_prev", 0.95))}}
     t = wandb_run("trial-eval")
     t.log_epoch(epoch_result(0, 25.0, save_root, per_frame=psnr, is_best=True, val_curves=curves,
                              val_latents=latents, val_ssim=0.85, val_psnr_no_prev=22.5, val_active_units=2.0,
-                             val_psnr_z0=24.0))
+                             val_psnr_z0=24.0, baseline_frames=refs))
     t.log_epoch(epoch_result(1, 24.0, save_root, per_frame=psnr, val_curves=curves, val_latents=later,
-                             val_ssim=0.88, val_psnr_no_prev=23.9, val_active_units=0.0, val_psnr_z0=24.5))
+                             val_ssim=0.88, val_psnr_no_prev=23.9, val_active_units=0.0, val_psnr_z0=24.5,
+                             baseline_frames=refs))
     t.finish(state="complete")
     run = read_offline_run(t.run_dir)
     rows = metric_rows(run)

@@ -101,6 +101,10 @@ def test_a_runs_records_carry_its_baselines(tiny_dataset: Path, tmp_path: Path) 
     assert [int(r["frame"]) for r in per_frame] == list(range(1, 12))
     for name in B.BASELINES:
         assert [float(r[name]) for r in per_frame] == pytest.approx(getattr(expected, name).psnr_per_frame)
+    # ... and the result carries them, per frame, for whoever called fit (the sweeps read no file back)
+    assert run.baseline_frames == expected.per_frame() == run.history[-1].baseline_frames
+    assert all(run.baseline_frames[c] == pytest.approx([float(r[c]) for r in per_frame]) for c in per_frame[0]
+               if c != "frame")
 
 
 def test_summary_line_names_the_margin_and_the_oracles() -> None:
