@@ -72,25 +72,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "(train/train_img, train/train_label, val/..., test/test_img/<i>, test/test_label/<i>).",
     )
     synth.add_argument("--out", required=True, help="output folder")
-    synth.add_argument("--train-frames", type=int, default=1600, help="training frames (default 1600)")
-    synth.add_argument("--train-video-len", type=int, default=400, help="frames per training video (default 400)")
-    synth.add_argument("--val-frames", type=int, default=630, help="validation frames (default 630)")
-    synth.add_argument("--test-sequences", type=int, default=5, help="test sequences (default 5)")
-    synth.add_argument("--test-frames", type=int, default=630, help="poses per test sequence (default 630)")
-    synth.add_argument("--size", default="64x128", help="HxW of the written PNGs (default 64x128)")
-    synth.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    synth.add_argument("--dancers", type=int, default=None,
-                       help="N: the videos show N dancers, each always in the same look and setting (default: "
-                       "every video its own dancer and background)")
-    synth.add_argument("--backgrounds", type=int, default=None,
-                       help="N: the backgrounds come from N settings, independently of the dancers (default: each "
-                       "look its own background)")
-    synth.add_argument("--spotlight", action="store_true",
-                       help="light every video with a coloured spotlight that wanders at random (its next step is "
-                       "chance: what a cVAE's latent is for)")
-    synth.add_argument("--lighting", action="store_true",
-                       help="give every video its own exposure and colour of light")
-    synth.add_argument("--workers", type=int, default=1, help="processes (default 1)")
+    _synth_flags(synth)
     synth.set_defaults(func=_cmd_synth)
     check = data_sub.add_parser(
         "check", help="check a dataset's layout (pairs, frame numbering without gaps, test lengths) and decode it "
@@ -144,21 +126,35 @@ def register(sub: argparse._SubParsersAction) -> None:
     test.set_defaults(func=_cmd_test)
 
 
-def _cmd_synth(args: argparse.Namespace) -> int:
-    from cvae.core.synth import generate_dataset, parse_size
+def _synth_flags(parser: argparse.ArgumentParser) -> None:
+    """``generate_dataset``'s keyword options as flags (``train_frames`` -> ``--train-frames``), with its defaults."""
+    import inspect
 
+    from cvae.core.synth import OPTION_HELP, generate_dataset
+
+    for name, param in inspect.signature(generate_dataset).parameters.items():
+        if param.kind is not param.KEYWORD_ONLY or name == "progress":
+            continue
+        flag, default, text = f"--{name.replace('_', '-')}", param.default, OPTION_HELP[name]
+        if isinstance(default, bool):
+            parser.add_argument(flag, action="store_true", help=text)
+        elif name == "size":
+            parser.add_argument(flag, default="x".join(map(str, default)), help=f"{text} (default %(default)s)")
+        else:
+            parser.add_argument(flag, type=int, default=default,
+                                help=text if default is None else f"{text} (default %(default)s)")
+
+
+def _cmd_synth(args: argparse.Namespace) -> int:
+    from cvae.core.synth import OPTION_HELP, generate_dataset, parse_size
+
+    options = {k: v for k, v in vars(args).items() if k in OPTION_HELP}
     try:
-        h, w = parse_size(args.size)
+        options["size"] = parse_size(args.size)
     except ValueError as err:
         return fail("data synth", f"--size {args.size!r}: {err}")
     try:
-        summary = generate_dataset(
-            args.out, train_frames=args.train_frames, val_frames=args.val_frames,
-            test_sequences=args.test_sequences, test_frames=args.test_frames, size=(h, w), seed=args.seed,
-            train_video_len=args.train_video_len, dancers=args.dancers, backgrounds=args.backgrounds,
-            spotlight=args.spotlight, lighting=args.lighting, workers=args.workers,
-            progress=sys.stderr.isatty(),
-        )
+        summary = generate_dataset(args.out, **options, progress=sys.stderr.isatty())
     except ValueError as err:
         return fail("data synth", str(err))
     print(f"dataset in {summary['root']}: {summary}")

@@ -723,6 +723,26 @@ MINIMUMS = {"train_frames": 1, "val_frames": 1, "test_sequences": 1, "test_frame
 against them before a study is created)."""
 MIN_SIDE = 16
 """The smallest frame side a person can be drawn in, in pixels."""
+OPTION_HELP = {
+    "train_frames": "training frames",
+    "val_frames": "validation frames",
+    "test_sequences": "test sequences",
+    "test_frames": "poses per test sequence (a first frame, then poses to predict)",
+    "size": "HxW of the written PNGs (e.g. 64x128, each side >= 16)",
+    "seed": "random seed",
+    "train_video_len": "frames per training video",
+    "dancers": "N: the videos show N dancers, each always in the same look and setting (default: every video its "
+               "own dancer and background)",
+    "backgrounds": "N: the backgrounds come from N settings, independently of the dancers (default: each look its "
+                   "own background)",
+    "spotlight": "light every video with a coloured spotlight that wanders at random (its next step is chance: "
+                 "what a cVAE's latent is for)",
+    "lighting": "give every video its own exposure and colour of light",
+    "workers": "processes that render (the output does not depend on them)",
+    "progress": "print a progress line to stderr",
+}
+"""Each keyword option of :func:`generate_dataset`, said for people: `cvae data synth`'s flags and a spec's
+``synth:`` keys are both made from the function's signature and these (a test holds them equal)."""
 
 
 def parse_size(raw: object) -> tuple[int, int]:

@@ -11,12 +11,13 @@ The pruner and the sampler build their Optuna objects here (Optuna is imported o
 
 from __future__ import annotations
 
+import inspect
 import math
 import os
 from collections.abc import Callable, Mapping
 from typing import Annotated, Any, ClassVar, Literal
 
-from cvae.core.synth import MINIMUMS, parse_size
+from cvae.core.synth import MINIMUMS, OPTION_HELP, generate_dataset, parse_size
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -24,6 +25,7 @@ from pydantic import (
     Field,
     ValidationError,
     WithJsonSchema,
+    create_model,
     model_validator,
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
@@ -399,28 +401,14 @@ def _size(value: Any) -> tuple[int, int] | None:
         raise PydanticCustomError(VALUE, f": {err}") from None
 
 
-class SynthSpec(Options):
-    """``synth``: the options of ``cvae data synth`` (:func:`cvae.core.synth.generate_dataset`) that make the
-    sweep's dataset into ``base.DR`` when it is missing; an option not given takes the generator's default."""
+Size = Annotated[tuple[int, int] | None, BeforeValidator(_size), WithJsonSchema({"anyOf": [
+    {"type": "string", "pattern": r"^\s*\d+\s*[xX]\s*\d+\s*$"},
+    {"type": "array", "items": {"type": "integer", "minimum": 16}, "minItems": 2, "maxItems": 2}]})]
+"""A frame size: ``HxW`` (``64x128``) or ``[H, W]``, read as (H, W)."""
 
+
+class _Synth(Options):
     NOT_MAPPING: ClassVar[str] = " must be a mapping of `cvae data synth` options, got {!r}"
-
-    train_frames: at_least(MINIMUMS["train_frames"]) = None
-    val_frames: at_least(MINIMUMS["val_frames"]) = None
-    test_sequences: at_least(MINIMUMS["test_sequences"]) = None
-    test_frames: at_least(MINIMUMS["test_frames"]) = None
-    size: Annotated[tuple[int, int] | None, BeforeValidator(_size), WithJsonSchema({"anyOf": [
-        {"type": "string", "pattern": r"^\s*\d+\s*[xX]\s*\d+\s*$"},
-        {"type": "array", "items": {"type": "integer", "minimum": 16}, "minItems": 2, "maxItems": 2}]})] = None
-    """(H, W); the spec gives ``HxW`` (``64x128``) or ``[H, W]``."""
-    seed: at_least(MINIMUMS["seed"]) = None
-    train_video_len: at_least(MINIMUMS["train_video_len"]) = None
-    dancers: at_least(MINIMUMS["dancers"]) = None
-    backgrounds: at_least(MINIMUMS["backgrounds"]) = None
-    spotlight: Flag = None
-    lighting: Flag = None
-    workers: at_least(MINIMUMS["workers"]) = None
-    progress: Flag = None
 
     @classmethod
     def option_names(cls) -> tuple[str, ...]:
@@ -430,6 +418,20 @@ class SynthSpec(Options):
     def frames(self, split: str) -> int | None:
         """The frames the generator writes for ``split`` (train or val) when given, else None."""
         return getattr(self, f"{split}_frames")
+
+
+def _synth_option(name: str, default: Any) -> tuple[Any, Any]:
+    kind = Size if name == "size" else Flag if isinstance(default, bool) else at_least(MINIMUMS[name])
+    return kind, Field(None, description=OPTION_HELP[name])
+
+
+SynthSpec = create_model(
+    "SynthSpec", __base__=_Synth, __module__=__name__,
+    __doc__="""``synth``: the options of ``cvae data synth`` that make the sweep's dataset into ``base.DR`` when it
+    is missing, an option not given taking the generator's default: the keyword options of
+    :func:`cvae.core.synth.generate_dataset`, each typed and bounded as the generator checks it.""",
+    **{name: _synth_option(name, p.default) for name, p in inspect.signature(generate_dataset).parameters.items()
+       if p.kind is p.KEYWORD_ONLY})
 
 
 Command = Annotated[tuple[str, ...] | None, check(lambda v: v is None or (isinstance(v, list | tuple) and bool(v) and all(

@@ -18,6 +18,26 @@ from pathlib import Path
 
 import pytest
 
+_CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+_XDIST_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 1)
+if _XDIST_WORKERS > 1:
+    # Tests run in pytest-xdist workers side by side (`make test`): each worker's torch, and the processes its
+    # tests start, get their share of the cores (two processes of 2 threads each on 2 cores run 10x slower).
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, _CORES // _XDIST_WORKERS)))
+
+SPREAD = {"test_faults.py", "test_runner.py", "test_trainer.py"}
+"""Modules of long, independent tests, dealt one test at a time to the pytest-xdist workers; every other module
+runs whole on one worker (``--dist loadgroup``), so its module and session fixtures (a trained sweep) are made
+once."""
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.path.name not in SPREAD:
+            item.add_marker(pytest.mark.xdist_group(str(item.path.relative_to(item.config.rootpath))))
+
+
 TINY_DATASET = dict(
     train_frames=96, train_video_len=48, val_frames=24, test_sequences=2, test_frames=24, size=(32, 64), seed=0
 )
@@ -68,8 +88,8 @@ def _torch_threads() -> Iterator[None]:
         torch.set_num_threads(before or _DEFAULT_THREADS)
 
 
-_DEFAULT_THREADS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-"""torch's own default on Linux: one thread per core this process may use."""
+_DEFAULT_THREADS = max(1, _CORES // _XDIST_WORKERS)
+"""torch's own default on Linux: one thread per core this process may use (its share under pytest-xdist)."""
 
 
 @pytest.fixture(scope="session")

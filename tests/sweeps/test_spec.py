@@ -807,6 +807,16 @@ def test_the_synth_section_and_the_generator_have_the_same_options() -> None:
     keywords = [p for p in inspect.signature(generate_dataset).parameters if p != "out"]
     assert sorted(SynthSpec.option_names()) == sorted(keywords)  # one option added to one must reach the other
     assert set(MINIMUMS) <= set(keywords)
+    # ... and `cvae data synth`'s flags are made from the same signature, with its defaults
+    from cvae.cli import build_parser
+
+    parser = build_parser()
+    data = next(a for a in parser._subparsers._group_actions[0].choices["data"]._actions if a.dest == "data_command")
+    flags = {a.dest: a.default for a in data.choices["synth"]._actions if a.dest not in ("help", "out")}
+    defaults = {k: p.default for k, p in inspect.signature(generate_dataset).parameters.items() if k != "out"}
+    assert set(flags) == set(keywords) - {"progress"}
+    assert {k: v for k, v in flags.items() if k != "size"} == {k: defaults[k] for k in flags if k != "size"}
+    assert flags["size"] == "x".join(map(str, defaults["size"]))
 
 
 # -- num_epoch knows when it is swept ------------------------------------------------------------------------
