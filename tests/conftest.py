@@ -27,15 +27,16 @@ if _XDIST_WORKERS > 1:
 
 SPREAD = {"test_faults.py", "test_runner.py", "test_trainer.py"}
 """Modules of long, independent tests, dealt one test at a time to the pytest-xdist workers; every other module
-runs whole on one worker (``--dist loadgroup``), so its module and session fixtures (a trained sweep) are made
-once."""
+runs whole on one worker (``--dist loadgroup``), so its module fixtures are made once, and tests/analysis, whose
+modules share a session fixture (a trained sweep), runs whole on one worker too."""
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if item.path.name not in SPREAD:
-            item.add_marker(pytest.mark.xdist_group(str(item.path.relative_to(item.config.rootpath))))
+            where = item.path.parent if item.path.parent.name == "analysis" else item.path
+            item.add_marker(pytest.mark.xdist_group(str(where.relative_to(item.config.rootpath))))
 
 
 TINY_DATASET = dict(

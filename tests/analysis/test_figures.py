@@ -883,12 +883,12 @@ def test_importing_the_figures_does_not_import_torch():
     assert out.stdout.strip() == "False"
 
 
-@pytest.mark.skipif(not (REPO / "runs" / "quickstart" / "spec.yaml").is_file(),
-                    reason="no runs/quickstart records (make demo writes them)")
-def test_quickstart_records_render(tmp_path):
-    data = load_local(REPO / "runs" / "quickstart")
+def test_a_real_sweeps_records_render(sweep_records, tmp_path):
+    """Every figure the records of a real sweep (trained by the worker loop: teacher forcing x KL annealing,
+    two replicates) support is drawn, as PNG and SVG."""
+    data = load_local(sweep_records.runs)
     names = F.applicable_figures(data)
-    assert {"tfr_loss", "kl_beta_psnr", "psnr_per_frame", "ndim_psnr"} <= set(names)
+    assert {"tfr_loss", "tfr_psnr", "kl_beta_psnr", "kl_psnr", "psnr_per_frame"} <= set(names), names
     for result, png, svg in F.render_all(data, tmp_path):
         with Image.open(png) as img:
             assert img.format == "PNG"
