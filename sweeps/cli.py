@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import functools
+import json
 import logging
 import os
 import signal
@@ -84,54 +86,54 @@ def _load(args: argparse.Namespace, workers: int | None = None, *, warn: str | N
     return spec
 
 
-def _errors(*, data: bool = False):
-    """The errors a command turns into one line; the dataset's only where asked for (``cvae.core.data``
-    imports torch, which ``status``, ``best`` and ``retry`` do without)."""
-    from cvae.sweeps.queue import SweepError
-    from cvae.sweeps.spec import SpecError
-    from cvae.sweeps.storage import StorageError
+def _one_line(name: str, *, data: bool = False):
+    """``cvae sweep NAME``: bad input and the machine's faults (spec, storage, study, W&B; the dataset's with
+    ``data``: ``cvae.core.data`` imports torch, which status, best and retry do without) end it in one line."""
+    def wrap(cmd):
+        @functools.wraps(cmd)
+        def run(args: argparse.Namespace) -> int:
+            from cvae.sweeps.queue import SweepError
+            from cvae.sweeps.spec import SpecError
+            from cvae.sweeps.storage import StorageError
 
-    if data:
-        from cvae.core.data import DatasetError
+            from cvae.tracking import TrackingError
 
-        return SpecError, StorageError, SweepError, DatasetError
-    return SpecError, StorageError, SweepError
+            errors: tuple[type[Exception], ...] = (SpecError, StorageError, SweepError, TrackingError, ValueError)
+            if data:
+                from cvae.core.data import DatasetError
+
+                errors += (DatasetError,)
+            try:
+                return cmd(args)
+            except errors as err:
+                return fail(f"sweep {name}", str(err))
+        return run
+    return wrap
 
 
+@_one_line("run", data=True)
 def _cmd_run(args: argparse.Namespace) -> int:
     from cvae.sweeps.launcher import LaunchError, launch, prepare
 
-    SpecError, StorageError, SweepError, DatasetError = _errors(data=True)
     setup_logging()
-    try:
-        spec = _load(args, args.workers, warn="run")
-        study = prepare(spec)
-    except (SpecError, StorageError, SweepError, DatasetError, ValueError) as err:
-        return fail("sweep run", str(err))
+    spec = _load(args, args.workers, warn="run")
+    study = prepare(spec)
     try:
         return launch(spec, Path(args.spec), study, live=args.live)
     except LaunchError as err:
         return fail("sweep run", str(err), err.code)
 
 
+@_one_line("worker", data=True)
 def _cmd_worker(args: argparse.Namespace) -> int:
-    from cvae.sweeps.runner import run_worker
+    from cvae.sweeps.runner import install_stop_handlers, run_worker
 
-    from cvae.tracking import TrackingError
-
-    SpecError, StorageError, SweepError, DatasetError = _errors(data=True)
     worker = os.environ.get("CVAE_WORKER")
     setup_logging(f"[worker {worker}] " if worker else "")
     # Ctrl-C and a scheduler's SIGTERM (docker stop, Slurm preemption) stop the same way: the trial is re-queued.
-    from cvae.sweeps.runner import install_stop_handlers
-
     install_stop_handlers()
     try:
-        spec = _load(args)
-        stats = run_worker(spec, storage_url=args.storage, num_threads=args.threads, max_trials=args.max_trials)
-    except (SpecError, StorageError, SweepError, DatasetError, TrackingError) as err:
-        # Bad input or a fault of the machine (dataset, disk, W&B, storage): fix it and run again.
-        return fail("sweep worker", str(err))
+        stats = run_worker(_load(args), storage_url=args.storage, num_threads=args.threads, max_trials=args.max_trials)
     except KeyboardInterrupt:
         print("worker interrupted: its running trial was re-queued", file=sys.stderr)
         return 130
@@ -140,21 +142,18 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
+@_one_line("init", data=True)
 def _cmd_init(args: argparse.Namespace) -> int:
     import optuna
     from cvae.sweeps.launcher import keep_spec, prepare
     from cvae.sweeps.storage import mask_url
 
-    SpecError, StorageError, SweepError, DatasetError = _errors(data=True)
     setup_logging()
-    try:
-        spec = _load(args, warn="init")
-        study = prepare(spec, data_only=args.data_only)
-        if study is None:
-            print(f"sweep {spec.name}: dataset ready in {spec.data_root}", flush=True)
-            return 0
-    except (SpecError, StorageError, SweepError, DatasetError, ValueError) as err:
-        return fail("sweep init", str(err))
+    spec = _load(args, warn="init")
+    study = prepare(spec, data_only=args.data_only)
+    if study is None:
+        print(f"sweep {spec.name}: dataset ready in {spec.data_root}", flush=True)
+        return 0
     keep_spec(spec, Path(args.spec))
     queued = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)))
     print(f"sweep {spec.name}: study ready in {mask_url(spec.storage)}, {queued} trial(s) queued; start workers "
@@ -162,17 +161,14 @@ def _cmd_init(args: argparse.Namespace) -> int:
     return 0
 
 
+@_one_line("dashboard")
 def _cmd_dashboard(args: argparse.Namespace) -> int:
     from cvae.sweeps.dashboard import serve_dashboard
 
-    SpecError, StorageError, SweepError = _errors()
     # `docker stop`, `kill`: stop serving like Ctrl-C (exit 0), not with a traceback.
     previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
-        spec = _load(args)
-        serve_dashboard(spec, storage_url=args.storage, host=args.host, port=args.port)
-    except (SpecError, StorageError) as err:
-        return fail("sweep dashboard", str(err))
+        serve_dashboard(_load(args), storage_url=args.storage, host=args.host, port=args.port)
     except OSError as err:
         return fail("sweep dashboard", f"cannot listen on {args.host}:{args.port}: {err.strerror or err}")
     except KeyboardInterrupt:
@@ -195,15 +191,12 @@ def _open_existing(args: argparse.Namespace):
                          f"`cvae sweep run {args.spec}`") from None
 
 
+@_one_line("retry")
 def _cmd_retry(args: argparse.Namespace) -> int:
     from cvae.sweeps.queue import retry_trials
 
-    SpecError, StorageError, SweepError = _errors()
-    try:
-        spec, study = _open_existing(args)
-        done = retry_trials(study, states=tuple(args.state or ("failed",)), numbers=tuple(args.trial))
-    except (SpecError, StorageError, ValueError) as err:
-        return fail("sweep retry", str(err))
+    spec, study = _open_existing(args)
+    done = retry_trials(study, states=tuple(args.state or ("failed",)), numbers=tuple(args.trial))
     for number, key in done:
         print(f"trial {number} re-queued (run folder {spec.output_dir / run_name(key)})")
     if not done:
@@ -214,28 +207,22 @@ def _cmd_retry(args: argparse.Namespace) -> int:
     return 0
 
 
+@_one_line("status")
 def _cmd_status(args: argparse.Namespace) -> int:
     from cvae.sweeps.report import summary_line, trials_table
     from rich.console import Console
 
-    SpecError, StorageError, SweepError = _errors()
-    try:
-        spec, study = _open_existing(args)
-    except (SpecError, StorageError, ValueError) as err:
-        return fail("sweep status", str(err))
+    spec, study = _open_existing(args)
     Console(width=None if sys.stdout.isatty() else 200).print(trials_table(spec, study))
     print(summary_line(spec, study, spec.workers))
     return 0
 
 
+@_one_line("best")
 def _cmd_best(args: argparse.Namespace) -> int:
     from cvae.sweeps.report import best_config_text, best_trial
 
-    SpecError, StorageError, SweepError = _errors()
-    try:
-        spec, study = _open_existing(args)
-    except (SpecError, StorageError, ValueError) as err:
-        return fail("sweep best", str(err))
+    spec, study = _open_existing(args)
     print(best_config_text(spec, study))
     best = best_trial(study)
     if best is not None and best.user_attrs.get(RUN_DIR):
@@ -245,21 +232,15 @@ def _cmd_best(args: argparse.Namespace) -> int:
     return 0 if best is not None else EXIT_FAILED
 
 
+@_one_line("plan")
 def _cmd_plan(args: argparse.Namespace) -> int:
     from cvae.sweeps.plan import plan_text
 
-    SpecError, StorageError, SweepError = _errors()
-    try:
-        spec = _load(args, warn="plan")
-        print(plan_text(spec))
-    except (SpecError, ValueError) as err:
-        return fail("sweep plan", str(err))
+    print(plan_text(_load(args, warn="plan")))
     return 0
 
 
 def _cmd_schema(args: argparse.Namespace) -> int:
-    import json
-
     from cvae.sweeps.spec import schema
 
     print(json.dumps(schema(), indent=2))
