@@ -12,6 +12,7 @@ from typing import Any, get_args, get_origin
 from cvae.core.config import FIELD_TYPES, FLAT_KEYS, ConfigError, ModelConfig, field_docs, resolve_config
 
 from cvae.console import fail
+from cvae.tracking import WandbCallback
 
 log = logging.getLogger("cvae")
 
@@ -200,16 +201,16 @@ def _train_overrides(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
-class _WandbTraining:
-    """The trainer callback of ``cvae train --wandb``: the W&B run starts once the data and the checkpoint are
-    known to be good (no empty run for a bad ``DR``), resuming the same run when training resumes."""
+class _WandbTraining(WandbCallback):
+    """The W&B callback of ``cvae train --wandb``, whose run starts once the data and the checkpoint are known
+    to be good (no empty run for a bad ``DR``), resuming the same run when training resumes."""
 
     ID_FILE = "wandb_run_id"
     """In save_root: the W&B run id, so that a resumed training continues its run."""
 
     def __init__(self, cfg: Any) -> None:
+        super().__init__()
         self.cfg = cfg
-        self.run = None
 
     def on_train_start(self, cfg: Any, start_epoch: int) -> None:
         from pathlib import Path
@@ -231,20 +232,7 @@ class _WandbTraining:
                             mode=mode, job_type="train", log_model=t.wandb_log_model)
         id_file.write_text(self.run.run_id + "\n")
         log.info("W&B %s run %s%s", mode, self.run.path, f" ({self.run.url})" if self.run.url else "")
-        if start_epoch > 0:  # a resumed training: the checkpointed epochs its W&B run lacks
-            from cvae.core.records import read_csv
-
-            from cvae.schema import METRICS_CSV
-
-            metrics = save_root / METRICS_CSV
-            self.run.backfill(read_csv(metrics) if metrics.exists() else [], start_epoch)
-
-    def on_epoch_end(self, result: Any) -> None:
-        if self.run is not None:
-            self.run.log_epoch(result)
-
-    def on_train_end(self, result: Any) -> None:
-        pass
+        super().on_train_start(cfg, start_epoch)
 
     def finish(self, state: str, reason: str = "", **summary: Any) -> None:
         if self.run is not None:

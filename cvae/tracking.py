@@ -42,7 +42,9 @@ from cvae.schema import (
     BASELINE_TITLES,
     EVAL_COLUMNS,
     FRAME_COLUMNS,
+    METRICS_CSV,
     WANDB_KEYS,
+    read_csv,
 )
 from cvae.wandb_offline import find_offline_runs, has_exit_record, read_offline_run
 
@@ -519,6 +521,31 @@ class WandbRun:
                 self.write_error = f"{err} (W&B's files: {self.run_dir or os.environ.get('WANDB_DIR', '.')})"
         if self.write_error:  # one line that says what the run lacks, whichever write failed first
             log.warning("W&B run %s: its files are incomplete: %s", self.run_id, self.write_error)
+
+
+class WandbCallback:
+    """The trainer callback that tracks a training in its W&B run, for ``cvae train --wandb`` and every sweep
+    trial alike: each epoch's result logged; on a resume, first the checkpointed epochs the run's history lacks
+    (a process killed between an epoch's checkpoint and its log), from the training's ``metrics.csv`` rows."""
+
+    def __init__(self, run: WandbRun | None = None) -> None:
+        self.run = run
+
+    def on_train_start(self, cfg: Any, start_epoch: int, rows: Sequence[Mapping[str, Any]] | None = None) -> None:
+        """``rows``: the training's records when the caller has read them already."""
+        if self.run is None or start_epoch == 0:
+            return
+        if rows is None:
+            metrics = Path(cfg.run.save_root) / METRICS_CSV
+            rows = read_csv(metrics) if metrics.exists() else []
+        self.run.backfill(list(rows), start_epoch)
+
+    def on_epoch_end(self, result: Any) -> None:
+        if self.run is not None:
+            self.run.log_epoch(result)
+
+    def on_train_end(self, result: Any) -> None:
+        pass
 
 
 def _non_finite(value: Any) -> bool:

@@ -70,6 +70,7 @@ from cvae.schema import (
     run_name,
     trial_attr,
 )
+from cvae.tracking import WandbCallback
 
 log = logging.getLogger("cvae")
 
@@ -150,6 +151,7 @@ class TrialCallback(BaseCallback):
         self.trial = trial
         self.spec = spec
         self.tracker = tracker
+        self.wandb = WandbCallback(tracker)
         self.video = None
         self.rows: list[dict[str, Any]] | None = None
         """Every epoch's metrics (``metrics.csv``'s rows), None until training starts."""
@@ -188,9 +190,8 @@ class TrialCallback(BaseCallback):
         if missing:
             log.info("trial %d: reported %d checkpointed epoch(s) Optuna lacked: %s", self.trial.number, len(missing),
                      ", ".join(r["epoch"] for r in missing))
-        if self.tracker is not None:  # ... and to W&B, those its history lacks
-            with self.tracking():
-                self.tracker.backfill(rows, start_epoch)
+        with self.tracking():  # ... and to W&B, those its history lacks
+            self.wandb.on_train_start(cfg, start_epoch, rows)
 
     def on_epoch_end(self, result: EpochResult) -> None:
         self.rows = [*(self.rows or []), {"epoch": result.epoch, **result.metrics()}]
@@ -198,8 +199,7 @@ class TrialCallback(BaseCallback):
         self.train_s += result.train_seconds
         self.val_s += result.val_seconds
         with self.tracking():
-            if self.tracker is not None:
-                self.tracker.log_epoch(result)
+            self.wandb.on_epoch_end(result)
             if result.val_video is not None:
                 self.video = result.val_video
             value = getattr(result, self.spec.objective.field)
