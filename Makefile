@@ -26,7 +26,7 @@ train-small: $(STAMP)
 
 ## The whole test suite, slow end-to-end tests included (what CI runs).
 test: $(STAMP)
-	$(BIN)/python -m pytest -n auto --dist loadgroup
+	$(BIN)/python -m pytest -n auto
 
 ## Without the slow end-to-end tests.
 test-fast: $(STAMP)

@@ -25,20 +25,6 @@ if _XDIST_WORKERS > 1:
     # tests start, get their share of the cores (two processes of 2 threads each on 2 cores run 10x slower).
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, _CORES // _XDIST_WORKERS)))
 
-SPREAD = {"test_faults.py", "test_runner.py", "test_trainer.py"}
-"""Modules of long, independent tests, dealt one test at a time to the pytest-xdist workers; every other module
-runs whole on one worker (``--dist loadgroup``), so its module fixtures are made once, and tests/analysis, whose
-modules share a session fixture (a trained sweep), runs whole on one worker too."""
-
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        if item.path.name not in SPREAD:
-            where = item.path.parent if item.path.parent.name == "analysis" else item.path
-            item.add_marker(pytest.mark.xdist_group(str(where.relative_to(item.config.rootpath))))
-
-
 TINY_DATASET = dict(
     train_frames=96, train_video_len=48, val_frames=24, test_sequences=2, test_frames=24, size=(32, 64), seed=0
 )
