@@ -428,8 +428,8 @@ def _wandb_rows(run_id: str, config: dict, summary: dict, history: list[dict],
     """One W&B run as rows of the four tables; ``read_table`` reads a logged table's JSON by its path in the
     run's files (None when absent)."""
     params = {k.removeprefix("param/"): v for k, v in config.items() if k.startswith("param/")}
-    key = int(config.get("run_key", config.get("trial", 0)))
-    run = run_name(key)
+    key = config.get("run_key", config.get("trial"))
+    run = run_name(int(key)) if key is not None else run_id  # a plain training (cvae train, an agent run): its id
     plain = {k: v for k, v in config.items() if k in FLAT_KEYS}
     epochs = []
     for h in history:
@@ -480,8 +480,10 @@ def _offline_table(folders: Sequence[os.PathLike], name: str) -> dict | None:
 def load_wandb_offline(wandb_dir: str | os.PathLike, group: str | None = None) -> SweepData:
     """Offline W&B run folders (``wandb/offline-run-*``), read with the wandb package's record format.
 
-    No account or network: an air-gapped cluster can analyse before ``wandb sync``. Only trial runs
-    (job_type ``trial``) of ``group`` (default: the only group present) are loaded.
+    No account or network: an air-gapped cluster can analyse before ``wandb sync``. The trainings (a sweep's
+    trials, job_type ``trial``; ``cvae train`` runs, W&B agent runs among them, job_type ``train``) of
+    ``group`` (default: the only group present, else the runs without a group) are loaded; the runs left out
+    are named in one warning.
 
     Raises:
         AnalysisError: no offline runs, or several groups and none chosen; a logged table that is not valid
@@ -494,15 +496,20 @@ def load_wandb_offline(wandb_dir: str | os.PathLike, group: str | None = None) -
         runs = read_offline_runs_merged(root)
     except (OSError, ValueError) as err:
         raise AnalysisError(f"{root}: cannot read W&B offline runs ({err})") from None
-    trials = [r for r in runs.values() if r.job_type == "trial"]
-    groups = sorted({r.group for r in trials if r.group})
+    trainings = [r for r in runs.values() if r.job_type in ("trial", "train")]
+    groups = sorted({r.group for r in trainings if r.group})
     if group is None:
         if len(groups) > 1:
             raise AnalysisError(f"{root}: runs of several sweeps ({', '.join(groups)}): choose one with --group")
         group = groups[0] if groups else None
-    trials = [r for r in trials if r.group == group]
+    trials = [r for r in trainings if (r.group or None) == group]
     if not trials:
-        raise AnalysisError(f"{root}: no W&B trial runs" + (f" in group {group!r}" if group else ""))
+        raise AnalysisError(f"{root}: no W&B training runs" + (f" in group {group!r}" if group else ""))
+    left = sorted(f"{r.run_id} ({f'group {r.group}' if r.group else 'no group'}, {r.job_type or 'no job type'})"
+                  for r in runs.values() if r not in trials and r.job_type != "sweep-summary")
+    if left:
+        _warn(f"{root}: {len(left)} W&B run(s) left out, not trainings of " + (f"group {group}" if group else
+              "no group") + f": {', '.join(left[:8])}{', ...' if len(left) > 8 else ''}")
     runs_rows, epochs_rows, frames_rows, latents_rows, order = [], [], [], [], []
     metric = "val/psnr"
     for r in trials:

@@ -342,3 +342,33 @@ def test_a_damaged_wandb_table_is_an_error_naming_the_file(sweep_records, tmp_pa
     with pytest.raises(AnalysisError) as info:
         load_wandb_offline(wandb_dir)
     assert re.fullmatch(rf"{re.escape(str(tables[0]))}: not valid JSON \(line \d+ col \d+\): .+", str(info.value))
+
+
+def _plain_training_run(run_id: str, *, group: str | None) -> None:
+    """A `cvae train --wandb` run (job_type train) of one epoch in the offline WANDB_DIR."""
+    import types
+
+    from cvae.schema import WANDB_KEYS
+    from cvae.tracking import WandbRun
+
+    run = WandbRun(project="fixture", entity=None, group=group, name=run_id, run_id=run_id,
+                   config={"N_dim": 4, "lr": 0.001}, mode="offline", job_type="train")
+    run.log_epoch(types.SimpleNamespace(**{col: 20.0 for col in WANDB_KEYS}, epoch=0, save_root="x",
+                                        val_psnr_per_frame=[], val_video=None, is_best=False))
+    run.finish(state="complete")
+
+
+def test_wandb_runs_left_out_are_named_and_plain_trainings_load(sweep_records, wandb_dir, capsys):
+    offline = wandb_dir / "wandb"
+    shutil.copytree(sweep_records.wandb_dir, offline, symlinks=True)
+    _plain_training_run("plain-1", group=None)
+    data = load_wandb_offline(offline)  # the sweep's group, the only one: its 8 trials
+    assert len(data.runs) == 8 and "plain-1" not in set(data.runs.run)
+    warning = capsys.readouterr().err
+    assert "1 W&B run(s) left out, not trainings of group fixture: plain-1 (no group, train)" in warning
+
+    for run in offline.glob("offline-run-*"):
+        if not run.name.endswith("plain-1"):
+            shutil.rmtree(run)
+    data = load_wandb_offline(offline)  # no group anywhere: the plain trainings are the runs
+    assert list(data.runs.run) == ["plain-1"] and list(data.epochs.val_psnr) == [20.0]
