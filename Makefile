@@ -26,7 +26,7 @@ train-small: $(STAMP)
 
 ## The whole test suite, slow end-to-end tests included (what CI runs).
 test: $(STAMP)
-	$(BIN)/python -m pytest -n auto
+	$(BIN)/python -m pytest -n auto --dist worksteal
 
 ## Without the slow end-to-end tests.
 test-fast: $(STAMP)
