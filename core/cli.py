@@ -280,6 +280,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
                     reason = "interrupted (Ctrl-C)" if isinstance(err, KeyboardInterrupt) else str(err)
                     tracking.finish("failed", reason=reason.splitlines()[0] if reason else type(err).__name__)
                 raise
+        closing = _closing_lines(cfg, run)
+        print("\n".join(closing), flush=True)  # before the W&B run ends: its Logs tab keeps them too
         if tracking is not None:
             tracking.finish("complete" if run.status == "completed" else "pruned", reason=run.reason,
                             best_epoch=run.best_epoch)
@@ -292,20 +294,25 @@ def _cmd_train(args: argparse.Namespace) -> int:
         if err.errno not in DISK_FULL_ERRNOS:
             raise
         return fail("train", str(err))  # a fault of the machine; names the file: see core.checkpoint.atomic_save
+    return 0
+
+
+def _closing_lines(cfg: Any, run: Any) -> list[str]:
+    """What a finished ``cvae train`` says: the best epoch against the trivial predictors, and its evaluation."""
     best = f"best val PSNR {run.best_val_psnr:.3f} dB at epoch {run.best_epoch}"
     copy_first = run.baselines.get("copy_first", math.nan)
     if not math.isnan(copy_first):
         best += (f" ({run.best_val_psnr - copy_first:+.2f} dB over copy-first-frame, {copy_first:.2f} dB; "
                  f"mean frame {run.baselines['mean_frame']:.2f} dB)")
-    print(f"{run.status}: {run.epochs_run} epoch(s) in {run.save_root}; {best}")
+    lines = [f"{run.status}: {run.epochs_run} epoch(s) in {run.save_root}; {best}"]
     at_best = next((r for r in run.history if r.epoch == run.best_epoch), None)
     if at_best is not None and not math.isnan(at_best.val_ssim):
         from cvae.core.tester import EVALUATION_KEYS, evaluation_line
 
         samples = cfg.run.val_samples if not math.isnan(at_best.val_psnr_best_of_k) else 1
-        print(f"  epoch {run.best_epoch}: " + evaluation_line(
+        lines.append(f"  epoch {run.best_epoch}: " + evaluation_line(
             {key: float(getattr(at_best, f"val_{key}")) for key in EVALUATION_KEYS}, samples))
-    return 0
+    return lines
 
 
 def _cmd_test(args: argparse.Namespace) -> int:

@@ -265,8 +265,11 @@ class WandbRun:
             # attempt that never reached finish() must not block the retry.
             log.warning("W&B run %s: an earlier attempt was never finished; closing it as failed", run_id)
             stale.finish(state="failed", reason="superseded by a new attempt")
+        # The training's own W&B settings (wandb, wandb_project, ...) are this run's project, group, tags and
+        # mode, which W&B shows as such: in its config a sweep trial's `wandb: false` would read wrong.
+        config = {k: v for k, v in (config or {}).items() if k != "wandb" and not str(k).startswith("wandb_")}
         self._run = start_run(project=project, entity=entity, group=group, name=name, run_id=run_id,
-                              config=config or {}, tags=tags, mode=mode, job_type=job_type, notes=notes)
+                              config=config, tags=tags, mode=mode, job_type=job_type, notes=notes)
         self.mode = mode
         self.run_id: str = self._run.id
         self.run_dir: Path | None = Path(self._run.sync_dir) if mode != "disabled" else None

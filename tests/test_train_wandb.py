@@ -71,6 +71,11 @@ def test_a_resumed_training_continues_its_run(resumed_run) -> None:
     assert epochs == [0, 1, 2, 3, 4]
     assert run.exit_code == 0 and run.summary["state"] == "complete"
     assert run.tags == ("lab", "small") and run.job_type == "train" and run.config["lr"] == 0.001
+    # Its W&B settings are the run's own project and tags, not config (`wandb: true` there said nothing)
+    assert not [k for k in run.config if k == "wandb" or k.startswith("wandb_")], sorted(run.config)
+    # The closing lines are in the run's Logs tab (printed before the run ends)
+    assert any(line.startswith("completed: 2 epoch(s) in") and "best val PSNR" in line for line in run.console), (
+        run.console[-5:])
 
 
 def test_summary_is_the_best_epoch_and_agrees_with_its_table(resumed_run) -> None:
