@@ -2,23 +2,14 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import fields
 from pathlib import Path
 
 import torch
-from cvae.core.config import ExperimentConfig, ScheduleConfig
-from cvae.core.data import list_frames, num_clips
-from cvae.core.evaluate import evaluate
-from cvae.core.model import CVAE
+from cvae.core import epoch_seconds
+from cvae.core.config import ScheduleConfig
+from cvae.core.data import list_frames
 from cvae.core.schedules import settled_epoch
-from cvae.core.trainer import (
-    default_time_chunk,
-    evaluation_options,
-    full_evaluation,
-    memory_format,
-    train_step,
-)
 from cvae.sweeps.report import fmt_duration
 from cvae.sweeps.spec import SweepSpec, representative_params
 
@@ -35,58 +26,10 @@ def _split_frames(spec: SweepSpec, split: str, synth_default: int) -> int | None
 
 
 def time_one_epoch(spec: SweepSpec, params: dict, threads: int) -> tuple[float, float]:
-    """(seconds of one training epoch, mean seconds of one validation) of a trial, from a short timing.
-
-    Times training steps on clips of 2 and 3 frames and 2 validation steps of the trial's model on random
-    input, extrapolated to the trial's clip lengths.
-    """
+    """(seconds of one training epoch, mean seconds of one validation) of a trial, from a short timing
+    (:func:`cvae.core.epoch_seconds`) on the spec's dataset (counted on disk, else what ``synth`` writes)."""
     cfg = spec.trial_config(params, save_root="plan")
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        return _time_one_epoch(spec, cfg)
-    finally:
-        torch.set_num_threads(previous)
-
-
-def _time_one_epoch(spec: SweepSpec, cfg: ExperimentConfig) -> tuple[float, float]:
-    # Short clips, extrapolated: a step's cost grows linearly with its clip's length (one prediction per
-    # frame), so timing clips of 2 and 3 frames gives the rest; the lab's model at train_vi_len 16 costs
-    # seconds here, not minutes.
-    device = torch.device("cpu")
-    model = CVAE(cfg.model).to(memory_format=memory_format(cfg.run.channels_last))
-    opt = torch.optim.Adam(model.parameters())
-    b, t, h, w = cfg.optim.batch_size, cfg.data.train_vi_len, cfg.data.frame_H, cfg.data.frame_W
-
-    def train_seconds(length: int) -> float:
-        frames, poses = torch.rand(b, length, 3, h, w), torch.rand(b, length, 3, h, w)
-        t0 = time.perf_counter()
-        train_step(model, opt, frames, poses, beta=1.0, teacher_forcing=False, grad_clip=1.0,
-                   time_chunk=default_time_chunk(device, b))
-        return time.perf_counter() - t0
-
-    train_seconds(2)  # kernels built before the timing
-    two, three = train_seconds(2), train_seconds(3)
-    step = two + max(three - two, 0.5 * two) * (t - 2)  # a noisy difference never makes frames free
-    n = _split_frames(spec, "train", 1600)
-    batches = num_clips(n, t, cfg.data.partial) // b if n else 0
-    val = 0.0
-    if cfg.run.validate:
-        # validate() evaluates every val_vi_len-frame clip of the validation video, in one batch: the lab's
-        # rollout, SSIM and the posterior every epoch, the K samples and the frame replacements on full epochs.
-        n_val = _split_frames(spec, "val", 630)
-        clips = max(1, num_clips(n_val, cfg.data.val_vi_len, 1.0)) if n_val else 1
-        frames, val_poses = torch.rand(clips, 3, 3, h, w), torch.rand(clips, 3, 3, h, w)
-        seconds = {}
-        for full in (True, False):
-            kw = dict(seed=0, other=frames[:, 0], **evaluation_options(cfg, full))
-            evaluate(model, frames[:, :2], val_poses[:, :2], **kw)  # kernels built before the timing
-            t0 = time.perf_counter()
-            evaluate(model, frames, val_poses, **kw)
-            seconds[full] = (time.perf_counter() - t0) / 2 * (cfg.data.val_vi_len - 1)
-        epochs = range(cfg.run.num_epoch)
-        val = sum(seconds[full_evaluation(cfg, e)] for e in epochs) / len(epochs)
-    return step * batches, val
+    return epoch_seconds(cfg, _split_frames(spec, "train", 1600), _split_frames(spec, "val", 630), threads=threads)
 
 
 def schedule_note(spec: SweepSpec) -> str | None:

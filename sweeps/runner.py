@@ -28,11 +28,17 @@ from typing import Any
 
 import optuna
 import torch
-from cvae.core.checkpoint import CheckpointError
-from cvae.core.config import ConfigError
-from cvae.core.data import DatasetError
+from cvae.core import (
+    BaseCallback,
+    CheckpointError,
+    ConfigError,
+    DatasetError,
+    DivergenceError,
+    EpochResult,
+    StopTraining,
+    fit,
+)
 from cvae.core.records import read_csv, write_gif, write_psnr_plot
-from cvae.core.trainer import BaseCallback, DivergenceError, EpochResult, StopTraining, fit
 from cvae.sweeps.artifacts import PSNR_PLOT, upload_trial_files
 from cvae.sweeps.queue import (
     SweepError,

@@ -193,9 +193,11 @@ def test_plan_times_short_clips_and_extrapolates_to_the_trials_lengths(tiny_data
         lengths.append(frames.shape[1])
         clock[0] += 0.1 * frames.shape[0] * (frames.shape[1] - 1)
 
-    monkeypatch.setattr(plan, "train_step", fake_train_step)
-    monkeypatch.setattr(plan, "evaluate", fake_evaluate)
-    monkeypatch.setattr(plan.time, "perf_counter", lambda: clock[0])
+    from cvae.core import estimate  # the time estimate is the trainer's (cvae.core.epoch_seconds)
+
+    monkeypatch.setattr(estimate, "train_step", fake_train_step)
+    monkeypatch.setattr(estimate, "evaluate", fake_evaluate)
+    monkeypatch.setattr(estimate.time, "perf_counter", lambda: clock[0])
     spec = load_spec(write_spec(tmp_path, tiny_dataset, parameters={"N_dim": {"values": [4]}},
                                 base={"DR": str(tiny_dataset), **BASE, "train_vi_len": 16, "batch_size": 2,
                                       "val_vi_len": 24, "val_samples": 1, "val_diagnostics": False}))
