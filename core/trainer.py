@@ -557,7 +557,8 @@ class Trainer:
         self.model.train()
         sums = {"loss": 0.0, "mse": 0.0, "kl": 0.0, "psnr": 0.0}
         n = tf_count = 0
-        bar = tqdm(batches, desc=f"epoch {epoch + 1}/{cfg.run.num_epoch}", disable=not cfg.run.progress,
+        # Epochs are numbered from 0 everywhere (records, checkpoints, W&B, Optuna); the count says how far.
+        bar = tqdm(batches, desc=f"epoch {epoch} ({epoch + 1} of {cfg.run.num_epoch})", disable=not cfg.run.progress,
                    leave=False, dynamic_ncols=True)
         for frames, poses in bar:
             if first_step + n < cfg.optim.lr_warmup:
@@ -601,8 +602,8 @@ class Trainer:
         if epoch % cfg.run.per_save == 0 or epoch == cfg.run.num_epoch - 1:
             ckpt_io.atomic_save(state, self.save_root / f"epoch={epoch}.ckpt")
         log.info(
-            "epoch %d/%d  loss %.5f (mse %.5f kl %.3f)  train psnr %.2f  val psnr %.2f dB (%+.2f over "
-            "copy-first-frame)  beta %.3g  tfr %.2f  lr %.3g  %.1f frames/s", epoch + 1, cfg.run.num_epoch,
+            "epoch %d (%d of %d)  loss %.5f (mse %.5f kl %.3f)  train psnr %.2f  val psnr %.2f dB (%+.2f over "
+            "copy-first-frame)  beta %.3g  tfr %.2f  lr %.3g  %.1f frames/s", epoch, epoch + 1, cfg.run.num_epoch,
             result.train_loss, result.train_mse, result.train_kl, result.train_psnr, result.val_psnr,
             result.val_psnr_margin, beta, tfr, result.lr, result.frames_per_s,
         )

@@ -81,4 +81,4 @@ def test_a_wandb_docs_file_runs_and_stops_at_its_target(tiny_dataset: Path, tmp_
     assert {tuple(sorted(a["aliases"])) for a in run.artifacts if a["type"] == "model"} <= {
         ("best",), ("latest",), ("best", "latest")}
     assert any("best" in a["aliases"] for a in run.artifacts if a["type"] == "model")
-    assert any("epoch 1/2  loss" in line for line in run.console), run.console[:5]  # the worker's log lines
+    assert any("epoch 0 (1 of 2)  loss" in line for line in run.console), run.console[:5]  # the worker's log lines
