@@ -109,7 +109,9 @@ def test_checkpoints_are_a_model_artifact_with_best_and_latest(resumed_run) -> N
 def test_the_console_is_captured(resumed_run) -> None:
     run, _, stderr = resumed_run
     epoch_lines = [line for line in run.console if line.startswith("epoch ")]
-    assert [line.split()[1] for line in epoch_lines] == ["1/3", "2/3", "3/3", "4/5", "5/5"]
+    # numbered from 0 as the records are, with how far the run is
+    assert [" ".join(line.split()[1:5]) for line in epoch_lines] == [
+        "0 (1 of 3)", "1 (2 of 3)", "2 (3 of 3)", "3 (4 of 5)", "4 (5 of 5)"]
     assert epoch_lines[0] in stderr
 
 
