@@ -200,7 +200,8 @@ class TrialCallback(BaseCallback):
             self.wandb.on_train_start(cfg, start_epoch, rows)
 
     def on_epoch_end(self, result: EpochResult) -> None:
-        self.rows = [*(self.rows or []), {"epoch": result.epoch, **result.metrics()}]
+        self.rows = self.rows if self.rows is not None else []  # fit calls on_train_start first
+        self.rows.append({"epoch": result.epoch, **result.metrics()})
         self.last = result
         self.train_s += result.train_seconds
         self.val_s += result.val_seconds

@@ -348,8 +348,8 @@ def parse_spec(raw: Mapping[str, Any], *, source: str = "spec", base_dir: Path =
     if "grid_order" in raw and file.method != "grid" and "grid_order" not in failed:
         errors.append(f"grid_order applies to method grid only, not {file.method}")
     counts_clean = len(errors) == before and not failed & {"run_cap", "replicates", "workers", "seed", "max_retry"}
-    pruner = file.pruner
-    if "early_terminate" in raw and "pruner" in raw:
+    pruner, both = file.pruner, "early_terminate" in raw and "pruner" in raw
+    if both:
         errors.append("give early_terminate (W&B) or pruner (Optuna), not both")
     elif file.early_terminate is not None:
         pruner = file.early_terminate.pruner()
@@ -361,20 +361,21 @@ def parse_spec(raw: Mapping[str, Any], *, source: str = "spec", base_dir: Path =
     if file.method == "grid":
         upper = math.prod(p.n_values() for p in params)  # before `when` drops branches; cheap to compute
         if upper > 10 * MAX_TRIALS:
-            raise failure(f"parameters: the grid has up to {upper:.3g} points: at most "
-                                               f"{MAX_TRIALS} (use method random or tpe with a run_cap)")
+            raise failure(f"parameters: the grid has up to {upper:.3g} points: at most {MAX_TRIALS} (use method "
+                          "random or tpe with a run_cap)")
+    synth = file.synth if file.synth is not None and file.synth.keys() else None  # an empty section: none
     spec = SweepSpec(
         name=name, method="tpe" if file.method == "bayes" else file.method, objective=file.metric, params=params,
         base=base, run_cap=file.run_cap, replicates=file.replicates, workers=file.workers, storage=storage_url,
-        output_dir=output_dir, wandb=file.wandb, pruner=pruner, sampler=file.sampler, synth=file.synth if file.synth is not None and file.synth.keys() else None,
+        output_dir=output_dir, wandb=file.wandb, pruner=pruner, sampler=file.sampler, synth=synth,
         heartbeat=file.heartbeat, max_retry=file.max_retry, seed=file.seed, grid_order=file.grid_order,
         description=str(file.description), source=source, display_name=display_name,
         command=CommandSpec(program=file.program, command=file.command), written=raw,
     )
     trials = spec.n_configs() * spec.replicates
     if trials > MAX_TRIALS:
-        raise failure(f"{spec.n_configs()} parameter set(s) x {spec.replicates} replicate(s) "
-                                           f"= {trials} trials: at most {MAX_TRIALS} (cut the grid or run_cap)")
+        raise failure(f"{spec.n_configs()} parameter set(s) x {spec.replicates} replicate(s) = {trials} trials: "
+                      f"at most {MAX_TRIALS} (cut the grid or run_cap)")
     try:
         rejected, warned = _check_trial_configs(spec)
     except Exception:  # noqa: BLE001 - a condition (`when`) on a parameter left out: wait for its fix
@@ -382,7 +383,7 @@ def parse_spec(raw: Mapping[str, Any], *, source: str = "spec", base_dir: Path =
             raise
         raise failure() from None
     errors += rejected
-    if not failed & {"pruner", "early_terminate", "sampler"} and "give early_terminate" not in "".join(errors):
+    if not failed & {"pruner", "early_terminate", "sampler"} and not both:
         errors += _check_buildable(spec)
     if errors:
         raise failure()

@@ -43,11 +43,16 @@ VALUE, AT = "value", "at"
 """``value``: ``KEY=VALUE message``; ``at``: ``KEY`` followed by the message (which starts with ``:`` or a space)."""
 
 
-def refuse(text: str, *, key: str | None = None, value: Any = None) -> ValidationError:
-    """One problem, raised from a validator: of ``key``'s ``value`` (a VALUE line), or of the section (AT)."""
-    kind = AT if key is None else VALUE
+_NO_VALUE = object()
+
+
+def refuse(text: str, *, key: str | None = None, value: Any = _NO_VALUE) -> ValidationError:
+    """One problem, raised from a validator: of ``key``'s ``value`` (a VALUE line), else of ``key`` or of the
+    section (an AT line: ``text`` starts with ``:`` or a space)."""
+    kind = AT if value is _NO_VALUE else VALUE
     return ValidationError.from_exception_data("spec", [InitErrorDetails(
-        type=PydanticCustomError(kind, text), loc=() if key is None else (key,), input=value)])
+        type=PydanticCustomError(kind, text), loc=() if key is None else (key,),
+        input=None if value is _NO_VALUE else value)])
 
 
 def problems(err: ValidationError, prefix: tuple = ()) -> list[str]:
@@ -253,8 +258,7 @@ class PrunerSpec(Options):
     @model_validator(mode="after")
     def _percentile(self) -> PrunerSpec:
         if self.type == "percentile" and self.percentile is None:
-            raise ValidationError.from_exception_data("spec", [InitErrorDetails(
-                type=PydanticCustomError(AT, " percentile needs percentile"), loc=("type",), input=None)])
+            raise refuse(" percentile needs percentile", key="type")
         return self
 
     @classmethod
