@@ -332,7 +332,7 @@ def _check_data(spec) -> None:
         DatasetError: naming the folder or file that is missing.
     """
     from cvae.core.data import paired_frames
-    from cvae.sweeps.spec import representative_params
+    from cvae.sweeps.space import representative_params
 
     roots = {p.get("DR", spec.data_root) for p in representative_params(spec) or [{}]}
     for root in roots:

@@ -11,11 +11,11 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Annotated, Any, ClassVar, get_args
+from collections.abc import Mapping, Sequence
+from typing import Annotated, Any, ClassVar
 
-from cvae.core.config import FIELD_TYPES, FLAT_KEYS, TrackConfig
+from cvae.core.config import FLAT_KEYS, TrackConfig
+from cvae.sweeps.space import Param, is_int_key
 from cvae.sweeps.spec_types import Section, check, is_int, is_number, problems
 from pydantic import ValidationError, WithJsonSchema
 
@@ -63,107 +63,6 @@ def owned_message(keys: Sequence[str]) -> str:
     """The error text for training keys a spec may not set."""
     hint = " (a trial's W&B run follows the spec's wandb section)" if set(keys) & set(TRACKING_KEYS) else ""
     return f"{', '.join(keys)} set by the sweep for every trial{hint}"
-
-
-def is_int_key(name: str) -> bool:
-    """Whether ``name`` is a training key that takes an integer (not a float)."""
-    hint = FIELD_TYPES.get(name)
-    return hint is int or (int in get_args(hint) and float not in get_args(hint))
-
-
-@dataclass(frozen=True)
-class Param:
-    """One swept parameter (W&B syntax) and its condition."""
-
-    name: str
-    distribution: str
-    values: tuple[Any, ...] = ()
-    """categorical choices, or the constant value (one item)."""
-    low: float | None = None
-    high: float | None = None
-    q: float | None = None
-    when: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)
-    sets: Mapping[str, Mapping[str, Any]] | None = None
-    """A named choice (ours): each value names a group of training keys it sets, e.g. TF1 -> tfr, tfr_sde."""
-    probabilities: tuple[float, ...] | None = None
-    """A categorical's W&B ``probabilities``, one per value (method random draws with them)."""
-    declared: str = ""
-    """The distribution as the spec wrote it, where it is read as another: ``inv_log_uniform*`` as
-    ``log_uniform_values``, ``q_log_uniform*`` as a categorical of the multiples of ``q`` with W&B's
-    probabilities, ``q_uniform`` over an integer key as ``int_uniform`` with step ``q``."""
-
-    @property
-    def wandb_distribution(self) -> str:
-        """The distribution's W&B name, as the spec wrote it."""
-        return self.declared or self.distribution
-
-    @property
-    def is_quantized_log(self) -> bool:
-        return self.declared in ("q_log_uniform", "q_log_uniform_values")
-
-    @property
-    def is_finite(self) -> bool:
-        """True when the parameter has a finite set of values (it can be part of a grid)."""
-        return self.distribution in ("constant", "categorical", "int_uniform", "q_uniform")
-
-    def n_values(self) -> int:
-        """How many values a grid takes (without listing them: an int range can be huge)."""
-        if self.distribution in ("constant", "categorical"):
-            return len(self.values)
-        if not self.is_finite:
-            raise SpecError(f"parameter {self.name}: a {self.distribution} distribution has no grid")
-        return int(math.floor((self.high - self.low) / (self.q or 1) + 1e-9)) + 1
-
-    def grid_values(self) -> list[Any]:
-        """Every value a grid takes, in order."""
-        if self.distribution in ("constant", "categorical"):
-            return list(self.values)
-        if self.distribution == "int_uniform":
-            return list(range(int(self.low), int(self.high) + 1, int(self.q or 1)))
-        return [round(self.low + i * self.q, 12) for i in range(self.n_values())]
-
-    def boundary_values(self) -> list[Any]:
-        """Values that exercise a trial config's validation: every choice, or both ends of a range."""
-        if self.is_quantized_log:  # ordered multiples of q: the ends
-            return [self.values[0], self.values[-1]] if len(self.values) > 1 else list(self.values)
-        if self.distribution in ("constant", "categorical"):
-            return list(self.values)
-        if self.is_finite:
-            values = self.grid_values()
-            return values if len(values) <= 16 else [values[0], values[-1]]
-        return list(self.value_range())
-
-    def value_range(self) -> tuple[Any, Any]:
-        """The lowest and the highest value the parameter takes (a range's ends; without listing a grid)."""
-        if self.distribution in ("constant", "categorical"):
-            return min(self.values), max(self.values)
-        if self.distribution in ("int_uniform", "q_uniform"):
-            high = self.low + (self.n_values() - 1) * (self.q or 1)
-            return (int(self.low), int(high)) if self.distribution == "int_uniform" else (self.low, round(high, 12))
-        if self.distribution == "log_uniform":
-            return math.exp(self.low), math.exp(self.high)
-        if self.distribution == "log_uniform_values" and is_int_key(self.name):
-            return int(self.low), int(self.high)
-        return self.low, self.high
-
-    def active(self, chosen: Mapping[str, Any]) -> bool:
-        """Whether this parameter applies given the values chosen so far (its ``when`` condition)."""
-        return all(k in chosen and chosen[k] in allowed for k, allowed in self.when.items())
-
-
-def expand(params: tuple[Param, ...], i: int, chosen: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    """Every combination of ``params[i:]``'s grid values given ``chosen`` (inactive parameters skipped)."""
-    if i == len(params):
-        yield dict(chosen)
-        return
-    p = params[i]
-    if not p.active(chosen):
-        yield from expand(params, i + 1, chosen)
-        return
-    for value in p.grid_values():
-        chosen[p.name] = value
-        yield from expand(params, i + 1, chosen)
-        del chosen[p.name]
 
 
 Bound = Annotated[int | float | None, check(lambda v: v is None or is_number(v), "is not a number")]

@@ -11,7 +11,8 @@ from cvae.core.config import ScheduleConfig
 from cvae.core.data import list_frames
 from cvae.core.schedules import settled_epoch
 from cvae.sweeps.report import fmt_duration
-from cvae.sweeps.spec import SweepSpec, representative_params
+from cvae.sweeps.space import representative_params
+from cvae.sweeps.spec import SweepSpec
 
 
 def _split_frames(spec: SweepSpec, split: str, synth_default: int) -> int | None:

@@ -1,20 +1,260 @@
-"""Where the spec's search space becomes Optuna: suggest calls, grid distributions, and the study's sampler
-and pruner (each built by its spec section, :mod:`cvae.sweeps.spec_types`).
+"""The search space: each parameter's values, the grid, how many epochs the trials run, each trial's training
+config, and their Optuna form (suggest calls, grid distributions, the study's sampler and pruner).
 
-This module depends on the spec, never the other way round: ``cvae.sweeps.spec`` does not import it.
+The spec (:mod:`cvae.sweeps.spec`) reads a file into these parameters and checks its trials with them; this
+module never imports the spec (a SweepSpec is only a type here).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
+import json
 import math
-from collections.abc import Mapping
-from typing import Any
+import random
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, get_args
 
 import optuna
-from cvae.sweeps.params import Param, is_int_key
-from cvae.sweeps.spec import SweepSpec
+from cvae.core.config import FIELD_TYPES, ConfigError, ExperimentConfig, RunConfig
 from cvae.sweeps.spec_types import PrunerSpec
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+if TYPE_CHECKING:
+    from cvae.sweeps.spec import SweepSpec
+
+
+def is_int_key(name: str) -> bool:
+    """Whether ``name`` is a training key that takes an integer (not a float)."""
+    hint = FIELD_TYPES.get(name)
+    return hint is int or (int in get_args(hint) and float not in get_args(hint))
+
+
+@dataclass(frozen=True)
+class Param:
+    """One swept parameter (W&B syntax) and its condition."""
+
+    name: str
+    distribution: str
+    values: tuple[Any, ...] = ()
+    """categorical choices, or the constant value (one item)."""
+    low: float | None = None
+    high: float | None = None
+    q: float | None = None
+    when: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)
+    sets: Mapping[str, Mapping[str, Any]] | None = None
+    """A named choice (ours): each value names a group of training keys it sets, e.g. TF1 -> tfr, tfr_sde."""
+    probabilities: tuple[float, ...] | None = None
+    """A categorical's W&B ``probabilities``, one per value (method random draws with them)."""
+    declared: str = ""
+    """The distribution as the spec wrote it, where it is read as another: ``inv_log_uniform*`` as
+    ``log_uniform_values``, ``q_log_uniform*`` as a categorical of the multiples of ``q`` with W&B's
+    probabilities, ``q_uniform`` over an integer key as ``int_uniform`` with step ``q``."""
+
+    @property
+    def wandb_distribution(self) -> str:
+        """The distribution's W&B name, as the spec wrote it."""
+        return self.declared or self.distribution
+
+    @property
+    def is_quantized_log(self) -> bool:
+        return self.declared in ("q_log_uniform", "q_log_uniform_values")
+
+    @property
+    def is_finite(self) -> bool:
+        """True when the parameter has a finite set of values (it can be part of a grid)."""
+        return self.distribution in ("constant", "categorical", "int_uniform", "q_uniform")
+
+    def n_values(self) -> int:
+        """How many values a grid takes (without listing them: an int range can be huge)."""
+        if self.distribution in ("constant", "categorical"):
+            return len(self.values)
+        if not self.is_finite:
+            raise ValueError(f"parameter {self.name}: a {self.distribution} distribution has no grid")
+        return int(math.floor((self.high - self.low) / (self.q or 1) + 1e-9)) + 1
+
+    def grid_values(self) -> list[Any]:
+        """Every value a grid takes, in order."""
+        if self.distribution in ("constant", "categorical"):
+            return list(self.values)
+        if self.distribution == "int_uniform":
+            return list(range(int(self.low), int(self.high) + 1, int(self.q or 1)))
+        return [round(self.low + i * self.q, 12) for i in range(self.n_values())]
+
+    def boundary_values(self) -> list[Any]:
+        """Values that exercise a trial config's validation: every choice, or both ends of a range."""
+        if self.is_quantized_log:  # ordered multiples of q: the ends
+            return [self.values[0], self.values[-1]] if len(self.values) > 1 else list(self.values)
+        if self.distribution in ("constant", "categorical"):
+            return list(self.values)
+        if self.is_finite:
+            values = self.grid_values()
+            return values if len(values) <= 16 else [values[0], values[-1]]
+        return list(self.value_range())
+
+    def value_range(self) -> tuple[Any, Any]:
+        """The lowest and the highest value the parameter takes (a range's ends; without listing a grid)."""
+        if self.distribution in ("constant", "categorical"):
+            return min(self.values), max(self.values)
+        if self.distribution in ("int_uniform", "q_uniform"):
+            high = self.low + (self.n_values() - 1) * (self.q or 1)
+            return (int(self.low), int(high)) if self.distribution == "int_uniform" else (self.low, round(high, 12))
+        if self.distribution == "log_uniform":
+            return math.exp(self.low), math.exp(self.high)
+        if self.distribution == "log_uniform_values" and is_int_key(self.name):
+            return int(self.low), int(self.high)
+        return self.low, self.high
+
+    def active(self, chosen: Mapping[str, Any]) -> bool:
+        """Whether this parameter applies given the values chosen so far (its ``when`` condition)."""
+        return all(k in chosen and chosen[k] in allowed for k, allowed in self.when.items())
+
+
+def expand(params: tuple[Param, ...], i: int, chosen: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """Every combination of ``params[i:]``'s grid values given ``chosen`` (inactive parameters skipped)."""
+    if i == len(params):
+        yield dict(chosen)
+        return
+    p = params[i]
+    if not p.active(chosen):
+        yield from expand(params, i + 1, chosen)
+        return
+    for value in p.grid_values():
+        chosen[p.name] = value
+        yield from expand(params, i + 1, chosen)
+        del chosen[p.name]
+
+
+def grid(params: tuple[Param, ...]) -> list[dict[str, Any]]:
+    """Every parameter combination of the grid, conditional branches expanded, duplicates removed."""
+    out: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for combo in expand(params, 0, {}):
+        key = json.dumps(combo, sort_keys=True, default=str)
+        if key not in seen:
+            seen.add(key)
+            out.append(combo)
+    return out
+
+
+def grid_points(spec: SweepSpec) -> list[tuple[int, dict[str, Any]]]:
+    """The grid points the sweep runs, in run order, each with its index in ``grid()`` (its queue slot).
+
+    ``grid_order: shuffled`` permutes the whole grid with ``seed`` before ``run_cap`` cuts it, so a capped
+    grid is a random subset, and a raised ``run_cap`` extends the same order.
+    """
+    points = list(enumerate(grid(spec.params)))
+    if spec.grid_order == "shuffled":
+        random.Random(spec.seed).shuffle(points)
+    return points[: spec.run_cap] if spec.run_cap else points
+
+
+DEFAULT_NUM_EPOCH = next(f.default for f in dataclasses.fields(RunConfig) if f.name == "num_epoch")
+
+
+@dataclass(frozen=True)
+class NumEpoch:
+    """``num_epoch`` across a sweep's trials: the base's, and the values parameters give it when it is swept
+    (a ``num_epoch`` parameter, or a named choice whose ``sets`` hold it)."""
+
+    base: int
+    """The base config's (cvae train's default when the base has none)."""
+    swept: tuple[int, int] | None = None
+    """The lowest and the highest value parameters give num_epoch; None: it is not swept."""
+    base_used: bool = True
+    """Whether some trials keep the base's value (no parameter sets num_epoch in every trial)."""
+
+    @property
+    def is_swept(self) -> bool:
+        return self.swept is not None
+
+    @property
+    def min(self) -> int:
+        """The fewest epochs a trial runs."""
+        return min(([self.base] if self.base_used else []) + ([self.swept[0]] if self.swept else []))
+
+    @property
+    def max(self) -> int:
+        """The most epochs a trial runs: what a pruner that needs to know (Hyperband's ``max_resource``) uses."""
+        return max(([self.base] if self.base_used else []) + ([self.swept[1]] if self.swept else []))
+
+
+
+
+def num_epoch(params: tuple[Param, ...], base: Mapping[str, Any]) -> NumEpoch:
+    """How many epochs the trials run: the base's, or the range of a swept ``num_epoch``."""
+    ranges: list[tuple[Any, Any]] = []
+    base_used = True
+    for p in params:
+        if p.name == "num_epoch":
+            ranges.append(p.value_range())
+            base_used = base_used and bool(p.when)
+        elif p.sets and any("num_epoch" in keys for keys in p.sets.values()):
+            values = [keys["num_epoch"] for keys in p.sets.values() if "num_epoch" in keys]
+            ranges.append((min(values), max(values)))
+            base_used = base_used and (bool(p.when) or not all("num_epoch" in keys for keys in p.sets.values()))
+    epochs = NumEpoch(int(base.get("num_epoch", DEFAULT_NUM_EPOCH)))
+    if not ranges:
+        return epochs
+    return NumEpoch(epochs.base, (int(min(r[0] for r in ranges)), int(max(r[1] for r in ranges))), base_used)
+
+
+def trial_config(spec: SweepSpec, params: Mapping[str, Any], *, save_root: Any, replicate: int = 0,
+                 num_threads: int | None = None) -> ExperimentConfig:
+    """The full training config of one trial: base < params < what the sweep owns."""
+    flat = dict(spec.base)
+    bundles = {p.name: p.sets for p in spec.params if p.sets}
+    for name, value in params.items():
+        if name in bundles:
+            flat.update(bundles[name][value])
+        else:
+            flat[name] = value
+    flat.update(save_root=str(save_root), resume=True, progress=False)
+    if num_threads:
+        flat["num_threads"] = num_threads
+    cfg = ExperimentConfig.from_flat(flat, source=f"{spec.source}: trial config")
+    return cfg.replace(seed=cfg.run.seed + replicate) if replicate else cfg
+
+
+MAX_CHECKED_CONFIGS = 2048
+
+
+def representative_params(spec: SweepSpec) -> list[dict[str, Any]]:
+    """Parameter sets that stand for the whole space: every grid point, or every combination of each
+    parameter's choices and range ends (both at most MAX_CHECKED_CONFIGS)."""
+    if spec.method == "grid":
+        return grid(spec.params)[:MAX_CHECKED_CONFIGS]
+    boundary = tuple(Param(p.name, "categorical", tuple(p.boundary_values()), when=p.when) for p in spec.params)
+    return list(itertools.islice(grid(boundary), MAX_CHECKED_CONFIGS))
+
+
+def check_trial_configs(spec: SweepSpec) -> tuple[list[str], tuple[str, ...]]:
+    """What `cvae train` would say of the spec's trials (every grid point, or every range's ends).
+
+    Returns:
+        The problems that make it refuse some of them, and what it would warn about, each message once, with
+        the number of trial configs it concerns and an example.
+    """
+    problems: dict[str, list[dict[str, Any]]] = {}
+    warned: dict[str, list[dict[str, Any]]] = {}
+    combos = representative_params(spec)
+    for combo in combos:
+        try:
+            cfg = trial_config(spec, combo, save_root="x")
+        except ConfigError as err:
+            message = str(err).split(": ", 2)[-1]
+            problems.setdefault(message, []).append(combo)
+            continue
+        for _, message in cfg.warnings():
+            warned.setdefault(message, []).append(combo)
+    rejected = [f"trials would be rejected by cvae train: {msg} (e.g. with {examples[0] or 'the base config'})"
+                for msg, examples in problems.items()]
+    return rejected, tuple(
+        message + ("" if len(examples) == len(combos) else
+                   f" ({len(examples)} of {len(combos)} trial configs, e.g. {examples[0]})")
+        for message, examples in warned.items()
+    )
 
 
 def suggest(trial: optuna.Trial, param: Param) -> Any:
@@ -139,17 +379,26 @@ class WeightedRandomSampler(optuna.samplers.RandomSampler):
 
 
 def make_sampler(spec: SweepSpec) -> optuna.samplers.BaseSampler:
-    """The sampler of ``spec.method`` with the spec's ``sampler`` options (see :class:`SamplerSpec`).
+    """The sampler of ``spec.method`` with the spec's ``sampler`` options (see :class:`SamplerSpec`), which
+    Optuna checks here (TypeError, ValueError). A grid's points are enqueued trials, so it needs no GridSampler.
 
     ``method: random`` with W&B ``probabilities`` (or a quantized log-uniform parameter, a categorical with
     W&B's probabilities) draws those parameters with them (:class:`WeightedRandomSampler`), as W&B's random
     search does; other methods warn (the spec's ``warnings``) that they do not.
     """
+    kw = dict(spec.sampler)
+    seed = kw.pop("seed", spec.seed)
     weights = {p.name: (p.values, p.probabilities) for p in spec.params if p.probabilities}
-    if spec.method == "random" and weights:
-        seed = spec.sampler.seed if spec.sampler.seed is not None else spec.seed
-        return WeightedRandomSampler(weights, seed=seed)
-    return spec.sampler.build(spec.method, seed=spec.seed, workers=spec.workers)
+    if spec.method in ("grid", "random"):
+        return WeightedRandomSampler(weights, seed=seed) if spec.method == "random" and weights else (
+            optuna.samplers.RandomSampler(seed=seed))
+    if spec.method == "tpe":
+        # constant_liar keeps workers that share the study from proposing the same point while others run,
+        # whatever ``workers`` says: a one-worker spec may run as a Slurm array of `cvae sweep worker`s.
+        kw.setdefault("constant_liar", True)
+    samplers = {"tpe": optuna.samplers.TPESampler, "cmaes": optuna.samplers.CmaEsSampler,
+                "gp": optuna.samplers.GPSampler, "qmc": optuna.samplers.QMCSampler}
+    return samplers[spec.method](seed=seed, **kw)
 
 
 def first_pruning_step(pruner: PrunerSpec | Mapping[str, Any]) -> int | None:
@@ -159,11 +408,18 @@ def first_pruning_step(pruner: PrunerSpec | Mapping[str, Any]) -> int | None:
 
 
 def make_pruner(spec: SweepSpec, num_epoch: int | None = None) -> optuna.pruners.BasePruner:
-    """The pruner of ``spec.pruner`` (W&B's hyperband early_terminate maps to Optuna's HyperbandPruner).
+    """The pruner of ``spec.pruner`` (W&B's hyperband early_terminate maps to Optuna's HyperbandPruner), with its
+    options, which Optuna checks here (TypeError, ValueError).
 
     Args:
         num_epoch: The most epochs a trial runs, Hyperband's ``max_resource: auto``. By default the spec's
             :attr:`~cvae.sweeps.spec.SweepSpec.num_epoch` ``.max``: the largest value a swept ``num_epoch``
             takes, else the base's.
     """
-    return PrunerSpec.of(spec.pruner).build(num_epoch if num_epoch is not None else spec.num_epoch.max)
+    pruner = PrunerSpec.of(spec.pruner)
+    kw = pruner.options
+    if pruner.type == "hyperband" and kw.get("max_resource", "auto") == "auto":
+        kw["max_resource"] = num_epoch if num_epoch is not None else spec.num_epoch.max
+    return {"none": optuna.pruners.NopPruner, "median": optuna.pruners.MedianPruner,
+            "percentile": optuna.pruners.PercentilePruner, "hyperband": optuna.pruners.HyperbandPruner,
+            "successive_halving": optuna.pruners.SuccessiveHalvingPruner}[pruner.type](**kw)

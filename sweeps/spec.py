@@ -9,19 +9,15 @@ when its parameters name ``cvae train`` keys, and what of it cannot be honoured 
 flags are; a ``base`` given as a path is relative to the spec file.
 
 The ``metric``, ``wandb``, ``pruner`` (or ``early_terminate``), ``sampler``, ``heartbeat``, ``synth`` sections and
-``program``/``command`` are typed (:mod:`cvae.sweeps.spec_types`), each read by its own ``parse``; the
-``parameters`` are read by :mod:`cvae.sweeps.params`. This module never imports
-``cvae.sweeps.space``, which reads the spec.
+``program``/``command`` are typed (:mod:`cvae.sweeps.spec_types`); the ``parameters`` are read by
+:mod:`cvae.sweeps.params` into the search space (:mod:`cvae.sweeps.space`), which the spec checks its trials with.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import itertools
-import json
 import math
 import os
-import random
 import re
 import unicodedata
 from collections.abc import Mapping
@@ -33,20 +29,19 @@ from cvae.core.config import (
     FLAT_KEYS,
     ConfigError,
     ExperimentConfig,
-    RunConfig,
     load_yaml_config,
     read_yaml_mapping,
 )
+from cvae.sweeps import space
 from cvae.sweeps.params import (
     OWNED_KEYS,
-    Param,
     ParamSpec,
     SpecError,
-    expand,
     owned_message,
     parse_params,
     spec_error,
 )
+from cvae.sweeps.space import NumEpoch, Param
 from cvae.sweeps.spec_types import (
     Command,
     CommandSpec,
@@ -89,36 +84,6 @@ def slugify(text: str) -> str:
     return re.sub(r"[^a-z0-9_.]+", "-", ascii_text.lower()).strip("-_.")
 
 
-
-
-DEFAULT_NUM_EPOCH = next(f.default for f in dataclasses.fields(RunConfig) if f.name == "num_epoch")
-
-
-@dataclass(frozen=True)
-class NumEpoch:
-    """``num_epoch`` across a sweep's trials: the base's, and the values parameters give it when it is swept
-    (a ``num_epoch`` parameter, or a named choice whose ``sets`` hold it)."""
-
-    base: int
-    """The base config's (cvae train's default when the base has none)."""
-    swept: tuple[int, int] | None = None
-    """The lowest and the highest value parameters give num_epoch; None: it is not swept."""
-    base_used: bool = True
-    """Whether some trials keep the base's value (no parameter sets num_epoch in every trial)."""
-
-    @property
-    def is_swept(self) -> bool:
-        return self.swept is not None
-
-    @property
-    def min(self) -> int:
-        """The fewest epochs a trial runs."""
-        return min(([self.base] if self.base_used else []) + ([self.swept[0]] if self.swept else []))
-
-    @property
-    def max(self) -> int:
-        """The most epochs a trial runs: what a pruner that needs to know (Hyperband's ``max_resource``) uses."""
-        return max(([self.base] if self.base_used else []) + ([self.swept[1]] if self.swept else []))
 
 
 @dataclass(frozen=True)
@@ -177,69 +142,24 @@ class SweepSpec:
     @property
     def num_epoch(self) -> NumEpoch:
         """How many epochs the trials run: the base's, or the range of a swept ``num_epoch``."""
-        base = int(self.base.get("num_epoch", DEFAULT_NUM_EPOCH))
-        ranges: list[tuple[Any, Any]] = []
-        base_used = True
-        for p in self.params:
-            if p.name == "num_epoch":
-                ranges.append(p.value_range())
-                base_used = base_used and bool(p.when)
-            elif p.sets and any("num_epoch" in keys for keys in p.sets.values()):
-                values = [keys["num_epoch"] for keys in p.sets.values() if "num_epoch" in keys]
-                ranges.append((min(values), max(values)))
-                base_used = base_used and (bool(p.when) or not all("num_epoch" in keys for keys in p.sets.values()))
-        if not ranges:
-            return NumEpoch(base)
-        swept = (int(min(r[0] for r in ranges)), int(max(r[1] for r in ranges)))
-        return NumEpoch(base, swept, base_used)
+        return space.num_epoch(self.params, self.base)
 
     def grid(self) -> list[dict[str, Any]]:
         """Every parameter combination of the grid, conditional branches expanded, duplicates removed."""
-        out: list[dict[str, Any]] = []
-        seen: set[str] = set()
-        for combo in expand(self.params, 0, {}):
-            key = json.dumps(combo, sort_keys=True, default=str)
-            if key not in seen:
-                seen.add(key)
-                out.append(combo)
-        return out
+        return space.grid(self.params)
 
     def grid_points(self) -> list[tuple[int, dict[str, Any]]]:
-        """The grid points the sweep runs, in run order, each with its index in ``grid()`` (its queue slot).
-
-        ``grid_order: shuffled`` permutes the whole grid with ``seed`` before ``run_cap`` cuts it, so a capped
-        grid is a random subset, and a raised ``run_cap`` extends the same order.
-        """
-        points = list(enumerate(self.grid()))
-        if self.grid_order == "shuffled":
-            random.Random(self.seed).shuffle(points)
-        return points[: self.run_cap] if self.run_cap else points
+        """The grid points the sweep runs, in run order, each with its index in ``grid()`` (its queue slot)."""
+        return space.grid_points(self)
 
     def n_configs(self) -> int:
         """Parameter sets the sweep runs (each ``replicates`` times)."""
-        if self.method == "grid":
-            return len(self.grid_points())
-        return int(self.run_cap or 0)
+        return len(self.grid_points()) if self.method == "grid" else int(self.run_cap or 0)
 
     def trial_config(self, params: Mapping[str, Any], *, save_root: str | os.PathLike, replicate: int = 0,
                      num_threads: int | None = None) -> ExperimentConfig:
         """The full training config of one trial: base < params < what the sweep owns."""
-        flat = dict(self.base)
-        bundles = {p.name: p.sets for p in self.params if p.sets}
-        for name, value in params.items():
-            if name in bundles:
-                flat.update(bundles[name][value])
-            else:
-                flat[name] = value
-        flat.update(save_root=str(save_root), resume=True, progress=False)
-        if num_threads:
-            flat["num_threads"] = num_threads
-        cfg = ExperimentConfig.from_flat(flat, source=f"{self.source}: trial config")
-        return cfg.replace(seed=cfg.run.seed + replicate) if replicate else cfg
-
-
-
-
+        return space.trial_config(self, params, save_root=save_root, replicate=replicate, num_threads=num_threads)
 
 
 def load_spec(path: str | os.PathLike, *, storage: str | None = None, workers: int | None = None) -> SweepSpec:
@@ -377,7 +297,7 @@ def parse_spec(raw: Mapping[str, Any], *, source: str = "spec", base_dir: Path =
         raise failure(f"{spec.n_configs()} parameter set(s) x {spec.replicates} replicate(s) = {trials} trials: "
                       f"at most {MAX_TRIALS} (cut the grid or run_cap)")
     try:
-        rejected, warned = _check_trial_configs(spec)
+        rejected, warned = space.check_trial_configs(spec)
     except Exception:  # noqa: BLE001 - a condition (`when`) on a parameter left out: wait for its fix
         if params_clean:
             raise
@@ -478,10 +398,9 @@ def _check_buildable(spec: SweepSpec) -> list[str]:
     """Build the sampler and pruner once, so a wrong option fails here, not when the first trial starts; returns
     the problems."""
     problems = []
-    for what, build in (("sampler", lambda: spec.sampler.build(spec.method, seed=spec.seed, workers=spec.workers)),
-                        ("pruner", lambda: spec.pruner.build(spec.num_epoch.max))):
+    for what, build in (("sampler", space.make_sampler), ("pruner", space.make_pruner)):
         try:
-            build()
+            build(spec)
         except (TypeError, ValueError, ImportError) as err:
             problems.append(f"{what} for method {spec.method}: {err}")
     return problems
@@ -506,43 +425,3 @@ def _parse_base(raw: Any, base_dir: Path, errors: list[str]) -> dict[str, Any]:
     return {k: v for k, v in raw.items() if k in FLAT_KEYS and k not in OWNED_KEYS}
 
 
-MAX_CHECKED_CONFIGS = 2048
-
-
-def representative_params(spec: SweepSpec) -> list[dict[str, Any]]:
-    """Parameter sets that stand for the whole space: every grid point, or every combination of each
-    parameter's choices and range ends (both at most MAX_CHECKED_CONFIGS)."""
-    if spec.method == "grid":
-        return spec.grid()[:MAX_CHECKED_CONFIGS]
-    boundary = dataclasses.replace(spec, params=tuple(
-        Param(p.name, "categorical", tuple(p.boundary_values()), when=p.when) for p in spec.params
-    ))
-    return list(itertools.islice(boundary.grid(), MAX_CHECKED_CONFIGS))
-
-
-def _check_trial_configs(spec: SweepSpec) -> tuple[list[str], tuple[str, ...]]:
-    """What `cvae train` would say of the spec's trials (every grid point, or every range's ends).
-
-    Returns:
-        The problems that make it refuse some of them, and what it would warn about, each message once, with
-        the number of trial configs it concerns and an example.
-    """
-    problems: dict[str, list[dict[str, Any]]] = {}
-    warned: dict[str, list[dict[str, Any]]] = {}
-    combos = representative_params(spec)
-    for combo in combos:
-        try:
-            cfg = spec.trial_config(combo, save_root="x")
-        except ConfigError as err:
-            message = str(err).split(": ", 2)[-1]
-            problems.setdefault(message, []).append(combo)
-            continue
-        for _, message in cfg.warnings():
-            warned.setdefault(message, []).append(combo)
-    rejected = [f"trials would be rejected by cvae train: {msg} (e.g. with {examples[0] or 'the base config'})"
-                for msg, examples in problems.items()]
-    return rejected, tuple(
-        message + ("" if len(examples) == len(combos) else
-                   f" ({len(examples)} of {len(combos)} trial configs, e.g. {examples[0]})")
-        for message, examples in warned.items()
-    )

@@ -5,8 +5,6 @@ Pydantic reads a section, checks its types and reports every problem of it at on
 pydantic's errors into the spec's one-line messages, each naming the key and the value (``wandb.mode='cloud' is
 not auto, online, offline or disabled``). The field types below carry those messages (:func:`at_least`,
 :func:`one_of`, :data:`Flag`, ...), and the same models give the spec's JSON Schema (``cvae sweep schema``).
-
-The pruner and the sampler build their Optuna objects here (Optuna is imported only then).
 """
 
 from __future__ import annotations
@@ -241,8 +239,8 @@ class HeartbeatSpec(Section):
 
 
 class PrunerSpec(Options):
-    """``pruner``: an Optuna pruner and its options, which Optuna checks when :meth:`build` runs (the spec builds
-    its pruner once while it loads). Hyperband's ``max_resource`` defaults to ``auto``: the most epochs a
+    """``pruner``: an Optuna pruner and its options, which Optuna checks when the spec builds it once while it
+    loads (:func:`cvae.sweeps.space.make_pruner`). Hyperband's ``max_resource`` defaults to ``auto``: the most epochs a
     trial runs."""
 
     type: one_of(*PRUNERS) = "none"
@@ -291,21 +289,6 @@ class PrunerSpec(Options):
             factor = self.reduction_factor if self.reduction_factor is not None else 4
             return int(self.min_resource) * int(factor) ** int(self.min_early_stopping_rate or 0)
         return None
-
-    def build(self, max_epochs: int) -> Any:
-        """The Optuna pruner; ``max_epochs``: the most epochs a trial runs (Hyperband's ``max_resource: auto``).
-
-        Raises:
-            TypeError, ValueError: Optuna refuses an option or its value.
-        """
-        import optuna
-
-        kw = self.options
-        if self.type == "hyperband" and kw.get("max_resource", "auto") == "auto":
-            kw["max_resource"] = max_epochs
-        return {"none": optuna.pruners.NopPruner, "median": optuna.pruners.MedianPruner,
-                "percentile": optuna.pruners.PercentilePruner, "hyperband": optuna.pruners.HyperbandPruner,
-                "successive_halving": optuna.pruners.SuccessiveHalvingPruner}[self.type](**kw)
 
 
 class EarlyTerminate(Section):
@@ -364,7 +347,7 @@ class EarlyTerminate(Section):
 
 class SamplerSpec(Options):
     """``sampler``: options of the sampler of the spec's method (grid and random take none but ``seed``), which
-    Optuna checks when :meth:`build` runs. ``seed`` defaults to the spec's, TPE's ``constant_liar`` to true."""
+    Optuna checks when the spec builds it (:func:`cvae.sweeps.space.make_sampler`). ``seed`` defaults to the spec's, TPE's ``constant_liar`` to true."""
 
     seed: int | None = None
     n_startup_trials: int | None = None
@@ -372,28 +355,6 @@ class SamplerSpec(Options):
     constant_liar: bool | None = None
     scramble: bool | None = None
     qmc_type: str | None = None
-
-    def build(self, method: str, *, seed: int, workers: int) -> Any:
-        """The Optuna sampler of ``method``; grid points are enqueued trials, so a grid needs no GridSampler.
-
-        Raises:
-            TypeError, ValueError: Optuna refuses an option or its value (or ``method`` is unknown).
-        """
-        import optuna
-
-        kw = dict(self)
-        seed = kw.pop("seed", seed)
-        if method in ("grid", "random"):
-            return optuna.samplers.RandomSampler(seed=seed)
-        if method == "tpe":
-            # constant_liar keeps workers that share the study from proposing the same point while others run.
-            # On whatever ``workers`` says: a one-worker spec may run as a Slurm array of `cvae sweep worker`s.
-            kw.setdefault("constant_liar", True)
-        samplers = {"tpe": optuna.samplers.TPESampler, "cmaes": optuna.samplers.CmaEsSampler,
-                    "gp": optuna.samplers.GPSampler, "qmc": optuna.samplers.QMCSampler}
-        if method not in samplers:
-            raise ValueError(f"unknown method {method!r}")
-        return samplers[method](seed=seed, **kw)
 
 
 def _size(value: Any) -> tuple[int, int] | None:
