@@ -53,7 +53,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -259,8 +259,8 @@ def read_trials(spec: SweepSpec) -> list[Trial]:
             continue
         record = json.loads(record_path.read_text())
         rows = read_csv(folder / "metrics.csv") if (folder / "metrics.csv").exists() else []
-        value, epoch = metric_value(rows, spec.objective.field, spec.objective.goal, spec.objective.summary)
-        curve = [float(r[spec.objective.field]) if r.get(spec.objective.field) else math.nan for r in rows]
+        value, epoch = metric_value(rows, spec.metric.field, spec.metric.goal, spec.metric.summary)
+        curve = [float(r[spec.metric.field]) if r.get(spec.metric.field) else math.nan for r in rows]
         copies = [float(r["val_psnr_copy_first"]) for r in rows if r.get("val_psnr_copy_first")]
         trials.append(Trial(number=int(record["trial_number"]), run=folder.name, params=dict(record["params"]),
                             state=str(record["state"]), epochs=len(rows), value=value, best_epoch=epoch,
@@ -295,7 +295,7 @@ class ArmResult:
         done = [t for t in self.trials if t.state == "complete" and not math.isnan(t.value)]
         if not done:
             return None
-        return (max if self.spec.objective.goal == "maximize" else min)(done, key=lambda t: t.value)
+        return (max if self.spec.metric.goal == "maximize" else min)(done, key=lambda t: t.value)
 
 
 def study_best(spec: SweepSpec) -> float | None:
@@ -330,8 +330,8 @@ def replay(spec: SweepSpec, pruner: Mapping[str, Any], curves: Sequence[Sequence
     from cvae.sweeps.spec_types import PrunerSpec
     from optuna.trial import TrialState
 
-    pruner_obj = make_pruner(replace(spec, pruner=PrunerSpec.of(pruner)))
-    study = optuna.create_study(study_name=spec.name, direction=spec.objective.direction, pruner=pruner_obj)
+    pruner_obj = make_pruner(spec.model_copy(update={"pruner": PrunerSpec.of(pruner)}))
+    study = optuna.create_study(study_name=spec.name, direction=spec.metric.goal, pruner=pruner_obj)
     epochs = []
     for curve in curves:
         trial = study.ask()
@@ -347,7 +347,7 @@ def replay(spec: SweepSpec, pruner: Mapping[str, Any], curves: Sequence[Sequence
         if pruned or not finite:
             study.tell(trial, state=TrialState.PRUNED)
         else:
-            study.tell(trial, best_of(finite, spec.objective.goal))
+            study.tell(trial, best_of(finite, spec.metric.goal))
         epochs.append(ran)
     return epochs
 
@@ -363,11 +363,11 @@ def replay_summary(full: ArmResult, spec: SweepSpec, pruner: Mapping[str, Any],
     trials = full.trials if trials is None else trials
     epochs = replay(spec, pruner, [t.curve for t in trials])
     kept = [t for t, e in zip(trials, epochs, strict=True) if e == len(t.curve) and not math.isnan(t.value)]
-    best = best_of((t.value for t in kept), spec.objective.goal)
+    best = best_of((t.value for t in kept), spec.metric.goal)
     return {"pruner": dict(pruner), "epochs_per_trial": epochs, "epochs": sum(epochs),
             "share": sum(epochs) / max(1, full.epochs), "pruned": len(trials) - len(kept), "best": best,
-            "gap_db": gap(full.best.value, best, spec.objective.goal) if full.best else math.nan,
-            "gap_last_db": gap(last_best(full.trials, spec.objective.goal), last_best(kept, spec.objective.goal), spec.objective.goal)}
+            "gap_db": gap(full.best.value, best, spec.metric.goal) if full.best else math.nan,
+            "gap_last_db": gap(last_best(full.trials, spec.metric.goal), last_best(kept, spec.metric.goal), spec.metric.goal)}
 
 
 def last_best(trials: Sequence[Trial], goal: str) -> float:
@@ -429,7 +429,7 @@ def rank_agreement(full: ArmResult) -> list[dict[str, Any]]:
     if len(trials) < 3 or full.best is None:
         return []
     final = pd.Series([t.value for t in trials])
-    ascending = full.spec.objective.goal != "maximize"
+    ascending = full.spec.metric.goal != "maximize"
     best = next(i for i, t in enumerate(trials) if t.number == full.best.number)
     rows = []
     for k in range(min(len(t.curve) for t in trials)):
@@ -464,7 +464,7 @@ def report(full: ArmResult, pruned: ArmResult) -> dict[str, Any]:
     ref = full.best.value if full.best else math.nan
     total = full.epochs
     header = ("arm", "pruner", "trials", "complete", "pruned", "failed", "epochs run", "% of full grid",
-              f"best {spec.objective.name}", "gap (dB)", "wall")
+              f"best {spec.metric.name}", "gap (dB)", "wall")
     rows = []
     arms: dict[str, Any] = {}
     for arm in (full, pruned):
@@ -475,7 +475,7 @@ def report(full: ArmResult, pruned: ArmResult) -> dict[str, Any]:
             "complete": arm.count("complete"), "pruned": arm.count("pruned"), "failed": arm.count("failed"),
             "epochs": arm.epochs, "share_of_full": arm.epochs / total if total else math.nan, "best": value,
             "best_trial": best.number if best else None, "best_params": best.params if best else None,
-            "best_epoch": best.best_epoch if best else None, "gap_db": gap(ref, value, spec.objective.goal),
+            "best_epoch": best.best_epoch if best else None, "gap_db": gap(ref, value, spec.metric.goal),
             "study_best": study_best(arm.spec), "wall_s": arm.wall_s,
             "trials_detail": [asdict(t) for t in arm.trials],
         }
@@ -541,7 +541,7 @@ def report(full: ArmResult, pruned: ArmResult) -> dict[str, Any]:
 
     agreement = rank_agreement(full)
     if agreement:
-        print(f"\nhow early the full grid's ranking shows: per epoch, Spearman's rho of the trials' {spec.objective.name} "
+        print(f"\nhow early the full grid's ranking shows: per epoch, Spearman's rho of the trials' {spec.metric.name} "
               f"with their final answer, and the rank then of the trial that ends best (of {len(full.trials)})")
         print(table([("rho", *(fmt(a["spearman"], ".2f") for a in agreement)),
                      ("best's rank", *(a["best_rank"] for a in agreement))],
@@ -549,9 +549,9 @@ def report(full: ArmResult, pruned: ArmResult) -> dict[str, Any]:
 
     # Optuna's pruners decide on intermediate values only, so a sweep that summarised each trial by its last
     # epoch (metric.summary: last) would have pruned the same trials: its answer can be read off these runs.
-    last = {arm.name: last_best([t for t in arm.trials if t.state == "complete"], spec.objective.goal) for arm in (full, pruned)}
-    last_gap = gap(last["full"], last["pruned"], spec.objective.goal)
-    print(f"\nread by the last epoch instead (metric.summary: last; same pruning decisions): best {spec.objective.name} "
+    last = {arm.name: last_best([t for t in arm.trials if t.state == "complete"], spec.metric.goal) for arm in (full, pruned)}
+    last_gap = gap(last["full"], last["pruned"], spec.metric.goal)
+    print(f"\nread by the last epoch instead (metric.summary: last; same pruning decisions): best {spec.metric.name} "
           f"full {fmt(last['full'], '.3f')}, pruned {fmt(last['pruned'], '.3f')}, gap {fmt(last_gap, '+.3f')} dB")
 
     share = pruned.epochs / total if total else math.nan
@@ -561,7 +561,7 @@ def report(full: ArmResult, pruned: ArmResult) -> dict[str, Any]:
         "epochs": {"value": share, "limit": EPOCH_SHARE, "pass": bool(share <= EPOCH_SHARE)},
     }
     print()
-    print(f"{'PASS' if checks['gap']['pass'] else 'FAIL'}  gap to the full grid's best {spec.objective.name}: "
+    print(f"{'PASS' if checks['gap']['pass'] else 'FAIL'}  gap to the full grid's best {spec.metric.name}: "
           f"{fmt(gap_db, '.3f')} dB (limit {GAP_DB} dB; full {fmt(ref, '.3f')}, pruned "
           f"{fmt(arms['pruned']['best'], '.3f')})")
     print(f"{'PASS' if checks['epochs']['pass'] else 'FAIL'}  training epochs: {pruned.epochs} of the full grid's "
@@ -607,7 +607,7 @@ def figure(full: ArmResult, pruned: ArmResult, path: Path) -> None:
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
-    axes[0].set_ylabel(f"{full.spec.objective.name} (dB)")
+    axes[0].set_ylabel(f"{full.spec.metric.name} (dB)")
     names = ", ".join(p.name for p in full.spec.params)
     axes[1].legend(title=names, fontsize=7, title_fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()

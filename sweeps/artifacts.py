@@ -1,6 +1,6 @@
 """What a sweep shows in optuna-dashboard besides values: metric names, the description, trial artifacts.
 
-- The study's metric names (``study.set_metric_names([spec.objective.name])``): the dashboard and
+- The study's metric names (``study.set_metric_names([spec.metric.name])``): the dashboard and
   ``trials_dataframe`` name the objective ``val/psnr`` instead of "Objective 0".
 - The spec's ``description`` as the study's user attribute :data:`cvae.schema.DESCRIPTION` and as its
   optuna-dashboard note (the Markdown panel on the study page); a note edited in the dashboard is kept.

@@ -137,9 +137,9 @@ def _supervise(spec: SweepSpec, spec_path: Path, study, *, live: bool) -> int:
     lost = None
     try:
         _final_report(spec, study)
-        reached = spec.objective.reached_by(study.get_trials(deepcopy=False))
+        reached = spec.metric.reached_by(study.get_trials(deepcopy=False))
         if reached is not None:
-            print(f"sweep {spec.name}: trial {reached} reached metric.target {spec.objective.target:g}: the sweep "
+            print(f"sweep {spec.name}: trial {reached} reached metric.target {spec.metric.target:g}: the sweep "
                   "stopped there (queued trials were left queued)", flush=True)
     except StorageError as err:  # the server is gone: what the trials recorded is on disk, nothing to report
         lost = str(err)

@@ -11,7 +11,7 @@ from cvae.core.config import ScheduleConfig
 from cvae.core.data import list_frames
 from cvae.core.schedules import settled_epoch
 from cvae.sweeps.report import fmt_duration
-from cvae.sweeps.space import representative_params
+from cvae.sweeps.space import first_pruning_step, representative_params
 from cvae.sweeps.spec import SweepSpec
 
 
@@ -40,7 +40,7 @@ def schedule_note(spec: SweepSpec) -> str | None:
     in the pruning benchmark (README) the first look, after epoch 2 and under teacher forcing, stopped the
     eventual best, which led from epoch 5, the first without it.
     """
-    first = spec.pruner.first_step
+    first = first_pruning_step(spec.pruner)
     if first is None:
         return None
     latest, example, num_epoch = -1, {}, 0
@@ -63,8 +63,8 @@ def schedule_note(spec: SweepSpec) -> str | None:
 
 def plan_text(spec: SweepSpec) -> str:
     """The trials a sweep makes, its conditional branches, epochs in total, and an estimated time."""
-    target = f", target {spec.objective.target:g}" if spec.objective.target is not None else ""
-    lines = [f"sweep {spec.name}: method {spec.method}, metric {spec.objective.name} ({spec.objective.goal}{target}), "
+    target = f", target {spec.metric.target:g}" if spec.metric.target is not None else ""
+    lines = [f"sweep {spec.name}: method {spec.method}, metric {spec.metric.name} ({spec.metric.goal}{target}), "
              f"{spec.replicates} replicate(s), {spec.workers} worker(s)"]
     if spec.display_name:
         lines.insert(0, spec.display_name)

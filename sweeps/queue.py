@@ -97,15 +97,15 @@ def _create_or_load(spec: SweepSpec, storage: optuna.storages.BaseStorage) -> tu
     sampler = make_sampler(spec)
     pruner = make_pruner(spec)  # Hyperband's max_resource: the most epochs a trial runs (spec.num_epoch.max)
     try:
-        study = optuna.create_study(study_name=spec.name, storage=storage, direction=spec.objective.direction,
+        study = optuna.create_study(study_name=spec.name, storage=storage, direction=spec.metric.goal,
                                     sampler=sampler, pruner=pruner)
         return study, True
     except optuna.exceptions.DuplicatedStudyError:
         study = optuna.load_study(study_name=spec.name, storage=storage, sampler=sampler, pruner=pruner)
-        if study.direction.name.lower() != spec.objective.direction:
+        if study.direction.name.lower() != spec.metric.goal:
             raise SweepError(
                 f"study {spec.name!r} exists with direction {study.direction.name.lower()}, the spec asks "
-                f"{spec.objective.direction}: use another name or storage"
+                f"{spec.metric.goal}: use another name or storage"
             ) from None
         return study, False
 
@@ -117,7 +117,7 @@ def open_study(spec: SweepSpec, storage: optuna.storages.BaseStorage, *, fill_qu
     A worker that loads a study created a moment ago by another process waits until its queue is ready.
     """
     study, created = _create_or_load(spec, storage)
-    name_metric(study, spec.objective.name)  # optuna-dashboard's "Objective 0" otherwise; also older studies
+    name_metric(study, spec.metric.name)  # optuna-dashboard's "Objective 0" otherwise; also older studies
     conflicts = grid_conflicts(spec, study)
     if conflicts:
         raise SweepError(f"{spec.source}: " + "; ".join(conflicts) + ": Optuna fixes a categorical parameter's "
@@ -125,7 +125,7 @@ def open_study(spec: SweepSpec, storage: optuna.storages.BaseStorage, *, fill_qu
     if created or fill_queue:
         if created:
             study.set_user_attr(UID, uuid.uuid4().hex[:8])
-            study.set_user_attr(SPEC, {"metric": spec.objective.name, "goal": spec.objective.goal, "method": spec.method,
+            study.set_user_attr(SPEC, {"metric": spec.metric.name, "goal": spec.metric.goal, "method": spec.method,
                                               "output_dir": str(spec.output_dir)})
         describe_study(study, spec.description)
         fill(study, spec)

@@ -69,8 +69,8 @@ def trials_table(spec: SweepSpec, study: optuna.Study, *, title: str | None = No
     margin = "vs copy-first"
     rows = [trial_row(t) for t in trials]
     evaluated = [col for col in EVALUATION if any(r[EVALUATION[col][0]] is not None for r in rows)]
-    numeric = {"trial", spec.objective.name, margin, "epochs", *evaluated}
-    for col in ("trial", "run", "state", *names, spec.objective.name, margin, *evaluated, "epochs", "duration", "note"):
+    numeric = {"trial", spec.metric.name, margin, "epochs", *evaluated}
+    for col in ("trial", "run", "state", *names, spec.metric.name, margin, *evaluated, "epochs", "duration", "note"):
         table.add_column(col, justify="right" if col in numeric else "left")
     best = best_trial(study)
     copy_first = set()
@@ -124,7 +124,7 @@ def _evaluation_cell(row: dict[str, Any], column: str) -> str:
 def summary_line(spec: SweepSpec, study: optuna.Study, workers: int) -> str:
     c = counts(study)
     best = best_trial(study)
-    best_text = f"best {spec.objective.name} {best.value:.4f} (trial {best.number})" if best else "best -"
+    best_text = f"best {spec.metric.name} {best.value:.4f} (trial {best.number})" if best else "best -"
     left = len(orphaned(study, spec))
     waiting = f"{c['waiting'] - left} waiting" + (
         f" (+{left} queued for grid points no longer in the spec: left as they are, not run)" if left else "")
@@ -136,7 +136,7 @@ def best_config_text(spec: SweepSpec, study: optuna.Study) -> str:
     best = best_trial(study)
     if best is None:
         return f"{spec.name}: no completed trial yet"
-    lines = [f"best trial {best.number} ({best.user_attrs.get(RUN_DIR)}): {spec.objective.name} = {best.value:.4f}"]
+    lines = [f"best trial {best.number} ({best.user_attrs.get(RUN_DIR)}): {spec.metric.name} = {best.value:.4f}"]
     lines += [f"  {k}: {v}" for k, v in best.params.items()]
     return "\n".join(lines)
 

@@ -190,9 +190,9 @@ class TrialCallback(BaseCallback):
         stored = frozen(self.trial)
         rows = self.rows = [r for r in (read_csv(metrics) if metrics.exists() else []) if int(r["epoch"]) < start_epoch]
         missing = [r for r in rows if int(r["epoch"]) not in stored.intermediate_values
-                   and r.get(self.spec.objective.field) not in (None, "", "nan")]
+                   and r.get(self.spec.metric.field) not in (None, "", "nan")]
         for r in missing:
-            self.trial.report(float(r[self.spec.objective.field]), int(r["epoch"]))
+            self.trial.report(float(r[self.spec.metric.field]), int(r["epoch"]))
         if missing:
             log.info("trial %d: reported %d checkpointed epoch(s) Optuna lacked: %s", self.trial.number, len(missing),
                      ", ".join(r["epoch"] for r in missing))
@@ -209,7 +209,7 @@ class TrialCallback(BaseCallback):
             self.wandb.on_epoch_end(result)
             if result.val_video is not None:
                 self.video = result.val_video
-            value = getattr(result, self.spec.objective.field)
+            value = getattr(result, self.spec.metric.field)
             prune = False
             if not math.isnan(value):
                 self.trial.report(value, result.epoch)
@@ -309,7 +309,7 @@ def _start(study: optuna.Study, trial: optuna.Trial, spec: SweepSpec, num_thread
     history = list(stored.system_attrs.get(RETRY_HISTORY, []))
     record = TrialRecord(
         study=spec.name, trial_number=trial.number, run_key=key, retry_of=history, slot=trial.user_attrs.get(SLOT),
-        replicate=replicate, config_id=cid, params=params, metric=spec.objective.name, goal=spec.objective.goal,
+        replicate=replicate, config_id=cid, params=params, metric=spec.metric.name, goal=spec.metric.goal,
         wandb_run_id=wandb_run_id(spec, study, key), started=_now(),
         worker={"host": socket.gethostname(), "pid": os.getpid()},
     )
@@ -320,7 +320,7 @@ def _start(study: optuna.Study, trial: optuna.Trial, spec: SweepSpec, num_thread
     record.write(trial_json)
     config = {**cfg.to_flat(), **{f"param/{k}": v for k, v in params.items()}, "study": spec.name,
               "trial": trial.number, "run_key": key, "replicate": replicate, "config_id": cid,
-              "sweep_metric": spec.objective.name, "sweep_goal": spec.objective.goal}
+              "sweep_metric": spec.metric.name, "sweep_goal": spec.metric.goal}
     t_track = time.monotonic()
     tracker, mode = make_tracker(spec, study, key, config, params)
     record.wandb_mode = mode
@@ -403,7 +403,7 @@ def _finish(study, trial, spec, tracker, record, folder, callback, state, reason
     # resumed with no epoch left) is in the trial's records.
     rows = callback.rows if callback.rows is not None else (
         read_csv(folder / METRICS_CSV) if (folder / METRICS_CSV).exists() else [])
-    value, epoch = metric_value(rows, spec.objective.field, spec.objective.goal, spec.objective.summary)
+    value, epoch = metric_value(rows, spec.metric.field, spec.metric.goal, spec.metric.summary)
     video_path = None
     if callback.video is not None:
         video_path = folder / SAMPLE_GIF
@@ -416,7 +416,7 @@ def _finish(study, trial, spec, tracker, record, folder, callback, state, reason
     # Artifacts before the state change: a finished trial takes no more attributes. A retry uploads again.
     upload_trial_files(spec.output_dir, trial, [p for p in (video_path, plot_path) if p is not None])
     if state == "complete" and math.isnan(value):
-        state, reason = "failed", f"no {spec.objective.name} was recorded"
+        state, reason = "failed", f"no {spec.metric.name} was recorded"
     if state == "failed":
         trial.set_user_attr(REASON, reason)
     optuna_state = {"complete": TrialState.COMPLETE, "pruned": TrialState.PRUNED, "failed": TrialState.FAIL}[state]
@@ -443,7 +443,7 @@ def _finish(study, trial, spec, tracker, record, folder, callback, state, reason
     record.update(timing=_timing(callback, record.duration_s))
     record.write(folder / TRIAL_JSON)
     log.info("trial %d (%s) %s%s%s", trial.number, run_name(record.run_key), state,
-             f": {spec.objective.name} {value:.4f}" if not math.isnan(value) else "", f" ({reason})" if reason else "")
+             f": {spec.metric.name} {value:.4f}" if not math.isnan(value) else "", f" ({reason})" if reason else "")
 
 
 def _psnr_plot(spec: SweepSpec, trial: optuna.Trial, folder: Path, last: EpochResult | None) -> Path | None:
@@ -521,10 +521,10 @@ def run_worker(spec: SweepSpec, *, storage_url: str | None = None, num_threads: 
         if STOP_REQUESTED.is_set():
             raise KeyboardInterrupt
         reap_stale(study, spec)
-        reached = spec.objective.reached_by(study.get_trials(deepcopy=False))
+        reached = spec.metric.reached_by(study.get_trials(deepcopy=False))
         if reached is not None:
             log.info("sweep %s: trial %d reached metric.target %g: no new trial starts", spec.name, reached,
-                     spec.objective.target)
+                     spec.metric.target)
             break
         trial = claim(study, spec)
         if trial is None:

@@ -404,7 +404,15 @@ def make_sampler(spec: SweepSpec) -> optuna.samplers.BaseSampler:
 def first_pruning_step(pruner: PrunerSpec | Mapping[str, Any]) -> int | None:
     """The first step (0-based epoch) at which ``pruner`` (a spec's, or a ``pruner`` section) may stop a
     trial; None: no pruner, or unknown until trials run (successive halving's ``min_resource: auto``)."""
-    return PrunerSpec.of(pruner).first_step
+    p = PrunerSpec.of(pruner)
+    if p.type in ("median", "percentile"):
+        return int(p.n_warmup_steps or 0)
+    if p.type == "hyperband":
+        return int(p.min_resource if p.min_resource is not None else 1)
+    if p.type == "successive_halving" and p.min_resource not in (None, "auto"):
+        factor = p.reduction_factor if p.reduction_factor is not None else 4
+        return int(p.min_resource) * int(factor) ** int(p.min_early_stopping_rate or 0)
+    return None
 
 
 def make_pruner(spec: SweepSpec, num_epoch: int | None = None) -> optuna.pruners.BasePruner:

@@ -15,36 +15,20 @@ The ``metric``, ``wandb``, ``pruner`` (or ``early_terminate``), ``sampler``, ``h
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 import re
 import unicodedata
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
-from cvae.core.config import (
-    FLAT_KEYS,
-    ConfigError,
-    ExperimentConfig,
-    load_yaml_config,
-    read_yaml_mapping,
-)
+from cvae.core.config import FLAT_KEYS, ConfigError, ExperimentConfig, load_yaml_config, read_yaml_mapping
 from cvae.sweeps import space
-from cvae.sweeps.params import (
-    OWNED_KEYS,
-    ParamSpec,
-    SpecError,
-    owned_message,
-    parse_params,
-    spec_error,
-)
+from cvae.sweeps.params import OWNED_KEYS, ParamSpec, SpecError, owned_message, parse_params, spec_error
 from cvae.sweeps.space import NumEpoch, Param
 from cvae.sweeps.spec_types import (
     Command,
-    CommandSpec,
     EarlyTerminate,
     HeartbeatSpec,
     MetricSpec,
@@ -55,6 +39,7 @@ from cvae.sweeps.spec_types import (
     Text,
     WandbSpec,
     at_least,
+    ignored_command,
     one_of,
     problems,
 )
@@ -84,82 +69,6 @@ def slugify(text: str) -> str:
     return re.sub(r"[^a-z0-9_.]+", "-", ascii_text.lower()).strip("-_.")
 
 
-
-
-@dataclass(frozen=True)
-class SweepSpec:
-    """A validated sweep spec."""
-
-    name: str
-    """The study's name, the W&B group and the default output folder's: the spec's ``name`` slugged."""
-    method: str
-    objective: MetricSpec
-    """The ``metric`` section: its name, goal (the study's direction), summary and target."""
-    params: tuple[Param, ...]
-    base: Mapping[str, Any]
-    run_cap: int | None
-    replicates: int
-    workers: int
-    storage: str
-    output_dir: Path
-    wandb: WandbSpec = WandbSpec()
-    pruner: PrunerSpec = PrunerSpec()
-    sampler: SamplerSpec = SamplerSpec()
-    synth: SynthSpec | None = None
-    heartbeat: HeartbeatSpec = HeartbeatSpec()
-    max_retry: int = 3
-    seed: int = 0
-    grid_order: str = "listed"
-    description: str = ""
-    source: str = "spec"
-    warnings: tuple[str, ...] = ()
-    """What the sweep does otherwise than the spec asks (ignored ``program``/``command``, ``method: bayes``
-    as TPE, probabilities a method does not draw with), then what `cvae train` would warn about in the sweep's
-    trials (odd but accepted settings); the CLI prints each."""
-    display_name: str = ""
-    """The spec's ``name`` as written, when it is not its own slug (``name``); else empty."""
-    command: CommandSpec = CommandSpec()
-    """W&B's ``program`` and ``command``, and what of them is ignored."""
-    written: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-    """The spec as its file says it (W&B's ``project`` and ``entity`` moved into ``wandb``): distributions as
-    written, what the W&B summary run's config keeps."""
-
-    @property
-    def title(self) -> str:
-        """The sweep's name as the spec wrote it (for display)."""
-        return self.display_name or self.name
-
-    @property
-    def data_root(self) -> str | None:
-        """The dataset root every trial reads: ``base.DR``, or a constant ``DR`` parameter (a stock W&B file
-        has no ``base``, and says ``parameters: {DR: {value: PATH}}``); None when neither gives it."""
-        for p in self.params:
-            if p.name == "DR" and p.distribution == "constant" and not p.when:
-                return str(p.values[0])
-        root = self.base.get("DR")
-        return str(root) if root else None
-
-    @property
-    def num_epoch(self) -> NumEpoch:
-        """How many epochs the trials run: the base's, or the range of a swept ``num_epoch``."""
-        return space.num_epoch(self.params, self.base)
-
-    def grid(self) -> list[dict[str, Any]]:
-        """Every parameter combination of the grid, conditional branches expanded, duplicates removed."""
-        return space.grid(self.params)
-
-    def grid_points(self) -> list[tuple[int, dict[str, Any]]]:
-        """The grid points the sweep runs, in run order, each with its index in ``grid()`` (its queue slot)."""
-        return space.grid_points(self)
-
-    def n_configs(self) -> int:
-        """Parameter sets the sweep runs (each ``replicates`` times)."""
-        return len(self.grid_points()) if self.method == "grid" else int(self.run_cap or 0)
-
-    def trial_config(self, params: Mapping[str, Any], *, save_root: str | os.PathLike, replicate: int = 0,
-                     num_threads: int | None = None) -> ExperimentConfig:
-        """The full training config of one trial: base < params < what the sweep owns."""
-        return space.trial_config(self, params, save_root=save_root, replicate=replicate, num_threads=num_threads)
 
 
 def load_spec(path: str | os.PathLike, *, storage: str | None = None, workers: int | None = None) -> SweepSpec:
@@ -216,9 +125,92 @@ class SpecFile(Section):
     seed: at_least(0, optional=False) = 0
     grid_order: one_of(*GRID_ORDERS) = "listed"
     program: Text = None
+    """W&B's: the script its agent runs (see command)."""
     command: Command = None
+    """W&B's: how its agent starts a run. Each trial runs ``cvae train`` with the swept values as its flags: what
+    ``[cvae, train, ${args}]`` does, and W&B's default ``[${env}, ${interpreter}, ${program}, ${args}]`` does when the
+    program is our trainer (``cvae train``, ``python -m cvae train``, or the lab's ``Trainer.py``); ``--config
+    ${args_json_file}`` after it is honoured too. Anything else is ignored, with one warning."""
     project: Text = None
     entity: Text = None
+
+
+class SweepSpec(SpecFile):
+    """A validated sweep spec (:func:`parse_spec` makes it): the file's keys, as the sweep reads them."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    name: str = "sweep"
+    """The spec's ``name`` slugged: the study's name, the W&B group and the default output folder's."""
+    method: str = "grid"
+    """As written, but ``bayes``, read as ``tpe``."""
+    pruner: PrunerSpec = PrunerSpec()
+    """The spec's ``pruner``, or its W&B ``early_terminate`` as Optuna's HyperbandPruner."""
+    synth: SynthSpec | None = None
+    """None where the spec gives no (or an empty) ``synth`` section."""
+    params: tuple[Param, ...] = ()
+    """The ``parameters``, read."""
+    base: Mapping[str, Any] = {}
+    """The ``base`` config's keys (read from its file where it is a path)."""
+    storage: str = ""
+    """The Optuna storage URL (``--storage``, else the spec's, else a SQLite file in ``output_dir``)."""
+    output_dir: Path = Path(".")
+    source: str = "spec"
+    """Where the spec came from (its file), for messages."""
+    display_name: str = ""
+    """The spec's ``name`` as written, when it is not its own slug (``name``); else empty."""
+    warnings: tuple[str, ...] = ()
+    """What the sweep does otherwise than the spec asks (ignored ``program``/``command``, ``method: bayes``
+    as TPE, probabilities a method does not draw with), then what `cvae train` would warn about in the sweep's
+    trials (odd but accepted settings); the CLI prints each."""
+    written: Mapping[str, Any] = {}
+    """The spec as its file says it (W&B's ``project`` and ``entity`` moved into ``wandb``): distributions as
+    written, what the W&B summary run's config keeps."""
+
+    @property
+    def title(self) -> str:
+        """The sweep's name as the spec wrote it (for display)."""
+        return self.display_name or self.name
+
+    @property
+    def data_root(self) -> str | None:
+        """The dataset root every trial reads: ``base.DR``, or a constant ``DR`` parameter (a stock W&B file
+        has no ``base``, and says ``parameters: {DR: {value: PATH}}``); None when neither gives it."""
+        for p in self.params:
+            if p.name == "DR" and p.distribution == "constant" and not p.when:
+                return str(p.values[0])
+        root = self.base.get("DR")
+        return str(root) if root else None
+
+    @property
+    def num_epoch(self) -> NumEpoch:
+        """How many epochs the trials run: the base's, or the range of a swept ``num_epoch``."""
+        return space.num_epoch(self.params, self.base)
+
+    def grid(self) -> list[dict[str, Any]]:
+        """Every parameter combination of the grid, conditional branches expanded, duplicates removed."""
+        return space.grid(self.params)
+
+    def grid_points(self) -> list[tuple[int, dict[str, Any]]]:
+        """The grid points the sweep runs, in run order, each with its index in ``grid()`` (its queue slot)."""
+        return space.grid_points(self)
+
+    def n_configs(self) -> int:
+        """Parameter sets the sweep runs (each ``replicates`` times)."""
+        return len(self.grid_points()) if self.method == "grid" else int(self.run_cap or 0)
+
+    @property
+    def ignored(self) -> tuple[str, ...]:
+        """What of W&B's ``program`` and ``command`` the sweep does not do (empty: all honoured)."""
+        return ignored_command(self.program, self.command)
+
+    def trial_config(self, params: Mapping[str, Any], *, save_root: str | os.PathLike, replicate: int = 0,
+                     num_threads: int | None = None) -> ExperimentConfig:
+        """The full training config of one trial: base < params < what the sweep owns."""
+        return space.trial_config(self, params, save_root=save_root, replicate=replicate, num_threads=num_threads)
+
+
+
 
 
 def schema() -> dict[str, Any]:
@@ -283,15 +275,11 @@ def parse_spec(raw: Mapping[str, Any], *, source: str = "spec", base_dir: Path =
         if upper > 10 * MAX_TRIALS:
             raise failure(f"parameters: the grid has up to {upper:.3g} points: at most {MAX_TRIALS} (use method "
                           "random or tpe with a run_cap)")
-    synth = file.synth if file.synth is not None and file.synth.keys() else None  # an empty section: none
-    spec = SweepSpec(
-        name=name, method="tpe" if file.method == "bayes" else file.method, objective=file.metric, params=params,
-        base=base, run_cap=file.run_cap, replicates=file.replicates, workers=file.workers, storage=storage_url,
-        output_dir=output_dir, wandb=file.wandb, pruner=pruner, sampler=file.sampler, synth=synth,
-        heartbeat=file.heartbeat, max_retry=file.max_retry, seed=file.seed, grid_order=file.grid_order,
-        description=str(file.description), source=source, display_name=display_name,
-        command=CommandSpec(program=file.program, command=file.command), written=raw,
-    )
+    spec = SweepSpec.model_construct(**{
+        **dict(file), "name": name, "method": "tpe" if file.method == "bayes" else file.method, "pruner": pruner,
+        "synth": file.synth if file.synth is not None and file.synth.keys() else None,  # an empty section: none
+        "description": str(file.description), "params": params, "base": base, "storage": storage_url,
+        "output_dir": output_dir, "source": source, "display_name": display_name, "written": raw})
     trials = spec.n_configs() * spec.replicates
     if trials > MAX_TRIALS:
         raise failure(f"{spec.n_configs()} parameter set(s) x {spec.replicates} replicate(s) = {trials} trials: "
@@ -307,7 +295,7 @@ def parse_spec(raw: Mapping[str, Any], *, source: str = "spec", base_dir: Path =
         errors += _check_buildable(spec)
     if errors:
         raise failure()
-    return dataclasses.replace(spec, warnings=_spec_warnings(spec, file.method) + warned)
+    return spec.model_copy(update={"warnings": _spec_warnings(spec, file.method) + warned})
 
 
 def _wandb_top_level(raw: dict[str, Any], errors: list[str]) -> None:
@@ -354,7 +342,8 @@ def _parse_name(name: Any, errors: list[str]) -> tuple[str, str]:
 def _spec_warnings(spec: SweepSpec, method: str) -> tuple[str, ...]:
     """What the spec asks for that the sweep does otherwise: ignored ``program``/``command`` (one warning),
     ``method: bayes`` (TPE here), and W&B probabilities a method does not draw with."""
-    warnings = [spec.command.warning] if spec.command.warning else []
+    warnings = [f"{', '.join(spec.ignored)} ignored: each trial runs `cvae train` with the swept values as its "
+                "flags, as `command: [cvae, train, ${args}]` does"] if spec.ignored else []
     if method == "bayes":
         warnings.append("method: bayes runs Optuna's TPE sampler here (W&B's bayes is a Gaussian-process search): "
                         "write method: gp for a Gaussian-process sampler, or method: tpe to keep TPE without "

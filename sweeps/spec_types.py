@@ -1,5 +1,5 @@
 """The typed sections of a sweep spec, as pydantic models: ``metric``, ``wandb``, ``heartbeat``, ``pruner``, W&B's
-``early_terminate``, ``sampler``, ``synth``, and W&B's ``program`` and ``command`` (:class:`CommandSpec`).
+``early_terminate``, ``sampler``, ``synth``, and W&B's ``command`` (:func:`ignored_command`).
 
 Pydantic reads a section, checks its types and reports every problem of it at once; :func:`problems` turns
 pydantic's errors into the spec's one-line messages, each naming the key and the value (``wandb.mode='cloud' is
@@ -183,11 +183,6 @@ class MetricSpec(Section):
         return {"goal": default_goal(name), **data} if isinstance(name, str) else data
 
     @property
-    def direction(self) -> str:
-        """The Optuna study direction."""
-        return self.goal
-
-    @property
     def field(self) -> str:
         """The EpochResult field (and metrics.csv column) the metric reads."""
         return METRICS[self.name]
@@ -276,19 +271,6 @@ class PrunerSpec(Options):
     def options(self) -> dict[str, Any]:
         """The keyword arguments given to the Optuna pruner."""
         return {k: v for k, v in self.items() if k != "type"}
-
-    @property
-    def first_step(self) -> int | None:
-        """The first step (0-based epoch) at which the pruner may stop a trial; None: no pruner, or unknown
-        until trials run (successive halving's ``min_resource: auto``)."""
-        if self.type in ("median", "percentile"):
-            return int(self.n_warmup_steps or 0)
-        if self.type == "hyperband":
-            return int(self.min_resource if self.min_resource is not None else 1)
-        if self.type == "successive_halving" and self.min_resource not in (None, "auto"):
-            factor = self.reduction_factor if self.reduction_factor is not None else 4
-            return int(self.min_resource) * int(factor) ** int(self.min_early_stopping_rate or 0)
-        return None
 
 
 class EarlyTerminate(Section):
@@ -406,60 +388,45 @@ Command = Annotated[tuple[str, ...] | None, check(lambda v: v is None or (isinst
 """W&B's ``command``: how its agent starts a run."""
 
 
-class CommandSpec(Section):
-    """W&B's ``program`` and ``command``: how W&B's agent starts a run. Here a worker runs each trial as ``cvae
-    train`` with the swept values as its flags: what ``[cvae, train, ${args}]`` does, and what W&B's default
-    ``[${env}, ${interpreter}, ${program}, ${args}]`` does when the program is our trainer (``cvae train``,
-    ``python -m cvae train``, or the lab's ``Trainer.py``). ``--config ${args_json_file}`` after ``cvae train`` is
-    honoured too (JSON is YAML). What else they ask for :attr:`ignored` names, and the spec warns once."""
+DEFAULT_COMMAND = ("${env}", "${interpreter}", "${program}", "${args}")
+INTERPRETERS = ("${interpreter}", "python", "python3")
 
-    program: Text = None
-    command: Command = None
 
-    DEFAULT_COMMAND: ClassVar[tuple[str, ...]] = ("${env}", "${interpreter}", "${program}", "${args}")
-    INTERPRETERS: ClassVar[tuple[str, ...]] = ("${interpreter}", "python", "python3")
-
-    @property
-    def ignored(self) -> tuple[str, ...]:
-        """What of ``program`` and ``command`` the sweep does not do, each as ``key=value`` (empty: all honoured)."""
-        if self.program is None and self.command is None:
-            return ()
-        tokens = list(self.command or self.DEFAULT_COMMAND)
-        while tokens and tokens[0] in ("${env}", "/usr/bin/env", "env"):
-            tokens.pop(0)
-        ours = program_used = False
-        if tokens[:2] == ["cvae", "train"]:
-            ours, tokens = True, tokens[2:]
-        elif tokens[:1] and tokens[0] in self.INTERPRETERS and tokens[1:4] in (["-m", "cvae", "train"],
-                                                                               ["-m", "cvae.cli", "train"]):
-            ours, tokens = True, tokens[4:]
+def ignored_command(program: str | None, command: tuple[str, ...] | None) -> tuple[str, ...]:
+    """What of W&B's ``program`` and ``command`` the sweep does not do, each said as in the spec (empty: all
+    honoured); see ``SpecFile.command`` for what is."""
+    if program is None and command is None:
+        return ()
+    given = list(command or DEFAULT_COMMAND)
+    while given[:1] and given[0] in ("${env}", "/usr/bin/env", "env"):
+        given.pop(0)
+    interpreter = int(bool(given) and given[0] in INTERPRETERS)
+    rest, ours, ignored = given[interpreter:], True, []
+    if not interpreter and rest[:2] == ["cvae", "train"]:
+        rest = rest[2:]
+    elif interpreter and rest[:3] in (["-m", "cvae", "train"], ["-m", "cvae.cli", "train"]):
+        rest = rest[3:]
+    elif rest[:1] == ["${program}"]:
+        rest, ours = rest[1:], program is not None and is_trainer(program)
+        if not ours:
+            ignored.append(f"program={program!r}" if program is not None else "${program} (no program given)")
+    elif rest[:1] and is_trainer(rest[0]):
+        rest = rest[1:]
+    else:
+        rest, ours = given, False
+    extra, has_args, i = [], False, 0
+    while i < len(rest):
+        pair = ours and rest[i:i + 2] == ["--config", "${args_json_file}"]
+        if rest[i] == "${args}" or pair:
+            has_args = True
         else:
-            rest = tokens[1:] if tokens[:1] and tokens[0] in self.INTERPRETERS else tokens
-            if rest[:1] == ["${program}"]:
-                program_used, ours, tokens = True, self.program is not None and is_trainer(self.program), rest[1:]
-            elif rest[:1] and is_trainer(rest[0]):
-                ours, tokens = True, rest[1:]
-        ignored = []
-        if program_used and not ours:
-            ignored.append(f"program={self.program!r}" if self.program is not None else "${program} (no program given)")
-        extra, has_args, i = [], False, 0
-        while i < len(tokens):
-            if tokens[i] == "${args}" or (ours and tokens[i:i + 2] == ["--config", "${args_json_file}"]):
-                has_args, i = True, i + (tokens[i] != "${args}")
-            else:
-                extra.append(tokens[i])
-            i += 1
-        if extra:
-            ignored.append("command items " + ", ".join(repr(t) for t in extra))
-        elif not has_args:
-            ignored.append("a command without ${args}")
-        return tuple(ignored)
-
-    @property
-    def warning(self) -> str | None:
-        """The one warning about what is ignored, or None."""
-        return (f"{', '.join(self.ignored)} ignored: each trial runs `cvae train` with the swept values as its flags, "
-                "as `command: [cvae, train, ${args}]` does") if self.ignored else None
+            extra.append(rest[i])
+        i += 1 + pair
+    if extra:
+        ignored.append("command items " + ", ".join(repr(t) for t in extra))
+    elif not has_args:
+        ignored.append("a command without ${args}")
+    return tuple(ignored)
 
 
 def is_trainer(program: str) -> bool:

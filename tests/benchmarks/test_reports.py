@@ -88,7 +88,7 @@ def test_kl1p_kl2p_and_kl3_end_on_beta_1_and_kl1_kl2_do_not():
 def test_the_specs_run_5_seeds_judged_at_a_fully_evaluated_last_epoch():
     for name in ("teacher_forcing", "kl_annealing", "ndim"):
         spec = load_spec(SPECS / f"{name}.yaml")
-        assert spec.replicates == 5 and spec.objective.summary == "last"
+        assert spec.replicates == 5 and spec.metric.summary == "last"
         for cfg in _configs(name).values():  # the K samples of z and the diagnostics at the last epoch only
             assert cfg.run.val_samples == 5 and cfg.run.val_diagnostics
             assert cfg.run.val_eval_every == cfg.run.num_epoch == 12

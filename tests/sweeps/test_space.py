@@ -359,7 +359,7 @@ def test_hyperband_max_resource_is_the_largest_num_epoch_a_trial_runs(parameters
 
 def test_first_pruning_step_reads_a_spec_pruner() -> None:
     spec = spec_of({"N_dim": {"values": [4]}}, pruner={"type": "percentile", "percentile": 25.0, "n_warmup_steps": 3})
-    assert first_pruning_step(spec.pruner) == spec.pruner.first_step == 3
+    assert first_pruning_step(spec.pruner) == first_pruning_step(dict(spec.pruner)) == 3
 
 
 # -- W&B probabilities: method random draws with them, and the parameter stays a visible categorical ----------

@@ -97,9 +97,9 @@ def test_issue_example_loads(tmp_path: Path) -> None:
     tfr_sde below num_epoch (the default tfr_sde=10 with num_epoch=10 is a decay that never starts)."""
     raw = {**ISSUE_EXAMPLE, "method": "random", "base": {**ISSUE_EXAMPLE["base"], "tfr_sde": 2}}
     spec = load_spec(write(tmp_path, raw))
-    assert (spec.name, spec.method, spec.objective.name, spec.objective.goal, spec.objective.direction) == (
-        "kl-annealing", "random", "val/psnr", "maximize", "maximize")
-    assert spec.objective.field == "val_psnr"
+    assert (spec.name, spec.method, spec.metric.name, spec.metric.goal) == (
+        "kl-annealing", "random", "val/psnr", "maximize")
+    assert spec.metric.field == "val_psnr"
     assert spec.run_cap == 12
     assert [p.name for p in spec.params] == ["kl_anneal_type", "N_dim", "tfr", "kl_anneal_cycle"]
     kl_type, n_dim, tfr, cycle = spec.params
@@ -128,8 +128,8 @@ def test_defaults(tmp_path: Path) -> None:
     assert spec.storage == "sqlite:///runs/mini/study.db"
     assert spec.output_dir == Path("runs/mini")
     assert spec.wandb == WandbSpec(project="cvae-sweeps", entity=None, mode="auto", tags=())
-    assert spec.objective == MetricSpec(name="val/psnr", goal="maximize", summary="best")
-    assert (spec.objective.name, spec.objective.goal, spec.objective.summary) == ("val/psnr", "maximize", "best")
+    assert spec.metric == MetricSpec(name="val/psnr", goal="maximize", summary="best")
+    assert (spec.metric.name, spec.metric.goal, spec.metric.summary) == ("val/psnr", "maximize", "best")
     assert (spec.replicates, spec.workers, spec.seed, spec.max_retry) == (1, 1, 0, 3)
     assert spec.heartbeat == HeartbeatSpec(interval=10, grace=60)
     assert (spec.heartbeat.interval, spec.heartbeat.grace) == (10, 60)
@@ -156,7 +156,7 @@ def test_load_spec_overrides_storage_and_workers(tmp_path: Path) -> None:
                                                ("val/active_units", "maximize"), ("val/kl", "minimize")])
 def test_goal_defaults_from_the_metric(tmp_path: Path, metric: str, goal: str) -> None:
     spec = load(tmp_path, metric={"name": metric})
-    assert (spec.objective.goal, spec.objective.direction) == (goal, goal)
+    assert spec.metric.goal == goal
 
 
 def test_every_evaluation_column_can_be_the_metric(tmp_path: Path) -> None:
@@ -166,7 +166,7 @@ def test_every_evaluation_column_can_be_the_metric(tmp_path: Path) -> None:
         if column == "val_ssim_copy_first":  # a baseline, the same for every trial
             continue
         spec = load(tmp_path, metric={"name": WANDB_KEYS[column], "goal": "maximize"})
-        assert spec.objective.field == column
+        assert spec.metric.field == column
 
 
 @pytest.mark.parametrize(("method", "expected"), [
@@ -727,8 +727,8 @@ def test_sections_are_typed(tmp_path: Path) -> None:
                 sampler={"n_startup_trials": 3, "multivariate": True},
                 pruner={"type": "median", "n_warmup_steps": 2},
                 synth={"train_frames": 64, "size": "32x48", "dancers": 1, "backgrounds": 4, "spotlight": True})
-    assert spec.objective == MetricSpec(name="val/loss", goal="minimize", summary="last", target=0.1)  # the goal follows a loss
-    assert (spec.objective.field, spec.objective.direction) == ("val_loss", "minimize")
+    assert spec.metric == MetricSpec(name="val/loss", goal="minimize", summary="last", target=0.1)  # the goal follows a loss
+    assert (spec.metric.field, spec.metric.goal) == ("val_loss", "minimize")
     assert spec.wandb == WandbSpec(project="p", entity="lab", mode="offline", tags=("a", "2"))
     assert spec.heartbeat == HeartbeatSpec(interval=5, grace=20) and (spec.heartbeat.interval, spec.heartbeat.grace) == (5, 20)
     assert spec.sampler == SamplerSpec(n_startup_trials=3, multivariate=True)
@@ -995,7 +995,7 @@ def test_early_terminate_maps_to_hyperband(tmp_path: Path, section: dict, expect
 def test_metric_target_is_goal_aware(tmp_path: Path, goal: str, target: float | None, value: float | None,
                                      reached: bool) -> None:
     metric = {"name": "val/psnr", "goal": goal, **({"target": target} if target is not None else {})}
-    assert load(tmp_path, metric=metric).objective.reached(value) is reached
+    assert load(tmp_path, metric=metric).metric.reached(value) is reached
 
 
 def _trial(number: int, state: str, value: float | None, epochs: list[float]) -> optuna.trial.FrozenTrial:
@@ -1010,13 +1010,13 @@ def test_target_reached_in_the_study(tmp_path: Path) -> None:
     last = load(tmp_path, metric={"name": "val/psnr", "target": 30.0, "summary": "last"})
     running = _trial(1, "RUNNING", None, [20.0, 31.0])
     done = _trial(0, "COMPLETE", 25.0, [25.0])
-    assert best.objective.reached_by([done]) is None and last.objective.reached_by([done]) is None
+    assert best.metric.reached_by([done]) is None and last.metric.reached_by([done]) is None
     # summary best: an epoch that reached it is enough (the trial's value will be at least that); last: not
-    assert best.objective.reached_by([done, running]) == 1
-    assert last.objective.reached_by([done, running]) is None
+    assert best.metric.reached_by([done, running]) == 1
+    assert last.metric.reached_by([done, running]) is None
     finished = _trial(2, "COMPLETE", 30.5, [29.0, 30.5])
-    assert last.objective.reached_by([done, running, finished]) == 2
-    assert load(tmp_path).objective.reached_by([finished]) is None  # no target
+    assert last.metric.reached_by([done, running, finished]) == 2
+    assert load(tmp_path).metric.reached_by([finished]) is None  # no target
 
 
 def test_metric_target_must_be_a_number(tmp_path: Path) -> None:
@@ -1062,10 +1062,10 @@ COMMANDS = [
 @pytest.mark.parametrize(("program", "command", "fragment"), COMMANDS)
 def test_program_and_command(tmp_path: Path, program: str | None, command: list | None, fragment: str | None) -> None:
     spec = load(tmp_path, **({"program": program} if program else {}), **({"command": command} if command else {}))
-    assert (spec.command.program, spec.command.command) == (program, tuple(command) if command else None)
+    assert (spec.program, spec.command) == (program, tuple(command) if command else None)
     warnings = [w for w in spec.warnings if "each trial runs `cvae train`" in w]
     if fragment is None:
-        assert warnings == [] and spec.command.ignored == ()
+        assert warnings == [] and spec.ignored == ()
     else:
         (warning,) = warnings  # one warning names everything ignored
         assert warning.startswith(fragment), warning

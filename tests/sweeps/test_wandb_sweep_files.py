@@ -10,7 +10,13 @@ from pathlib import Path
 import optuna
 import pytest
 import yaml
-from cvae.sweeps.space import WeightedRandomSampler, make_pruner, make_sampler, suggest_all
+from cvae.sweeps.space import (
+    WeightedRandomSampler,
+    first_pruning_step,
+    make_pruner,
+    make_sampler,
+    suggest_all,
+)
 from cvae.sweeps.spec import SpecError, SweepSpec, load_spec
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
@@ -46,7 +52,7 @@ def load(name: str) -> SweepSpec:
 
 def first_trial(spec: SweepSpec) -> optuna.trial.FrozenTrial:
     """The first trial of an in-memory study with the spec's sampler: its params and distributions."""
-    study = optuna.create_study(sampler=make_sampler(spec), direction=spec.objective.direction)
+    study = optuna.create_study(sampler=make_sampler(spec), direction=spec.metric.goal)
     if spec.method == "grid":
         study.enqueue_trial(spec.grid()[0])
     trial = study.ask()
@@ -73,7 +79,7 @@ def test_each_fixture_loads_with_its_expected_warnings(path: Path) -> None:
     assert spec.warnings == EXPECTED_WARNINGS[path.name]
     assert spec.data_root == "data/synth"  # the dataset, as W&B gives a fixed value
     # the trials it draws are configs `cvae train` accepts
-    study = optuna.create_study(sampler=make_sampler(spec), direction=spec.objective.direction)
+    study = optuna.create_study(sampler=make_sampler(spec), direction=spec.metric.goal)
     draws = spec.grid() if spec.method == "grid" else [suggest_all(study.ask(), spec) for _ in range(10)]
     for params in draws:
         cfg = spec.trial_config(params, save_root="x")
@@ -92,7 +98,7 @@ def test_bayes_is_tpe_with_constant_liar(name: str) -> None:
 def test_basic_bayes_distributions() -> None:
     spec = load("basic_bayes.yaml")
     assert spec.name == "sweepdemo" and spec.display_name == ""
-    assert (spec.objective.name, spec.objective.goal, spec.run_cap) == ("val/loss", "minimize", 20)
+    assert (spec.metric.name, spec.metric.goal, spec.run_cap) == ("val/loss", "minimize", 20)
     trial = first_trial(spec)
     assert trial.distributions == {
         "lr": FloatDistribution(0.0001, 0.1),  # float min/max: W&B's uniform
@@ -136,21 +142,21 @@ def test_bayes_hyperband_pruner_stops_at_wandbs_bands() -> None:
     bands = sorted(int(27 / 3**k) for k in range(1, 3))
     rungs = [3 * 3**k for k in range(10) if 3 * 3**k < 27]  # Optuna's first bracket
     assert rungs == bands == [3, 9]
-    assert spec.pruner.first_step == 3
+    assert first_pruning_step(spec.pruner) == 3
 
 
 def test_bayes_hyperband_target() -> None:
     spec = load("bayes_hyperband.yaml")
-    assert (spec.objective.target, spec.objective.goal) == (32.5, "maximize")
-    assert spec.objective.reached(32.5) and spec.objective.reached(33.0)
-    assert not spec.objective.reached(32.4)
+    assert (spec.metric.target, spec.metric.goal) == (32.5, "maximize")
+    assert spec.metric.reached(32.5) and spec.metric.reached(33.0)
+    assert not spec.metric.reached(32.4)
 
 
 def test_program_command_grid() -> None:
     spec = load("program_command.yaml")
-    assert spec.command.program == "train.py"
-    assert spec.command.command == ("${env}", "${interpreter}", "${program}", "${args}")
-    assert spec.command.ignored == ("program='train.py'",)  # the command's form is what the workers do
+    assert spec.program == "train.py"
+    assert spec.command == ("${env}", "${interpreter}", "${program}", "${args}")
+    assert spec.ignored == ("program='train.py'",)  # the command's form is what the workers do
     assert [p["kl_anneal_type"] for p in spec.grid()] == ["cyclical", "monotonic", "none"]
     trial = first_trial(spec)
     assert set(trial.params) == {"kl_anneal_type"}  # batch_size, lr, DR: constants
@@ -165,9 +171,9 @@ def test_cvae_command_names_project_and_target() -> None:
     assert spec.storage == "sqlite:///runs/my-kl-sweep-2/study.db"
     assert (spec.wandb.project, spec.wandb.entity) == ("cvae-wandb", "my-team")
     assert spec.description.startswith("KL annealing")
-    assert spec.command.ignored == ()
-    assert (spec.objective.goal, spec.objective.target) == ("minimize", 0.01)
-    assert spec.objective.reached(0.01) and spec.objective.reached(0.005) and not spec.objective.reached(0.02)
+    assert spec.ignored == ()
+    assert (spec.metric.goal, spec.metric.target) == ("minimize", 0.01)
+    assert spec.metric.reached(0.01) and spec.metric.reached(0.005) and not spec.metric.reached(0.02)
     pruner = make_pruner(spec)
     assert (pruner._min_resource, pruner._max_resource, pruner._reduction_factor) == (3, spec.num_epoch.max, 3)
     trial = first_trial(spec)
