@@ -1,6 +1,7 @@
 """The package's import graph: no cycles, and the layers the records schema sets up.
 
-Every ``import`` counts, at module level or inside a function: a lazy import still ties two modules.
+Every ``import`` counts, at module level or inside a function: a lazy import still ties two modules. An import
+for type checking only (under ``if TYPE_CHECKING:``) does not: it never runs.
 """
 
 from __future__ import annotations
@@ -25,7 +26,11 @@ def import_graph() -> dict[str, set[str]]:
     graph: dict[str, set[str]] = {}
     for name, path in known.items():
         deps = set()
-        for node in ast.walk(ast.parse(path.read_text())):
+        tree = ast.parse(path.read_text())
+        typing_only = {id(n) for block in ast.walk(tree) if isinstance(block, ast.If)
+                       and ast.unparse(block.test) in ("TYPE_CHECKING", "typing.TYPE_CHECKING")
+                       for n in ast.walk(block)}
+        for node in (n for n in ast.walk(tree) if id(n) not in typing_only):
             if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
                 deps |= {node.module} & known.keys()
                 deps |= {f"{node.module}.{a.name}" for a in node.names} & known.keys()
@@ -89,6 +94,24 @@ def test_layers() -> None:
             assert not {d for d in deps if d.startswith("cvae.sweeps")}, name
         if name.startswith("cvae.core"):
             assert not {d for d in deps if d.startswith(("cvae.sweeps", "cvae.analysis"))}, name
+
+
+def reachable(graph: dict[str, set[str]], start: str) -> set[str]:
+    seen: set[str] = set()
+    todo = [start]
+    while todo:
+        for dep in graph.get(todo.pop(), set()) - seen:
+            seen.add(dep)
+            todo.append(dep)
+    return seen
+
+
+def test_the_spec_reads_into_the_search_space_which_never_imports_the_spec() -> None:
+    graph = import_graph()
+    spec, types, params, space = (f"cvae.sweeps.{m}" for m in ("spec", "spec_types", "params", "space"))
+    assert {space, params} <= graph[spec]  # the check sees imports
+    assert not {spec, params} & reachable(graph, space), graph[space]
+    assert not {spec, params, space} & reachable(graph, types), graph[types]
 
 
 def test_importing_the_packages_changes_no_global_state() -> None:

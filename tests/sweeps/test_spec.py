@@ -853,55 +853,6 @@ def test_num_epoch_min_and_max() -> None:
     assert (NumEpoch(4, (6, 12), True).min, NumEpoch(4, (2, 3), True).max) == (4, 4)
 
 
-# -- spec and space: the spec reads a file into the search space, which never imports the spec ------------
-
-def _sweeps_imports() -> dict[str, set[str]]:
-    """For each module of cvae.sweeps, the cvae.sweeps modules it imports anywhere (module or function level),
-    but for type checking only (``if TYPE_CHECKING:``)."""
-    import ast
-    import importlib.util
-
-    folder = Path(importlib.util.find_spec("cvae.sweeps").origin).parent
-    graph: dict[str, set[str]] = {}
-    for path in folder.glob("*.py"):
-        deps: set[str] = set()
-        tree = ast.parse(path.read_text())
-        typing_only = {id(n) for block in ast.walk(tree) if isinstance(block, ast.If)
-                       and ast.unparse(block.test) in ("TYPE_CHECKING", "typing.TYPE_CHECKING")
-                       for n in ast.walk(block)}
-        for node in (n for n in ast.walk(tree) if id(n) not in typing_only):
-            if isinstance(node, ast.Import):
-                deps.update(a.name.split(".")[2] for a in node.names if a.name.startswith("cvae.sweeps."))
-            elif isinstance(node, ast.ImportFrom):
-                module = node.module or ""
-                if node.level:  # from . import space / from .space import x
-                    deps.update([module.split(".")[0]] if module else [a.name for a in node.names])
-                elif module.startswith("cvae.sweeps."):
-                    deps.add(module.split(".")[2])
-                elif module == "cvae.sweeps":
-                    deps.update(a.name for a in node.names)
-        graph[path.stem] = deps
-    return graph
-
-
-def _reachable(graph: dict[str, set[str]], start: str) -> set[str]:
-    seen: set[str] = set()
-    todo = [start]
-    while todo:
-        for dep in graph.get(todo.pop(), set()) - seen:
-            seen.add(dep)
-            todo.append(dep)
-    return seen
-
-
-def test_the_search_space_does_not_import_the_spec() -> None:
-    graph = _sweeps_imports()
-    assert {"spec", "spec_types", "params", "space"} <= set(graph)
-    assert {"space", "params"} <= graph["spec"]  # the check sees imports: the spec reads into the search space
-    assert "spec" not in _reachable(graph, "space") and "params" not in _reachable(graph, "space"), graph["space"]
-    assert not {"spec", "params", "space"} & _reachable(graph, "spec_types")
-
-
 # -- W&B's keys: a stock sweep file runs unchanged --------------------------------------------------------------
 
 @pytest.mark.parametrize(("name", "slug"), [
