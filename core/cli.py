@@ -271,6 +271,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         from tqdm.contrib.logging import logging_redirect_tqdm
 
         # `wandb agent` runs `cvae train ${args}` with its sweep in the environment: that run is always tracked.
+        cfg = _agent_run_folder(cfg)
         tracking = _WandbTraining(cfg) if cfg.track.wandb or os.environ.get("WANDB_SWEEP_ID") else None
         with logging_redirect_tqdm():
             try:
@@ -295,6 +296,24 @@ def _cmd_train(args: argparse.Namespace) -> int:
             raise
         return fail("train", str(err))  # a fault of the machine; names the file: see core.checkpoint.atomic_save
     return 0
+
+
+def _agent_run_folder(cfg: Any) -> Any:
+    """Under ``wandb agent`` (``WANDB_SWEEP_ID`` set), each run writes in a folder of its own named after its W&B
+    run id, inside ``save_root`` (by default ``runs/<sweep id>``): W&B's command macros have no per-run
+    placeholder, so a ``save_root`` given as a sweep parameter is every run's. A run whose folder exists (the
+    agent runs the same run id again) continues from its last checkpoint."""
+    sweep = os.environ.get("WANDB_SWEEP_ID")
+    if not sweep:
+        return cfg
+    import secrets
+    from pathlib import Path
+
+    run_id = os.environ.get("WANDB_RUN_ID") or secrets.token_hex(4)  # the agent sets it; W&B's id form else
+    os.environ["WANDB_RUN_ID"] = run_id  # this process's W&B run, which wandb.init reads
+    folder = Path(cfg.run.save_root or Path("runs", sweep)) / run_id
+    log.info("W&B sweep %s: run %s writes in %s", sweep, run_id, folder)
+    return cfg.replace(save_root=str(folder), resume=True)
 
 
 def _closing_lines(cfg: Any, run: Any) -> list[str]:

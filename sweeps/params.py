@@ -254,7 +254,9 @@ def parse_params(raw: Any, method: Any, errors: list[str]) -> tuple[Param, ...]:
         elif pname in FLAT_KEYS and is_bundle:
             errors.append(f"{where}: a named choice with sets: needs a name that is not a training key")
         elif pname in OWNED_KEYS:
-            errors.append(f"{where}: {pname} is{owned_message([pname]).removeprefix(pname)}")
+            errors.append(f"{where}: {pname} is{owned_message([pname]).removeprefix(pname)}" + (
+                "; a constant (value: PATH) is the folder the runs' folders go in, as output_dir" if
+                pname == "save_root" else ""))
         elif (param := _read_param(where, pname, praw, errors)) is not None:
             params.append(param)
     names = [p.name for p in params]

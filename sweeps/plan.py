@@ -93,7 +93,8 @@ def plan_text(spec: SweepSpec) -> str:
     cfg = spec.trial_config(first, save_root="plan")
     num_epoch = spec.num_epoch
     epochs = trials * (num_epoch.max if num_epoch.is_swept else cfg.run.num_epoch)
-    swept = f"; num_epoch is swept from {num_epoch.min} to {num_epoch.max}" if num_epoch.is_swept else ""
+    swept = (f"; num_epoch is swept from {num_epoch.min} to {num_epoch.max}"
+             if num_epoch.is_swept and num_epoch.min != num_epoch.max else "")
     lines.append(f"trials: {trials}, epochs in total: {epochs} (at most: pruning stops some trials early{swept})")
     if spec.pruner.type != "none":
         lines.append("pruner: " + ", ".join(f"{k}={v}" for k, v in spec.pruner.items()))

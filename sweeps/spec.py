@@ -117,7 +117,8 @@ class SpecFile(Section):
     """The Optuna storage URL: sqlite:///PATH (default: OUTPUT_DIR/study.db), postgresql+psycopg2://..., journal:PATH."""
     wandb: WandbSpec = WandbSpec()
     output_dir: Text = None
-    """Where the trials' folders go (default runs/NAME)."""
+    """Where the trials' folders go (default: a save_root parameter's value, which wandb agent runs make their
+    folders in, else runs/NAME)."""
     synth: SynthSpec = None  # type: ignore[assignment]
     heartbeat: HeartbeatSpec = HeartbeatSpec()
     max_retry: at_least(0, optional=False) = 3
@@ -249,8 +250,9 @@ def parse_spec(raw: Mapping[str, Any], *, source: str = "spec", base_dir: Path =
         file = SpecFile.model_validate({k: v for k, v in raw.items() if k in SpecFile.model_fields
                                         and k not in failed | {"parameters"}})
     name, display_name = _parse_name(raw.get("name", default_name), errors)
+    parameters, runs_in = _runs_folder(raw.get("parameters"))
     before = len(errors)
-    params = parse_params(raw.get("parameters"), file.method, errors)
+    params = parse_params(parameters, file.method, errors)
     params_clean = len(errors) == before
     before = len(errors)
     if file.run_cap is not None and file.run_cap > MAX_TRIALS:
@@ -265,7 +267,7 @@ def parse_spec(raw: Mapping[str, Any], *, source: str = "spec", base_dir: Path =
         errors.append("give early_terminate (W&B) or pruner (Optuna), not both")
     elif file.early_terminate is not None:
         pruner = file.early_terminate.pruner()
-    output_dir, storage_url = _parse_storage(raw, file, name, storage, errors)
+    output_dir, storage_url = _parse_storage(file, name, runs_in, storage, errors)
     before = len(errors)
     base = _parse_base(raw.get("base"), base_dir, errors)
     if not params or not counts_clean or len(errors) > before:
@@ -366,13 +368,26 @@ def _spec_warnings(spec: SweepSpec, method: str) -> tuple[str, ...]:
 
 
 
-def _parse_storage(raw: Mapping[str, Any], file: SpecFile, name: str, storage: str | None, errors: list[str],
+def _runs_folder(parameters: Any) -> tuple[Any, str | None]:
+    """A constant ``save_root`` parameter, which a W&B file gives for ``wandb agent`` (each agent run makes its
+    folder in it), read as ``output_dir``: (the parameters without it, its folder), else (them, None)."""
+    root = parameters.get("save_root") if isinstance(parameters, Mapping) else None
+    if not (isinstance(root, Mapping) and set(root) == {"value"} and isinstance(root["value"], str) and root["value"]):
+        return parameters, None
+    return {k: v for k, v in parameters.items() if k != "save_root"}, root["value"]
+
+
+def _parse_storage(file: SpecFile, name: str, runs_in: str | None, storage: str | None, errors: list[str],
                    ) -> tuple[Path, str]:
-    """``output_dir`` and ``storage`` (``storage`` overrides it; by default a SQLite file in output_dir)."""
+    """``output_dir`` (or a constant ``save_root`` parameter: ``runs_in``) and ``storage`` (``storage``
+    overrides it; by default a SQLite file in output_dir)."""
+    if runs_in is not None and file.output_dir is not None and Path(runs_in) != Path(file.output_dir):
+        errors.append(f"output_dir={file.output_dir!r} and parameters.save_root={runs_in!r} disagree: give one (the "
+                      "runs' folders go in it)")
     if file.storage and has_password(file.storage):
         errors.append("storage: the spec must not hold a password (it is committed with the spec); set "
                       "CVAE_DB_PASSWORD or CVAE_DB_PASSWORD_FILE, or use PGPASSWORD / ~/.pgpass")
-    output_dir = Path(file.output_dir or f"runs/{name}")
+    output_dir = Path(file.output_dir or runs_in or f"runs/{name}")
     existing = next((p for p in (output_dir, *output_dir.parents) if p.exists()), None)
     if existing is not None and not existing.is_dir():
         where = "is a file" if existing == output_dir else f"is inside {existing}, a file"

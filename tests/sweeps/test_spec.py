@@ -1041,3 +1041,16 @@ def test_program_and_command_errors(tmp_path: Path, overrides: dict, fragment: s
 def test_the_data_root_is_the_base_or_a_constant_parameter(tmp_path: Path, overrides: dict, root: str | None) -> None:
     """A stock W&B file has no base: it gives the dataset as W&B gives a fixed value, a constant parameter."""
     assert load(tmp_path, **overrides).data_root == root
+
+
+def test_a_constant_save_root_parameter_is_where_the_runs_folders_go(tmp_path: Path) -> None:
+    # What a W&B file gives `wandb agent` (its runs make their folders in it): here, the output_dir.
+    parameters = {**minimal()["parameters"], "save_root": {"value": str(tmp_path / "agent-runs")}}
+    spec = load(tmp_path, parameters=parameters)
+    assert spec.output_dir == tmp_path / "agent-runs" and "save_root" not in {p.name for p in spec.params}
+    assert spec.storage == f"sqlite:///{tmp_path / 'agent-runs' / 'study.db'}"
+    assert load(tmp_path, parameters=parameters, output_dir=str(tmp_path / "agent-runs")).output_dir == spec.output_dir
+    assert "output_dir='elsewhere' and parameters.save_root=" in error(tmp_path, parameters=parameters,
+                                                                      output_dir="elsewhere")
+    swept = {**parameters, "save_root": {"values": ["a", "b"]}}
+    assert "a constant (value: PATH) is the folder the runs' folders go in" in error(tmp_path, parameters=swept)

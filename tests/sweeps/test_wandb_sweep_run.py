@@ -82,3 +82,76 @@ def test_a_wandb_docs_file_runs_and_stops_at_its_target(tiny_dataset: Path, tmp_
         ("best",), ("latest",), ("best", "latest")}
     assert any("best" in a["aliases"] for a in run.artifacts if a["type"] == "model")
     assert any("epoch 0 (1 of 2)  loss" in line for line in run.console), run.console[:5]  # the worker's log lines
+
+
+# One file for both runners: `wandb agent` needs every training key as a parameter, save_root included (its
+# runs make their folders in it); `cvae sweep run` reads that constant save_root as its output_dir.
+AGENT_FILE = """\
+name: agent-and-sweep
+command: [cvae, train, "${{args}}"]
+method: grid
+metric: {{name: val/psnr, goal: maximize}}
+parameters:
+  lr: {{values: [0.001, 0.002, 0.004]}}
+  save_root: {{value: {runs}}}
+  DR: {{value: {dataset}}}
+  num_epoch: {{value: 2}}
+  train_vi_len: {{value: 4}}
+  batch_size: {{value: 4}}
+  val_vi_len: {{value: 24}}
+  F_dim: {{value: 16}}
+  L_dim: {{value: 8}}
+  N_dim: {{value: 4}}
+  D_out_dim: {{value: 16}}
+  num_workers: {{value: 1}}
+  tfr: {{value: 0}}
+"""
+
+
+def _agent_run(spec: dict, lr: float, run_id: str, cwd: Path, wandb_dir: Path) -> None:
+    """What `wandb agent` does for one run of the file: its parameters as `--key=value` (W&B's ${args}), the
+    sweep and the run id in the environment, the file's command."""
+    args = [f"--{key}={p['value'] if 'value' in p else lr}" for key, p in spec["parameters"].items()]
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_DIR": str(wandb_dir), "WANDB_SWEEP_ID": "sw3agent",
+           "WANDB_RUN_ID": run_id}
+    out = subprocess.run([sys.executable, "-m", "cvae", "train", *args, "--no-progress"], cwd=cwd, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert f"run {run_id} writes in {Path('runs') / run_id}" in out.stderr
+
+
+def test_one_wandb_file_runs_under_wandb_agent_and_under_cvae_sweep_run(tiny_dataset: Path, tmp_path: Path) -> None:
+    import yaml
+
+    from cvae.schema import METRICS_CSV, read_csv
+
+    path = tmp_path / "sweep.yaml"
+    path.write_text(AGENT_FILE.format(runs="runs", dataset=tiny_dataset))
+    spec = yaml.safe_load(path.read_text())
+    runs = tmp_path / "runs"
+    for i, lr in enumerate((0.001, 0.002, 0.004)):
+        _agent_run(spec, lr, f"agentrun{i}", tmp_path, tmp_path / "wb")
+    # Three runs, three folders named by their run ids, none overwriting another.
+    folders = sorted(p.name for p in runs.iterdir())
+    assert folders == ["agentrun0", "agentrun1", "agentrun2"]
+    for i, lr in enumerate((0.001, 0.002, 0.004)):
+        folder = runs / f"agentrun{i}"
+        assert [int(r["epoch"]) for r in read_csv(folder / METRICS_CSV)] == [0, 1]
+        assert (folder / "best.ckpt").is_file() and (folder / "last.ckpt").is_file()
+        assert yaml.safe_load((folder / "config.yaml").read_text())["lr"] == lr
+    wb = read_offline_runs_merged(tmp_path / "wb")
+    assert sorted(wb) == ["agentrun0", "agentrun1", "agentrun2"]
+    assert {r.sweep_id for r in wb.values()} == {"sw3agent"}
+    assert sorted(r.config["lr"] for r in wb.values()) == [0.001, 0.002, 0.004]
+    agent_records = {p: (p / METRICS_CSV).read_bytes() for p in runs.iterdir()}
+
+    # The same file under cvae sweep run: its trials' folders and study in save_root's folder, beside the
+    # agent's runs, which stay as they were.
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path / "wb-sweep")}
+    out = subprocess.run([sys.executable, "-m", "cvae", "sweep", "run", str(path), "--no-live"], cwd=tmp_path,
+                         env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    study = optuna.load_study(study_name="agent-and-sweep", storage=f"sqlite:///{runs}/study.db")
+    assert sorted(t.params["lr"] for t in study.get_trials() if t.state.name == "COMPLETE") == [0.001, 0.002, 0.004]
+    assert {p: (p / METRICS_CSV).read_bytes() for p in agent_records} == agent_records
+    assert all((runs / f"t000{t.number}" / METRICS_CSV).is_file() for t in study.get_trials())
