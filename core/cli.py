@@ -49,7 +49,7 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
         group = groups.setdefault(section, parser.add_argument_group(f"{section} options"))
         hint = FIELD_TYPES[key]
         help_text = docs.get(key, "")
-        if hint is bool:
+        if hint is bool or bool in get_args(hint):  # bool | Literal["all"]: --key, --no-key, --key=all
             group.add_argument(f"--{key}", action=_BoolFlag, default=argparse.SUPPRESS, help=help_text)
         elif get_origin(hint) is tuple:
             group.add_argument(f"--{key}", nargs="+", default=argparse.SUPPRESS, metavar="V", help=help_text)

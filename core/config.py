@@ -182,8 +182,10 @@ class TrackConfig:
     """W&B run tags."""
     wandb_mode: Literal["auto", "online", "offline", "disabled"] = "auto"
     """auto: online when W&B credentials exist, else offline ($WANDB_MODE wins over auto)."""
-    wandb_log_model: bool = True
-    """Upload best.ckpt and last.ckpt as the run's model artifact (turn off for large models)."""
+    wandb_log_model: bool | Literal["all"] = True
+    """Upload the checkpoints as versions of the run's model artifact: true, best.ckpt at each new best epoch and
+    last.ckpt at the end; all, last.ckpt at every epoch (W&B Lightning's log_model="all"); false, none (large
+    models)."""
 
 
 SECTIONS: dict[str, type] = {
@@ -367,6 +369,14 @@ def _coerce(key: str, raw: Any, hint: Any) -> Any:
     if type(None) in args:  # Optional[X]
         (inner,) = [a for a in args if a is not type(None)]
         return _coerce(key, raw, inner)
+    if bool in args:  # bool | Literal[...]: a boolean, or one of the words
+        words = [w for a in args if get_origin(a) is Literal for w in get_args(a)]
+        if isinstance(raw, str) and raw.lower() in words:
+            return raw.lower()
+        try:
+            return _coerce(key, raw, bool)
+        except ConfigError:
+            raise ConfigError(f"{key}={raw!r} is not a boolean or {' or '.join(words)}") from None
     if origin is tuple:
         items = raw
         if isinstance(raw, str):

@@ -12,9 +12,12 @@
   W&B's media slider steps through them. At the end the best epoch's table, per-frame chart and rollout are
   logged once more as the run's last media row: the summary, the best checkpoint and the media always show
   the same epoch.
-- Checkpoints go up as a ``model`` artifact named ``model-<run id>`` (the name Lightning's WandbLogger uses):
-  ``best.ckpt`` with the alias ``best``, ``last.ckpt`` with ``latest``. A resumed run adds versions to the
-  same artifact and the aliases move. ``log_model=False`` turns the upload off for large models.
+- Checkpoints go up as versions of a ``model`` artifact named ``model-<run id>`` (the name Lightning's
+  WandbLogger uses) as they are written, so a killed run keeps what it had: ``best.ckpt`` at each new best
+  epoch (aliases ``best``, ``latest``) and ``last.ckpt`` at the end when the last epoch is not the best
+  (``latest``); with ``log_model="all"``, ``last.ckpt`` at every epoch (``latest``, and ``best`` at a best
+  epoch), as Lightning's ``log_model="all"``. A resumed run adds versions to the same artifact and the aliases
+  move. ``log_model=False`` turns the upload off for large models.
 - The console (stdout and stderr, the log lines included) is captured into the run's Logs tab.
 - W&B's environment is respected: ``WANDB_MODE`` (over ``auto``), ``WANDB_PROJECT``, ``WANDB_ENTITY``,
   ``WANDB_RUN_GROUP``, ``WANDB_DIR``, ``WANDB_RUN_ID`` and a ``wandb agent``'s sweep (``WANDB_SWEEP_ID``).
@@ -245,8 +248,9 @@ class WandbRun:
     def __init__(self, *, project: str | None, entity: str | None = None, group: str | None = None,
                  name: str | None = None, run_id: str | None = None, config: Mapping[str, Any] | None = None,
                  tags: Sequence[str] = (), mode: str = "offline", job_type: str = "train",
-                 notes: str | None = None, log_model: bool = True) -> None:
+                 notes: str | None = None, log_model: bool | str = True) -> None:
         self.log_model = log_model
+        self._model_epoch: int | None = None
         self.write_error: str | None = None
         """Why the run's files could not be written (a full disk under ``WANDB_DIR``), once that is known."""
         self._finished = False
@@ -332,6 +336,10 @@ class WandbRun:
             log.warning("W&B run %s: could not log epoch %d: %s", self.run_id, result.epoch, err)
             if isinstance(err, OSError):
                 self.write_error = self.write_error or f"{err}"
+        if self.log_model == "all" or (self.log_model and result.is_best):
+            # The trainer wrote this epoch's checkpoints before its callbacks ran.
+            name = "last.ckpt" if self.log_model == "all" else "best.ckpt"
+            self._log_checkpoint(self._save_root / name, int(result.epoch), best=bool(result.is_best))
 
     def logged_epochs(self) -> set[int] | None:
         """The epochs the run's history already holds from its earlier attempts: offline, read back from its
@@ -458,25 +466,23 @@ class WandbRun:
             media["val/rollout"] = wandb.Video(str(self._best_video), format="gif")
         return media
 
-    def _log_model(self) -> None:
-        """``best.ckpt`` and ``last.ckpt`` as versions of the artifact ``model-<run id>``."""
-        if not self.log_model or self._save_root is None or self.mode == "disabled":
+    def _log_checkpoint(self, path: Path, epoch: int | None, *, best: bool) -> None:
+        """``path`` as the next version of the artifact ``model-<run id>`` (``latest``, and ``best`` when it is
+        the best epoch's); a failed upload is a warning (the checkpoint stays on disk)."""
+        if self.mode == "disabled" or not path.is_file():
             return
-        import wandb
+        try:
+            import wandb
 
-        best, last = self._save_root / "best.ckpt", self._save_root / "last.ckpt"
-        best_epoch = self._best[0] if self._best is not None else None
-        same = best_epoch is not None and best_epoch == self._last_epoch  # one file, both aliases
-        for path, aliases, epoch in ((best, ["best", *(["latest"] if same else [])], best_epoch),
-                                     (last, ["latest"], self._last_epoch)):
-            if not path.is_file() or (same and path == last):
-                continue
             meta: dict[str, Any] = {"file": path.name, "epoch": epoch}
-            if "best" in aliases and self._best is not None:
+            if best and self._best is not None:
                 meta["val/psnr"] = self._best[1]
             artifact = wandb.Artifact(f"model-{self.run_id}", type="model", metadata=meta)
             artifact.add_file(str(path), name="model.ckpt")
-            self._run.log_artifact(artifact, aliases=aliases)
+            self._run.log_artifact(artifact, aliases=["best", "latest"] if best else ["latest"])
+            self._model_epoch = epoch
+        except Exception as err:  # noqa: BLE001 - the checkpoints stay on disk
+            log.warning("W&B run %s: checkpoint %s not logged as a model version: %s", self.run_id, path.name, err)
 
     def finish(self, *, state: str = "complete", summary: Mapping[str, Any] | None = None, reason: str = "") -> None:
         """Log the best epoch's media and the model, write the summary, close the run; a second call does nothing.
@@ -500,10 +506,8 @@ class WandbRun:
                 self._run.log(media)
         except Exception as err:  # noqa: BLE001
             log.warning("W&B run %s: best epoch's media not logged: %s", self.run_id, err)
-        try:
-            self._log_model()
-        except Exception as err:  # noqa: BLE001 - the checkpoints stay on disk
-            log.warning("W&B run %s: model artifact not logged: %s", self.run_id, err)
+        if self.log_model and self._save_root is not None and self._last_epoch not in (None, self._model_epoch):
+            self._log_checkpoint(self._save_root / "last.ckpt", self._last_epoch, best=False)  # the model handed over
         final = {**(summary or {}), "state": state}
         if self._best is not None:
             final.setdefault("best_epoch", self._best[0])

@@ -215,8 +215,10 @@ class WandbSpec(Section):
     """auto: online when logged in, else offline."""
     tags: Annotated[tuple[str, ...], check(lambda v: isinstance(v, list | tuple) and all(
         isinstance(t, str | int | float) for t in v), "must be a list of strings", lambda v: tuple(map(str, v)))] = ()
-    log_model: Flag = True
-    """Upload each trial's best.ckpt and last.ckpt as its run's model artifact (off for large models)."""
+    log_model: Annotated[bool | Literal["all"], check(lambda v: isinstance(v, bool) or v == "all",
+                                                      "must be true, false or all")] = True
+    """Upload each trial's checkpoints as versions of its run's model artifact: true, best.ckpt at each new best
+    epoch and last.ckpt at the end; all, last.ckpt at every epoch; false, none (large models)."""
 
 
 class HeartbeatSpec(Section):

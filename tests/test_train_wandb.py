@@ -135,3 +135,49 @@ def test_agent_arguments() -> None:
     cfg = resolve_config(None, _train_overrides(args))
     assert (cfg.data.fast_train, cfg.data.shuffle, cfg.optim.lr, cfg.optim.lr_milestones) == (False, True, 0.01, (3, 6))
     assert cfg.run.channels_last is False and cfg.schedule.kl_anneal_type == "cyclical"
+
+
+def test_a_run_killed_after_its_second_epoch_has_its_model_in_w_and_b(tiny_dataset, tmp_path) -> None:
+    """The model goes up as its checkpoints are written, not when the run finishes: a training killed (SIGKILL:
+    nothing of it runs after) after its second epoch has a model version in its offline files."""
+    import signal
+    import time
+
+    from cvae.schema import METRICS_CSV
+    from cvae.wandb_offline import find_offline_runs, read_offline_run
+
+    save_root, wandb_dir = tmp_path / "run", tmp_path / "wb"
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_DIR": str(wandb_dir)}
+    for key in ("WANDB_PROJECT", "WANDB_SWEEP_ID", "WANDB_RUN_ID"):
+        env.pop(key, None)
+    proc = subprocess.Popen([sys.executable, "-m", "cvae", "train", "--DR", str(tiny_dataset), "--save_root",
+                             str(save_root), *SMALL, "--num_epoch", "50", "--wandb"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def models() -> list[dict]:
+        for folder in find_offline_runs(wandb_dir / "wandb") if (wandb_dir / "wandb").is_dir() else []:
+            try:
+                return [a for a in read_offline_run(folder).artifacts if a["type"] == "model"]
+            except ValueError:  # caught mid-write of the file's header
+                pass
+        return []
+
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and proc.poll() is None:
+            rows = (save_root / METRICS_CSV).read_text().count("\n") - 1 if (save_root / METRICS_CSV).is_file() else 0
+            if rows >= 2 and models():
+                break
+            time.sleep(0.2)
+        assert proc.poll() is None, "the training ended before it could be killed"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    (folder,) = find_offline_runs(wandb_dir / "wandb")
+    run = read_offline_run(folder)
+    assert run.exit_code is None  # never finished
+    versions = [a for a in run.artifacts if a["type"] == "model"]
+    assert versions and "best" in versions[0]["aliases"] and versions[0]["metadata"]["file"] == "best.ckpt"
+    assert versions[0]["name"] == f"model-{run.run_id}"

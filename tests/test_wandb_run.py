@@ -241,10 +241,12 @@ def test_run_round_trip(wandb_dir: Path, save_root: Path) -> None:
     assert run.summary["val/rollout"]["path"] == media["val/rollout"]["path"]
     assert run.summary["val/psnr_per_frame"]["path"] == media["val/psnr_per_frame"]["path"]
 
-    # The checkpoints: versions of model-<run id>; best.ckpt carries 'best' and the best epoch's PSNR.
+    # The checkpoints: versions of model-<run id> as they were written: best.ckpt at each new best epoch, with
+    # 'best' and its PSNR, then last.ckpt at the end (its epoch was not the best).
     models = model_artifacts(run)
-    assert [a["name"] for a in models] == ["model-trial-0001"] * 2
-    best, last = models
+    assert [a["name"] for a in models] == ["model-trial-0001"] * 3
+    first_best, best, last = models
+    assert first_best["metadata"]["epoch"] == 0 and {"best", "latest"} <= set(first_best["aliases"])
     assert "best" in best["aliases"] and best["metadata"] == {"file": "best.ckpt", "epoch": 1, "val/psnr": 20.875}
     assert "latest" in last["aliases"] and "best" not in last["aliases"]
     assert last["metadata"] == {"file": "last.ckpt", "epoch": 2}
@@ -388,10 +390,20 @@ def test_model_artifacts(wandb_dir: Path, save_root: Path) -> None:
     t.log_epoch(epoch_result(0, 18.0, save_root, is_best=True))
     t.log_epoch(epoch_result(1, 19.0, save_root, is_best=True))
     t.finish(state="complete")
-    (model,) = model_artifacts(read_offline_run(t.run_dir))
-    assert model["name"] == "model-trial-model"
-    assert {"best", "latest"} <= set(model["aliases"])
-    assert model["metadata"] == {"file": "best.ckpt", "epoch": 1, "val/psnr": 19.0}
+    models = model_artifacts(read_offline_run(t.run_dir))
+    assert {m["name"] for m in models} == {"model-trial-model"}
+    assert all({"best", "latest"} <= set(m["aliases"]) for m in models)  # one version per new best
+    assert [m["metadata"] for m in models] == [{"file": "best.ckpt", "epoch": 0, "val/psnr": 18.0},
+                                               {"file": "best.ckpt", "epoch": 1, "val/psnr": 19.0}]
+
+    # log_model="all": last.ckpt at every epoch (W&B Lightning's log_model="all"), 'best' on the best ones.
+    every = wandb_run("trial-every", log_model="all")
+    for epoch, psnr in enumerate((18.0, 17.0, 19.0)):
+        every.log_epoch(epoch_result(epoch, psnr, save_root, is_best=epoch != 1))
+    every.finish(state="complete")
+    versions = model_artifacts(read_offline_run(every.run_dir))
+    assert [(v["metadata"]["file"], v["metadata"]["epoch"]) for v in versions] == [("last.ckpt", e) for e in range(3)]
+    assert [sorted(v["aliases"]) for v in versions] == [["best", "latest"], ["latest"], ["best", "latest"]]
 
     # log_model=False: the checkpoints stay on disk only.
     off = wandb_run("trial-nomodel", log_model=False)
@@ -456,7 +468,8 @@ def test_resumed_run_merges_into_one(wandb_dir: Path, save_root: Path) -> None:
     assert run.exit_code == 0
     # Both segments add versions to the one model artifact.
     assert {a["name"] for a in model_artifacts(run)} == {"model-trial-resume"}
-    assert len(model_artifacts(run)) == 3  # best = last in the first segment: one upload; two in the second
+    # Three new bests in the first segment; in the second one new best and the last epoch at the end.
+    assert [a["metadata"]["epoch"] for a in model_artifacts(run)] == [0, 1, 2, 3, 4]
 
 
 CRASHING_TRIAL = """

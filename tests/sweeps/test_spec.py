@@ -1054,3 +1054,12 @@ def test_a_constant_save_root_parameter_is_where_the_runs_folders_go(tmp_path: P
                                                                       output_dir="elsewhere")
     swept = {**parameters, "save_root": {"values": ["a", "b"]}}
     assert "a constant (value: PATH) is the folder the runs' folders go in" in error(tmp_path, parameters=swept)
+
+
+@pytest.mark.parametrize(("log_model", "read"), [(True, True), (False, False), ("all", "all")])
+def test_wandb_log_model_is_true_false_or_all(tmp_path: Path, log_model: Any, read: Any) -> None:
+    assert load(tmp_path, wandb={"log_model": log_model}).wandb.log_model == read
+
+
+def test_wandb_log_model_refuses_other_values(tmp_path: Path) -> None:
+    assert "wandb.log_model='best' must be true, false or all" in error(tmp_path, wandb={"log_model": "best"})
