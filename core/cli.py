@@ -229,7 +229,8 @@ class _WandbTraining(WandbCallback):
             run_id = id_file.read_text().strip() or None
         self.run = WandbRun(project=t.wandb_project, entity=t.wandb_entity, group=t.wandb_group,
                             name=save_root.name, run_id=run_id, config=cfg.to_flat(), tags=list(t.wandb_tags),
-                            mode=mode, job_type="train", log_model=t.wandb_log_model)
+                            mode=mode, job_type="train", log_model=t.wandb_log_model,
+                            log_every_n_steps=t.wandb_log_every_n_steps)
         id_file.write_text(self.run.run_id + "\n")
         log.info("W&B %s run %s%s", mode, self.run.path, f" ({self.run.url})" if self.run.url else "")
         super().on_train_start(cfg, start_epoch)

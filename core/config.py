@@ -186,6 +186,9 @@ class TrackConfig:
     """Upload the checkpoints as versions of the run's model artifact: true, best.ckpt at each new best epoch and
     last.ckpt at the end; all, last.ckpt at every epoch (W&B Lightning's log_model="all"); false, none (large
     models)."""
+    wandb_log_every_n_steps: int = 50
+    """Log the training loss every this many optimizer steps against trainer/global_step (Lightning's
+    log_every_n_steps), besides every epoch's."""
 
 
 SECTIONS: dict[str, type] = {

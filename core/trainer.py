@@ -114,6 +114,10 @@ class EpochResult:
     baseline_frames: dict[str, list[float]] = field(default_factory=dict, repr=False)
     """The validation video's trivial predictors per frame, the same every epoch (``baselines.csv``'s columns:
     :meth:`cvae.core.baselines.Baselines.per_frame`); empty without validation."""
+    train_steps: list[StepStats] = field(default_factory=list, repr=False)
+    """Every optimizer step's loss, MSE, KL and PSNR, in order (W&B's per-step history)."""
+    first_step: int = 0
+    """The optimizer steps of the epochs before this one: ``train_steps[i]`` is global step ``first_step + i + 1``."""
 
     def metrics(self) -> dict[str, float]:
         """The scalar metrics, keyed as in ``metrics.csv``."""
@@ -541,8 +545,9 @@ class Trainer:
         d, b = self.cfg.data, self.cfg.optim.batch_size
         return sum(num_clips(len(self.train_data), d.train_vi_len, train_fraction(d, e)) // b for e in range(epoch))
 
-    def train_epoch(self, epoch: int) -> tuple[StepStats, float, float, int, float]:
-        """Run one epoch. Returns (mean stats, β, tfr, predicted frames, fraction of TF batches)."""
+    def train_epoch(self, epoch: int) -> tuple[StepStats, float, float, int, float, list[StepStats]]:
+        """Run one epoch. Returns (mean stats, β, tfr, predicted frames, fraction of TF batches, every step's
+        stats)."""
         cfg = self.cfg
         beta = kl_beta(cfg.schedule, cfg.run.num_epoch, epoch)
         tfr = teacher_forcing_ratio(cfg.schedule, epoch)
@@ -556,6 +561,7 @@ class Trainer:
         first_step = self.steps_before(epoch) if cfg.optim.lr_warmup else 0
         self.model.train()
         sums = {"loss": 0.0, "mse": 0.0, "kl": 0.0, "psnr": 0.0}
+        steps: list[StepStats] = []
         n = tf_count = 0
         # Epochs are numbered from 0 everywhere (records, checkpoints, W&B, Optuna); the count says how far.
         bar = tqdm(batches, desc=f"epoch {epoch} ({epoch + 1} of {cfg.run.num_epoch})", disable=not cfg.run.progress,
@@ -574,6 +580,7 @@ class Trainer:
                 raise DivergenceError(f"epoch {epoch}, batch {n}: {err}") from None
             n += 1
             tf_count += tf
+            steps.append(stats)
             for k in sums:
                 sums[k] += getattr(stats, k)
             bar.set_postfix(loss=f"{sums['loss'] / n:.4f}", psnr=f"{sums['psnr'] / n:.2f}", beta=f"{beta:.3g}",
@@ -582,7 +589,7 @@ class Trainer:
             group["lr"] = lr  # the epoch scheduler goes on from the scheduled value, warmup or not
         mean = StepStats(**{k: v / max(n, 1) for k, v in sums.items()})
         frames_done = n * cfg.optim.batch_size * (cfg.data.train_vi_len - 1)
-        return mean, beta, tfr, frames_done, tf_count / max(n, 1)
+        return mean, beta, tfr, frames_done, tf_count / max(n, 1), steps
 
     def _end_epoch(self, result: EpochResult, metrics_log: CsvLog, frames_log: CsvLog, latents_log: CsvLog,
                    tfr: float, beta: float) -> None:
@@ -627,7 +634,7 @@ class Trainer:
         for epoch in range(self.start_epoch, cfg.run.num_epoch):
             t0 = time.perf_counter()
             try:
-                stats, beta, tfr, frames_done, tf_fraction = self.train_epoch(epoch)
+                stats, beta, tfr, frames_done, tf_fraction, steps = self.train_epoch(epoch)
             except DivergenceError:
                 if epoch == 0:
                     self._remove_unfinished_run()
@@ -668,6 +675,7 @@ class Trainer:
                 train_seconds=train_seconds, val_seconds=val_seconds,
                 epoch_seconds=time.perf_counter() - t0, is_best=is_best, best_val_psnr=self.best_val_psnr,
                 save_root=str(self.save_root), val_video=val_video, baseline_frames=baseline_frames,
+                train_steps=steps, first_step=self.steps_before(epoch),
             )
             try:
                 # Records, checkpoints and callbacks (W&B, Optuna) as one unit: Ctrl-C or SIGTERM arriving

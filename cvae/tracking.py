@@ -1,7 +1,8 @@
 """W&B tracking: one W&B run per ``cvae train --wandb`` run or per sweep trial chain, with W&B's conventions.
 
 - Charts use ``epoch`` as their x-axis (``define_metric``), so a resumed run that logs an epoch again adds a
-  point instead of failing on W&B's monotonic ``_step``. Summaries follow each metric's goal: the highest
+  point instead of failing on W&B's monotonic ``_step``; the training loss of every ``log_every_n_steps``-th
+  optimizer step (``train/loss_step``, ...) uses ``trainer/global_step``, as W&B's Lightning logger does. Summaries follow each metric's goal: the highest
   PSNR or SSIM (``summary="max"``), the lowest loss (``"min"``); W&B shows them as ``val/psnr.max``, ...;
   the evaluation's diagnostics, which have no goal (``val/psnr_no_prev``, ``val/active_units``, ...), keep
   their best epoch's value.
@@ -73,6 +74,12 @@ SUMMARIES = {
 AT_BEST_EPOCH = tuple(WANDB_KEYS[col] for col in EVAL_COLUMNS if WANDB_KEYS[col] not in SUMMARIES)
 """Diagnostics without a goal (what the model uses: ``val/psnr_no_prev``, ``val/active_units``, ...): their
 summary is their value at the best epoch, the epoch of ``best.ckpt``, the per-frame table and the rollout."""
+
+
+GLOBAL_STEP = "trainer/global_step"
+"""The x-axis of the per-step history (W&B Lightning's name): optimizer steps since the run began."""
+STEP_KEYS = {"loss": "train/loss_step", "mse": "train/mse_step", "kl": "train/kl_step", "psnr": "train/psnr_step"}
+"""A training step's stats (``EpochResult.train_steps``) -> their W&B keys, every ``log_every_n_steps`` steps."""
 
 
 class TrackingError(RuntimeError):
@@ -248,8 +255,9 @@ class WandbRun:
     def __init__(self, *, project: str | None, entity: str | None = None, group: str | None = None,
                  name: str | None = None, run_id: str | None = None, config: Mapping[str, Any] | None = None,
                  tags: Sequence[str] = (), mode: str = "offline", job_type: str = "train",
-                 notes: str | None = None, log_model: bool | str = True) -> None:
+                 notes: str | None = None, log_model: bool | str = True, log_every_n_steps: int = 50) -> None:
         self.log_model = log_model
+        self.log_every_n_steps = max(1, int(log_every_n_steps))
         self._model_epoch: int | None = None
         self.write_error: str | None = None
         """Why the run's files could not be written (a full disk under ``WANDB_DIR``), once that is known."""
@@ -290,6 +298,9 @@ class WandbRun:
             self._run.define_metric("*", step_metric="epoch")
             for key, summary in SUMMARIES.items():
                 self._run.define_metric(key, step_metric="epoch", summary=summary)
+            self._run.define_metric(GLOBAL_STEP)
+            for key in STEP_KEYS.values():
+                self._run.define_metric(key, step_metric=GLOBAL_STEP)
         except Exception as err:  # noqa: BLE001 - cosmetic; the metrics still get logged
             log.warning("W&B run %s: could not define its metrics: %s", self.run_id, err)
 
@@ -311,6 +322,7 @@ class WandbRun:
         row: dict[str, Any] = {key: value for col, key in WANDB_KEYS.items()
                                if not _non_finite(value := getattr(result, col))}
         row["epoch"] = int(result.epoch)
+        self._log_steps(result)
         try:
             table = self._frame_table(result.val_psnr_per_frame, getattr(result, "val_curves", None) or {})
             if table is not None:
@@ -340,6 +352,20 @@ class WandbRun:
             # The trainer wrote this epoch's checkpoints before its callbacks ran.
             name = "last.ckpt" if self.log_model == "all" else "best.ckpt"
             self._log_checkpoint(self._save_root / name, int(result.epoch), best=bool(result.is_best))
+
+    def _log_steps(self, result: Any) -> None:
+        """The epoch's training steps, every ``log_every_n_steps``-th of the run, at x = its global step."""
+        first = int(getattr(result, "first_step", 0))
+        for i, stats in enumerate(getattr(result, "train_steps", None) or ()):
+            step = first + i + 1
+            if step % self.log_every_n_steps:
+                continue
+            row = {key: value for name, key in STEP_KEYS.items() if not _non_finite(value := getattr(stats, name))}
+            try:
+                self._run.log({GLOBAL_STEP: step, **row})
+            except Exception as err:  # noqa: BLE001 - see the class docstring
+                log.warning("W&B run %s: could not log step %d: %s", self.run_id, step, err)
+                return
 
     def logged_epochs(self) -> set[int] | None:
         """The epochs the run's history already holds from its earlier attempts: offline, read back from its

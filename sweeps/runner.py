@@ -234,6 +234,7 @@ def make_tracker(spec: SweepSpec, study: optuna.Study, key: int, config: dict[st
         project=spec.wandb.project, entity=spec.wandb.entity, group=spec.name, name=f"{spec.name}-t{key}",
         run_id=wandb_run_id(spec, study, key), config=config, tags=tags, mode=mode, job_type="trial",
         notes=spec.description or None, log_model=spec.wandb.log_model,
+        log_every_n_steps=spec.wandb.log_every_n_steps,
     ), mode
 
 

@@ -219,6 +219,8 @@ class WandbSpec(Section):
                                                       "must be true, false or all")] = True
     """Upload each trial's checkpoints as versions of its run's model artifact: true, best.ckpt at each new best
     epoch and last.ckpt at the end; all, last.ckpt at every epoch; false, none (large models)."""
+    log_every_n_steps: at_least(1, optional=False) = 50
+    """Log each trial's training loss every this many optimizer steps against trainer/global_step."""
 
 
 class HeartbeatSpec(Section):

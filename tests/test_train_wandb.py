@@ -8,6 +8,7 @@ the same run.
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -55,9 +56,9 @@ def resumed_run(tiny_dataset, tmp_path_factory) -> tuple[OfflineRun, Path, str]:
     save_root, wandb_dir = tmp / "run", tmp / "wandb-dir"
     # The project from W&B's environment (WANDB_PROJECT), the tags from flags.
     first = train(tiny_dataset, save_root, wandb_dir, "--num_epoch", "3", "--wandb", "--wandb_tags", "lab", "small",
-                  env={"WANDB_PROJECT": "from-env"})
+                  "--wandb_log_every_n_steps", "2", env={"WANDB_PROJECT": "from-env"})
     train(tiny_dataset, save_root, wandb_dir, "--num_epoch", "5", "--resume", "--wandb", "--wandb_tags", "lab",
-          "small", env={"WANDB_PROJECT": "from-env"})
+          "small", "--wandb_log_every_n_steps=2", env={"WANDB_PROJECT": "from-env"})
     runs = read_offline_runs_merged(wandb_dir)
     assert len(runs) == 1, sorted(runs)
     return next(iter(runs.values())), save_root, first.stderr
@@ -94,6 +95,18 @@ def test_summary_is_the_best_epoch_and_agrees_with_its_table(resumed_run) -> Non
     assert sum("val/psnr_per_frame" in h for h in run.history) >= 5
     assert any("val/rollout" in h for h in run.history) and (save_root / "best_rollout.gif").is_file()
     assert run.summary["val/rollout"]["_type"] == "video-file"
+
+
+def test_the_training_loss_is_logged_per_step_against_the_global_step(resumed_run) -> None:
+    run, save_root, _ = resumed_run
+    assert run.metrics["train/loss_step"]["step_metric"] == "trainer/global_step"
+    steps = [h for h in run.history if "train/loss_step" in h]
+    x = [int(h["trainer/global_step"]) for h in steps]
+    # Every second optimizer step of the 5 epochs, the resumed segment going on from the first one's count.
+    assert len(x) >= 5 and x == list(range(2, x[-1] + 1, 2))
+    assert all(math.isfinite(h["train/loss_step"]) and "epoch" not in h for h in steps)
+    epoch_rows = [h for h in run.history if "train/loss" in h]
+    assert len(epoch_rows) == 5 and not any("trainer/global_step" in h for h in epoch_rows)
 
 
 def test_checkpoints_are_a_model_artifact_with_best_and_latest(resumed_run) -> None:
