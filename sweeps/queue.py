@@ -1,4 +1,4 @@
-"""The trial queue: the one module that uses Optuna's private API (check it first on an Optuna upgrade).
+"""The trial queue.
 
 When the study is created, every trial the sweep will run is enqueued as a WAITING trial: the grid's points
 in the spec's ``grid_order`` (times ``replicates``), or ``run_cap`` placeholders whose parameters the sampler
@@ -11,20 +11,8 @@ stopped is failed by whichever worker notices first (:func:`reap_stale`), which 
 same parameters (:func:`requeue`, Optuna's ``RetryFailedTrialCallback`` convention: ``failed_trial`` and
 ``retry_history`` system attributes).
 
-Private Optuna API used here, and why:
-
-- ``Study._storage`` / ``Study._study_id`` and ``Trial._trial_id``: a claim is the storage's atomic
-  WAITING->RUNNING change of one chosen trial (``Study.ask`` would sample a new trial on an empty queue), and
-  a live ``Trial`` has no system attributes: :func:`frozen` reads them;
-- ``optuna.Trial(study, trial_id)``: the claimed trial as a live trial (``Study.ask`` does the same);
-- ``optuna.storages._heartbeat``: whether a storage keeps Optuna's heartbeat, and the ids of stale trials
-  (what ``fail_stale_trials`` reads; it cannot set a fail reason before the state change);
-- ``optuna.artifacts._upload.ARTIFACTS_ATTR_PREFIX``: the system attributes that list a trial's artifacts,
-  which a retry must not inherit (:func:`requeue`; it uploads its own); :func:`trial_artifacts` reads them
-  through the study's storage;
-- for :mod:`cvae.sweeps.storage`: ``BaseHeartbeat``, which a storage wrapper must subclass for Optuna to
-  keep heartbeats through it, and ``_CachedStorage``, the cache ``optuna.storages.get_storage`` puts in
-  front of an RDB storage (:func:`cached_rdb_storage`).
+Optuna's private API (the storage's atomic state change for a claim, the stale trials' ids, the artifacts'
+attribute prefix) is used through :mod:`cvae.sweeps.optuna_private`, which fences and tests it.
 
 Every opening names the study's metric (``set_metric_names``) when it has no name yet; the creator and
 ``fill_queue`` record the spec's description (:mod:`cvae.sweeps.artifacts`).
@@ -46,11 +34,17 @@ from typing import Any
 
 import optuna
 from cvae.sweeps.artifacts import describe_study, name_metric
+from cvae.sweeps.optuna_private import (
+    ARTIFACTS_ATTR_PREFIX,
+    has_heartbeat,
+    stale_trial_ids,
+    storage_of,
+    study_id,
+    trial_id,
+)
 from cvae.sweeps.space import grid_conflicts, make_pruner, make_sampler
 from cvae.sweeps.spec import SweepSpec
 from optuna.artifacts import get_all_artifact_meta
-from optuna.artifacts._upload import ARTIFACTS_ATTR_PREFIX
-from optuna.storages._heartbeat import BaseHeartbeat, is_heartbeat_enabled
 from optuna.trial import TrialState
 
 from cvae.schema import (
@@ -69,23 +63,12 @@ from cvae.schema import (
 log = logging.getLogger("cvae")
 
 
-__all__ = ["BaseHeartbeat"]  # for cvae.sweeps.storage: see the module docstring
-
-
-def cached_rdb_storage(rdb: optuna.storages.RDBStorage) -> optuna.storages.BaseStorage:
-    """``rdb`` behind Optuna's cache, as ``optuna.storages.get_storage`` builds it from a URL."""
-    return optuna.storages._CachedStorage(rdb)  # noqa: SLF001
-
-
 def trial_artifacts(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> dict[str, str]:
     """A trial's artifacts: file name -> artifact id (the latest upload of a name)."""
-    metas = get_all_artifact_meta(trial, storage=study._storage)  # noqa: SLF001 - required for a FrozenTrial
+    metas = get_all_artifact_meta(trial, storage=storage_of(study))  # a FrozenTrial needs its storage
     return {meta.filename: meta.artifact_id for meta in metas}
 
 
-def frozen(trial: optuna.Trial) -> optuna.trial.FrozenTrial:
-    """A live trial's stored state (with the system attributes a live ``Trial`` does not expose)."""
-    return trial.study._storage.get_trial(trial._trial_id)  # noqa: SLF001
 
 
 class SweepError(RuntimeError):
@@ -202,15 +185,15 @@ def claim(study: optuna.Study, spec: SweepSpec) -> optuna.Trial | None:
     right after its claim leaves a trial the reaper fails and re-queues, never one RUNNING forever.
     """
     # The public ask() would sample a new trial when the queue is empty.
-    storage = study._storage  # noqa: SLF001
+    storage = storage_of(study)
     keep = in_spec(spec)
-    for trial in storage.get_all_trials(study._study_id, deepcopy=False, states=(TrialState.WAITING,)):  # noqa: SLF001
+    for trial in storage.get_all_trials(study_id(study), deepcopy=False, states=(TrialState.WAITING,)):
         if not keep(trial):
             continue
         try:
-            _beat(storage, trial._trial_id)  # noqa: SLF001
-            if storage.set_trial_state_values(trial._trial_id, state=TrialState.RUNNING):  # noqa: SLF001
-                return optuna.Trial(study, trial._trial_id)  # noqa: SLF001
+            _beat(storage, trial_id(trial))
+            if storage.set_trial_state_values(trial_id(trial), state=TrialState.RUNNING):
+                return optuna.Trial(study, trial_id(trial))
         except optuna.exceptions.UpdateFinishedTrialError:
             continue  # another worker took it
     return None
@@ -273,55 +256,52 @@ def retry_trials(study: optuna.Study, *, states: tuple[str, ...] = ("failed",),
     return out
 
 
-def _supports_native_heartbeat(storage: optuna.storages.BaseStorage) -> bool:
-    return isinstance(storage, BaseHeartbeat) and is_heartbeat_enabled(storage)
-
-
 def reap_stale(study: optuna.Study, spec: SweepSpec) -> list[int]:
     """Fail trials whose heartbeat stopped and enqueue their retries; returns the failed trial numbers.
 
     RDB storages use Optuna's heartbeat (server time). Journal files have none, so workers write the time
     into a system attribute and compare it here with the grace period.
     """
-    storage = study._storage  # noqa: SLF001
-    if _supports_native_heartbeat(storage):
-        stale_ids = storage._get_stale_trial_ids(study._study_id)  # noqa: SLF001 - what fail_stale_trials reads
+    storage = storage_of(study)
+    if has_heartbeat(storage):
+        stale_ids = stale_trial_ids(study)
     else:
         now = time.time()
-        stale_ids = [t._trial_id for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))  # noqa: SLF001
+        stale_ids = [trial_id(t) for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
                      if now - t.system_attrs.get(HEARTBEAT, now) > spec.heartbeat.grace]
     failed = []
-    for trial_id in stale_ids:
+    for stale in stale_ids:
         reason = f"lost its worker (no heartbeat for over {spec.heartbeat.grace} s)"
         try:
-            storage.set_trial_user_attr(trial_id, REASON, reason)  # before the state: a failed trial is frozen
-            if not storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
+            storage.set_trial_user_attr(stale, REASON, reason)  # before the state: a failed trial is frozen
+            if not storage.set_trial_state_values(stale, state=TrialState.FAIL):
                 continue
         except optuna.exceptions.UpdateFinishedTrialError:
             continue  # another worker reaped it, or its own worker finished it just now
-        frozen = storage.get_trial(trial_id)
-        requeued = requeue(study, frozen, max_retry=spec.max_retry)
-        log.warning("trial %d %s: %s", frozen.number, reason,
+        dead = storage.get_trial(stale)
+        requeued = requeue(study, dead, max_retry=spec.max_retry)
+        log.warning("trial %d %s: %s", dead.number, reason,
                     "re-queued" if requeued else f"not re-queued (max_retry={spec.max_retry} reached)")
-        failed.append(frozen.number)
+        failed.append(dead.number)
     return failed
 
 
-def _beat(storage: optuna.storages.BaseStorage, trial_id: int) -> None:
-    """One heartbeat: Optuna's (server time) on a database, else the time in a system attribute."""
-    if _supports_native_heartbeat(storage):
-        storage.record_heartbeat(trial_id)
+def _beat(storage: optuna.storages.BaseStorage, tid: int) -> None:
+    """One heartbeat of the trial of id ``tid``: Optuna's (server time) on a database, else the time in a system
+    attribute."""
+    if has_heartbeat(storage):
+        storage.record_heartbeat(tid)
     else:
-        storage.set_trial_system_attr(trial_id, HEARTBEAT, time.time())
+        storage.set_trial_system_attr(tid, HEARTBEAT, time.time())
 
 
 @contextlib.contextmanager
 def heartbeat(study: optuna.Study, trial: optuna.Trial, interval: float) -> Iterator[None]:
     """Beat for ``trial`` every ``interval`` seconds in a thread while the body runs."""
-    storage = study._storage  # noqa: SLF001
+    storage = storage_of(study)
 
     def beat() -> None:
-        _beat(storage, trial._trial_id)  # noqa: SLF001
+        _beat(storage, trial_id(trial))
 
     stop = threading.Event()
 

@@ -40,12 +40,12 @@ from cvae.core import (
 )
 from cvae.core.records import read_csv, write_gif, write_psnr_plot
 from cvae.sweeps.artifacts import PSNR_PLOT, upload_trial_files
+from cvae.sweeps.optuna_private import frozen_trial
 from cvae.sweeps.queue import (
     SweepError,
     claim,
     config_id,
     enqueue_replicates,
-    frozen,
     heartbeat,
     open_study,
     reap_stale,
@@ -187,7 +187,7 @@ class TrialCallback(BaseCallback):
         if start_epoch == 0:
             return
         metrics = Path(cfg.run.save_root) / METRICS_CSV
-        stored = frozen(self.trial)
+        stored = frozen_trial(self.trial)
         rows = self.rows = [r for r in (read_csv(metrics) if metrics.exists() else []) if int(r["epoch"]) < start_epoch]
         missing = [r for r in rows if int(r["epoch"]) not in stored.intermediate_values
                    and r.get(self.spec.metric.field) not in (None, "", "nan")]
@@ -285,7 +285,7 @@ def _fail_and_requeue(study: optuna.Study, trial: optuna.Trial, reason: str) -> 
     try:
         trial.set_user_attr(REASON, reason)
         study.tell(trial, state=TrialState.FAIL)
-        requeue(study, frozen(trial))
+        requeue(study, frozen_trial(trial))
     except Exception as err:  # noqa: BLE001 - a broken storage call: it goes stale and is re-queued instead
         log.warning("trial %d: could not record %r (%s); it will be re-queued when its heartbeat goes stale",
                     trial.number, reason, err)
@@ -295,7 +295,7 @@ def _start(study: optuna.Study, trial: optuna.Trial, spec: SweepSpec, num_thread
     """Everything between the claim and the first epoch: parameters, folder, record, tracker."""
     t0 = time.monotonic()
     params = suggest_all(trial, spec, study)
-    stored = frozen(trial)
+    stored = frozen_trial(trial)
     key = run_key(stored)
     replicate = int(trial.user_attrs.get(REPLICATE, 0))
     folder = run_dir(spec, key)
@@ -424,7 +424,7 @@ def _finish(study, trial, spec, tracker, record, folder, callback, state, reason
     try:
         study.tell(trial, value if state == "complete" else None, state=optuna_state)
         if again:
-            requeue(study, frozen(trial))
+            requeue(study, frozen_trial(trial))
     except optuna.exceptions.UpdateFinishedTrialError:
         # Another worker declared this trial stale and failed it meanwhile; its retry will resume it.
         state, reason = "failed", "declared stale by another worker while running"

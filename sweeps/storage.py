@@ -17,7 +17,7 @@ from typing import Any
 import optuna
 import sqlalchemy.exc
 from cvae.sweeps import experimental_ok
-from cvae.sweeps.queue import BaseHeartbeat, cached_rdb_storage
+from cvae.sweeps.optuna_private import BaseHeartbeat, cached_rdb_storage
 from cvae.sweeps.spec import SweepSpec
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.storages.journal import JournalFileBackend, JournalStorage
