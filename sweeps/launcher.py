@@ -101,7 +101,8 @@ def _supervise(spec: SweepSpec, spec_path: Path, study, *, live: bool) -> int:
         print(f"cvae sweep run: warning: another `cvae sweep run` of this sweep runs on this machine (pid "
               f"{others.get('pid')}, {others.get('workers')} worker(s)): this run's {spec.workers} worker(s) get "
               f"{threads} thread(s) each and log to worker-<i>{suffix}.log", file=sys.stderr, flush=True)
-    print(f"sweep {spec.name}: {spec.method}, {spec.n_configs()} parameter set(s) x {spec.replicates} replicate(s), "
+    sets = "parameter sets until stopped (Ctrl-C)" if spec.until_stopped else f"{spec.n_configs()} parameter set(s)"
+    print(f"sweep {spec.name}: {spec.method}, {sets} x {spec.replicates} replicate(s), "
           f"{spec.workers} worker(s) x {threads} thread(s), storage {mask_url(spec.storage)}, logs in {logs}",
           flush=True)
     # A password given with --storage goes to the workers through their environment, not their command

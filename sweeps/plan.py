@@ -79,7 +79,9 @@ def plan_text(spec: SweepSpec) -> str:
         lines += [f"  {i:3d}  " + ", ".join(f"{k}={v}" for k, v in p.items()) for i, p in points]
         first = points[0][1] if points else {}
     else:
-        lines.append(f"{spec.method}: {spec.run_cap} parameter set(s) drawn from:")
+        drawn = "parameter sets drawn until the sweep is stopped (no run_cap)" if spec.until_stopped else (
+            f"{spec.run_cap} parameter set(s) drawn")
+        lines.append(f"{spec.method}: {drawn} from:")
         for p in spec.params:
             if p.is_quantized_log:
                 rng = f"[{p.values[0]}, {p.values[-1]}], {len(p.values)} multiples of q"
@@ -95,7 +97,11 @@ def plan_text(spec: SweepSpec) -> str:
     epochs = trials * (num_epoch.max if num_epoch.is_swept else cfg.run.num_epoch)
     swept = (f"; num_epoch is swept from {num_epoch.min} to {num_epoch.max}"
              if num_epoch.is_swept and num_epoch.min != num_epoch.max else "")
-    lines.append(f"trials: {trials}, epochs in total: {epochs} (at most: pruning stops some trials early{swept})")
+    if spec.until_stopped:
+        per = num_epoch.max if num_epoch.is_swept else cfg.run.num_epoch
+        lines.append(f"trials: until stopped, each at most {per} epoch(s) (pruning stops some early{swept})")
+    else:
+        lines.append(f"trials: {trials}, epochs in total: {epochs} (at most: pruning stops some trials early{swept})")
     if spec.pruner.type != "none":
         lines.append("pruner: " + ", ".join(f"{k}={v}" for k, v in spec.pruner.items()))
         if spec.method == "grid" and spec.grid_order == "listed":
@@ -111,7 +117,10 @@ def plan_text(spec: SweepSpec) -> str:
     else:
         per_epoch = train_s + val_s
         total = per_epoch * epochs / spec.workers
-        lines.append(f"estimated time: {fmt_duration(total)} ({fmt_duration(per_epoch)} per epoch: "
+        until = "per trial " if spec.until_stopped else ""
+        if spec.until_stopped:
+            total = per_epoch * (num_epoch.max if num_epoch.is_swept else cfg.run.num_epoch)
+        lines.append(f"estimated time: {until}{fmt_duration(total)} ({fmt_duration(per_epoch)} per epoch: "
                      f"{fmt_duration(train_s)} training + {fmt_duration(val_s)} validation, timed on the first "
                      f"trial's model with {threads} thread(s); other sizes differ)")
     return "\n".join(lines)

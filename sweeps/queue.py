@@ -5,6 +5,8 @@ in the spec's ``grid_order`` (times ``replicates``), or ``run_cap`` placeholders
 fills in when a worker claims them. Workers claim WAITING trials one at a time with the storage's atomic
 state change (the mechanism Optuna's own ``ask`` uses), and never ask the sampler for trials beyond the
 queue. So ``run_cap`` is exact and a grid point runs once, however many workers on however many machines.
+A search without ``run_cap`` runs until it is stopped, as a W&B sweep does: a worker that finds the queue empty
+enqueues one more placeholder for itself (:func:`claim`).
 
 A worker beats for its trial from before the claim to its end (:func:`heartbeat`). A trial whose heartbeat
 stopped is failed by whichever worker notices first (:func:`reap_stale`), which enqueues a retry with the
@@ -178,8 +180,9 @@ def orphaned(study: optuna.Study, spec: SweepSpec) -> list[optuna.trial.FrozenTr
     return [t for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)) if not keep(t)]
 
 
-def claim(study: optuna.Study, spec: SweepSpec) -> optuna.Trial | None:
-    """Atomically take one WAITING trial of the spec (the first by number), or None when there is none.
+def claim(study: optuna.Study, spec: SweepSpec, _top_ups: int = 0) -> optuna.Trial | None:
+    """Atomically take one WAITING trial of the spec (the first by number), or None when there is none; a search
+    that runs until stopped (no ``run_cap``) enqueues a new one instead.
 
     The heartbeat is recorded *before* the state change: a RUNNING trial always has one, so a worker killed
     right after its claim leaves a trial the reaper fails and re-queues, never one RUNNING forever.
@@ -196,6 +199,9 @@ def claim(study: optuna.Study, spec: SweepSpec) -> optuna.Trial | None:
                 return optuna.Trial(study, trial_id(trial))
         except optuna.exceptions.UpdateFinishedTrialError:
             continue  # another worker took it
+    if spec.until_stopped and _top_ups < 10:  # one more placeholder; another worker may take it first
+        study.enqueue_trial({}, user_attrs={SLOT: f"s{uuid.uuid4().hex[:8]}-r0", REPLICATE: 0})
+        return claim(study, spec, _top_ups=_top_ups + 1)
     return None
 
 

@@ -129,7 +129,8 @@ def summary_line(spec: SweepSpec, study: optuna.Study, workers: int) -> str:
     waiting = f"{c['waiting'] - left} waiting" + (
         f" (+{left} queued for grid points no longer in the spec: left as they are, not run)" if left else "")
     return (f"{spec.name}: {c['complete']} complete, {c['pruned']} pruned, {c['failed']} failed, "
-            f"{c['running']} running, {waiting} | {best_text} | ETA {fmt_duration(eta_seconds(study, workers))}")
+            f"{c['running']} running, {waiting} | {best_text} | "
+            + ("runs until stopped (Ctrl-C)" if spec.until_stopped else f"ETA {fmt_duration(eta_seconds(study, workers))}"))
 
 
 def best_config_text(spec: SweepSpec, study: optuna.Study) -> str:

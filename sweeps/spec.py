@@ -102,7 +102,8 @@ class SpecFile(Section):
     """grid, random, bayes (Optuna's TPE here), tpe, cmaes, gp or qmc."""
     metric: MetricSpec = MetricSpec()
     run_cap: at_least(1) = None
-    """The parameter sets to try (required but with grid; a grid's first run_cap points otherwise)."""
+    """The parameter sets to try (a search without it runs until stopped, as in W&B; a grid's first run_cap
+    points)."""
     parameters: dict[str, ParamSpec] = None  # type: ignore[assignment]  # read by parse_params
     """cvae train keys (or named choices with sets) -> their values or distribution."""
     early_terminate: EarlyTerminate = None  # type: ignore[assignment]
@@ -196,8 +197,13 @@ class SweepSpec(SpecFile):
         """The grid points the sweep runs, in run order, each with its index in ``grid()`` (its queue slot)."""
         return space.grid_points(self)
 
+    @property
+    def until_stopped(self) -> bool:
+        """A search without ``run_cap``: it draws parameter sets until it is stopped, as a W&B sweep does."""
+        return self.method != "grid" and self.run_cap is None
+
     def n_configs(self) -> int:
-        """Parameter sets the sweep runs (each ``replicates`` times)."""
+        """Parameter sets the sweep runs (each ``replicates`` times); 0 for a search that runs until stopped."""
         return len(self.grid_points()) if self.method == "grid" else int(self.run_cap or 0)
 
     @property
@@ -257,8 +263,6 @@ def parse_spec(raw: Mapping[str, Any], *, source: str = "spec", base_dir: Path =
     before = len(errors)
     if file.run_cap is not None and file.run_cap > MAX_TRIALS:
         errors.append(f"run_cap={file.run_cap} is over {MAX_TRIALS}: a sweep queues every trial up front")
-    elif file.run_cap is None and "run_cap" not in failed and file.method != "grid":
-        errors.append(f"run_cap is required with method {file.method} (the number of parameter sets to try)")
     if "grid_order" in raw and file.method != "grid" and "grid_order" not in failed:
         errors.append(f"grid_order applies to method grid only, not {file.method}")
     counts_clean = len(errors) == before and not failed & {"run_cap", "replicates", "workers", "seed", "max_retry"}
@@ -342,10 +346,14 @@ def _parse_name(name: Any, errors: list[str]) -> tuple[str, str]:
 
 
 def _spec_warnings(spec: SweepSpec, method: str) -> tuple[str, ...]:
-    """What the spec asks for that the sweep does otherwise: ignored ``program``/``command`` (one warning),
-    ``method: bayes`` (TPE here), and W&B probabilities a method does not draw with."""
-    warnings = [f"{', '.join(spec.ignored)} ignored: each trial runs `cvae train` with the swept values as its "
-                "flags, as `command: [cvae, train, ${args}]` does"] if spec.ignored else []
+    """What the spec asks for that the sweep does otherwise, or that is odd: a search without run_cap (it runs until
+    stopped), ignored ``program``/``command`` (one warning), ``method: bayes`` (TPE here), and W&B probabilities a
+    method does not draw with."""
+    warnings = [f"no run_cap: method {method} draws parameter sets until the sweep is stopped (Ctrl-C; running "
+                "trials are re-queued, and cvae sweep run goes on from there) or a trial reaches metric.target, as a "
+                "W&B sweep does: set run_cap to bound it"] if spec.until_stopped else []
+    warnings += [f"{', '.join(spec.ignored)} ignored: each trial runs `cvae train` with the swept values as its "
+                 "flags, as `command: [cvae, train, ${args}]` does"] if spec.ignored else []
     if method == "bayes":
         warnings.append("method: bayes runs Optuna's TPE sampler here (W&B's bayes is a Gaussian-process search): "
                         "write method: gp for a Gaussian-process sampler, or method: tpe to keep TPE without "

@@ -259,6 +259,22 @@ def test_replicates_share_parameters_and_differ_in_seed(tiny_dataset, tmp_path, 
     assert seeds == {1, 2}
 
 
+def test_a_search_without_run_cap_draws_trials_until_stopped(tiny_dataset, tmp_path, env):
+    # As a W&B sweep: nothing is queued up front, and each worker that finds the queue empty draws one more
+    # parameter set (its replicates queued behind it), for as long as it runs (here: 4 trials).
+    params = {"lr": {"distribution": "log_uniform_values", "min": 1e-4, "max": 1e-2}}
+    spec_path = write_spec(tmp_path, tiny_dataset, method="random", run_cap=None, replicates=2, parameters=params,
+                           wandb={"mode": "disabled"}, base={"DR": str(tiny_dataset), **BASE, "num_epoch": 1, "tfr_sde": 0})
+    spec = load_spec(spec_path)
+    study = open_study(spec, open_storage(spec), fill_queue=True)
+    assert spec.until_stopped and study.get_trials() == []
+    stats = run_worker(spec, max_trials=4)
+    trials = study.get_trials()
+    assert stats.complete == 4 and [t.state for t in trials] == [TrialState.COMPLETE] * 4
+    assert [t.user_attrs["cvae:replicate"] for t in trials] == [0, 1, 0, 1]
+    assert trials[0].params == trials[1].params != trials[2].params == trials[3].params
+
+
 def test_diverging_trial_fails_with_its_reason_and_the_sweep_goes_on(tiny_dataset, tmp_path, env, monkeypatch):
     import cvae.core.trainer as trainer_mod
 

@@ -323,10 +323,6 @@ VALIDATION_ERRORS = [
     pytest.param(dict(parameters={"kl_anneal_type": {"values": ["cyclical", "none"]},
                                   "kl_anneal_cycle": {"values": [2], "when": {"kl_anneal_type": ["hybrid"]}}}),
                  ["parameters.kl_anneal_cycle.when: kl_anneal_type never takes ['hybrid']"], id="when-value-never-taken"),
-    pytest.param(dict(run_cap=DROP), ["run_cap is required with method random"], id="run-cap-missing-random"),
-    pytest.param(dict(run_cap=DROP, method="tpe"), ["run_cap is required with method tpe"], id="run-cap-missing-tpe"),
-    pytest.param(dict(run_cap=DROP, method="bayes"), ["run_cap is required with method bayes"],
-                 id="run-cap-missing-bayes"),
     pytest.param(dict(run_cap=0), ["run_cap=0 must be an integer >= 1"], id="run-cap-zero"),
     pytest.param(dict(method="grid", grid_order="random"), ["grid_order='random' is not listed or shuffled"],
                  id="bad-grid-order"),
@@ -391,11 +387,11 @@ def test_several_problems_are_reported_together(tmp_path: Path) -> None:
         parameters={"N_dim": {"values": []}, "lr": {"min": 0.1, "max": 0.01}, "learning_rate": {"value": 1}},
         wandb={"mode": "cloud"},
         storage="redis://x",
-        run_cap=DROP,
+        run_cap=0,
     )
     expected = ["unknown key(s) colour", "parameters.N_dim.values is empty", "parameters.lr: min=0.1 > max=0.01",
                 "'learning_rate' is not a cvae train key", "wandb.mode='cloud'", "storage='redis://x'",
-                "run_cap is required"]
+                "run_cap=0 must be an integer >= 1"]
     lines = message.split("\n")
     assert len(lines) == len(expected), "one line per problem"
     for text in expected:
@@ -1063,3 +1059,14 @@ def test_wandb_log_model_is_true_false_or_all(tmp_path: Path, log_model: Any, re
 
 def test_wandb_log_model_refuses_other_values(tmp_path: Path) -> None:
     assert "wandb.log_model='best' must be true, false or all" in error(tmp_path, wandb={"log_model": "best"})
+
+
+@pytest.mark.parametrize("method", ["random", "bayes", "tpe"])
+def test_a_search_without_run_cap_runs_until_stopped_and_says_so(tmp_path: Path, method: str) -> None:
+    # W&B runs such a sweep until it is stopped: so does cvae sweep run, with a warning (a grid is bounded).
+    spec = load(tmp_path, method=method, run_cap=DROP)
+    assert spec.until_stopped and spec.n_configs() == 0
+    (warning,) = [w for w in spec.warnings if "run_cap" in w]
+    assert f"no run_cap: method {method} draws parameter sets until the sweep is stopped" in warning
+    assert not load(tmp_path, run_cap=5).until_stopped
+    assert not load(tmp_path, method="grid", run_cap=DROP).until_stopped
