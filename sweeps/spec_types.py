@@ -239,8 +239,8 @@ class HeartbeatSpec(Section):
 
 class PrunerSpec(Options):
     """``pruner``: an Optuna pruner and its options, which Optuna checks when the spec builds it once while it
-    loads (:func:`cvae.sweeps.space.make_pruner`). Hyperband's ``max_resource`` defaults to ``auto``: the most epochs a
-    trial runs."""
+    loads (:func:`cvae.sweeps.space.make_pruner`). Hyperband's ``max_resource`` defaults to ``auto``: the most
+    epochs a trial runs."""
 
     type: one_of(*PRUNERS) = "none"
     n_startup_trials: int | None = None
@@ -333,7 +333,8 @@ class EarlyTerminate(Section):
 
 class SamplerSpec(Options):
     """``sampler``: options of the sampler of the spec's method (grid and random take none but ``seed``), which
-    Optuna checks when the spec builds it (:func:`cvae.sweeps.space.make_sampler`). ``seed`` defaults to the spec's, TPE's ``constant_liar`` to true."""
+    Optuna checks when the spec builds it (:func:`cvae.sweeps.space.make_sampler`). ``seed`` defaults to the
+    spec's, TPE's ``constant_liar`` to true."""
 
     seed: int | None = None
     n_startup_trials: int | None = None
