@@ -190,8 +190,13 @@ def uses_caption(panels: Sequence[str], members: Mapping[str, Sequence[str]], la
             f"table gives each change with its own interval). {text}")
 
 
-def importances_caption(metric: str, method: str, n_runs: int, left_out: Sequence[str], runs: Sequence[str]) -> str:
+def importances_caption(metric: str, method: str, n_runs: int, left_out: Sequence[str], runs: Sequence[str], *,
+                        one_value: Sequence[str] = (), few: int = 0) -> str:
+    """``few``: below this many complete runs, the caption says the importances are rough."""
     left = f" Left out (missing in some runs): {', '.join(left_out)}." if left_out else ""
+    same = (f" Not ranked (one value in every complete run): {', '.join(one_value)}." if one_value else "")
+    rough = (f" Only {group_noun(n_runs, 'complete trial')} (fewer than {few}): importances from so few are rough, "
+             "read them as a hint, not a ranking." if n_runs < few else "")
     return (f"Importance of each varying swept parameter for {metric}{f' ({method})' if method else ''}, from "
-            f"{group_noun(n_runs, 'complete run')}; the values sum to 1.{left}"
+            f"{group_noun(n_runs, 'complete run')}; the values sum to 1.{left}{same}{rough}"
             f"{' ' + runs_sentence(runs) if runs else ''}")

@@ -63,7 +63,7 @@ def load(args: argparse.Namespace):
 
 
 def _cmd_figures(args: argparse.Namespace) -> int:
-    from cvae.analysis.figures import render_all, render_compare, save_figure
+    from cvae.analysis.figures import not_drawn, render_all, render_compare, save_figure
     from cvae.analysis.load import AnalysisError
 
     try:
@@ -79,6 +79,9 @@ def _cmd_figures(args: argparse.Namespace) -> int:
         print(f"{data.name}: no figure applies to these runs ({len(data.runs)} runs)", file=sys.stderr)
     for result, png, svg in written:
         print(f"{png}  {svg}\n    {result.title}: {result.caption}")
+    if only is None:
+        for name, why in not_drawn(data).items():
+            print(f"not drawn: {name}: {why}")
     return 0
 
 

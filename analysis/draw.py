@@ -80,8 +80,15 @@ def _legend(ax, handles: list, *, below: bool, alone: bool = True, ncols: int | 
         ax.get_figure().legend(handles=handles, loc="outside lower center", ncols=ncols, fontsize=_font(n),
                                frameon=False)
     else:
-        ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncols=ncols, fontsize=_font(n),
-                  frameon=False, borderaxespad=0.0)
+        # under the x label whatever the axes' height (an offset in points, not a fraction of the axes), each
+        # entry wrapped to the panel's width so that it does not run under the next panel
+        fig = ax.get_figure()
+        width = ax.get_position().width * fig.get_figwidth() * 72 / (0.55 * _font(n)) - 6  # characters
+        for h in handles:
+            h.set_label(textwrap.fill(h.get_label(), max(24, int(width / ncols)), subsequent_indent="  "))
+        ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncols=ncols, fontsize=_font(n),
+                  frameon=False, borderaxespad=0.0,
+                  bbox_transform=offset_copy(ax.transAxes, fig=fig, y=-40, units="points"))
 
 
 def _panel_legends(fig: Figure, panel_handles: list[tuple]) -> None:
@@ -99,6 +106,21 @@ def _panel_legends(fig: Figure, panel_handles: list[tuple]) -> None:
     else:
         for ax, handles in panel_handles:
             _legend(ax, handles, below=True, alone=False, ncols=1)
+        _make_room(fig, [ax for ax, _ in panel_handles])
+
+
+def _make_room(fig: Figure, axes: list) -> None:
+    """Taller by the legends under the panels (the tallest of each row of panels), so that the layout keeps the
+    axes' height instead of squeezing them (or giving up) to fit a long legend."""
+    renderer = fig.canvas.get_renderer()
+    rows: dict[int, float] = {}
+    for ax in axes:
+        legend = ax.get_legend()
+        if legend is not None:
+            row = ax.get_subplotspec().rowspan.start
+            rows[row] = max(rows.get(row, 0.0), legend.get_window_extent(renderer).height / fig.dpi)
+    if rows:
+        fig.set_figheight(fig.get_figheight() + sum(rows.values()))
 
 
 # -- lines -----------------------------------------------------------------------------------------------------
@@ -187,6 +209,9 @@ def _lines(df: pd.DataFrame) -> Figure:
             ax.set_ylim(*ylim)
         if x == "frame":
             ax.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=10, steps=[1, 2, 5, 10]))
+        drawn_x = rows.loc[rows["kind"] != "baseline", x].dropna()
+        if drawn_x.nunique() == 1:  # one epoch (a run pruned after its first): ticks at whole numbers around it
+            ax.set_xlim(float(drawn_x.iloc[0]) - 1, float(drawn_x.iloc[0]) + 1)
         panel_handles.append((ax, handles))
     if single:
         (ax,) = axes
@@ -216,7 +241,8 @@ def _history(df: pd.DataFrame) -> Figure:
         else:
             cross = bool(rows["dashed"].iloc[0])
             sns.scatterplot(data=rows, x="trial", y="value", color=color, marker="x" if cross else "o",
-                            s=49 if cross else 36, linewidth=1.5 if cross else 0.5, edgecolor=color, ax=ax)
+                            s=49 if cross else 36, linewidth=1.5 if cross else 0.5,
+                            **({} if cross else {"edgecolor": color}), ax=ax)  # a cross has no edge
             handles.append(Line2D([], [], color=color, ls="", marker="x" if cross else "o", ms=7 if cross else 6,
                                   mew=1.5 if cross else 1.0, label=line))
     handles += _baselines(ax, df[df["kind"] == "baseline"], "trial")
@@ -244,7 +270,8 @@ def _bars(df: pd.DataFrame) -> Figure:
 
 def _parallel(df: pd.DataFrame) -> Figure:
     """One polyline per run across the axes; complete runs coloured by the metric (colour bar), the others
-    grey and dashed; each axis's values written beside it."""
+    grey and dashed; each axis's ticks marked and written beside it, its name under it (``(log scale)`` for a
+    log axis)."""
     a = df.attrs
     kind, lo, hi = a["norm"]
     norm = LogNorm(lo, hi) if kind == "log" else Normalize(lo, hi)
@@ -265,10 +292,14 @@ def _parallel(df: pd.DataFrame) -> Figure:
                   bbox_to_anchor=(1.0, 1.0), frameon=False, fontsize=9, borderaxespad=0.2)
     for i in range(n_axes):
         ax.axvline(i, color="0.2", lw=1.0, zorder=0)
+    ax.hlines(ticks["position"].to_numpy(dtype=float), ticks["axis_index"].to_numpy(dtype=float) - 0.03,
+              ticks["axis_index"].to_numpy(dtype=float), color="0.2", lw=1.0, zorder=0)
     for _, t in ticks.iterrows():
-        ax.text(t["axis_index"] - 0.03, t["position"], t["text"], ha="right", va="center", fontsize=8,
+        ax.text(t["axis_index"] - 0.045, t["position"], t["text"], ha="right", va="center", fontsize=8,
                 bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.75})
-    ax.set_xticks(np.arange(n_axes), a["axes"])
+    scales = a.get("scales", {})
+    ax.set_xticks(np.arange(n_axes), [f"{name}\n(log scale)" if scales.get(name) == "log" else name
+                                      for name in a["axes"]])
     ax.set(xlim=(-0.45, n_axes - 0.8), ylim=(-0.06, 1.06), yticks=[], xlabel="", ylabel="", title=a["title"])
     for side in ("left", "right", "top"):
         ax.spines[side].set_visible(False)

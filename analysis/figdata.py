@@ -23,13 +23,15 @@ labels, ``panels`` (in order), ``ylim`` and ``log`` (``ylabels`` and ``ylims`` p
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 from cvae.analysis import captions as C
 from cvae.analysis import groups as G
-from cvae.analysis.importance import complete_with_values, param_importances
+from cvae.analysis import numbers as N
+from cvae.analysis.importance import FEW_IMPORTANCE_RUNS, complete_with_values, param_importances
 from cvae.analysis.load import SweepData
 from cvae.analysis.stats import t_interval
 from cvae.analysis.table import NO_DROP_DB, at_value_epoch
@@ -198,7 +200,9 @@ def _yrange(df: pd.DataFrame, *, log_ok: bool) -> tuple[tuple[float, float] | No
 def _schedule_rows(curves: list[tuple[str, str, pd.DataFrame]], panel: str, schedule: str, states):
     """One grey schedule line when the panel's configurations share it, else one dash-dotted line each."""
     means = [c.groupby("epoch")["value"].mean() for _, _, c in curves]
-    same = all(m.index.equals(means[0].index) and np.allclose(m, means[0], equal_nan=True) for m in means)
+    # the same where both ran (a run pruned early follows the others as far as it went)
+    same = all(np.allclose(m.reindex(common), means[0].reindex(common), equal_nan=True)
+               for m in means for common in [m.index.intersection(means[0].index)])
     chosen = curves[:1] if same else curves
     rows = [_tag(pts, states, kind="schedule", panel=panel, group=sub or panel, dashed=False,
                  line=C.label(schedule) + ("" if same or not sub else f" ({sub})"),
@@ -563,7 +567,7 @@ def optimization_history(data: SweepData) -> pd.DataFrame:
     best_text = ""
     if not complete.empty:
         i = complete["value"].idxmax() if data.goal == "maximize" else complete["value"].idxmin()
-        best_text = f" Best: {complete.loc[i, 'value']:.4g} ({runs[i]}, {G.labels(data.runs)[i]})."
+        best_text = f" Best: {N.number(complete.loc[i, 'value'], 4)} ({runs[i]}, {G.labels(data.runs)[i]})."
     crosses = "; crosses: runs that did not complete" if len(complete) < len(pts) else ""
     caption = (f"{data.metric} ({data.goal}) of each run by trial number, with the best so far over the "
                f"{C.group_noun(len(complete), 'complete run')}{crosses}.{best_text}"
@@ -587,7 +591,8 @@ def importances_frame(importances: Mapping[str, float], *, metric: str = "val/ps
     xlabel = f"importance ({method.split(':')[0]}, normalized to sum to 1)" if method else \
         "importance (normalized to sum to 1)"
     caption = C.importances_caption(metric, method, getattr(importances, "n_runs", 0) or len(runs),
-                                    getattr(importances, "left_out", []), runs)
+                                    getattr(importances, "left_out", []), runs,
+                                    one_value=getattr(importances, "one_value", []), few=FEW_IMPORTANCE_RUNS)
     df.attrs.update(name=name, title=title, caption=caption, runs=list(runs), layout="bars", xlabel=xlabel)
     return df
 
@@ -600,33 +605,66 @@ def param_importances_data(data: SweepData) -> pd.DataFrame:
     return importances_frame(param_importances(data), metric=data.metric, runs=runs)
 
 
-def _axis(values: list, is_metric: bool) -> tuple[np.ndarray, list[tuple[float, str]]]:
-    """Positions in [0, 1] of one parallel-coordinates axis's values and its ticks (position, text): numbers
-    linear or log (two decades or more), categories evenly spaced in natural order."""
+VALUE_TICKS = 8
+"""An integer axis with at most this many values has a tick at each (N_dim 4, 8, 16, 32); others round numbers."""
+
+
+def _round_ticks(lo: float, hi: float, log: bool) -> list[float]:
+    """Round-number ticks from the first at or below ``lo`` to the first at or above ``hi`` (matplotlib's
+    locators: 1, 2, 5 per decade on a log axis spanning a few decades, 0, 0.2, ... 1 on a linear one), so that
+    the axis's two ends are ticks too."""
+    if log:
+        decades = math.log10(hi / lo)
+        subs = (1.0, 2.0, 3.0, 5.0) if decades < 1 else (1.0, 2.0, 5.0) if decades <= 2.5 else (1.0,)
+        ticks = LogLocator(subs=subs, numticks=12).tick_values(lo, hi)
+    else:
+        ticks = MaxNLocator(nbins=5, steps=[1, 2, 2.5, 5, 10]).tick_values(lo, hi)
+    ticks = sorted({float(t) for t in ticks if np.isfinite(t) and (t > 0 or not log)})
+    tol = 1e-9 * max(abs(lo), abs(hi))
+    first = max((t for t in ticks if t <= lo + tol), default=lo)
+    last = min((t for t in ticks if t >= hi - tol), default=hi)
+    return [t for t in ticks if first - tol <= t <= last + tol]
+
+
+def _axis(values: list, *, log: bool = False) -> tuple[np.ndarray, list[tuple[float, str]], str]:
+    """Positions in [0, 1] of one parallel-coordinates axis's values, its ticks (position, text) and its scale
+    (``log``, ``linear`` or ``categorical``). Numbers: on a log axis where ``log`` (a log-distributed parameter) or
+    where they span two decades or more, else a linear one; ticks at round numbers, the axis running from the one
+    at or below the lowest value to the one at or above the highest (an integer axis with few values: a tick at
+    each value, the axis from the lowest to the highest), written for people (:func:`~.numbers.number`).
+    Categories: evenly spaced in natural order, each named."""
     present = [v for v in values if not G.missing(v)]
     if present and all(isinstance(v, int | float) and not isinstance(v, bool) for v in present):
         arr = np.array([np.nan if G.missing(v) else float(v) for v in values])
-        lo, hi = np.nanmin(arr), np.nanmax(arr)
-        log = lo > 0 and hi / lo >= 100
+        lo, hi = float(np.nanmin(arr)), float(np.nanmax(arr))
+        log = lo > 0 and (log or hi / lo >= 100)
         f = np.log10 if log else (lambda a: a)
-        span = f(hi) - f(lo)
-        pos = (f(arr) - f(lo)) / span if span > 0 else np.where(np.isnan(arr), np.nan, 0.5)
         uniq = sorted(set(present))
-        if len(uniq) > 6:
-            marks = [t for t in (LogLocator() if log else MaxNLocator(5)).tick_values(lo, hi) if lo <= t <= hi]
-            return pos, [((f(t) - f(lo)) / span, f"{t:.4g}") for t in marks or [lo, hi]]
-        return pos, [((f(u) - f(lo)) / span if span > 0 else 0.5, f"{u:.4g}" if is_metric else G.fmt(u))
-                     for u in uniq]
+        if all(isinstance(v, int) for v in uniq) and len(uniq) <= VALUE_TICKS or lo == hi:
+            marks = [float(u) for u in uniq]
+        else:
+            marks = _round_ticks(lo, hi, log)
+            lo, hi = min(lo, marks[0]), max(hi, marks[-1])
+        span = float(f(hi) - f(lo))
+        where = (lambda a: (f(a) - f(lo)) / span) if span > 0 else (lambda a: np.where(np.isnan(a), np.nan, 0.5))
+        texts = [N.number(t) for t in marks]
+        if len(set(texts)) < len(texts):  # close round numbers: as many digits as keep them apart
+            texts = [N.distinct(marks, fmt=N.number)(t) for t in marks]
+        return (where(arr), [(float(where(np.array(t))), text) for t, text in zip(marks, texts, strict=True)],
+                "log" if log else "linear")
     cats = sorted(dict.fromkeys(str(v) for v in present), key=G.natural_key)
     where = {c: (i / (len(cats) - 1) if len(cats) > 1 else 0.5) for i, c in enumerate(cats)}
-    return np.array([np.nan if G.missing(v) else where[str(v)] for v in values]), [(where[c], c) for c in cats]
+    return (np.array([np.nan if G.missing(v) else where[str(v)] for v in values]), [(where[c], c) for c in cats],
+            "categorical")
 
 
 def parallel_coordinates(data: SweepData) -> pd.DataFrame:
     """One polyline per run with a metric value across the swept parameters and the metric: rows ``kind``
     ``run`` (``run``, ``state``, ``axis``, ``axis_index``, ``position`` in [0, 1], the run's ``metric``,
     ``dashed`` when it did not complete) and ``tick`` (``axis``, ``axis_index``, ``position``, ``text``);
-    ``attrs["norm"]`` is the colour scale of the complete runs' metric (``linear`` or ``log``, low, high)."""
+    ``attrs["norm"]`` is the colour scale of the complete runs' metric (``linear`` or ``log``, low, high),
+    ``attrs["scales"]`` each axis's scale (``log`` for a log-distributed parameter, ``linear``, ``categorical``;
+    :func:`_axis`). Every swept parameter is an axis, one the runs share included."""
     name, title = "parallel_coordinates", f"Parallel coordinates: swept parameters and {data.metric}"
     if data.is_empty():
         return empty(name, title, data)
@@ -641,9 +679,11 @@ def parallel_coordinates(data: SweepData) -> pd.DataFrame:
     metric = sub["value"].to_numpy(dtype=float)
     complete = np.array([states.get(r) == "complete" for r in runs])
     parts = []
+    scales = {}
     for i, p in enumerate([*params, "value"]):
-        pos, ticks = _axis([G.python(x) for x in sub[p].tolist()], p == "value")
+        pos, ticks, scale = _axis([G.python(x) for x in sub[p].tolist()], log=p in data.log_params)
         axis = data.metric if p == "value" else p
+        scales[axis] = scale
         parts.append(pd.DataFrame({"kind": "run", "run": runs, "state": [states.get(r) for r in runs], "axis": axis,
                                    "axis_index": i, "position": pos, "metric": metric, "dashed": ~complete}))
         parts.append(pd.DataFrame({"kind": "tick", "axis": axis, "axis_index": i,
@@ -654,9 +694,11 @@ def parallel_coordinates(data: SweepData) -> pd.DataFrame:
     norm = ("log", lo, hi) if lo > 0 and hi / lo >= 1000 else ("linear", lo, hi if hi > lo else lo + 1e-9)
     n = int(complete.sum())
     partial = f", {len(runs) - n} that did not complete, grey and dashed" if len(runs) > n else ""
+    logs = [p for p in params if scales[p] == "log"]
+    logs = f" Log scale: {', '.join(logs)}." if logs else ""
     caption = (f"Each line is one run ({C.group_noun(n, 'complete run')}{partial}) across the swept parameters "
-               f"({', '.join(params)}) and {data.metric}, coloured by {data.metric}. {C.runs_sentence(runs)}"
+               f"({', '.join(params)}) and {data.metric}, coloured by {data.metric}.{logs} {C.runs_sentence(runs)}"
                f"{C.missing_note(G.order_runs(data), runs, states, 'metric value')}")
     df.attrs.update(name=name, title=title, caption=caption, runs=runs, layout="parallel",
-                    axes=[*params, data.metric], norm=norm, colorbar_label=metric_label(data))
+                    axes=[*params, data.metric], norm=norm, colorbar_label=metric_label(data), scales=scales)
     return df

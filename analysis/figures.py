@@ -48,6 +48,7 @@ session's backend; importing this module does not switch it): no pyplot state, n
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -65,14 +66,18 @@ from cvae.analysis.load import SweepData
 from matplotlib.figure import Figure
 
 __all__ = [
-    "DPI", "FIGURES", "LABELS", "MIN_IMPORTANCE_RUNS", "WIDTH", "FigureResult", "Importances",
-    "applicable_figures", "palette", "param_importances", "render_all", "render_compare", "render_kl_beta_psnr",
+    "DPI", "FIGURES", "LABELS", "MAX_PANELS", "MIN_IMPORTANCE_RUNS", "WIDTH", "FigureResult", "Importances",
+    "applicable_figures", "not_drawn", "palette", "param_importances", "render_all", "render_compare", "render_kl_beta_psnr",
     "render_kl_loss", "render_kl_psnr", "render_ndim_psnr", "render_optimization_history",
     "render_parallel_coordinates", "render_param_importances", "render_psnr_per_frame", "render_tfr_loss",
     "render_tfr_psnr", "render_uses", "save_figure",
 ]
 
 DPI = 130
+MAX_PANELS = 9
+"""A schedule figure (``tfr_loss``, ``tfr_psnr``, ``kl_beta_psnr``) has one panel per configuration: with more than
+this many (a sampled, continuous teacher-forcing ratio gives each run its own) it is not drawn by default
+(:func:`not_drawn` says why; ``parallel_coordinates`` shows the runs)."""
 
 
 @dataclass
@@ -160,12 +165,12 @@ def render_parallel_coordinates(data: SweepData) -> FigureResult:
 
 
 # -- registry ---------------------------------------------------------------------------------------------------
-def _tf_varies(data: SweepData) -> bool:
-    return not data.is_empty() and len(tf_groups(data).order) > 1
+def _tf_varies(data: SweepData, max_groups: float = math.inf) -> bool:
+    return not data.is_empty() and 1 < len(tf_groups(data).order) <= max_groups
 
 
-def _kl_varies(data: SweepData) -> bool:
-    return not data.is_empty() and len(kl_groups(data).order) > 1
+def _kl_varies(data: SweepData, max_groups: float = math.inf) -> bool:
+    return not data.is_empty() and 1 < len(kl_groups(data).order) <= max_groups
 
 
 def _epochs_have(data: SweepData, *columns: str) -> bool:
@@ -186,9 +191,10 @@ def _importances_applicable(data: SweepData) -> bool:
 
 
 FIGURES: dict[str, tuple[Callable[[SweepData], bool], Callable[[SweepData], FigureResult]]] = {
-    "tfr_loss": (lambda d: _tf_varies(d) and _epochs_have(d, "tfr", "train_loss"), render_tfr_loss),
-    "tfr_psnr": (lambda d: _tf_varies(d) and _epochs_have(d, "tfr", "val_psnr"), render_tfr_psnr),
-    "kl_beta_psnr": (lambda d: _kl_varies(d) and _epochs_have(d, "beta", "val_psnr"), render_kl_beta_psnr),
+    "tfr_loss": (lambda d: _tf_varies(d, MAX_PANELS) and _epochs_have(d, "tfr", "train_loss"), render_tfr_loss),
+    "tfr_psnr": (lambda d: _tf_varies(d, MAX_PANELS) and _epochs_have(d, "tfr", "val_psnr"), render_tfr_psnr),
+    "kl_beta_psnr": (lambda d: _kl_varies(d, MAX_PANELS) and _epochs_have(d, "beta", "val_psnr"),
+                     render_kl_beta_psnr),
     "kl_psnr": (lambda d: _kl_varies(d) and _epochs_have(d, "val_psnr"), render_kl_psnr),
     "kl_loss": (lambda d: _kl_varies(d) and _epochs_have(d, "train_loss"), render_kl_loss),
     "psnr_per_frame": (lambda d: not d.is_empty() and has(d.frames, "psnr"), render_psnr_per_frame),
@@ -206,6 +212,27 @@ FIGURES: dict[str, tuple[Callable[[SweepData], bool], Callable[[SweepData], Figu
 def applicable_figures(data: SweepData) -> list[str]:
     """The names of the figures the data supports, in :data:`FIGURES` order (none for an empty sweep)."""
     return [name for name, (ok, _) in FIGURES.items() if ok(data)]
+
+
+def not_drawn(data: SweepData) -> dict[str, str]:
+    """The figures a sweep's records call for that :func:`applicable_figures` leaves out, each with why, for the
+    CLI and the report to say: the parameter importances of a sweep with too few complete trials
+    (``importances need at least 4 complete trials with a val/psnr value, this sweep has 2``) or another reason
+    (one parameter varies, the metric is the same for all), a schedule figure with more than :data:`MAX_PANELS`
+    panels. Empty for an empty sweep or one without swept parameters."""
+    out: dict[str, str] = {}
+    if data.is_empty() or not data.params:
+        return out
+    for name, groups, noun, columns in (("tfr_loss", tf_groups, "teacher-forcing", ("tfr", "train_loss")),
+                                        ("tfr_psnr", tf_groups, "teacher-forcing", ("tfr", "val_psnr")),
+                                        ("kl_beta_psnr", kl_groups, "KL annealing", ("beta", "val_psnr"))):
+        n = len(groups(data).order)
+        if n > MAX_PANELS and _epochs_have(data, *columns):
+            out[name] = (f"{n} {noun} configurations, one panel each is more than {MAX_PANELS}: parallel_coordinates "
+                         f"shows them (or draw it anyway with --only {name})")
+    if not _importances_applicable(data):
+        out["param_importances"] = importance_inputs(data)[3]
+    return out
 
 
 def save_figure(result: FigureResult, out_dir: str | Path, *, dpi: int = DPI) -> tuple[Path, Path]:

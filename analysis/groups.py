@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from cvae.analysis.load import SweepData
+from cvae.analysis import numbers
+from cvae.analysis.load import SweepData, run_labels
 from cvae.core.config import FLAT_KEYS
 from matplotlib import colormaps
 from matplotlib.colors import to_hex
@@ -39,16 +40,14 @@ def missing(value: Any) -> bool:
 
 
 def fmt(value: Any) -> str:
-    """A config value as the reports write it: 1.0, 0.05, 10, cyclical."""
-    if missing(value):
-        return "—"
-    if isinstance(value, bool | np.bool_):
-        return str(bool(value))
-    if isinstance(value, int | np.integer):
-        return str(int(value))
-    if isinstance(value, float | np.floating):
-        return repr(float(value))
-    return str(value)
+    """A config value as the reports write it: 1.0, 0.05, 0.00221, 10, cyclical (:func:`.numbers.value`)."""
+    return numbers.value(value)
+
+
+def formatter(values: Iterable[Any]) -> Callable[[Any], str]:
+    """:func:`fmt` for one column's ``values`` that prints different values differently
+    (:func:`.numbers.distinct`): runs grouped by the text stay apart."""
+    return numbers.distinct(values)
 
 
 def python(value: Any) -> Any:
@@ -176,15 +175,16 @@ def schedule_groups(data: SweepData, kind: str) -> Groups:
         if says:
             choices.append(p)
     shown_cols = cols if kind == "tf" else [k for k in cols if k in varying_cols or k == "kl_anneal_type"]
+    fmts = {k: formatter(runs[k].tolist()) for k in [*shown_cols, *choices]}
 
     def settings_of(i: int) -> str:
-        return ", ".join(f"{short[k]}={fmt(runs[k].iloc[i])}" if short[k] else fmt(runs[k].iloc[i])
+        return ", ".join(f"{short[k]}={fmts[k](runs[k].iloc[i])}" if short[k] else fmts[k](runs[k].iloc[i])
                          for k in shown_cols)
 
     of_run, order, settings = {}, [], {}
     for i, run in enumerate(order_runs(data)):
         if choices:
-            title = ", ".join(fmt(runs[c].iloc[i]) for c in choices)
+            title = ", ".join(fmts[c](runs[c].iloc[i]) for c in choices)
         else:
             title = settings_of(i) if cols else "all runs"
         of_run[run] = title
@@ -203,15 +203,14 @@ def kl_groups(data: SweepData) -> Groups:
 
 
 def sublabels(data: SweepData, absorbed: set[str]) -> dict[str, str]:
-    """Each run's label without the absorbed parameters (the loader's format: ``TF1``, ``N_dim=12``)."""
+    """Each run's label without the absorbed parameters (the loader's format: ``TF1``, ``N_dim=12``, numbers
+    rounded); empty where no other parameter is swept."""
     runs = data.runs
     others = [p for p in data.params if p not in absorbed and p in runs.columns]
-    columns = {p: runs[p].tolist() for p in others}
-    out = {}
-    for i, run in enumerate(runs["run"].tolist()):
-        present = [(p, columns[p][i]) for p in others if not missing(columns[p][i])]
-        out[str(run)] = ", ".join(str(v) if p not in FLAT_KEYS else f"{p}={v}" for p, v in present)
-    return out
+    if not others:
+        return {str(r): "" for r in runs["run"]}
+    labels = run_labels(runs, others)
+    return {str(r): ("" if text == "base" else text) for r, text in zip(runs["run"], labels, strict=True)}
 
 
 def value_groups(data: SweepData, param: str) -> Groups:
@@ -219,9 +218,10 @@ def value_groups(data: SweepData, param: str) -> Groups:
     numbers in numeric order."""
     col = data.runs[param]
     numeric = pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col)
+    shown = formatter(col.tolist())
 
     def text(v: Any) -> str:
-        return f"{param}={fmt(v)}" if param in FLAT_KEYS else fmt(v)
+        return f"{param}={shown(v)}" if param in FLAT_KEYS else shown(v)
 
     of_run = {str(r): text(v) for r, v in zip(data.runs["run"], col, strict=True)}
     values_ = list(dict.fromkeys(col.tolist()))
@@ -232,5 +232,7 @@ def value_groups(data: SweepData, param: str) -> Groups:
 
 
 def pooled_over(data: SweepData, absorbed: set[str]) -> list[str]:
-    """The swept parameters a grouping does not account for (its lines pool over them)."""
-    return [p for p in data.params if p not in absorbed]
+    """The swept parameters a grouping does not account for and whose values differ between runs (its lines
+    pool over them; a categorical the sampler gave one value pools nothing)."""
+    return [p for p in data.params if p not in absorbed
+            and (p not in data.runs or data.runs[p].astype(str).nunique(dropna=False) > 1)]

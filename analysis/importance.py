@@ -18,21 +18,31 @@ from cvae.analysis.load import SweepData
 
 MIN_IMPORTANCE_RUNS = 4
 """Complete runs (with a metric value) below which importances are noise and not computed."""
+FEW_IMPORTANCE_RUNS = 10
+"""Complete runs below which importances are computed but rough: their caption says so."""
+
+
+def too_few_reason(n_runs: int, metric: str) -> str:
+    """Why no importances: ``importances need at least 4 complete trials with a val/psnr value, this sweep has 2``."""
+    return (f"importances need at least {MIN_IMPORTANCE_RUNS} complete trials with a {metric} value, this sweep has "
+            f"{n_runs}")
 
 
 class Importances(dict):
     """Parameter -> importance (sums to 1, most important first).
 
     ``reason`` says why it is empty; ``method`` how it was computed; ``n_runs`` the complete runs it used;
-    ``left_out`` the swept parameters missing in some of them (conditional ones)."""
+    ``left_out`` the swept parameters missing in some of them (conditional ones); ``one_value`` those with one
+    value in all of them (a categorical the sampler gave one value), not ranked."""
 
     def __init__(self, values: Mapping[str, float] | None = None, *, reason: str = "", n_runs: int = 0,
-                 left_out: Sequence[str] = (), method: str = ""):
+                 left_out: Sequence[str] = (), method: str = "", one_value: Sequence[str] = ()):
         super().__init__(values or {})
         self.reason = reason
         self.n_runs = n_runs
         self.left_out = list(left_out)
         self.method = method
+        self.one_value = list(one_value)
 
 
 def complete_with_values(data: SweepData) -> pd.DataFrame:
@@ -48,8 +58,7 @@ def importance_inputs(data: SweepData) -> tuple[pd.DataFrame, list[str], list[st
     """(complete runs with a value, the varying swept parameters, those left out, why not computable or "")."""
     ok = complete_with_values(data)
     if len(ok) < MIN_IMPORTANCE_RUNS:
-        return ok, [], [], (f"{len(ok)} complete run(s) with a {data.metric} value: importances need at least "
-                            f"{MIN_IMPORTANCE_RUNS}")
+        return ok, [], [], too_few_reason(len(ok), data.metric)
     params = [p for p in data.params if p in ok.columns]
     left_out = [p for p in params if ok[p].isna().any()]
     varying = [p for p in params if p not in left_out and ok[p].astype(str).nunique() > 1]
@@ -78,9 +87,11 @@ def evaluator(n_runs: int, seed: int) -> tuple[Any, str]:
     return FanovaImportanceEvaluator(seed=seed), "fANOVA: each parameter's share of the metric's variance"
 
 
-def _distributions(ok: pd.DataFrame, varying: Sequence[str]) -> tuple[dict[str, Any], dict[str, Callable]]:
-    """Optuna distributions of the observed values: int/float ranges (log where they span two decades),
-    categorical for booleans and text; with the conversion of each value."""
+def _distributions(ok: pd.DataFrame, varying: Sequence[str], log_params: Sequence[str] = ()
+                   ) -> tuple[dict[str, Any], dict[str, Callable]]:
+    """Optuna distributions of the observed values: int/float ranges (log for ``log_params``, the
+    log-distributed ones, and where they span two decades), categorical for booleans and text; with the
+    conversion of each value."""
     from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
     dists: dict[str, Any] = {}
@@ -89,7 +100,7 @@ def _distributions(ok: pd.DataFrame, varying: Sequence[str]) -> tuple[dict[str, 
         vals = [python(v) for v in ok[p].tolist()]
         if all(isinstance(v, int | float) and not isinstance(v, bool) for v in vals):
             low, high = min(vals), max(vals)
-            log = low > 0 and high / low >= 100
+            log = low > 0 and (p in log_params or high / low >= 100)
             if all(isinstance(v, int) for v in vals):
                 dists[p], convert[p] = IntDistribution(int(low), int(high), log=log), int
             else:
@@ -123,7 +134,8 @@ def param_importances(data: SweepData, *, seed: int = 0) -> Importances:
     ok, varying, left_out, reason = importance_inputs(data)
     if reason:
         return Importances(reason=reason, n_runs=len(ok), left_out=left_out)
-    dists, convert = _distributions(ok, varying)
+    one_value = [p for p in data.params if p in ok.columns and p not in varying and p not in left_out]
+    dists, convert = _distributions(ok, varying, data.log_params)
     fitter, method = evaluator(len(ok), seed)
     level = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -137,8 +149,8 @@ def param_importances(data: SweepData, *, seed: int = 0) -> Importances:
             result = get_param_importances(study, evaluator=fitter)
     except Exception as err:  # noqa: BLE001 - a fit that fails is a figure that says why
         return Importances(reason=f"the importance fit failed ({type(err).__name__}: {err})", n_runs=len(ok),
-                           left_out=left_out, method=method)
+                           left_out=left_out, method=method, one_value=one_value)
     finally:
         optuna.logging.set_verbosity(level)
     ordered = dict(sorted(((k, float(v)) for k, v in result.items()), key=lambda kv: -kv[1]))
-    return Importances(ordered, n_runs=len(ok), left_out=left_out, method=method)
+    return Importances(ordered, n_runs=len(ok), left_out=left_out, method=method, one_value=one_value)

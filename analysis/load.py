@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from cvae.analysis.numbers import distinct
 from cvae.core import safe_yaml
 
 # The training config's key names only (no torch): they tell a named choice (TF1) from a training key.
@@ -68,6 +69,9 @@ from cvae.schema import (
     trial_row,
 )
 
+LOG_DISTRIBUTIONS = ("log_uniform", "log_uniform_values", "inv_log_uniform", "inv_log_uniform_values",
+                     "q_log_uniform", "q_log_uniform_values")
+"""A spec's (W&B's) distributions whose values spread evenly in log: their parameter is drawn on a log axis."""
 RUN_COLUMNS = ["run", "trial", "state", "value", "best_epoch", "epochs_done", "duration_s", "replicate",
                "config_id", "label", "reason"]
 LATENTS = ["run", *LATENT_COLUMNS]
@@ -86,7 +90,9 @@ class SweepData:
     epochs: pd.DataFrame
     frames: pd.DataFrame
     params: list[str]
-    """Swept parameters whose values differ between runs, in spec order."""
+    """Swept parameters, in spec order: those the spec (or the Optuna study) gives several values or a range,
+    whether or not the sampler happened to pick different ones, and, where the source does not say, those whose
+    values differ between runs. A constant of the spec is left out."""
     name: str = "sweep"
     metric: str = "val/psnr"
     goal: str = "maximize"
@@ -95,6 +101,9 @@ class SweepData:
     extra: dict[str, Any] = field(default_factory=dict)
     latents: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=LATENTS))
     """One row per run, validation and latent channel (empty when the source has none)."""
+    log_params: list[str] = field(default_factory=list)
+    """The parameters of :attr:`params` drawn on a log axis: log-distributed in the spec
+    (:data:`LOG_DISTRIBUTIONS`) or in the Optuna study (``log=True``)."""
 
     @property
     def metric_field(self) -> str:
@@ -104,12 +113,21 @@ class SweepData:
         return self.runs.empty
 
 
-def _label(params: dict[str, Any]) -> str:
-    """A configuration's name: a named choice (TF1) alone, training keys as key=value."""
-    parts = []
-    for key, value in params.items():
-        parts.append(str(value) if key not in FLAT_KEYS else f"{key}={value}")
+def _label(texts: dict[str, str]) -> str:
+    """A configuration's name from its parameters' displayed values: a named choice (TF1) alone, training keys
+    as key=value."""
+    parts = [text if key not in FLAT_KEYS else f"{key}={text}" for key, text in texts.items()]
     return ", ".join(parts) if parts else "base"
+
+
+def run_labels(runs: pd.DataFrame, params: Sequence[str]) -> list[str]:
+    """Each run's label from its values of ``params`` (a missing value left out), numbers rounded for people
+    (:func:`~.numbers.distinct`: different values stay different, so are different configurations)."""
+    params = [p for p in params if p in runs]
+    columns = {p: runs[p].tolist() for p in params}
+    fmts = {p: distinct(columns[p]) for p in params}
+    return [_label({p: fmts[p](columns[p][i]) for p in params if not _missing(columns[p][i])})
+            for i in range(len(runs))]
 
 
 def _varying(runs: pd.DataFrame, names: list[str]) -> list[str]:
@@ -120,19 +138,69 @@ def _varying(runs: pd.DataFrame, names: list[str]) -> list[str]:
     return out
 
 
+@dataclass
+class Swept:
+    """What a source says of its parameters: ``swept`` those given several values or a range (not a constant),
+    ``log`` the log-distributed ones."""
+
+    swept: set[str] = field(default_factory=set)
+    log: set[str] = field(default_factory=set)
+
+
+def spec_swept(spec: dict[str, Any] | None) -> Swept | None:
+    """:class:`Swept` of a spec's ``parameters`` (W&B syntax: ``value``, ``values``, ``distribution``, ``min``,
+    ``max``); None without any."""
+    params = (spec or {}).get("parameters")
+    if not isinstance(params, dict):
+        return None
+    out = Swept()
+    for name, p in params.items():
+        name = str(name)
+        if not isinstance(p, dict):
+            continue
+        dist = p.get("distribution")
+        if dist == "constant" or "value" in p or (isinstance(p.get("values"), list) and len(p["values"]) < 2):
+            continue
+        out.swept.add(name)
+        if dist in LOG_DISTRIBUTIONS:
+            out.log.add(name)
+    return out
+
+
+def study_swept(trials: Sequence[Any]) -> Swept:
+    """:class:`Swept` of an Optuna study's trials' distributions (a categorical of one choice is a constant)."""
+    out = Swept()
+    for t in trials:
+        for name, dist in t.distributions.items():
+            choices = getattr(dist, "choices", None)
+            if len(choices) > 1 if choices is not None else dist.low < dist.high:
+                out.swept.add(name)
+            if getattr(dist, "log", False):
+                out.log.add(name)
+    return out
+
+
+def _swept_params(runs: pd.DataFrame, param_order: list[str], swept: Swept | None) -> list[str]:
+    """The parameters of :attr:`SweepData.params`, in ``param_order``: those the source says are swept (a
+    categorical the sampler gave one value included) that some run has, and those whose values differ between
+    runs (where the source does not say, or its spec was edited between runs). A constant that every run shares
+    is left out."""
+    said = swept.swept if swept else set()
+    varying = set(_varying(runs, param_order))
+    return [p for p in param_order if p in runs and runs[p].notna().any() and (p in varying or p in said)]
+
+
 def _finish(runs_rows: list[dict], epochs_rows: list[dict], frames_rows: list[dict], param_order: list[str],
-            latents_rows: list[dict] = (), **kw: Any) -> SweepData:
+            latents_rows: list[dict] = (), swept: Swept | None = None, **kw: Any) -> SweepData:
     runs = pd.DataFrame(runs_rows)
     if runs.empty:
         runs = pd.DataFrame(columns=RUN_COLUMNS)
     for col in RUN_COLUMNS:
         if col not in runs:
             runs[col] = None
-    params = _varying(runs, param_order)
-    runs["label"] = [
-        _label({p: row[p] for p in params if p in row and not _missing(row[p])})
-        for _, row in runs.iterrows()
-    ]
+    params = _swept_params(runs, param_order, swept)
+    log_params = [p for p in params if swept and p in swept.log]
+    runs["label"] = run_labels(runs, params)
     runs = runs.sort_values(["trial", "run"], na_position="last", kind="stable").reset_index(drop=True)
     epochs = pd.DataFrame(epochs_rows, columns=None if epochs_rows else ["run", "epoch"])
     frames = pd.DataFrame(frames_rows, columns=None if frames_rows else ["run", "epoch", "frame", "psnr"])
@@ -143,7 +211,8 @@ def _finish(runs_rows: list[dict], epochs_rows: list[dict], frames_rows: list[di
     latents = pd.DataFrame(list(latents_rows), columns=LATENTS)
     if not latents.empty:
         latents = latents.sort_values(["run", "epoch", "channel"], kind="stable").reset_index(drop=True)
-    return SweepData(runs=runs, epochs=epochs, frames=frames, params=params, latents=latents, **kw)
+    return SweepData(runs=runs, epochs=epochs, frames=frames, params=params, latents=latents, log_params=log_params,
+                     **kw)
 
 
 def _known(values: Any) -> dict[str, float]:
@@ -313,8 +382,8 @@ def load_local(runs_dir: str | os.PathLike) -> SweepData:
     if not runs_rows:
         raise AnalysisError(f"{root}: none of its {skipped} run(s) could be read (see the warnings above)")
     name = (spec or {}).get("name") or root.name
-    return _finish(runs_rows, epochs_rows, frames_rows, param_order, latents_rows, name=name, metric=metric,
-                   goal=goal, source=str(root), spec=spec)
+    return _finish(runs_rows, epochs_rows, frames_rows, param_order, latents_rows, swept=spec_swept(spec), name=name,
+                   metric=metric, goal=goal, source=str(root), spec=spec)
 
 
 # -- Optuna storage -------------------------------------------------------------------------------------------
@@ -349,7 +418,8 @@ def from_study(st: Any, source: str = "") -> SweepData:
     metric = spec_attrs.get("metric", "val/psnr")
     field_name = metric_column(metric)
     chains: dict[int, list] = {}
-    for t in st.get_trials(deepcopy=False):
+    trials = st.get_trials(deepcopy=False)
+    for t in trials:
         if t.state.name == "WAITING" and "failed_trial" in t.system_attrs:
             continue  # a queued retry: its chain's row already says what happened
         chains.setdefault(int(t.system_attrs.get("failed_trial", t.number)), []).append(t)
@@ -384,7 +454,7 @@ def from_study(st: Any, source: str = "") -> SweepData:
             if field_name == "val_psnr" and "val_psnr_copy_first" in refs:
                 row[MARGIN_COLUMN] = v - refs["val_psnr_copy_first"]
             epochs_rows.append(row)
-    return _finish(runs_rows, epochs_rows, [], order, name=st.study_name, metric=metric,
+    return _finish(runs_rows, epochs_rows, [], order, swept=study_swept(trials), name=st.study_name, metric=metric,
                    goal="maximize" if st.direction.name == "MAXIMIZE" else "minimize", source=source)
 
 

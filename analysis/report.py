@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 from cvae.analysis.load import SweepData
+from cvae.analysis.numbers import number
 from cvae.analysis.table import EVAL_NOTE, NO_DROP_DB, config_table, eval_cells, fmt_ci
 
 CSS = """
@@ -64,7 +65,7 @@ def _table_html(data: SweepData, table: pd.DataFrame) -> str:
         cells = [html.escape(str(r.configuration)), str(r.runs),
                  fmt_ci(r[f"final_{field}"], r[f"final_{field}_ci95"], unit),
                  fmt_ci(r[f"best_{field}"], r[f"best_{field}_ci95"], unit), margin,
-                 "-" if math.isnan(r.best_epoch) else f"{r.best_epoch:.1f}",
+                 "-" if math.isnan(r.best_epoch) else number(r.best_epoch),
                  "-" if math.isnan(r.train_time_s) else f"{r.train_time_s:.0f} s",
                  str(r.complete), str(r.pruned), str(r.failed), str(r.running)]
         cls = ' class="best"' if i == 0 else ""
@@ -164,13 +165,21 @@ def _rollouts(data: SweepData, table: pd.DataFrame) -> str:
     return f'<div class="rollouts">{"".join(cells)}</div>'
 
 
+def _not_drawn_html(reasons: dict[str, str]) -> str:
+    """The figures left out, each with why (``param_importances: importances need at least 4 ...``)."""
+    if not reasons:
+        return ""
+    items = "".join(f"<li><b>{html.escape(name)}</b>: {html.escape(why)}.</li>" for name, why in reasons.items())
+    return f'<div id="not-drawn" class="meta"><p>Not drawn:</p><ul>{items}</ul></div>'
+
+
 def build_report(data: SweepData, out: str | Path, *, only=None) -> Path:
     """Write the report to ``out`` and return its path.
 
     Sections: the sweep's summary, its spec, the configuration table, every applicable figure with its
     caption, and sample rollouts of the best and worst configurations.
     """
-    from cvae.analysis.figures import render_all
+    from cvae.analysis.figures import not_drawn, render_all
 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -188,8 +197,10 @@ def build_report(data: SweepData, out: str | Path, *, only=None) -> Path:
     best = ""
     if not table.empty:
         field = data.metric_field
-        best = (f'<div class="card"><span>best configuration</span><b>{html.escape(str(table.iloc[0].configuration))}'
-                f'</b>{fmt_ci(table.iloc[0][f"best_{field}"], table.iloc[0][f"best_{field}_ci95"])}</div>')
+        unit = " dB" if field.endswith("psnr") else ""
+        best = (f'<div class="card" id="best-configuration"><span>best configuration</span>'
+                f'<b>{html.escape(str(table.iloc[0].configuration))}</b>{html.escape(data.metric)} '
+                f'{fmt_ci(table.iloc[0][f"best_{field}"], table.iloc[0][f"best_{field}_ci95"], unit)}</div>')
     cards = "".join(
         f'<div class="card"><span>{k}</span><b>{v}</b></div>'
         for k, v in [("runs", len(data.runs)), *((s, counts.get(s, 0)) for s in ("complete", "pruned", "failed", "running"))]
@@ -215,6 +226,7 @@ epoch minus copying the first frame of each validation clip. Sorted best first.<
 {_uses_html(table)}
 <h2>Figures</h2>
 {"".join(figures) or "<p>No figure applies to these runs.</p>"}
+{_not_drawn_html(not_drawn(data) if only is None else {})}
 <h2>Sample rollouts</h2>
 {_rollouts(data, table)}
 <h2>Spec</h2>

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from cvae.analysis.load import SweepData
+from cvae.analysis.numbers import number
 from cvae.analysis.stats import mean_ci
 
 __all__ = ["EVAL_COLUMNS", "EVAL_MEASURES", "at_value_epoch", "config_table", "eval_cells", "eval_measures", "fmt_ci", "mean_ci",
@@ -198,7 +199,7 @@ def render_terminal(data: SweepData, table: pd.DataFrame):
         out.add_row(
             str(r.configuration), str(r.runs), fmt_ci(r[f"final_{field}"], r[f"final_{field}_ci95"], unit),
             fmt_ci(r[f"best_{field}"], r[f"best_{field}_ci95"], unit), margin,
-            "-" if math.isnan(r.best_epoch) else f"{r.best_epoch:.1f}",
+            "-" if math.isnan(r.best_epoch) else number(r.best_epoch),
             "-" if math.isnan(r.train_time_s) else f"{r.train_time_s:.0f} s",
             f"{r.complete}/{r.pruned}/{r.failed}/{r.running}",
         )

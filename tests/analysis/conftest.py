@@ -4,6 +4,8 @@
   W&B offline: named teacher-forcing choices TF1/TF3 x KL annealing cyclical/none x 2 replicates, 3 epochs,
   a 24-frame validation rollout. Returns a ``SweepRecords`` with the output folder, the SQLite storage URL,
   the study name and the W&B folder. Read-only: copy it before changing anything.
+- ``tpe_records`` (session): a TPE sweep's records, written without training by
+  :func:`tpe_records.write_tpe_records` (10 trials, a log-uniform ``lr``); read-only too.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from tpe_records import TpeRecords, write_tpe_records
 
 
 @dataclass(frozen=True)
@@ -70,3 +73,9 @@ def sweep_records(tiny_dataset, tmp_path_factory) -> SweepRecords:
             else:
                 os.environ[k] = v
     return SweepRecords(root / "runs", spec.storage, spec.name, root / "wandb", spec_path)
+
+
+@pytest.fixture(scope="session")
+def tpe_records(tmp_path_factory) -> TpeRecords:
+    """:func:`write_tpe_records` once (read-only: copy it before changing anything)."""
+    return write_tpe_records(tmp_path_factory.mktemp("tpe-records"))

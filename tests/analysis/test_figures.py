@@ -525,12 +525,18 @@ def test_parallel_coordinates_one_line_per_run(tf_data):
     assert df.attrs["axes"] == ["tf_schedule", "N_dim", "val/psnr"]
     assert sorted(set(runs["run"])) == list(tf_data.runs.run) and runs.groupby("run").size().eq(3).all()
     pos = runs.pivot(index="run", columns="axis", values="position")
-    # categorical axis: TF1, TF2, TF3 at 0, 0.5, 1; N_dim 12 and 32 at its ends; the metric spans min..max
+    # categorical axis: TF1, TF2, TF3 at 0, 0.5, 1; N_dim 12 and 32 at its ends (a tick at each value); the
+    # metric (22 to 27.2 dB) on a linear axis between the round ticks around it, 22 and 28 dB
     assert pos.loc[["t0000", "t0004", "t0008"], "tf_schedule"].tolist() == [0.0, 0.5, 1.0]
     assert pos.loc[["t0000", "t0002"], "N_dim"].tolist() == [0.0, 1.0]
-    assert pos["val/psnr"].min() == 0.0 and pos["val/psnr"].max() == 1.0
+    assert pos["val/psnr"].min() == 0.0 and pos["val/psnr"].max() == pytest.approx(5.2 / 6)
     ticks = df[df["kind"] == "tick"]
     assert ticks[ticks["axis"] == "tf_schedule"]["text"].tolist() == ["TF1", "TF2", "TF3"]
+    assert ticks[ticks["axis"] == "N_dim"]["text"].tolist() == ["12", "32"]
+    metric_ticks = ticks[ticks["axis"] == "val/psnr"]
+    assert metric_ticks["text"].tolist() == ["22", "24", "26", "28"]
+    assert metric_ticks["position"].tolist() == pytest.approx([0, 1 / 3, 2 / 3, 1])
+    assert df.attrs["scales"] == {"tf_schedule": "categorical", "N_dim": "linear", "val/psnr": "linear"}
     assert df.attrs["norm"] == ("linear", 22.0, pytest.approx(27.2))
     assert not runs["dashed"].any() and "12 complete runs" in df.attrs["caption"]
 
