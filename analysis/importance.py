@@ -44,6 +44,16 @@ class Importances(dict):
         self.method = method
         self.one_value = list(one_value)
 
+    @property
+    def caveat(self) -> str:
+        """What to say beside the importances: why there are none, that few trials make them rough, or ""."""
+        if not self:
+            return self.reason
+        if self.n_runs < FEW_IMPORTANCE_RUNS:
+            return (f"from only {self.n_runs} complete trials (fewer than {FEW_IMPORTANCE_RUNS}): rough, a ranking "
+                    "more trials may change")
+        return ""
+
 
 def complete_with_values(data: SweepData) -> pd.DataFrame:
     """The complete runs that have a metric value, ``value`` numeric."""

@@ -85,12 +85,17 @@ def log_sweep_summary(*, project: str, entity: str | None, group: str, name: str
         if values:
             table = wandb.Table(columns=["parameter", "importance"],
                                 data=sorted(([k, v] for k, v in values.items()), key=lambda kv: -kv[1]))
-            data["sweep/param_importance"] = wandb.plot.bar(table, "parameter", "importance",
-                                                            title="Parameter importance")
+            n = getattr(importances, "n_runs", 0)
+            data["sweep/param_importance"] = wandb.plot.bar(
+                table, "parameter", "importance", title=f"Parameter importance ({n} complete trials)" if n else
+                "Parameter importance")
         if data:
             run.log(data)
         summary: dict[str, Any] = {"n_trials": len(trials)}
         summary.update({f"importance/{k}": v for k, v in values.items()})
+        caveat = getattr(importances, "caveat", "")
+        if caveat:  # no importances and why, or why they are rough: beside them, not in a log only
+            summary["importance_note"] = caveat
         if best:
             summary.update({f"best/{k}": v for k, v in best.items()})
         run.summary.update(summary)

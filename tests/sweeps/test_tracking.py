@@ -24,9 +24,12 @@ def test_sweep_summary_run(wandb_dir: Path) -> None:
         {"number": 3, "state": "complete", "value": 22.0, "epochs": 5, "path": wandb_dir},
     ]
     spec_text = "name: study-a\nmethod: tpe\nmetric: {name: val/psnr, goal: maximize}\n"
+    from cvae.analysis.importance import Importances
+
     log_sweep_summary(project="cvae-test", entity=None, group="study-a", name="study-a-summary",
                       run_id="study-a-summary", mode="offline", trials=trials,
-                      importances={"lr": 0.75, "beta": 0.25}, spec_text=spec_text, best={"value": 22.0})
+                      importances=Importances({"lr": 0.75, "beta": 0.25}, n_runs=6), spec_text=spec_text,
+                      best={"value": 22.0})
     log_sweep_summary(project="cvae-test", entity=None, group="study-b", name="study-b-summary",
                       run_id="study-b-summary", mode="offline", trials=trials[:1], importances={},
                       spec_text="name: study-b\n")
@@ -36,6 +39,7 @@ def test_sweep_summary_run(wandb_dir: Path) -> None:
     assert run.config == {"spec": spec_text}
     assert run.summary["n_trials"] == 4
     assert run.summary["importance/lr"] == 0.75 and run.summary["best/value"] == 22.0
+    assert run.summary["importance_note"].startswith("from only 6 complete trials (fewer than 10): rough")
     (row,) = run.history
     assert row["sweep/trials"]["_type"] == "table-file"
     assert "sweep/param_importance_table" in row
@@ -90,3 +94,6 @@ def test_a_small_sweeps_summary_run_has_no_importances_and_no_optuna_warning(
     assert "Warning" not in capfd.readouterr().err
     (run,) = [r for r in read_offline_runs_merged(wandb_dir).values() if r.job_type == "sweep-summary"]
     assert run.summary["n_trials"] == 2 and not any(k.startswith("importance/") for k in run.summary)
+    # Why there are none is beside them in the run, not only in a log line.
+    assert run.summary["importance_note"] == ("importances need at least 4 complete trials with a val/psnr value, "
+                                              "this sweep has 2")
