@@ -128,14 +128,6 @@ def test_the_console_is_captured(resumed_run) -> None:
     assert epoch_lines[0] in stderr
 
 
-def test_a_wandb_agent_run_is_tracked_and_joins_its_sweep(tiny_dataset, tmp_path) -> None:
-    # What `wandb agent` sets before it runs `cvae train ${args}`: no --wandb needed, the agent's run id.
-    train(tiny_dataset, tmp_path / "run", tmp_path / "wb", "--num_epoch", "1", "--no-validate", "--lr=0.002",
-          env={"WANDB_SWEEP_ID": "sweep123", "WANDB_RUN_ID": "agentrun1"})
-    (run,) = read_offline_runs_merged(tmp_path / "wb").values()
-    assert (run.run_id, run.sweep_id, run.config["lr"]) == ("agentrun1", "sweep123", 0.002)
-
-
 def test_wandb_environment_names_the_project(resumed_run) -> None:
     run, _, stderr = resumed_run
     assert f"W&B offline run from-env/{run.run_id}" in stderr
