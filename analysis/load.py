@@ -32,7 +32,7 @@ import json
 import math
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -213,6 +213,21 @@ def _finish(runs_rows: list[dict], epochs_rows: list[dict], frames_rows: list[di
         latents = latents.sort_values(["run", "epoch", "channel"], kind="stable").reset_index(drop=True)
     return SweepData(runs=runs, epochs=epochs, frames=frames, params=params, latents=latents, log_params=log_params,
                      **kw)
+
+
+def one_run(run: str, epoch: int, curves: Mapping[str, Sequence[float]], baselines: Mapping[str, Sequence[float]],
+            *, params: Mapping[str, Any] | None = None, name: str = "sweep", state: str = "complete") -> SweepData:
+    """One run's validated epoch as a :class:`SweepData`, from what the process holds (a trial's epoch result:
+    nothing read back from disk): its per-frame ``curves`` (``psnr``, ``ssim``, ... as in ``frames``) and the
+    trivial predictors of the same frames (``baselines``: ``copy_first``, ..., ``ssim_copy_first``, ...), the
+    run labelled by its ``params``."""
+    n = len(curves.get("psnr", ()))
+    columns = {k: v for k, v in {**curves, **baselines}.items() if len(v) == n}
+    frames = [{"run": run, "epoch": epoch, "frame": i + 1, **{k: float(v[i]) for k, v in columns.items()}}
+              for i in range(n)]
+    params = dict(params or {})
+    return _finish([{"run": run, "trial": 0, "state": state, **params}], [], frames, list(params),
+                   swept=Swept(swept=set(params)), name=name)
 
 
 def _known(values: Any) -> dict[str, float]:

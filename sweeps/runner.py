@@ -38,7 +38,7 @@ from cvae.core import (
     StopTraining,
     fit,
 )
-from cvae.core.records import read_csv, write_gif, write_psnr_plot
+from cvae.core.records import read_csv, write_gif
 from cvae.sweeps.artifacts import PSNR_PLOT, upload_trial_files
 from cvae.sweeps.optuna_private import frozen_trial
 from cvae.sweeps.queue import (
@@ -448,18 +448,22 @@ def _finish(study, trial, spec, tracker, record, folder, callback, state, reason
 
 
 def _psnr_plot(spec: SweepSpec, trial: optuna.Trial, folder: Path, last: EpochResult | None) -> Path | None:
-    """The last epoch this process ran: its validation PSNR per frame beside copy-first and mean-frame, as
-    ``psnr_per_frame.png`` in the run folder; None when it validated nothing or the plot cannot be drawn."""
-    per_frame = last.val_psnr_per_frame if last is not None else None
-    if not per_frame:
+    """The last epoch this process ran, as the analysis draws it (``cvae analysis figures``' ``psnr_per_frame``,
+    from the epoch result in memory): its validation PSNR per frame (and SSIM, best of K, where measured)
+    beside copy-first and mean-frame, as ``psnr_per_frame.png`` in the run folder; None when it validated
+    nothing or the plot cannot be drawn."""
+    if last is None or not last.val_psnr_per_frame:
         return None
     path = folder / PSNR_PLOT
-    # As on the W&B chart: copy_prev, an oracle far above, would flatten the other lines.
-    references = {name: values for name, values in last.baseline_frames.items()
-                  if name in ("copy_first", "mean_frame") and len(values) == len(per_frame)}
     try:
-        write_psnr_plot(per_frame, path, references=references,
-                        title=f"{spec.name} trial {trial.number}: validation PSNR per frame (epoch {last.epoch})")
+        from cvae.analysis import figdata, figures
+        from cvae.analysis.load import one_run
+
+        data = one_run(folder.name, last.epoch, last.val_curves or {"psnr": last.val_psnr_per_frame},
+                       last.baseline_frames, params=trial.params, name=spec.name)
+        frame = figdata.psnr_per_frame(data)
+        frame.attrs["title"] = f"{spec.name} trial {trial.number}: validation PSNR per frame (epoch {last.epoch})"
+        figures.result(frame).fig.savefig(path, dpi=figures.DPI, facecolor="white")
     except Exception as err:  # noqa: BLE001 - a plot must not fail the trial
         log.warning("trial %d: no PSNR plot (%s: %s)", trial.number, type(err).__name__, err)
         return None

@@ -185,3 +185,30 @@ def test_a_failed_upload_is_one_warning_and_the_trial_goes_on(tmp_path, monkeypa
     monkeypatch.setattr(arts, "upload_artifact", upload_artifact)
     again = study.ask()
     assert arts.upload_trial_files(tmp_path, again, [png]) == [arts.PSNR_PLOT]
+
+
+def test_a_trials_psnr_plot_is_the_analysis_figure_of_its_epoch(tmp_path: Path) -> None:
+    """One per-frame plot: a trial's psnr_per_frame.png is `cvae analysis figures`' psnr_per_frame, drawn from
+    the epoch result in memory (SSIM panel, baselines, the run labelled by its rounded parameters)."""
+    from cvae.analysis import figdata
+    from cvae.analysis.load import one_run
+    from cvae.sweeps.runner import _psnr_plot
+    from PIL import Image
+
+    n = 23
+    curves = {"psnr": [20.0 + i / 10 for i in range(n)], "ssim": [0.6 + i / 100 for i in range(n)]}
+    baselines = {name: [base] * n for name, base in (("copy_first", 19.0), ("mean_frame", 18.0), ("copy_prev", 30.0))}
+    baselines |= {f"ssim_{name}": [0.5] * n for name in ("copy_first", "mean_frame", "copy_prev")}
+    last = SimpleNamespace(epoch=2, val_psnr_per_frame=curves["psnr"], val_curves=curves, baseline_frames=baselines)
+    trial = SimpleNamespace(number=3, params={"lr": 0.0022123402382, "kl_anneal_type": "none"})
+    (tmp_path / "t0003").mkdir()
+    path = _psnr_plot(SimpleNamespace(name="s"), trial, tmp_path / "t0003", last)
+    assert path == tmp_path / "t0003" / arts.PSNR_PLOT
+    with Image.open(path) as png:
+        assert png.width > 1.5 * png.height  # two panels side by side: PSNR and SSIM
+    frame = figdata.psnr_per_frame(one_run("t0003", 2, curves, baselines, params=trial.params))
+    assert set(frame["panel"]) == {"PSNR", "SSIM"}
+    model = frame[frame["kind"] == "metric"]
+    assert set(model["line"]) == {"lr=0.00221, kl_anneal_type=none: 21.10 dB average PSNR, 0.710 SSIM"}
+    assert list(model[model["panel"] == "PSNR"]["value"]) == curves["psnr"]
+    assert {line.split(":")[0] for line in frame[frame["kind"] == "baseline"]["line"]} >= {"copy first frame"}
