@@ -101,19 +101,18 @@ parameters:
   num_epoch: {{value: 1}}
 """ + SMALL_MODEL + """\
   tfr: {{value: 0}}
+  num_threads: {{value: 1}}
 """
 
 
-def _agent_run(spec: dict, lr: float, run_id: str, cwd: Path, wandb_dir: Path) -> None:
+def _agent_run(spec: dict, lr: float, run_id: str, cwd: Path, wandb_dir: Path) -> subprocess.Popen:
     """What `wandb agent` does for one run of the file: its parameters as `--key=value` (W&B's ${args}), the
-    sweep and the run id in the environment, the file's command."""
+    sweep and the run id in the environment, the file's command. Started, not waited for."""
     args = [f"--{key}={p['value'] if 'value' in p else lr}" for key, p in spec["parameters"].items()]
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_DIR": str(wandb_dir), "WANDB_SWEEP_ID": "sw3agent",
            "WANDB_RUN_ID": run_id}
-    out = subprocess.run([sys.executable, "-m", "cvae", "train", *args, "--no-progress"], cwd=cwd, env=env,
-                         capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert f"run {run_id} writes in {Path('runs') / run_id}" in out.stderr
+    return subprocess.Popen([sys.executable, "-m", "cvae", "train", *args, "--no-progress"], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def test_one_wandb_file_runs_under_wandb_agent_and_under_cvae_sweep_run(tiny_dataset: Path, tmp_path: Path) -> None:
@@ -125,8 +124,13 @@ def test_one_wandb_file_runs_under_wandb_agent_and_under_cvae_sweep_run(tiny_dat
     path.write_text(AGENT_FILE.format(runs="runs", dataset=tiny_dataset))
     spec = yaml.safe_load(path.read_text())
     runs = tmp_path / "runs"
-    for i, lr in enumerate((0.001, 0.002, 0.004)):
-        _agent_run(spec, lr, f"agentrun{i}", tmp_path, tmp_path / "wb")
+    # Three agents at once (as on a machine running several): each run in its own folder all the same.
+    agents = [_agent_run(spec, lr, f"agentrun{i}", tmp_path, tmp_path / "wb")
+              for i, lr in enumerate((0.001, 0.002, 0.004))]
+    for i, agent in enumerate(agents):
+        _, err = agent.communicate(timeout=300)
+        assert agent.returncode == 0, err[-3000:]
+        assert f"run agentrun{i} writes in {Path('runs') / f'agentrun{i}'}" in err
     # Three runs, three folders named by their run ids, none overwriting another.
     folders = sorted(p.name for p in runs.iterdir())
     assert folders == ["agentrun0", "agentrun1", "agentrun2"]
@@ -143,7 +147,7 @@ def test_one_wandb_file_runs_under_wandb_agent_and_under_cvae_sweep_run(tiny_dat
 
     # The same file under cvae sweep run: its trials' folders and study in save_root's folder, beside the
     # agent's runs, which stay as they were.
-    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path / "wb-sweep")}
+    env = {**os.environ, "WANDB_MODE": "disabled"}  # its W&B runs are the other tests' subject
     out = subprocess.run([sys.executable, "-m", "cvae", "sweep", "run", str(path), "--no-live"], cwd=tmp_path,
                          env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
