@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from collections.abc import Iterator
@@ -29,6 +30,23 @@ TINY_DATASET = dict(
     train_frames=96, train_video_len=48, val_frames=24, test_sequences=2, test_frames=24, size=(32, 64), seed=0
 )
 """The arguments of :func:`core.synth.generate_dataset` behind ``tiny_dataset``."""
+
+
+@pytest.fixture(autouse=True)
+def _logging_restored() -> Iterator[None]:
+    """The logging set-up each test started with, back after it: a CLI run in process (``main([...])``, the
+    sweep worker) configures the root logger as a command does (``logging.basicConfig``, ``force=True`` in the
+    sweep CLI), which would otherwise send the next tests' log lines to their stderr."""
+    root, ours = logging.getLogger(), logging.getLogger("cvae")
+    handlers, level, our_level = list(root.handlers), root.level, ours.level
+    yield
+    for handler in [h for h in root.handlers if h not in handlers]:
+        root.removeHandler(handler)
+    for handler in handlers:
+        if handler not in root.handlers:
+            root.addHandler(handler)
+    root.setLevel(level)
+    ours.setLevel(our_level)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -21,6 +21,8 @@ from cvae.core.config import resolve_config
 from cvae.cli import build_parser
 from cvae.wandb_offline import OfflineRun, read_offline_runs_merged
 
+pytestmark = pytest.mark.slow  # trainings with W&B end to end (the module's resumed run is one fixture)
+
 SMALL = ["--train_vi_len", "4", "--val_vi_len", "24", "--batch_size", "2", "--F_dim", "16", "--L_dim", "8",
          "--N_dim", "4", "--D_out_dim", "16", "--frame_H", "32", "--frame_W", "64", "--no-progress",
          "--num_threads", "1", "--num_workers", "1", "--lr_scheduler", "none", "--kl_anneal_type", "none",

@@ -82,6 +82,7 @@ def test_bad_sources_are_one_line_errors(args, fragment, capsys):
     assert len(err) == 1 and fragment in err[0]
 
 
+@pytest.mark.slow
 def test_figures_command_from_each_source(sweep_records, tmp_path, capsys):
     for name, source in (("local", ["--runs", str(sweep_records.runs)]),
                          ("optuna", ["--storage", sweep_records.storage, "--study", sweep_records.study]),

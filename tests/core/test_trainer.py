@@ -50,6 +50,7 @@ LOSS_KEYS = ("epoch", "train_loss", "train_mse", "train_kl", "train_psnr", "val_
              "tf_fraction", "lr")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("extra", [{}, {"lr_warmup": 15}], ids=["lab", "warmup-across-the-stop"])
 def test_resume_equals_uninterrupted_training(tiny_dataset, tmp_path, extra):
     full = fit(tiny_cfg(tiny_dataset, tmp_path / "full", **extra))
@@ -69,6 +70,7 @@ def test_resume_equals_uninterrupted_training(tiny_dataset, tmp_path, extra):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.slow
 def test_epoch_records_and_checkpoints(tiny_dataset, tmp_path):
     threads = torch.get_num_threads()
     run = fit(tiny_cfg(tiny_dataset, tmp_path, per_save=2, num_threads=1 if threads > 1 else 2))
@@ -132,6 +134,7 @@ def test_lr_warmup_rises_per_step_across_epochs_and_leaves_the_epoch_schedule_al
     assert [float(r["lr"]) for r in metric_rows(tmp_path)] == pytest.approx(cosine, rel=1e-9)
 
 
+@pytest.mark.slow
 def test_a_rollout_that_blows_up_is_recorded_without_a_psnr_and_training_goes_on(tiny_dataset, tmp_path, monkeypatch,
                                                                                    caplog):
     """A model leaning on the posterior's z (beta near 0) can blow up when the rollout draws z from the prior:

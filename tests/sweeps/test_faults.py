@@ -89,6 +89,7 @@ def test_a_worker_killed_right_after_its_claim_leaves_a_trial_the_reaper_requeue
     assert "cvae:fail_reason" not in study.get_trials()[1].user_attrs  # the retry does not inherit it
 
 
+@pytest.mark.slow
 def test_w_and_b_that_cannot_start_fails_the_trial_requeues_it_and_the_next_run_completes(
         tiny_dataset, tmp_path, env):
     spec_path = write_spec(tmp_path, tiny_dataset, parameters={"N_dim": {"values": [4]}},
@@ -255,6 +256,7 @@ def test_workers_claiming_at_once_never_take_the_same_trial(tiny_dataset, tmp_pa
     assert sorted(taken) == list(range(60))  # every trial taken, each by one worker
 
 
+@pytest.mark.slow
 # -- 3. editing the grid between runs ------------------------------------------------------------------------
 def test_a_grid_edited_between_runs_queues_new_points_and_leaves_removed_ones(tiny_dataset, tmp_path, env):
     def spec_with(values):
@@ -293,6 +295,7 @@ def test_a_new_choice_for_a_categorical_grid_parameter_is_one_clear_line(tiny_da
     assert TrialState.RUNNING not in states(load(path)[1])
 
 
+@pytest.mark.slow
 # -- 4. no epoch lost to an interrupt ---------------------------------------------------------------------------
 def test_a_signal_during_the_checkpoint_write_loses_no_epoch(tiny_dataset, tmp_path, env, monkeypatch):
     import cvae.core.trainer as trainer_mod
@@ -324,6 +327,7 @@ def test_a_signal_during_the_checkpoint_write_loses_no_epoch(tiny_dataset, tmp_p
     assert_every_epoch_once(spec, study, 4, tmp_path / "wandb")
 
 
+@pytest.mark.slow
 def test_a_fault_fixed_mid_training_resumes_from_the_last_good_checkpoint(tiny_dataset, tmp_path, env, monkeypatch):
     import errno
 
@@ -354,6 +358,7 @@ def test_a_fault_fixed_mid_training_resumes_from_the_last_good_checkpoint(tiny_d
     assert_every_epoch_once(spec, study, 4, tmp_path / "wandb")
 
 
+@pytest.mark.slow
 def test_a_worker_killed_between_checkpoint_and_report_loses_no_epoch_in_optuna_or_w_and_b(tiny_dataset, tmp_path, env,
                                                                                            monkeypatch):
     import cvae.sweeps.runner as runner_mod
@@ -461,7 +466,7 @@ def test_a_postgresql_restart_mid_sweep_costs_a_retry_not_the_sweep(tiny_dataset
 def test_postgresql_stopped_outright_ends_the_run_in_one_line_and_the_next_run_resumes(
         tiny_dataset, tmp_path, env, postgres_url, postgres_server):
     spec_path = write_spec(tmp_path, tiny_dataset, parameters={"N_dim": {"values": [4]}},
-                           heartbeat={"interval": 1, "grace": 4}, base={"DR": str(tiny_dataset), **BASE, "num_epoch": 6})
+                           heartbeat={"interval": 1, "grace": 4}, base={"DR": str(tiny_dataset), **BASE, "num_epoch": 4})
     env = {**env, "CVAE_STORAGE_RETRY_S": "8"}  # how long a lost server is waited for (default 180 s)
     proc = subprocess.Popen([sys.executable, "-m", "cvae", "sweep", "run", str(spec_path), "--storage", postgres_url,
                              "--no-live"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -487,7 +492,7 @@ def test_postgresql_stopped_outright_ends_the_run_in_one_line_and_the_next_run_r
     assert done.returncode == 0, done.stderr[-3000:]
     spec, study = load(spec_path, postgres_url)
     assert states(study)[-1] == TrialState.COMPLETE and TrialState.RUNNING not in states(study)
-    assert_every_epoch_once(spec, study, 6, tmp_path / "wandb")
+    assert_every_epoch_once(spec, study, 4, tmp_path / "wandb")
 
 
 def test_a_storage_that_stays_down_is_one_line_naming_it(monkeypatch):
@@ -568,6 +573,7 @@ def small_disk(tmp_path):
         subprocess.run(["umount", "-l", str(disk)], check=False)
 
 
+@pytest.mark.slow
 def test_a_full_disk_names_enospc_and_the_path_and_the_trial_resumes_after_the_fix(tiny_dataset, tmp_path, env,
                                                                                      small_disk):
     spec_path = write_spec(tmp_path, tiny_dataset, parameters={"N_dim": {"values": [4]}}, wandb={"mode": "disabled"},
@@ -595,6 +601,7 @@ def test_a_full_disk_names_enospc_and_the_path_and_the_trial_resumes_after_the_f
     assert states(study) == [TrialState.FAIL, TrialState.COMPLETE]
 
 
+@pytest.mark.slow
 def test_a_full_disk_under_wandb_dir_keeps_the_trial_and_says_so_in_one_line(tiny_dataset, tmp_path, env, small_disk):
     spec_path = write_spec(tmp_path, tiny_dataset, parameters={"N_dim": {"values": [4, 8]}},
                            base={"DR": str(tiny_dataset), **BASE, "num_epoch": 2})
@@ -695,6 +702,7 @@ def test_a_very_long_name_is_refused_by_the_spec(tiny_dataset, tmp_path, env):
     assert "600 characters" in line and not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 # -- 9. unbounded inputs -------------------------------------------------------------------------------------------------
 def test_a_spec_that_is_not_utf8_or_not_a_file_is_one_line_naming_it(tiny_dataset, tmp_path, env):
     spec_path = write_spec(tmp_path, tiny_dataset)
@@ -710,6 +718,7 @@ def test_a_spec_that_is_not_utf8_or_not_a_file_is_one_line_naming_it(tiny_datase
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("where", ["file", "inside-a-file"])
 def test_an_output_dir_that_is_a_file_is_one_line_and_nothing_is_created(tiny_dataset, tmp_path, env, where):
     blocker = tmp_path / "records"
@@ -751,6 +760,7 @@ def test_huge_queues_are_refused_before_anything_is_queued(tiny_dataset, tmp_pat
     assert time.monotonic() - t0 < 60 and not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 # -- 10. smaller ones ---------------------------------------------------------------------------------------------------------
 def test_a_second_sweep_run_on_this_machine_shares_the_cores_and_logs_apart(tiny_dataset, tmp_path, env):
     spec_path = write_spec(tmp_path, tiny_dataset, parameters={"N_dim": {"values": [4]}}, wandb={"mode": "disabled"},

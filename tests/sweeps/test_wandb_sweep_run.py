@@ -10,9 +10,12 @@ import sys
 from pathlib import Path
 
 import optuna
+import pytest
 
 from cvae.schema import WANDB_PATH
 from cvae.wandb_offline import read_offline_runs_merged
+
+pytestmark = pytest.mark.slow  # sweeps and agent runs end to end
 
 # W&B's structure (program, command, a top-level project, metric with a target, parameters with `value`,
 # `values` and a distribution, early_terminate, run_cap); every fixed training key is a `value` parameter,
