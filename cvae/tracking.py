@@ -2,8 +2,9 @@
 
 - Charts use ``epoch`` as their x-axis (``define_metric``), so a resumed run that logs an epoch again adds a
   point instead of failing on W&B's monotonic ``_step``; the training loss of every ``log_every_n_steps``-th
-  optimizer step (``train/loss_step``, ...) uses ``trainer/global_step``, as W&B's Lightning logger does. Summaries follow each metric's goal: the highest
-  PSNR or SSIM (``summary="max"``), the lowest loss (``"min"``); W&B shows them as ``val/psnr.max``, ...;
+  optimizer step (``train/loss_step``, ...) uses ``trainer/global_step``, as W&B's Lightning logger does.
+  Summaries follow each metric's goal: the highest PSNR or SSIM (``summary="max"``), the lowest loss
+  (``"min"``); W&B shows them as ``val/psnr.max``, ...;
   the evaluation's diagnostics, which have no goal (``val/psnr_no_prev``, ``val/active_units``, ...), keep
   their best epoch's value.
 - Every validation logs the scores of each predicted frame as a table (``val/psnr_per_frame``: PSNR, the

@@ -94,12 +94,12 @@ def plan_text(spec: SweepSpec) -> str:
     trials = spec.n_configs() * spec.replicates
     cfg = spec.trial_config(first, save_root="plan")
     num_epoch = spec.num_epoch
-    epochs = trials * (num_epoch.max if num_epoch.is_swept else cfg.run.num_epoch)
+    per_trial = num_epoch.max if num_epoch.is_swept else cfg.run.num_epoch
+    epochs = trials * per_trial
     swept = (f"; num_epoch is swept from {num_epoch.min} to {num_epoch.max}"
              if num_epoch.is_swept and num_epoch.min != num_epoch.max else "")
     if spec.until_stopped:
-        per = num_epoch.max if num_epoch.is_swept else cfg.run.num_epoch
-        lines.append(f"trials: until stopped, each at most {per} epoch(s) (pruning stops some early{swept})")
+        lines.append(f"trials: until stopped, each at most {per_trial} epoch(s) (pruning stops some early{swept})")
     else:
         lines.append(f"trials: {trials}, epochs in total: {epochs} (at most: pruning stops some trials early{swept})")
     if spec.pruner.type != "none":
@@ -116,10 +116,8 @@ def plan_text(spec: SweepSpec) -> str:
         lines.append("estimated time: unknown (the dataset does not exist yet and the spec has no synth:)")
     else:
         per_epoch = train_s + val_s
-        total = per_epoch * epochs / spec.workers
+        total = per_epoch * per_trial if spec.until_stopped else per_epoch * epochs / spec.workers
         until = "per trial " if spec.until_stopped else ""
-        if spec.until_stopped:
-            total = per_epoch * (num_epoch.max if num_epoch.is_swept else cfg.run.num_epoch)
         lines.append(f"estimated time: {until}{fmt_duration(total)} ({fmt_duration(per_epoch)} per epoch: "
                      f"{fmt_duration(train_s)} training + {fmt_duration(val_s)} validation, timed on the first "
                      f"trial's model with {threads} thread(s); other sizes differ)")

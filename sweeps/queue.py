@@ -71,11 +71,8 @@ def trial_artifacts(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> dic
     return {meta.filename: meta.artifact_id for meta in metas}
 
 
-
-
 class SweepError(RuntimeError):
     """A sweep cannot go on (e.g. its dataset is missing); the message says why."""
-
 
 
 def _create_or_load(spec: SweepSpec, storage: optuna.storages.BaseStorage) -> tuple[optuna.Study, bool]:
@@ -328,12 +325,9 @@ def heartbeat(study: optuna.Study, trial: optuna.Trial, interval: float) -> Iter
         thread.join()
 
 
-
 def config_id(params: Mapping[str, Any]) -> str:
     """A short stable id of a parameter set (replicates share it)."""
     return hashlib.sha1(json.dumps(dict(params), sort_keys=True, default=str).encode()).hexdigest()[:10]
-
-
 
 
 def enqueue_replicates(study: optuna.Study, trial: optuna.Trial, params: Mapping[str, Any], replicates: int) -> None:

@@ -180,8 +180,6 @@ class NumEpoch:
         return max(([self.base] if self.base_used else []) + ([self.swept[1]] if self.swept else []))
 
 
-
-
 def num_epoch(params: tuple[Param, ...], base: Mapping[str, Any]) -> NumEpoch:
     """How many epochs the trials run: the base's, or the range of a swept ``num_epoch``."""
     ranges: list[tuple[Any, Any]] = []

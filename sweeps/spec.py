@@ -69,8 +69,6 @@ def slugify(text: str) -> str:
     return re.sub(r"[^a-z0-9_.]+", "-", ascii_text.lower()).strip("-_.")
 
 
-
-
 def load_spec(path: str | os.PathLike, *, storage: str | None = None, workers: int | None = None) -> SweepSpec:
     """Read and validate a sweep spec; ``storage``/``workers`` override the file's.
 
@@ -215,9 +213,6 @@ class SweepSpec(SpecFile):
                      num_threads: int | None = None) -> ExperimentConfig:
         """The full training config of one trial: base < params < what the sweep owns."""
         return space.trial_config(self, params, save_root=save_root, replicate=replicate, num_threads=num_threads)
-
-
-
 
 
 def schema() -> dict[str, Any]:
@@ -372,8 +367,6 @@ def _spec_warnings(spec: SweepSpec, method: str) -> tuple[str, ...]:
             warnings.append(f"parameters.{p.name}.probabilities ignored: method {method} chooses values by its own "
                             "model; only method random draws them with these probabilities (as in W&B)")
     return tuple(warnings)
-
-
 
 
 def _runs_folder(parameters: Any) -> tuple[Any, str | None]:
