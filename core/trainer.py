@@ -150,6 +150,8 @@ class Callback(Protocol):
 
     def on_train_start(self, cfg: ExperimentConfig, start_epoch: int) -> None: ...
 
+    def on_before_save(self, result: EpochResult) -> None: ...
+
     def on_epoch_end(self, result: EpochResult) -> None: ...
 
     def on_train_end(self, result: RunResult) -> None: ...
@@ -160,6 +162,11 @@ class BaseCallback:
 
     def on_train_start(self, cfg: ExperimentConfig, start_epoch: int) -> None:
         pass
+
+    def on_before_save(self, result: EpochResult) -> None:
+        """An epoch is done and nothing of it is written yet (records, checkpoints, the other callbacks): an
+        exception raised here ends the run with nothing of that epoch written (a sweep worker that lost its trial
+        to another machine must not write over it)."""
 
     def on_epoch_end(self, result: EpochResult) -> None:
         pass
@@ -677,6 +684,8 @@ class Trainer:
                 save_root=str(self.save_root), val_video=val_video, baseline_frames=baseline_frames,
                 train_steps=steps, first_step=self.steps_before(epoch),
             )
+            for cb in self.callbacks:
+                cb.on_before_save(result)
             try:
                 # Records, checkpoints and callbacks (W&B, Optuna) as one unit: Ctrl-C or SIGTERM arriving
                 # in it is delivered after every callback has this epoch, so the checkpoint a resume starts

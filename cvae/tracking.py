@@ -557,6 +557,20 @@ class WandbRun:
             log.warning("W&B run %s: its files are incomplete: %s", self.run_id, self.write_error)
 
 
+    def abandon(self) -> None:
+        """Close the run without its final media, model or summary: another process has taken it over (a fenced
+        sweep worker's trial, resumed by its retry elsewhere) and finishes it."""
+        if self._finished:
+            return
+        self._finished = True
+        if _ACTIVE.get(self.run_id) is self:
+            del _ACTIVE[self.run_id]
+        try:
+            finish_run(self._run, self.run_dir, 0)
+        except Exception as err:  # noqa: BLE001 - nothing of this process's is owed to the run any more
+            log.warning("W&B run %s: closing failed: %s", self.run_id, err)
+
+
 class WandbCallback:
     """The trainer callback that tracks a training in its W&B run, for ``cvae train --wandb`` and every sweep
     trial alike: each epoch's result logged; on a resume, first the checkpointed epochs the run's history lacks
@@ -573,6 +587,9 @@ class WandbCallback:
             metrics = Path(cfg.run.save_root) / METRICS_CSV
             rows = read_csv(metrics) if metrics.exists() else []
         self.run.backfill(list(rows), start_epoch)
+
+    def on_before_save(self, result: Any) -> None:
+        pass
 
     def on_epoch_end(self, result: Any) -> None:
         if self.run is not None:

@@ -137,8 +137,8 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("worker interrupted: its running trial was re-queued", file=sys.stderr)
         return 130
-    log.info("worker done: %d trial(s): %d complete, %d pruned, %d failed", stats.trials, stats.complete,
-             stats.pruned, stats.failed)
+    log.info("worker done: %d trial(s): %d complete, %d pruned, %d failed%s", stats.trials, stats.complete,
+             stats.pruned, stats.failed, f", {stats.fenced} lost to other workers (fenced)" if stats.fenced else "")
     return 0
 
 

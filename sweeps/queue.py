@@ -11,7 +11,9 @@ enqueues one more placeholder for itself (:func:`claim`).
 A worker beats for its trial from before the claim to its end (:func:`heartbeat`). A trial whose heartbeat
 stopped is failed by whichever worker notices first (:func:`reap_stale`), which enqueues a retry with the
 same parameters (:func:`requeue`, Optuna's ``RetryFailedTrialCallback`` convention: ``failed_trial`` and
-``retry_history`` system attributes).
+``retry_history`` system attributes). The beats are also the worker's lease on its trial (:class:`Lease`): a
+worker that was cut off from the study for longer than the grace period, and comes back to find its trial
+failed and retried elsewhere, is fenced (:class:`Fenced`) before it writes anything more of it.
 
 Optuna's private API (the storage's atomic state change for a claim, the stale trials' ids, the artifacts'
 attribute prefix) is used through :mod:`cvae.sweeps.optuna_private`, which fences and tests it.
@@ -28,6 +30,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import math
 import threading
 import time
 import uuid
@@ -298,28 +301,81 @@ def _beat(storage: optuna.storages.BaseStorage, tid: int) -> None:
         storage.set_trial_system_attr(tid, HEARTBEAT, time.time())
 
 
+class Fenced(RuntimeError):
+    """This worker no longer holds its trial: the trial was failed as stale (the worker was cut off from the study
+    for longer than the grace period) and its retry may be running on another machine. Nothing more of it may be
+    written: records, checkpoints, Optuna or W&B."""
+
+
+class Lease:
+    """A worker's hold on its claimed trial, renewed by each heartbeat.
+
+    The reaper fails a trial only once its last beat is more than ``grace`` seconds old, so a worker whose last
+    successful beat was *sent* less than ``grace / 2`` ago still holds its trial and may write for it without asking
+    the storage (the other half is the margin for the write itself and for clock rates). Past that, :meth:`check`
+    beats once, waiting for the storage as long as any storage call does, and then reads the trial's state: a
+    trial reaped before that beat is no longer RUNNING, and one not reaped by then cannot be reaped for another
+    ``grace`` seconds. Fencing is thus decided by the study alone, whatever the network did meanwhile.
+    """
+
+    def __init__(self, study: optuna.Study, trial: optuna.Trial, grace: float) -> None:
+        self.storage = storage_of(study)
+        self.tid = trial_id(trial)
+        self.number = trial.number
+        self.grace = grace
+        self.sent = -math.inf
+        """``time.monotonic()`` when the last successful beat was sent."""
+        self._lock = threading.Lock()
+
+    def beat(self) -> None:
+        """One heartbeat; on success the lease runs from the moment it was sent."""
+        sent = time.monotonic()
+        _beat(self.storage, self.tid)
+        with self._lock:
+            self.sent = max(self.sent, sent)
+
+    def held(self) -> bool:
+        """Whether the last beat is recent enough to write without asking the storage."""
+        return time.monotonic() - self.sent < self.grace / 2
+
+    def check(self) -> None:
+        """Return when this worker still holds its trial; else raise :class:`Fenced`.
+
+        Raises:
+            Fenced: the trial was failed (reaped as stale) while this worker could not beat.
+            StorageError: the storage stayed unreachable for its whole retry budget.
+        """
+        if self.held():
+            return
+        try:
+            self.beat()
+            state = self.storage.get_trial(self.tid).state
+        except optuna.exceptions.UpdateFinishedTrialError:  # a journal's beat on a finished trial
+            state = TrialState.FAIL
+        if state != TrialState.RUNNING:
+            raise Fenced(f"trial {self.number} was failed as stale ({state.name}) while this worker could not "
+                         f"reach the study for over {self.grace:g} s; its retry resumes it elsewhere")
+
+
 @contextlib.contextmanager
-def heartbeat(study: optuna.Study, trial: optuna.Trial, interval: float) -> Iterator[None]:
-    """Beat for ``trial`` every ``interval`` seconds in a thread while the body runs."""
-    storage = storage_of(study)
-
-    def beat() -> None:
-        _beat(storage, trial_id(trial))
-
+def heartbeat(study: optuna.Study, trial: optuna.Trial, interval: float, grace: float) -> Iterator[Lease]:
+    """Beat for ``trial`` every ``interval`` seconds in a thread while the body runs; yields the :class:`Lease`
+    the beats keep."""
+    lease = Lease(study, trial, grace)
     stop = threading.Event()
 
     def loop() -> None:
         while not stop.wait(interval):
             try:
-                beat()
+                lease.beat()
             except Exception as err:  # noqa: BLE001 - a missed beat is retried; the trial goes on
                 log.warning("heartbeat failed: %s", err)
 
-    beat()
+    lease.beat()
     thread = threading.Thread(target=loop, name=f"heartbeat-{trial.number}", daemon=True)
     thread.start()
     try:
-        yield
+        yield lease
     finally:
         stop.set()
         thread.join()

@@ -6,6 +6,9 @@ with the same parameters (:func:`cvae.sweeps.queue.requeue`). The retry resumes 
 checkpoint, in the same run folder and the same W&B run: both are named after the first trial of the retry
 chain. Ctrl-C, SIGTERM, and faults of the machine (a missing dataset, a full disk, W&B that cannot start) fail
 the running trial and enqueue its retry at once, so the next ``cvae sweep run`` after the fix resumes it.
+A worker that was cut off from the study for longer than the grace period, whose trial was therefore reaped
+and retried elsewhere, is fenced when it comes back: it checks its lease (:class:`cvae.sweeps.queue.Lease`)
+before writing each epoch, drops that epoch and writes nothing more of the trial.
 """
 
 from __future__ import annotations
@@ -42,6 +45,8 @@ from cvae.core.records import read_csv, write_gif
 from cvae.sweeps.artifacts import PSNR_PLOT, upload_trial_files
 from cvae.sweeps.optuna_private import frozen_trial
 from cvae.sweeps.queue import (
+    Fenced,
+    Lease,
     SweepError,
     claim,
     config_id,
@@ -153,8 +158,11 @@ class TrialCallback(BaseCallback):
     epochs' training and validation seconds, and ``tracking_s`` (W&B, Optuna and record calls).
     """
 
-    def __init__(self, trial: optuna.Trial, spec: SweepSpec, tracker, t0: float) -> None:
+    def __init__(self, trial: optuna.Trial, spec: SweepSpec, tracker, t0: float, lease: Lease | None = None) -> None:
         self.trial = trial
+        self.lease = lease
+        self.dropped: int | None = None
+        """The epoch being checked against the lease: dropped, not written, when the worker was fenced."""
         self.spec = spec
         self.tracker = tracker
         self.wandb = WandbCallback(tracker)
@@ -199,6 +207,14 @@ class TrialCallback(BaseCallback):
         with self.tracking():  # ... and to W&B, those its history lacks
             self.wandb.on_train_start(cfg, start_epoch, rows)
 
+    def on_before_save(self, result: EpochResult) -> None:
+        """Write the epoch only while this worker holds the trial (:meth:`cvae.sweeps.queue.Lease.check`)."""
+        if self.lease is not None:
+            self.dropped = result.epoch
+            with self.tracking():
+                self.lease.check()
+            self.dropped = None
+
     def on_epoch_end(self, result: EpochResult) -> None:
         self.rows = self.rows if self.rows is not None else []  # fit calls on_train_start first
         self.rows.append({"epoch": result.epoch, **result.metrics()})
@@ -212,7 +228,13 @@ class TrialCallback(BaseCallback):
             value = getattr(result, self.spec.metric.field)
             prune = False
             if not math.isnan(value):
-                self.trial.report(value, result.epoch)
+                try:
+                    self.trial.report(value, result.epoch)
+                except optuna.exceptions.UpdateFinishedTrialError:
+                    # Reaped after this epoch's lease check (the storage was lost between the two): its retry
+                    # resumes from this epoch's checkpoint, written while the lease held.
+                    raise Fenced(f"trial {self.trial.number} was failed as stale while this worker could not "
+                                 "reach the study; its retry resumes it elsewhere") from None
                 prune = self.trial.should_prune()
         if prune:
             self.pruned_at = result.epoch
@@ -276,8 +298,8 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, spec: SweepSpec, *, num_
         StorageError: the study storage is gone; the trial stays RUNNING and is re-queued once stale.
         KeyboardInterrupt: after failing the trial and enqueueing its retry.
     """
-    with heartbeat(study, trial, spec.heartbeat.interval):
-        return _run_trial(study, trial, spec, num_threads=num_threads)
+    with heartbeat(study, trial, spec.heartbeat.interval, spec.heartbeat.grace) as lease:
+        return _run_trial(study, trial, spec, lease, num_threads=num_threads)
 
 
 def _fail_and_requeue(study: optuna.Study, trial: optuna.Trial, reason: str) -> None:
@@ -291,7 +313,7 @@ def _fail_and_requeue(study: optuna.Study, trial: optuna.Trial, reason: str) -> 
                     trial.number, reason, err)
 
 
-def _start(study: optuna.Study, trial: optuna.Trial, spec: SweepSpec, num_threads: int | None):
+def _start(study: optuna.Study, trial: optuna.Trial, spec: SweepSpec, lease: Lease, num_threads: int | None):
     """Everything between the claim and the first epoch: parameters, folder, record, tracker."""
     t0 = time.monotonic()
     params = suggest_all(trial, spec, study)
@@ -327,14 +349,17 @@ def _start(study: optuna.Study, trial: optuna.Trial, spec: SweepSpec, num_thread
     record.wandb_mode = mode
     for name, value in wandb_attrs(tracker, mode).items():  # a retry resumes the run: same path, new folder
         trial.set_user_attr(name, value)
-    callback = TrialCallback(trial, spec, tracker, t0)
+    callback = TrialCallback(trial, spec, tracker, t0, lease)
     callback.tracking_s = callback.startup_tracking_s = time.monotonic() - t_track
     return cfg, record, folder, tracker, callback, t0
 
 
-def _run_trial(study: optuna.Study, trial: optuna.Trial, spec: SweepSpec, *, num_threads: int | None) -> str:
+def _run_trial(study: optuna.Study, trial: optuna.Trial, spec: SweepSpec, lease: Lease, *,
+               num_threads: int | None) -> str:
     try:
-        cfg, record, folder, tracker, callback, t0 = _start(study, trial, spec, num_threads)
+        cfg, record, folder, tracker, callback, t0 = _start(study, trial, spec, lease, num_threads)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        return _fenced(trial, f"trial {trial.number} was failed as stale while this worker was starting it")
     except KeyboardInterrupt:
         _fail_and_requeue(study, trial, f"interrupted ({stop_cause()}) while starting: re-queued")
         raise
@@ -363,6 +388,10 @@ def _run_trial(study: optuna.Study, trial: optuna.Trial, spec: SweepSpec, *, num
             reason = result.reason
     except DivergenceError as err:
         state, reason = "failed", f"diverged: {err}"
+    except Fenced as err:
+        if tracker is not None:
+            tracker.abandon()
+        return _fenced(trial, str(err), callback.dropped)
     except StorageError:
         raise  # the storage is gone: nothing can be recorded; the trial goes stale and is re-queued
     except KeyboardInterrupt:
@@ -394,6 +423,14 @@ def _run_trial(study: optuna.Study, trial: optuna.Trial, spec: SweepSpec, *, num
         log.warning("trial %d: could not record the interruption (%s); it will be re-queued when its "
                     "heartbeat goes stale", trial.number, err)
     raise KeyboardInterrupt
+
+
+def _fenced(trial: optuna.Trial, why: str, dropped: int | None = None) -> str:
+    """A trial this worker lost to another (:class:`cvae.sweeps.queue.Fenced`): nothing more of it is written here,
+    not even its outcome (its retry records that)."""
+    epoch = f"its epoch {dropped} is dropped, and " if dropped is not None else ""
+    log.warning("trial %d: fenced: %s: %snothing more of it is written by this worker", trial.number, why, epoch)
+    return "fenced"
 
 
 def _finish(study, trial, spec, tracker, record, folder, callback, state, reason, t0, *, again: bool = False) -> None:
@@ -514,6 +551,8 @@ class WorkerStats:
     complete: int = 0
     pruned: int = 0
     failed: int = 0
+    fenced: int = 0
+    """Trials this worker lost to another while cut off from the study (:class:`cvae.sweeps.queue.Fenced`)."""
 
 
 def run_worker(spec: SweepSpec, *, storage_url: str | None = None, num_threads: int | None = None,

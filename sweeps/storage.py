@@ -155,18 +155,22 @@ _TRANSIENT = (
     "the database system is starting up", "the database system is shutting down",
     "the database system is in recovery mode", "ssl syscall", "broken pipe", "database is locked",
     "server has gone away", "lost connection", "cannot connect now",
+    "no route to host", "network is unreachable", "host is unreachable",  # this machine is off the network
 )
 
 
 def root_cause_text(err: BaseException) -> str:
-    """The first line of the innermost error behind ``err`` (Optuna hides SQLAlchemy's behind a generic one)."""
-    inner = err
+    """The first line of the innermost error behind ``err`` that says something (Optuna hides SQLAlchemy's behind a
+    generic one, and SQLAlchemy's pool can leave an empty ``InvalidatePoolError`` behind the driver's)."""
+    inner, said = err, ""
     seen = set()
-    while (inner.__cause__ or inner.__context__) is not None and id(inner) not in seen:
+    while inner is not None and id(inner) not in seen:
         seen.add(id(inner))
+        text = str(getattr(inner, "orig", None) or inner).strip()
+        if text and text != "()":
+            said = text
         inner = inner.__cause__ or inner.__context__
-    text = str(getattr(inner, "orig", None) or inner).strip()
-    return text.splitlines()[0] if text else type(inner).__name__
+    return said.splitlines()[0] if said else type(err).__name__
 
 
 def is_transient(err: BaseException) -> bool:

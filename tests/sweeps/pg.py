@@ -90,13 +90,20 @@ class PostgresServer:
         root: the temp folder (``data/``, ``sock/``, ``server.log``); removed on exit.
     """
 
-    def __init__(self, dbname: str = "cvae_test", *, bindir: str | os.PathLike | None = None) -> None:
+    def __init__(self, dbname: str = "cvae_test", *, bindir: str | os.PathLike | None = None,
+                 listen: tuple[str, ...] = (), trust: tuple[str, ...] = (), max_connections: int = 100) -> None:
         found = Path(bindir) if bindir else find_bindir()
         if found is None:
             raise PostgresError("PostgreSQL is not installed: no initdb/pg_ctl/postgres found in "
                                 "/usr/lib/postgresql/*/bin, `pg_config --bindir` or PATH")
         self.bindir = found
         self.dbname = dbname
+        self.listen = ("127.0.0.1", *listen)
+        """The addresses the server listens on: 127.0.0.1 and ``listen`` (a test's own links)."""
+        self.trust = ("127.0.0.1/32", *trust)
+        """The client networks trusted without a password: 127.0.0.1 and ``trust``."""
+        self.max_connections = max_connections
+        """PostgreSQL's limit on connections (its default, 100; benchmarks/storage_ceiling.py sets others)."""
         self.port: int | None = None
         self.root: Path | None = None
         self.url: str | None = None
@@ -157,9 +164,8 @@ class PostgresServer:
             self._run("initdb", "-D", str(self.datadir), "-U", SUPERUSER, "--auth=trust", "--encoding=UTF8",
                       "--locale=C", "--no-sync", "--no-instructions")
             (self.datadir / "pg_hba.conf").write_text(
-                "# written by tests/sweeps/pg.py: the private socket folder and 127.0.0.1 only\n"
-                "local all all trust\n"
-                "host  all all 127.0.0.1/32 trust\n"
+                "# written by tests/sweeps/pg.py: the private socket folder, 127.0.0.1 and a test's own links only\n"
+                "local all all trust\n" + "".join(f"host  all all {net} trust\n" for net in self.trust)
             )
             (self.root / "sock").mkdir()
             if self._as_root:
@@ -180,8 +186,8 @@ class PostgresServer:
 
     def _pg_start(self) -> None:
         assert self.root is not None and self.port is not None
-        opts = (f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.root / 'sock'} "
-                "-c fsync=off -c max_connections=100")
+        opts = (f"-c listen_addresses={','.join(self.listen)} -p {self.port} -k {self.root / 'sock'} "
+                f"-c fsync=off -c max_connections={self.max_connections}")
         self._run("pg_ctl", "-D", str(self.datadir), "-o", opts, "-w", "-t", "30", "start", "-l", str(self.logfile))
 
     def pause(self) -> None:
