@@ -299,7 +299,10 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, spec: SweepSpec, *, num_
         KeyboardInterrupt: after failing the trial and enqueueing its retry.
     """
     with heartbeat(study, trial, spec.heartbeat.interval, spec.heartbeat.grace) as lease:
-        return _run_trial(study, trial, spec, lease, num_threads=num_threads)
+        try:
+            return _run_trial(study, trial, spec, lease, num_threads=num_threads)
+        except Fenced as err:  # lost while recording its outcome (:func:`_finish`)
+            return _fenced(trial, str(err))
 
 
 def _fail_and_requeue(study: optuna.Study, trial: optuna.Trial, reason: str) -> None:
@@ -437,6 +440,13 @@ def _finish(study, trial, spec, tracker, record, folder, callback, state, reason
     """Record a trial's outcome: the GIF and PSNR plot (uploaded as the trial's Optuna artifacts), Optuna (with a
     retry enqueued when ``again``), trial.json, then W&B."""
     t_finish = time.monotonic()
+    if callback.lease is not None:
+        try:
+            callback.lease.check()  # the outcome, GIF and plot are written only by the trial's holder
+        except Fenced:
+            if tracker is not None:
+                tracker.abandon()
+            raise
     # What this process trained is in memory; what it did not (an attempt that failed before training, or
     # resumed with no epoch left) is in the trial's records.
     rows = callback.rows if callback.rows is not None else (
