@@ -3,7 +3,9 @@
 - ``sweep_records`` (session): a grid sweep on the tiny dataset, run in-process by the real worker loop with
   W&B offline: named teacher-forcing choices TF1/TF3 x KL annealing cyclical/none x 2 replicates, 3 epochs,
   a 24-frame validation rollout. Returns a ``SweepRecords`` with the output folder, the SQLite storage URL,
-  the study name and the W&B folder. Read-only: copy it before changing anything.
+  the study name and the W&B folder. Read-only: copy it before changing anything. Made once per test run:
+  under pytest-xdist the first worker that needs it runs the sweep and the others wait for it (a file lock in
+  the run's shared temp folder) instead of running the same sweep again.
 - ``tpe_records`` (session): a TPE sweep's records, written without training by
   :func:`tpe_records.write_tpe_records` (10 trials, a log-uniform ``lr``); read-only too.
 """
@@ -11,11 +13,13 @@
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import yaml
+from filelock import FileLock
 from tpe_records import TpeRecords, write_tpe_records
 
 
@@ -46,13 +50,27 @@ SPEC = {
 
 
 @pytest.fixture(scope="session")
-def sweep_records(tiny_dataset, tmp_path_factory) -> SweepRecords:
+def sweep_records(tiny_dataset, tmp_path_factory, worker_id) -> SweepRecords:
+    from cvae.sweeps.spec import load_spec
+
+    base = tmp_path_factory.getbasetemp()
+    root = (base if worker_id == "master" else base.parent) / "sweep-records"
+    with FileLock(f"{root}.lock"):
+        if not (root / "done").exists():
+            shutil.rmtree(root, ignore_errors=True)  # a worker that failed half-way
+            root.mkdir()
+            _run_sweep(root, tiny_dataset)
+            (root / "done").touch()
+    spec = load_spec(root / "spec.yaml")
+    return SweepRecords(root / "runs", spec.storage, spec.name, root / "wandb", root / "spec.yaml")
+
+
+def _run_sweep(root: Path, tiny_dataset: Path) -> None:
     from cvae.sweeps.queue import open_study
     from cvae.sweeps.runner import run_worker
     from cvae.sweeps.spec import load_spec
     from cvae.sweeps.storage import open_storage
 
-    root = tmp_path_factory.mktemp("sweep-records")
     spec_dict = {**SPEC, "base": {**SPEC["base"], "DR": str(tiny_dataset)}, "output_dir": str(root / "runs"),
                  "storage": f"sqlite:///{root / 'study.db'}"}
     spec_path = root / "spec.yaml"
@@ -72,7 +90,6 @@ def sweep_records(tiny_dataset, tmp_path_factory) -> SweepRecords:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-    return SweepRecords(root / "runs", spec.storage, spec.name, root / "wandb", spec_path)
 
 
 @pytest.fixture(scope="session")
