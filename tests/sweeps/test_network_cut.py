@@ -11,7 +11,6 @@ import hashlib
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import optuna
@@ -131,7 +130,7 @@ def test_a_worker_cut_off_mid_trial_is_fenced_when_it_comes_back(tiny_dataset, t
 
     assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE], text
     assert "lost its worker (no heartbeat for over 4 s)" in trials[0].user_attrs[REASON]
-    assert f"trial 0 was failed as stale" in text["a"] and "nothing more of it is written by this worker" in text["a"]
+    assert "trial 0 was failed as stale" in text["a"] and "nothing more of it is written by this worker" in text["a"]
     assert "0 complete, 0 pruned, 0 failed, 1 lost to other workers (fenced)" in text["a"], text["a"]
     assert "resumed" in text["b"] and "at epoch 0" not in text["b"], text["b"]  # from a's checkpoint
     assert _digests(run) == before  # a wrote nothing: records, checkpoints, trial.json
