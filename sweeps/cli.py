@@ -1,4 +1,4 @@
-"""``cvae sweep run | worker | init | dashboard | retry | status | best | plan | schema``."""
+"""``cvae sweep run | worker | init | dashboard | proxy | retry | status | best | plan | schema``."""
 
 from __future__ import annotations
 
@@ -28,8 +28,19 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     run = ssub.add_parser("run", help="create/continue the study and run its workers with a live view")
     common(run)
-    run.add_argument("--workers", type=int, help="local worker processes (overrides the spec's)")
+    run.add_argument("--workers", type=int, help="workers: local processes, or Slurm array tasks (overrides the spec's)")
     run.add_argument("--no-live", dest="live", action="store_false", help="plain log lines, no live table")
+    slurm = run.add_argument_group("Slurm (docs/scale-out.md#4-slurm); each overrides the spec's slurm section")
+    slurm.add_argument("--launcher", choices=("local", "slurm"),
+                       help="local worker processes, or a Slurm job array of workers submitted with submitit "
+                       "(overrides the spec's launcher; default local)")
+    slurm.add_argument("--partition", dest="slurm_partition", metavar="NAME", help="the Slurm partition")
+    slurm.add_argument("--time", dest="slurm_time", metavar="TIME", help="each worker's time limit: minutes or [D-]HH:MM:SS")
+    slurm.add_argument("--gpus", dest="slurm_gpus", type=int, metavar="N", help="GPUs per worker (0: none)")
+    slurm.add_argument("--cpus", dest="slurm_cpus", type=int, metavar="N", help="CPUs per worker (and its threads)")
+    slurm.add_argument("--mem", dest="slurm_mem", metavar="SIZE", help="memory per worker (32G)")
+    slurm.add_argument("--detach", action="store_true",
+                       help="submit the job array and return (follow it with `cvae sweep status`)")
     run.set_defaults(func=_cmd_run)
 
     worker = ssub.add_parser("worker", help="join a study from another shell or machine and run trials")
@@ -54,6 +65,20 @@ def register(sub: argparse._SubParsersAction) -> None:
                            "from elsewhere use an SSH tunnel)")
     dashboard.add_argument("--port", type=int, default=8080, help="port (default 8080)")
     dashboard.set_defaults(func=_cmd_dashboard)
+
+    proxy = ssub.add_parser("proxy", help="serve a study database to many workers through Optuna's gRPC storage "
+                            "proxy (the workers: --storage grpc://HOST:PORT); Ctrl-C stops it")
+    proxy.add_argument("--storage", required=True,
+                       help="the database to serve: postgresql+psycopg2://USER@HOST:PORT/DB (password from "
+                       "$CVAE_DB_PASSWORD, $CVAE_DB_PASSWORD_FILE or libpq), or sqlite:///PATH")
+    proxy.add_argument("--host", default="127.0.0.1",
+                       help="address to listen on (default 127.0.0.1: the proxy has no authentication and no "
+                       "encryption; give another only inside a private network)")
+    proxy.add_argument("--port", type=int, default=13000, help="port (default 13000)")
+    proxy.add_argument("--threads", type=int, default=10,
+                       help="requests served at once, and the most database connections the proxy opens "
+                       "(default 10, Optuna's)")
+    proxy.set_defaults(func=_cmd_proxy)
 
     retry = ssub.add_parser("retry", help="re-queue failed (or pruned) trials with the same parameters; each "
                             "resumes from its last checkpoint in the same run folder and W&B run")
@@ -113,12 +138,17 @@ def _one_line(name: str, *, data: bool = False):
 
 @_one_line("run", data=True)
 def _cmd_run(args: argparse.Namespace) -> int:
+    from cvae.sweeps import slurm
     from cvae.sweeps.launcher import LaunchError, launch, prepare
 
     setup_logging()
     spec = _load(args, args.workers, warn="run")
-    study = prepare(spec)
     try:
+        on_slurm = slurm.resolve(spec, launcher=args.launcher, detach=args.detach, **slurm.options_of(args))
+        study = prepare(spec)
+        if on_slurm is not None:
+            return slurm.launch(spec, Path(args.spec), study, on_slurm, worker=_cmd_worker, live=args.live,
+                                detach=args.detach)
         return launch(spec, Path(args.spec), study, live=args.live)
     except LaunchError as err:
         return fail("sweep run", str(err), err.code)
@@ -178,6 +208,26 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_proxy(args: argparse.Namespace) -> int:
+    import optuna
+    from cvae.sweeps.proxy import serve_proxy
+    from cvae.sweeps.storage import StorageError
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # it prints its own line
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)  # `kill`, `docker stop`: as Ctrl-C
+    try:
+        serve_proxy(args.storage, host=args.host, port=args.port, threads=args.threads)
+    except (StorageError, ValueError) as err:
+        return fail("sweep proxy", str(err))
+    except (OSError, RuntimeError) as err:  # the address is taken or unknown (RuntimeError: gRPC's own bind)
+        return fail("sweep proxy", f"cannot listen on {args.host}:{args.port}: {err}")
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    return 0
+
+
 def _open_existing(args: argparse.Namespace):
     import optuna
     from cvae.sweeps.storage import open_storage
@@ -215,6 +265,10 @@ def _cmd_status(args: argparse.Namespace) -> int:
     spec, study = _open_existing(args)
     Console(width=None if sys.stdout.isatty() else 200).print(trials_table(spec, study))
     print(summary_line(spec, study, spec.workers))
+    from cvae.sweeps.slurm import jobs_text
+
+    if jobs := jobs_text(study):  # the Slurm job arrays of `cvae sweep run --launcher slurm`, and their states
+        print(jobs)
     return 0
 
 

@@ -3,12 +3,12 @@
 W&B's keys keep W&B's meaning (``name``, ``description``, ``method``, ``metric``, ``run_cap``, ``parameters``,
 ``early_terminate``, ``program``, ``command``, ``project``, ``entity``): a stock W&B sweep file runs unchanged
 when its parameters name ``cvae train`` keys, and what of it cannot be honoured is refused by name or, for
-``program`` and ``command``, ignored with one warning. The rest are ours (``base``, ``replicates``, ``workers``, ``storage``,
+``program`` and ``command``, ignored with one warning. The rest are ours (``base``, ``replicates``, ``workers``, ``launcher``, ``slurm``, ``storage``,
 ``wandb``, ``output_dir``, ``pruner``, ``sampler``, ``synth``, ``heartbeat``, ``max_retry``, ``seed``,
 ``grid_order``, and a parameter's ``when``). Paths are relative to the working directory, as the lab's
 flags are; a ``base`` given as a path is relative to the spec file.
 
-The ``metric``, ``wandb``, ``pruner`` (or ``early_terminate``), ``sampler``, ``heartbeat``, ``synth`` sections and
+The ``metric``, ``wandb``, ``pruner`` (or ``early_terminate``), ``sampler``, ``heartbeat``, ``synth``, ``slurm`` sections and
 ``program``/``command`` are typed (:mod:`cvae.sweeps.spec_types`); the ``parameters`` are read by
 :mod:`cvae.sweeps.params` into the search space (:mod:`cvae.sweeps.space`), which the spec checks its trials with.
 """
@@ -28,6 +28,7 @@ from cvae.sweeps import space
 from cvae.sweeps.params import OWNED_KEYS, ParamSpec, SpecError, owned_message, parse_params, spec_error
 from cvae.sweeps.space import NumEpoch, Param
 from cvae.sweeps.spec_types import (
+    LAUNCHERS,
     Command,
     EarlyTerminate,
     HeartbeatSpec,
@@ -35,6 +36,7 @@ from cvae.sweeps.spec_types import (
     PrunerSpec,
     SamplerSpec,
     Section,
+    SlurmSpec,
     SynthSpec,
     Text,
     WandbSpec,
@@ -112,8 +114,11 @@ class SpecFile(Section):
     replicates: at_least(1, optional=False) = 1
     """Trainings of each parameter set, with seeds seed, seed+1, ..."""
     workers: at_least(1, optional=False) = 1
+    launcher: one_of(*LAUNCHERS) = "local"
+    """How `cvae sweep run` starts the workers: local processes, or the tasks of a Slurm job array (``slurm``)."""
+    slurm: SlurmSpec = SlurmSpec()
     storage: Text = None
-    """The Optuna storage URL: sqlite:///PATH (default: OUTPUT_DIR/study.db), postgresql+psycopg2://..., journal:PATH."""
+    """The Optuna storage URL: sqlite:///PATH (default: OUTPUT_DIR/study.db), postgresql+psycopg2://..., journal:PATH, grpc://HOST:PORT (a `cvae sweep proxy`)."""
     wandb: WandbSpec = WandbSpec()
     output_dir: Text = None
     """Where the trials' folders go (default: a save_root parameter's value, which wandb agent runs make their
@@ -369,6 +374,10 @@ def _spec_warnings(spec: SweepSpec, method: str) -> tuple[str, ...]:
     return tuple(warnings)
 
 
+GRPC_URL = re.compile(r"grpc://(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+):(?P<port>\d{1,5})/?")
+"""A gRPC storage proxy's URL (``cvae sweep proxy``), whole: ``grpc://HOST:PORT``, an IPv6 host in brackets."""
+
+
 def _runs_folder(parameters: Any) -> tuple[Any, str | None]:
     """A constant ``save_root`` parameter, which a W&B file gives for ``wandb agent`` (each agent run makes its
     folder in it), read as ``output_dir``: (the parameters without it, its folder), else (them, None)."""
@@ -394,8 +403,12 @@ def _parse_storage(file: SpecFile, name: str, runs_in: str | None, storage: str 
         where = "is a file" if existing == output_dir else f"is inside {existing}, a file"
         errors.append(f"output_dir={str(output_dir)!r} {where}, not a folder (the sweep's records go in it)")
     url = storage or file.storage or f"sqlite:///{output_dir / 'study.db'}"
-    if not re.match(r"^(sqlite|postgresql(\+\w+)?|mysql(\+\w+)?|journal):", url):
-        errors.append(f"storage={url!r} must be sqlite:///PATH, postgresql+psycopg2://..., or journal:PATH")
+    if not re.match(r"^(sqlite|postgresql(\+\w+)?|mysql(\+\w+)?|journal|grpc):", url):
+        errors.append(f"storage={url!r} must be sqlite:///PATH, postgresql+psycopg2://..., journal:PATH or "
+                      "grpc://HOST:PORT")
+    elif url.startswith("grpc:") and not ((m := GRPC_URL.fullmatch(url)) and 0 < int(m["port"]) < 65536):
+        errors.append(f"storage={url!r}: a gRPC storage proxy's URL is grpc://HOST:PORT with a port in 1..65535 "
+                      "(the address `cvae sweep proxy` listens on)")
     return output_dir, url
 
 

@@ -1,5 +1,5 @@
 """The typed sections of a sweep spec, as pydantic models: ``metric``, ``wandb``, ``heartbeat``, ``pruner``, W&B's
-``early_terminate``, ``sampler``, ``synth``, and W&B's ``command`` (:func:`ignored_command`).
+``early_terminate``, ``sampler``, ``synth``, ``slurm``, and W&B's ``command`` (:func:`ignored_command`).
 
 Pydantic reads a section, checks its types and reports every problem of it at once; :func:`problems` turns
 pydantic's errors into the spec's one-line messages, each naming the key and the value (``wandb.mode='cloud' is
@@ -12,6 +12,7 @@ from __future__ import annotations
 import inspect
 import math
 import os
+import re
 from collections.abc import Callable, Mapping
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -437,3 +438,102 @@ def ignored_command(program: str | None, command: tuple[str, ...] | None) -> tup
 def is_trainer(program: str) -> bool:
     """Whether ``program`` (a script path) is our trainer: the lab's Trainer.py (``cvae train`` takes its flags)."""
     return os.path.basename(program.strip()).lower() == "trainer.py"
+
+
+# -- slurm: the job array of `cvae sweep run --launcher slurm` (cvae.sweeps.slurm submits it) ----------------
+LAUNCHERS = ("local", "slurm")
+"""``launcher``: the workers as processes of this machine, or as the tasks of a Slurm job array."""
+
+_SLURM_TIME = re.compile(r"^(?:(?P<d>\d+)-(?P<dh>\d+)(?::(?P<dm>\d+)(?::(?P<ds>\d+))?)?"
+                         r"|(?P<h>\d+):(?P<m>\d+):(?P<s>\d+)|(?P<mm>\d+)(?::(?P<ss>\d+))?)$")
+
+
+def slurm_minutes(value: Any) -> int:
+    """A Slurm time limit as whole minutes (seconds rounded up): minutes (``90``), ``MM:SS``, ``HH:MM:SS``,
+    ``D-HH``, ``D-HH:MM`` or ``D-HH:MM:SS``, as ``sbatch --time`` reads it.
+
+    Raises:
+        ValueError: not one of those forms, or no time at all.
+    """
+    if is_int(value) and value >= 1:
+        return int(value)
+    match = _SLURM_TIME.match(value.strip()) if isinstance(value, str) else None
+    if match is None:
+        raise ValueError("must be a Slurm time limit: minutes, MM:SS, HH:MM:SS or D-HH:MM:SS (12:00:00)")
+    g = {k: int(v) for k, v in match.groupdict().items() if v is not None}
+    seconds = (g.get("d", 0) * 86400 + (g.get("dh", 0) + g.get("h", 0)) * 3600
+               + (g.get("dm", 0) + g.get("m", 0) + g.get("mm", 0)) * 60 + g.get("ds", 0) + g.get("s", 0) + g.get("ss", 0))
+    if seconds <= 0:
+        raise ValueError("must be a Slurm time limit of at least one minute")
+    return -(-seconds // 60)
+
+
+def _minutes(value: Any) -> int:
+    try:
+        return slurm_minutes(value)
+    except ValueError as err:
+        raise PydanticCustomError(VALUE, str(err)) from None
+
+
+SlurmTime = Annotated[int, BeforeValidator(_minutes), WithJsonSchema({"anyOf": [
+    {"type": "integer", "minimum": 1}, {"type": "string", "pattern": r"^(\d+-)?\d+(:\d+){0,2}$"}]})]
+"""A time limit, read as minutes."""
+
+_MEMORY = re.compile(r"^[1-9]\d*[KMGT]?$", re.IGNORECASE)
+Memory = Annotated[str | None, check(lambda v: v is None or (is_int(v) and v > 0) or (
+    isinstance(v, str) and bool(_MEMORY.match(v.strip()))), "must be a Slurm memory size: megabytes, or a number "
+    "with K, M, G or T (32G)", lambda v: None if v is None else str(v).strip().upper()),
+    WithJsonSchema({"anyOf": [{"type": "integer", "minimum": 1}, {"type": "string", "pattern": r"^[1-9]\d*[KMGTkmgt]?$"}]})]
+
+SLURM_OWNED = {"array": "workers (or --workers)", "output": "the launcher (logs in OUTPUT_DIR/logs/slurm)",
+               "error": "the launcher (logs in OUTPUT_DIR/logs/slurm)", "open-mode": "the launcher",
+               "partition": "slurm.partition", "time": "slurm.time", "gres": "slurm.gpus",
+               "gpus-per-node": "slurm.gpus", "cpus-per-task": "slurm.cpus", "mem": "slurm.mem",
+               "signal": "slurm.signal_delay", "account": "slurm.account", "qos": "slurm.qos",
+               "ntasks": "the launcher (one task per worker)", "nodes": "the launcher (one task per worker)"}
+"""sbatch options that ``slurm.sbatch`` may not set, and what sets them."""
+
+
+def _sbatch_options(value: Any) -> dict[str, str]:
+    if not isinstance(value, Mapping):
+        raise PydanticCustomError(VALUE, "must be a mapping of sbatch long options to values ({constraint: a100})")
+    out = {}
+    for key, v in value.items():
+        name = str(key).removeprefix("--")
+        if not re.fullmatch(r"[a-z][a-z0-9-]*", name):
+            raise PydanticCustomError(VALUE, f": {key!r} is not an sbatch long option name (constraint, exclude, ...)")
+        if name in SLURM_OWNED:
+            raise PydanticCustomError(VALUE, f": {name} is set by {SLURM_OWNED[name]}")
+        if isinstance(v, bool) or not isinstance(v, str | int | float):
+            raise PydanticCustomError(VALUE, f": {name}={v!r} must be a string or a number")
+        out[name] = str(v)
+    return out
+
+
+class SlurmSpec(Section):
+    """``slurm``: the job array that ``cvae sweep run --launcher slurm`` (or ``launcher: slurm``) submits
+    through submitit, one task per worker (``workers`` tasks); each task is one ``cvae sweep worker`` of the spec's
+    study. The defaults are ``examples/slurm/sweep-workers.sbatch``'s."""
+
+    partition: Text = None
+    """The partition (default: the cluster's)."""
+    account: Text = None
+    qos: Text = None
+    time: SlurmTime = 720
+    """Each task's time limit: minutes or [D-]HH:MM:SS (default 12:00:00)."""
+    gpus: at_least(0, optional=False) = 1
+    """GPUs per worker (``--gres=gpu:N``); 0 for none."""
+    cpus: at_least(1, optional=False) = 8
+    """CPUs per worker (``--cpus-per-task``), and its torch threads."""
+    mem: Memory = "32G"
+    """Memory per worker (``--mem``): megabytes, or a number with K, M, G or T; null for the cluster's default."""
+    parallel: at_least(1) = None
+    """The most tasks running at once (``--array=0-N%parallel``; default: all)."""
+    signal_delay: at_least(1, optional=False) = 120
+    """Seconds before the time limit that each worker gets SIGTERM (``--signal=TERM@120``): it re-queues its
+    trial, which another worker resumes from its last epoch checkpoint."""
+    setup: Annotated[tuple[str, ...], check(lambda v: isinstance(v, list | tuple) and all(isinstance(s, str) for s in v),
+                                            "must be a list of shell lines", tuple)] = ()
+    """Shell lines each task runs before its worker (``module load cuda``)."""
+    sbatch: Annotated[dict[str, str], BeforeValidator(_sbatch_options)] = {}
+    """More sbatch options, by long name without ``--`` (``{constraint: a100, exclude: node7}``)."""

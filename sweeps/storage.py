@@ -1,4 +1,6 @@
-"""Study storage: SQLite (default), PostgreSQL (many machines), or an Optuna journal file.
+"""Study storage: SQLite (default), PostgreSQL (many machines), an Optuna journal file, or Optuna's gRPC
+storage proxy in front of a database (``grpc://HOST:PORT``, served by ``cvae sweep proxy``: thousands of
+workers, a bounded number of database connections).
 
 Storage URLs are printed with their password masked. A password never needs to be in the spec: a
 PostgreSQL URL without one takes it from ``$CVAE_DB_PASSWORD``, a file named by ``$CVAE_DB_PASSWORD_FILE``
@@ -14,11 +16,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+import grpc
 import optuna
 import sqlalchemy.exc
 from cvae.sweeps import experimental_ok
 from cvae.sweeps.optuna_private import BaseHeartbeat, cached_rdb_storage
-from cvae.sweeps.spec import SweepSpec
+from cvae.sweeps.spec import GRPC_URL, SweepSpec
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 
@@ -27,7 +30,8 @@ from cvae.secrets import mask_url, split_password
 
 log = logging.getLogger("cvae")
 
-__all__ = ["StorageError", "mask_url", "open_storage", "split_password", "with_password"]
+__all__ = ["StorageError", "grpc_address", "mask_url", "open_database", "open_storage", "split_password",
+           "with_password"]
 
 
 class StorageError(RuntimeError):
@@ -46,14 +50,29 @@ def open_storage(spec: SweepSpec, url: str | None = None) -> optuna.storages.Bas
     """Open (and for SQLite create the folder of) the study storage, with heartbeats for stale trials.
 
     A database storage comes wrapped in :class:`ResilientStorage`: once opened, a call that loses the server
-    is retried with backoff for :data:`RETRY_BUDGET_S` seconds.
+    is retried with backoff for :data:`RETRY_BUDGET_S` seconds. So does a ``grpc://`` proxy's client
+    (:func:`open_grpc`), which keeps no Optuna heartbeat: the sweeps keep theirs in a system attribute.
 
     Raises:
         StorageError: unreachable server, bad credentials, unwritable file or folder: within seconds.
     """
     url = url or spec.storage
+    if url.startswith("grpc:"):
+        return open_grpc(url)
     with experimental_ok():
         retry = RetryHeartbeatStaleTrialCallback(max_retry=spec.max_retry, inherit_intermediate_values=True)
+    return open_database(url, heartbeat_interval=spec.heartbeat.interval, grace_period=spec.heartbeat.grace,
+                         stale_trial_callback=retry)
+
+
+def open_database(url: str, *, heartbeat_interval: int | None = None, grace_period: int | None = None,
+                  stale_trial_callback: Any = None, pool_size: int | None = None) -> optuna.storages.BaseStorage:
+    """Open a SQLite, PostgreSQL or journal storage (:func:`open_storage` without a spec: what
+    ``cvae sweep proxy`` serves); ``pool_size``: at most this many database connections at once.
+
+    Raises:
+        StorageError: as :func:`open_storage`.
+    """
     if url.startswith("journal:"):
         path = Path(url.removeprefix("journal:").removeprefix("//"))
         try:
@@ -73,14 +92,16 @@ def open_storage(spec: SweepSpec, url: str | None = None) -> optuna.storages.Bas
         engine_kwargs["connect_args"] = {"timeout": 120}
     elif url.startswith("postgresql"):
         engine_kwargs["connect_args"] = {"connect_timeout": 10}
+    if pool_size is not None and not (url.startswith("sqlite:") and sqlite_path(url) in (None, ":memory:")):
+        engine_kwargs.update(pool_size=pool_size, max_overflow=0)
     full = with_password(url)
     deadline = time.monotonic() + 30
     while True:
         try:
             with experimental_ok():
                 rdb = RDBStorage(
-                    full, engine_kwargs=engine_kwargs, heartbeat_interval=spec.heartbeat.interval,
-                    grace_period=spec.heartbeat.grace, heartbeat_stale_trial_callback=retry,
+                    full, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval,
+                    grace_period=grace_period, heartbeat_stale_trial_callback=stale_trial_callback,
                 )
             if url.startswith("sqlite:"):
                 _serialize_sqlite(rdb.engine)
@@ -95,6 +116,45 @@ def open_storage(spec: SweepSpec, url: str | None = None) -> optuna.storages.Bas
                 time.sleep(0.5)
                 continue
             raise StorageError(f"cannot open study storage {mask_url(full)}: {mask_url(text)}") from None
+
+
+# -- the gRPC storage proxy's client ------------------------------------------------------------------------
+GRPC_CONNECT_TIMEOUT_S = 5.0
+"""How long opening a ``grpc://`` storage waits for the proxy to answer."""
+
+
+def grpc_address(url: str) -> tuple[str, int]:
+    """(host, port) of a ``grpc://HOST:PORT`` URL (an IPv6 host keeps its brackets, as gRPC wants it).
+
+    Raises:
+        StorageError: the URL is not ``grpc://HOST:PORT`` with a port in 1..65535.
+    """
+    match = GRPC_URL.fullmatch(url)
+    if match is None or not 0 < int(match["port"]) < 65536:
+        raise StorageError(f"bad study storage {mask_url(url)}: a gRPC storage proxy's URL is grpc://HOST:PORT "
+                           "(the address `cvae sweep proxy` listens on)")
+    return match["host"], int(match["port"])
+
+
+def open_grpc(url: str, timeout: float = GRPC_CONNECT_TIMEOUT_S) -> optuna.storages.BaseStorage:
+    """A client of Optuna's gRPC storage proxy (``cvae sweep proxy``) at ``grpc://HOST:PORT``, wrapped in
+    :class:`ResilientStorage` (a proxy that goes away is retried for :data:`RETRY_BUDGET_S` seconds).
+
+    Raises:
+        StorageError: a bad URL, or no proxy answered within ``timeout`` seconds.
+    """
+    from optuna.storages import GrpcStorageProxy
+
+    host, port = grpc_address(url)
+    with experimental_ok():
+        proxy = GrpcStorageProxy(host=host, port=port)
+    try:
+        proxy.wait_server_ready(timeout=timeout)
+    except ConnectionError:
+        proxy.close()
+        raise StorageError(f"cannot open study storage {url}: no gRPC storage proxy answered within {timeout:g} s "
+                           "(start one with `cvae sweep proxy --storage DATABASE_URL`)") from None
+    return ResilientStorage(proxy, url)
 
 
 def _serialize_sqlite(engine: Any) -> None:
@@ -166,7 +226,10 @@ def root_cause_text(err: BaseException) -> str:
     seen = set()
     while inner is not None and id(inner) not in seen:
         seen.add(id(inner))
-        text = str(getattr(inner, "orig", None) or inner).strip()
+        if isinstance(inner, grpc.RpcError) and callable(getattr(inner, "code", None)):
+            text = f"{(inner.details() or '').strip()} (gRPC {inner.code().name})".strip()
+        else:
+            text = str(getattr(inner, "orig", None) or inner).strip()
         if text and text != "()":
             said = text
         inner = inner.__cause__ or inner.__context__
@@ -181,6 +244,8 @@ def is_transient(err: BaseException) -> bool:
         inner = inner.__cause__ or inner.__context__
     if any(isinstance(e, sqlalchemy.exc.DBAPIError) and e.connection_invalidated for e in chain):
         return True
+    if any(_grpc_code(e) is not None for e in chain):  # the proxy: down or restarting is UNAVAILABLE
+        return any(_grpc_code(e) == grpc.StatusCode.UNAVAILABLE for e in chain)
     if not any(_is_storage_failure(e) for e in chain):
         return False
     text = " ".join(str(e).lower() for e in chain)
@@ -188,15 +253,24 @@ def is_transient(err: BaseException) -> bool:
 
 
 def _is_storage_failure(err: BaseException) -> bool:
-    """A failure of the database behind an RDB storage (SQLAlchemy's, or Optuna's wrapper of it)."""
-    return isinstance(err, (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError))
+    """A failure of the database behind an RDB storage (SQLAlchemy's, or Optuna's wrapper of it), or of a
+    call to the gRPC storage proxy (the errors Optuna's client does not turn into its own)."""
+    return isinstance(err, (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError, grpc.RpcError))
+
+
+def _grpc_code(err: BaseException) -> grpc.StatusCode | None:
+    """The status of a failed gRPC call, else None."""
+    code = getattr(err, "code", None)
+    return code() if isinstance(err, grpc.RpcError) and callable(code) else None
 
 
 class ResilientStorage(optuna.storages.BaseStorage, BaseHeartbeat):
     """An Optuna storage that rides out a database outage: each call that lost its connection is retried
     with exponential backoff (0.5 s doubling to 15 s) for up to ``budget_s`` seconds, then raises
     :class:`StorageError` naming the (masked) storage. Any other database failure (a read-only SQLite file,
-    a full disk) becomes a one-line :class:`StorageError` at once. Optuna's own errors pass through.
+    a full disk) becomes a one-line :class:`StorageError` at once. Optuna's own errors pass through. Through
+    the gRPC proxy (``grpc://``), a proxy that cannot be reached (gRPC ``UNAVAILABLE``: stopped, restarting)
+    is retried the same way; any other failed call (the proxy's own database gave up) is one line at once.
 
     Retrying is safe: Optuna's writes are single transactions, rolled back when the connection drops, and a
     state change that did land before the drop answers the retry with ``UpdateFinishedTrialError``, which
@@ -261,3 +335,20 @@ for _name in sorted(optuna.storages.BaseStorage.__abstractmethods__ | BaseHeartb
                     | {"get_failed_trial_callback", "get_best_trial", "get_n_trials"}):
     setattr(ResilientStorage, _name, _delegate(_name))
 ResilientStorage.__abstractmethods__ = frozenset()
+
+
+def _without_heartbeat(name: str) -> Any:
+    """``name`` answers None for a storage that keeps no Optuna heartbeat (the gRPC proxy's client): Optuna
+    (``is_heartbeat_enabled``) and the sweeps (``has_heartbeat``) then see none, and the sweeps keep theirs in
+    a system attribute (:mod:`cvae.sweeps.queue`)."""
+    def method(self: ResilientStorage, *args: Any, **kwargs: Any) -> Any:
+        if not isinstance(self._inner, BaseHeartbeat):
+            return None
+        return self._call(name, *args, **kwargs)
+
+    method.__name__ = name
+    return method
+
+
+for _name in ("get_heartbeat_interval", "get_failed_trial_callback"):
+    setattr(ResilientStorage, _name, _without_heartbeat(_name))

@@ -4,6 +4,9 @@
   (:class:`tests.sweeps.pg.PostgresServer`: initdb into a temp folder, trust auth for 127.0.0.1 only,
   stopped and deleted at the end). Skipped when PostgreSQL is not installed, unless
   ``CVAE_REQUIRE_POSTGRES=1`` (CI sets it), where a missing server is a failure.
+- ``slurm_cluster`` (session): a real one-node Slurm cluster (munged, slurmctld, slurmd on 127.0.0.1 from a temp
+  folder: :class:`tests.sweeps.slurm.SlurmCluster`), its client environment in ``.env`` (``SLURM_CONF``).
+  Skipped when Slurm or munge is not installed, unless ``CVAE_REQUIRE_SLURM=1`` (CI sets it).
 - ``env`` (function): offline W&B into ``tmp_path/wandb``, as an environment for subprocesses.
 - ``postgres_url`` (function): a fresh, empty database on that server for one test, as a SQLAlchemy URL
   (``postgresql+psycopg2://postgres@127.0.0.1:<port>/<db>``), ready for ``optuna.create_study(storage=...)``.
@@ -22,6 +25,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 from pg import PostgresServer, find_bindir  # noqa: E402
+from slurm import SlurmCluster, SlurmError, missing_binaries  # noqa: E402
 
 _db_counter = itertools.count()
 
@@ -37,6 +41,27 @@ def postgres_server() -> Iterator[PostgresServer]:
         pytest.skip(message)
     with PostgresServer() as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster() -> Iterator[SlurmCluster]:
+    """A running one-node Slurm cluster (see the module docstring); skip or fail when it cannot run here."""
+    missing = missing_binaries()
+    why = (f"Slurm not installed (no {', '.join(missing)}); `apt-get install slurmctld slurmd munge` to run these "
+           "tests" if missing else "a test Slurm cluster needs root (slurmd starts jobs as their user)"
+           if os.geteuid() != 0 else "")
+    if why:
+        if os.environ.get("CVAE_REQUIRE_SLURM") == "1":
+            pytest.fail(f"CVAE_REQUIRE_SLURM=1 but {why}", pytrace=False)
+        pytest.skip(why)
+    try:
+        cluster = SlurmCluster().start()
+    except SlurmError as err:
+        pytest.fail(f"the test Slurm cluster did not start: {err}", pytrace=False)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
 
 
 @pytest.fixture
