@@ -137,7 +137,7 @@ def _supervise(spec: SweepSpec, spec_path: Path, study, *, live: bool) -> int:
     codes = [p.wait() for p, _ in procs]
     lost = None
     try:
-        _final_report(spec, study)
+        final_report(spec, study)
         reached = spec.metric.reached_by(study.get_trials(deepcopy=False))
         if reached is not None:
             print(f"sweep {spec.name}: trial {reached} reached metric.target {spec.metric.target:g}: the sweep "
@@ -269,7 +269,7 @@ def _watch(spec, study, procs, *, live: bool) -> None:
         time.sleep(1)
 
 
-def _final_report(spec, study) -> None:
+def final_report(spec, study) -> None:
     from cvae.sweeps.report import best_config_text, rows, summary_line, trials_table
     from rich.console import Console
 

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cvae.sweeps.launcher import LaunchError, _final_report, keep_spec
+from cvae.sweeps.launcher import LaunchError, final_report, keep_spec
 from cvae.sweeps.spec import SweepSpec
 from cvae.sweeps.spec_types import SlurmSpec, problems
 from cvae.sweeps.storage import StorageError, mask_url, split_password
@@ -288,7 +288,7 @@ def launch(spec: SweepSpec, spec_path: Path, study, slurm: SlurmSpec, *, worker:
     finally:
         signal.signal(signal.SIGTERM, previous)
     try:
-        _final_report(spec, study)
+        final_report(spec, study)
     except StorageError as err:
         raise LaunchError(f"{err}; the job array has ended and every trial's records are kept") from None
     return 130 if interrupted else _outcome(spec, study, array_id, states)
