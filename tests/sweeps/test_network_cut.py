@@ -86,7 +86,7 @@ def test_a_worker_cut_off_mid_trial_is_fenced_when_it_comes_back(tiny_dataset, t
     a finds it lost the trial and writes nothing (no second completion, no epoch twice, no file of the run folder
     changed), and exits cleanly."""
     _network_or_skip()
-    epochs = 10
+    epochs = 6
     spec_path = write_spec(tmp_path, tiny_dataset, parameters={"N_dim": {"values": [4]}},
                            heartbeat={"interval": 1, "grace": 4}, wandb={"project": "test", "mode": "disabled"},
                            base={"DR": str(tiny_dataset), **BASE, "num_epoch": epochs})

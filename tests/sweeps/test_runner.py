@@ -26,8 +26,12 @@ from cvae.wandb_offline import read_offline_runs_merged
 
 BASE = {
     "num_epoch": 2, "train_vi_len": 4, "batch_size": 4, "val_vi_len": 24, "F_dim": 16, "L_dim": 8, "N_dim": 4,
-    "D_out_dim": 16, "tfr_sde": 1, "num_workers": 1, "kl_anneal_cycle": 1,
+    "D_out_dim": 16, "tfr_sde": 1, "num_workers": 1, "kl_anneal_cycle": 1, "val_samples": 1, "val_diagnostics": False,
 }
+"""The tiny trials of the sweep tests, validated by the lab's one rollout (a third less time an epoch than the full
+evaluation, which the tests of the evaluation's records ask for with :data:`FULL_EVALUATION`)."""
+FULL_EVALUATION = {"val_samples": 5, "val_diagnostics": True}
+"""``cvae train``'s default evaluation: K = 5 samples of z, SSIM, and the input-use and latent diagnostics."""
 
 
 def write_spec(tmp_path: Path, dataset: Path, **overrides) -> Path:
@@ -65,7 +69,7 @@ def params_of(trials) -> list[tuple]:
 
 @pytest.mark.slow
 def test_grid_sweep_with_two_workers_runs_each_point_once_and_tracks_it(tiny_dataset, tmp_path, env):
-    spec_path = write_spec(tmp_path, tiny_dataset, workers=2)
+    spec_path = write_spec(tmp_path, tiny_dataset, workers=2, base={"DR": str(tiny_dataset), **BASE, **FULL_EVALUATION})
     done = cvae("sweep", "run", str(spec_path), "--no-live", env=env)
     assert done.returncode == 0, done.stderr[-2000:]
     spec, study = load(spec_path)
@@ -435,7 +439,7 @@ def test_password_from_the_environment_and_masking(monkeypatch, tmp_path):
 @pytest.mark.slow
 def test_status_best_and_plan_commands(tiny_dataset, tmp_path, env):
     spec_path = write_spec(tmp_path, tiny_dataset, wandb={"mode": "disabled"},
-                           parameters={"N_dim": {"values": [4, 8]}})
+                           parameters={"N_dim": {"values": [4, 8]}}, base={"DR": str(tiny_dataset), **BASE, **FULL_EVALUATION})
     missing = cvae("sweep", "status", str(spec_path), env=env)
     assert missing.returncode == 2 and "cvae sweep run" in missing.stderr
     plan = cvae("sweep", "plan", str(spec_path), env=env)

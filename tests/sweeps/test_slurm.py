@@ -28,7 +28,7 @@ from cvae.schema import REASON
 ROOT = Path(__file__).resolve().parents[2]
 SBATCH = ROOT / "examples" / "slurm" / "sweep-workers.sbatch"
 
-FAST = {**BASE, "partial": 0.25, "val_samples": 1, "val_diagnostics": False}
+FAST = {**BASE, "partial": 0.25}
 """The tiny trials of test_runner, a quarter of the training clips per epoch and a short validation: about
 0.35 s an epoch on one thread."""
 WANDB = {"project": "test", "mode": "offline", "log_model": False}
