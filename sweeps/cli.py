@@ -111,9 +111,10 @@ def _load(args: argparse.Namespace, workers: int | None = None, *, warn: str | N
     return spec
 
 
-def _one_line(name: str, *, data: bool = False):
-    """``cvae sweep NAME``: bad input and the machine's faults (spec, storage, study, W&B; the dataset's with
-    ``data``: ``cvae.core.data`` imports torch, which status, best and retry do without) end it in one line."""
+def _one_line(name: str):
+    """``cvae sweep NAME``: bad input and the machine's faults (spec, storage, study, W&B, the dataset: its
+    ``DatasetError`` is a ``ValueError``, caught without importing ``cvae.core.data`` and torch) end it in one
+    line."""
     def wrap(cmd):
         @functools.wraps(cmd)
         def run(args: argparse.Namespace) -> int:
@@ -124,10 +125,6 @@ def _one_line(name: str, *, data: bool = False):
             from cvae.tracking import TrackingError
 
             errors: tuple[type[Exception], ...] = (SpecError, StorageError, SweepError, TrackingError, ValueError)
-            if data:
-                from cvae.core.data import DatasetError
-
-                errors += (DatasetError,)
             try:
                 return cmd(args)
             except errors as err:
@@ -136,7 +133,7 @@ def _one_line(name: str, *, data: bool = False):
     return wrap
 
 
-@_one_line("run", data=True)
+@_one_line("run")
 def _cmd_run(args: argparse.Namespace) -> int:
     from cvae.sweeps import slurm
     from cvae.sweeps.launcher import LaunchError, launch, prepare
@@ -154,7 +151,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return fail("sweep run", str(err), err.code)
 
 
-@_one_line("worker", data=True)
+@_one_line("worker")
 def _cmd_worker(args: argparse.Namespace) -> int:
     from cvae.sweeps.runner import install_stop_handlers, run_worker
 
@@ -172,7 +169,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
-@_one_line("init", data=True)
+@_one_line("init")
 def _cmd_init(args: argparse.Namespace) -> int:
     import optuna
     from cvae.sweeps.launcher import keep_spec, prepare
