@@ -16,7 +16,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-import grpc
+# gRPC's fork support restarts its poller in a forked child, where Popen's close_fds then closes the poller's epoll
+# descriptor: the child aborts before its exec (grpc/grpc#43055, grpcio >= 1.81). The sweeps fork only to exec
+# (worker processes, W&B's service), which needs no fork support; set before gRPC is first imported.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
+import grpc  # noqa: E402
 import optuna
 import sqlalchemy.exc
 from cvae.sweeps import experimental_ok
@@ -115,7 +120,7 @@ def open_database(url: str, *, heartbeat_interval: int | None = None, grace_peri
             if racing and time.monotonic() < deadline:
                 time.sleep(0.5)
                 continue
-            raise StorageError(f"cannot open study storage {mask_url(full)}: {mask_url(text)}") from None
+            raise StorageError(f"cannot open study storage {mask_url(full)}: {mask_url(text)}{_hint(text)}") from None
 
 
 # -- the gRPC storage proxy's client ------------------------------------------------------------------------
@@ -219,6 +224,14 @@ _TRANSIENT = (
 )
 
 
+def _hint(text: str) -> str:
+    """What to do about a database error whose remedy is not in its text, else ""."""
+    if "too many clients" in text.lower() or "too many connections" in text.lower():
+        return ("; the database's max_connections is reached: each worker holds two connections, so raise it "
+                "or serve the workers through `cvae sweep proxy` (docs/scale-out.md#the-storages-ceiling)")
+    return ""
+
+
 def root_cause_text(err: BaseException) -> str:
     """The first line of the innermost error behind ``err`` that says something (Optuna hides SQLAlchemy's behind a
     generic one, and SQLAlchemy's pool can leave an empty ``InvalidatePoolError`` behind the driver's)."""
@@ -295,7 +308,7 @@ class ResilientStorage(optuna.storages.BaseStorage, BaseHeartbeat):
                     raise
                 text = mask_url(root_cause_text(err))
                 if not is_transient(err):
-                    raise StorageError(f"study storage {self.label}: {text}") from None
+                    raise StorageError(f"study storage {self.label}: {text}{_hint(text)}") from None
                 waited = time.monotonic() - start
                 if waited >= self.budget_s:
                     raise StorageError(f"study storage {self.label} unreachable for {waited:.0f} s "

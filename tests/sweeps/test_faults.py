@@ -495,6 +495,31 @@ def test_postgresql_stopped_outright_ends_the_run_in_one_line_and_the_next_run_r
     assert_every_epoch_once(spec, study, 4, tmp_path / "wandb")
 
 
+def test_a_database_out_of_connections_is_one_line_saying_what_to_do(tiny_dataset, tmp_path, postgres_url):
+    """PostgreSQL's max_connections reached (too many workers on one database: docs/scale-out.md's ceiling) is a
+    refusal, not an outage: one line at once, naming the remedy."""
+    import psycopg2
+    from cvae.sweeps.storage import StorageError
+
+    spec = load_spec(write_spec(tmp_path, tiny_dataset), storage=postgres_url)
+    held = []
+    try:
+        with contextlib.suppress(psycopg2.OperationalError):
+            for _ in range(200):  # every connection the server has left
+                held.append(psycopg2.connect(postgres_url.replace("postgresql+psycopg2", "postgresql")))
+        assert 50 < len(held) < 200
+        t0 = time.monotonic()
+        with pytest.raises(StorageError) as err:
+            open_storage(spec)
+        assert time.monotonic() - t0 < 10
+    finally:
+        for conn in held:
+            conn.close()
+    assert "too many clients" in str(err.value) and "\n" not in str(err.value)
+    assert "max_connections is reached: each worker holds two connections" in str(err.value)
+    assert "cvae sweep proxy" in str(err.value)
+
+
 def test_a_storage_that_stays_down_is_one_line_naming_it(monkeypatch):
     import sqlalchemy.exc
 

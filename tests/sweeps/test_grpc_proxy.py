@@ -28,11 +28,8 @@ from cvae.schema import FAILED_TRIAL, HEARTBEAT, REASON
 
 sys.path.insert(0, str(Path(__file__).parent))
 from pg import free_port  # noqa: E402
+from test_runner import BASE  # noqa: E402
 
-BASE = {
-    "num_epoch": 2, "train_vi_len": 4, "batch_size": 4, "val_vi_len": 24, "F_dim": 16, "L_dim": 8, "N_dim": 4,
-    "D_out_dim": 16, "tfr_sde": 1, "num_workers": 1, "kl_anneal_cycle": 1,
-}
 PASSWORD = "s3cret-pw"
 
 
