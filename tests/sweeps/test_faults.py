@@ -401,7 +401,9 @@ def _a_sweep_past_its_first_checkpoint(tiny_dataset, tmp_path, env) -> tuple[Pat
     proc = subprocess.Popen([sys.executable, "-m", "cvae", "sweep", "run", str(spec_path), "--no-live"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     run = tmp_path / "out" / "t0000"
-    _wait_for(lambda: (run / "last.ckpt").exists(), 180, "the first checkpoint")
+    log = tmp_path / "out" / "logs" / "worker-0.log"
+    _wait_for(lambda: (run / "last.ckpt").exists() and log.exists() and "epoch 0 (" in log.read_text(), 180,
+              "the first checkpoint and its log line")
     return spec_path, proc, json.loads((run / "trial.json").read_text())["worker"]["pid"]
 
 
