@@ -26,29 +26,6 @@ if _XDIST_WORKERS > 1:
     # tests start, get their share of the cores (two processes of 2 threads each on 2 cores run 10x slower).
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, _CORES // _XDIST_WORKERS)))
 
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Under pytest-xdist (``make test``: ``--dist worksteal``) each worker is first sent a contiguous share of the
-    collection, then steals from the end of the longest queue. Each share here starts with its part of the long
-    tests (marked ``slow``, dealt in turn): every worker begins with long tests and ends with short ones, so
-    none is left running a minute-long test at the end while the others idle. Same order in every worker."""
-    if _XDIST_WORKERS < 2:
-        return
-    slow = [item for item in items if item.get_closest_marker("slow")]
-    fast = [item for item in items if not item.get_closest_marker("slow")]
-    ordered, left = [], len(items)
-    for i in range(_XDIST_WORKERS):
-        share = left // (_XDIST_WORKERS - i)  # what worksteal sends the i-th idle worker first
-        mine = slow[i::_XDIST_WORKERS][:share]
-        ordered += mine
-        ordered += fast[: share - len(mine)]
-        del fast[: share - len(mine)]
-        left -= share
-    ordered += [item for item in slow if item not in set(ordered)] + fast  # none left unless a share overflowed
-    items[:] = ordered
-
-
 TINY_DATASET = dict(
     train_frames=96, train_video_len=48, val_frames=24, test_sequences=2, test_frames=24, size=(32, 64), seed=0
 )
