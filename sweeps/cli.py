@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
 import logging
 import os
 import signal
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from cvae.console import EXIT_FAILED, fail, setup_logging
@@ -192,17 +194,25 @@ def _cmd_init(args: argparse.Namespace) -> int:
 def _cmd_dashboard(args: argparse.Namespace) -> int:
     from cvae.sweeps.dashboard import serve_dashboard
 
-    # `docker stop`, `kill`: stop serving like Ctrl-C (exit 0), not with a traceback.
+    with _serving():
+        try:
+            serve_dashboard(_load(args), storage_url=args.storage, host=args.host, port=args.port)
+        except OSError as err:
+            return fail("sweep dashboard", f"cannot listen on {args.host}:{args.port}: {err.strerror or err}")
+    return 0
+
+
+@contextlib.contextmanager
+def _serving() -> Iterator[None]:
+    """A command that serves until stopped: Ctrl-C, and SIGTERM (`docker stop`, `kill`) alike, end it with exit 0,
+    not a traceback."""
     previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
-        serve_dashboard(_load(args), storage_url=args.storage, host=args.host, port=args.port)
-    except OSError as err:
-        return fail("sweep dashboard", f"cannot listen on {args.host}:{args.port}: {err.strerror or err}")
+        yield
     except KeyboardInterrupt:
         pass
     finally:
         signal.signal(signal.SIGTERM, previous)
-    return 0
 
 
 def _cmd_proxy(args: argparse.Namespace) -> int:
@@ -211,17 +221,13 @@ def _cmd_proxy(args: argparse.Namespace) -> int:
     from cvae.sweeps.storage import StorageError
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # it prints its own line
-    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)  # `kill`, `docker stop`: as Ctrl-C
-    try:
-        serve_proxy(args.storage, host=args.host, port=args.port, threads=args.threads)
-    except (StorageError, ValueError) as err:
-        return fail("sweep proxy", str(err))
-    except (OSError, RuntimeError) as err:  # the address is taken or unknown (RuntimeError: gRPC's own bind)
-        return fail("sweep proxy", f"cannot listen on {args.host}:{args.port}: {err}")
-    except KeyboardInterrupt:
-        pass
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    with _serving():
+        try:
+            serve_proxy(args.storage, host=args.host, port=args.port, threads=args.threads)
+        except (StorageError, ValueError) as err:
+            return fail("sweep proxy", str(err))
+        except (OSError, RuntimeError) as err:  # the address is taken or unknown (RuntimeError: gRPC's own bind)
+            return fail("sweep proxy", f"cannot listen on {args.host}:{args.port}: {err}")
     return 0
 
 
