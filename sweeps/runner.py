@@ -161,8 +161,6 @@ class TrialCallback(BaseCallback):
     def __init__(self, trial: optuna.Trial, spec: SweepSpec, tracker, t0: float, lease: Lease | None = None) -> None:
         self.trial = trial
         self.lease = lease
-        self.dropped: int | None = None
-        """The epoch being checked against the lease: dropped, not written, when the worker was fenced."""
         self.spec = spec
         self.tracker = tracker
         self.wandb = WandbCallback(tracker)
@@ -210,10 +208,11 @@ class TrialCallback(BaseCallback):
     def on_before_save(self, result: EpochResult) -> None:
         """Write the epoch only while this worker holds the trial (:meth:`cvae.sweeps.queue.Lease.check`)."""
         if self.lease is not None:
-            self.dropped = result.epoch
             with self.tracking():
-                self.lease.check()
-            self.dropped = None
+                try:
+                    self.lease.check()
+                except Fenced as err:
+                    raise Fenced(f"{err}; its epoch {result.epoch} is dropped") from None
 
     def on_epoch_end(self, result: EpochResult) -> None:
         self.rows = self.rows if self.rows is not None else []  # fit calls on_train_start first
@@ -394,7 +393,7 @@ def _run_trial(study: optuna.Study, trial: optuna.Trial, spec: SweepSpec, lease:
     except Fenced as err:
         if tracker is not None:
             tracker.abandon()
-        return _fenced(trial, str(err), callback.dropped)
+        return _fenced(trial, str(err))
     except StorageError:
         raise  # the storage is gone: nothing can be recorded; the trial goes stale and is re-queued
     except KeyboardInterrupt:
@@ -428,11 +427,10 @@ def _run_trial(study: optuna.Study, trial: optuna.Trial, spec: SweepSpec, lease:
     raise KeyboardInterrupt
 
 
-def _fenced(trial: optuna.Trial, why: str, dropped: int | None = None) -> str:
+def _fenced(trial: optuna.Trial, why: str) -> str:
     """A trial this worker lost to another (:class:`cvae.sweeps.queue.Fenced`): nothing more of it is written here,
     not even its outcome (its retry records that)."""
-    epoch = f"its epoch {dropped} is dropped, and " if dropped is not None else ""
-    log.warning("trial %d: fenced: %s: %snothing more of it is written by this worker", trial.number, why, epoch)
+    log.warning("trial %d: fenced: %s: nothing more of it is written by this worker", trial.number, why)
     return "fenced"
 
 

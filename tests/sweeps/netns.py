@@ -78,9 +78,6 @@ class Network:
         """This side of ``machine``'s link: where a server for it listens."""
         return str(self.links[machine][1])
 
-    def address(self, machine: str) -> str:
-        return str(self.links[machine][2])
-
     @property
     def subnets(self) -> tuple[str, ...]:
         return tuple(str(net) for net in self.links.values())
