@@ -30,7 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TextIO
 
 from cvae.sweeps import experimental_ok
-from cvae.sweeps.storage import StorageError, mask_url, open_database, with_password
+from cvae.sweeps.storage import StorageError, import_grpc, mask_url, open_database, with_password
 
 DEFAULT_PORT = 13000
 """Optuna's default port for the proxy."""
@@ -123,6 +123,7 @@ def serve_proxy(url: str, *, host: str = "127.0.0.1", port: int = DEFAULT_PORT, 
     except Exception as err:  # noqa: BLE001 - SQLAlchemy raises many types; report one clear line
         text = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise StorageError(f"cannot read studies from {mask_url(url)}: {mask_url(text)}") from None
+    import_grpc()
     from optuna.storages import run_grpc_proxy_server
 
     # Masked from the full URL: one whose password came from the environment shows `user:***@` too.

@@ -12,16 +12,11 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
-# gRPC's fork support restarts its poller in a forked child, where Popen's close_fds then closes the poller's epoll
-# descriptor: the child aborts before its exec (grpc/grpc#43055, grpcio >= 1.81). The sweeps fork only to exec
-# (worker processes, W&B's service), which needs no fork support; set before gRPC is first imported.
-os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
-
-import grpc  # noqa: E402
 import optuna
 import sqlalchemy.exc
 from cvae.sweeps import experimental_ok
@@ -35,7 +30,7 @@ from cvae.secrets import mask_url, split_password
 
 log = logging.getLogger("cvae")
 
-__all__ = ["StorageError", "grpc_address", "mask_url", "open_database", "open_storage", "split_password",
+__all__ = ["StorageError", "grpc_address", "import_grpc", "mask_url", "open_database", "open_storage", "split_password",
            "with_password"]
 
 
@@ -148,9 +143,10 @@ def open_grpc(url: str, timeout: float = GRPC_CONNECT_TIMEOUT_S) -> optuna.stora
     Raises:
         StorageError: a bad URL, or no proxy answered within ``timeout`` seconds.
     """
+    host, port = grpc_address(url)
+    import_grpc()
     from optuna.storages import GrpcStorageProxy
 
-    host, port = grpc_address(url)
     with experimental_ok():
         proxy = GrpcStorageProxy(host=host, port=port)
     try:
@@ -160,6 +156,18 @@ def open_grpc(url: str, timeout: float = GRPC_CONNECT_TIMEOUT_S) -> optuna.stora
         raise StorageError(f"cannot open study storage {url}: no gRPC storage proxy answered within {timeout:g} s "
                            "(start one with `cvae sweep proxy --storage DATABASE_URL`)") from None
     return ResilientStorage(proxy, url)
+
+
+def import_grpc():
+    """gRPC, imported where a ``grpc://`` storage or a proxy is first used (importing this module changes no
+    global state), with its fork support off unless the environment says otherwise: gRPC's fork support restarts
+    its poller in a forked child, where Popen's close_fds then closes the poller's epoll descriptor, and the child
+    aborts before its exec (grpc/grpc#43055, grpcio >= 1.81). The sweeps fork only to exec (worker processes,
+    W&B's service), which needs no fork support. The variable must be set before gRPC is first imported."""
+    os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+    import grpc
+
+    return grpc
 
 
 def _serialize_sqlite(engine: Any) -> None:
@@ -239,7 +247,7 @@ def root_cause_text(err: BaseException) -> str:
     seen = set()
     while inner is not None and id(inner) not in seen:
         seen.add(id(inner))
-        if isinstance(inner, grpc.RpcError) and callable(getattr(inner, "code", None)):
+        if _grpc_code(inner) is not None:
             text = f"{(inner.details() or '').strip()} (gRPC {inner.code().name})".strip()
         else:
             text = str(getattr(inner, "orig", None) or inner).strip()
@@ -258,7 +266,7 @@ def is_transient(err: BaseException) -> bool:
     if any(isinstance(e, sqlalchemy.exc.DBAPIError) and e.connection_invalidated for e in chain):
         return True
     if any(_grpc_code(e) is not None for e in chain):  # the proxy: down or restarting is UNAVAILABLE
-        return any(_grpc_code(e) == grpc.StatusCode.UNAVAILABLE for e in chain)
+        return any(_grpc_code(e) == sys.modules["grpc"].StatusCode.UNAVAILABLE for e in chain)
     if not any(_is_storage_failure(e) for e in chain):
         return False
     text = " ".join(str(e).lower() for e in chain)
@@ -268,13 +276,15 @@ def is_transient(err: BaseException) -> bool:
 def _is_storage_failure(err: BaseException) -> bool:
     """A failure of the database behind an RDB storage (SQLAlchemy's, or Optuna's wrapper of it), or of a
     call to the gRPC storage proxy (the errors Optuna's client does not turn into its own)."""
-    return isinstance(err, (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError, grpc.RpcError))
+    return (isinstance(err, (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError))
+            or _grpc_code(err) is not None)
 
 
-def _grpc_code(err: BaseException) -> grpc.StatusCode | None:
-    """The status of a failed gRPC call, else None."""
-    code = getattr(err, "code", None)
-    return code() if isinstance(err, grpc.RpcError) and callable(code) else None
+def _grpc_code(err: BaseException):
+    """The status (a ``grpc.StatusCode``) of a failed gRPC call, else None (always None before gRPC is imported:
+    then no call has failed)."""
+    grpc, code = sys.modules.get("grpc"), getattr(err, "code", None)
+    return code() if grpc is not None and isinstance(err, grpc.RpcError) and callable(code) else None
 
 
 class ResilientStorage(optuna.storages.BaseStorage, BaseHeartbeat):
