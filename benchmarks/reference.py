@@ -19,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from cvae.core.data import num_clips, paired_frames
+from cvae.core.data import num_clips
+from cvae.core.layout import paired_frames
 from cvae.core.model import CVAE
 from PIL import Image
 from torch import nn

@@ -17,7 +17,7 @@ _PUBLIC = {
     "fit": "trainer", "EpochResult": "trainer", "RunResult": "trainer", "BaseCallback": "trainer",
     "StopTraining": "trainer", "DivergenceError": "trainer",
     "ExperimentConfig": "config", "ConfigError": "config", "resolve_config": "config",
-    "DatasetError": "data", "CheckpointError": "checkpoint", "generate_dataset": "synth",
+    "DatasetError": "layout", "CheckpointError": "checkpoint", "generate_dataset": "synth",
     "epoch_seconds": "estimate",
 }
 __all__ = sorted(_PUBLIC)

@@ -163,15 +163,8 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    from cvae.core.data import (
-        DatasetError,
-        check_layout,
-        frame_folders,
-        list_frames,
-        load_split,
-        load_test,
-        size_problems,
-    )
+    from cvae.core.data import load_split, load_test, size_problems
+    from cvae.core.layout import DatasetError, check_layout, frame_folders, list_frames
 
     size = (args.frame_H, args.frame_W)
     try:

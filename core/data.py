@@ -1,6 +1,6 @@
 """The lab's dataset layout, read once into uint8 tensors.
 
-Layout (the lab's ``Dataset_Dance``):
+Layout (the lab's ``Dataset_Dance``; :mod:`core.layout` checks it from the file names):
 
 - ``train/train_img/frame{N}.png`` with ``train/train_label/frame{N}.png``, numeric order;
 - ``val/val_img`` with ``val/val_label`` (one 630-frame video);
@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import re
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -26,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from cvae.core.checkpoint import atomic_save
+from cvae.core.layout import DatasetError, list_frames, paired_frames
 from PIL import Image, UnidentifiedImageError
 
 log = logging.getLogger("cvae")
@@ -33,11 +33,6 @@ log = logging.getLogger("cvae")
 CACHE_FORMAT = 1
 ASPECT_TOLERANCE = 0.05
 """A decode size whose width/height ratio is further than this share from the files' distorts them."""
-_FRAME_RE = re.compile(r"^frame(\d+)\.png$", re.IGNORECASE)
-
-
-class DatasetError(ValueError):
-    """A dataset that does not follow the lab's layout; the message names the path."""
 
 
 @dataclass(frozen=True)
@@ -63,85 +58,6 @@ def default_cache_dir() -> Path:
         return Path(os.environ["CVAE_CACHE_DIR"])
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(Path.home(), ".cache")
     return Path(base) / "cvae"
-
-
-def list_frames(folder: Path) -> list[Path]:
-    """``frame{N}.png`` files of a folder in numeric order.
-
-    Raises:
-        DatasetError: the folder is missing, empty, or holds a PNG not named ``frame{N}.png``.
-    """
-    if not folder.is_dir():
-        raise DatasetError(f"{folder}: folder not found")
-    numbered = []
-    for entry in os.scandir(folder):
-        if not entry.name.lower().endswith(".png"):
-            continue
-        match = _FRAME_RE.match(entry.name)
-        if match is None:
-            raise DatasetError(f"{folder / entry.name}: expected frame files named frame<N>.png")
-        numbered.append((int(match.group(1)), Path(entry.path)))
-    if not numbered:
-        raise DatasetError(f"{folder}: no frame<N>.png files")
-    numbered.sort()
-    return [p for _, p in numbered]
-
-
-def check_numbering(folder: Path) -> None:
-    """Frames numbered without a gap or a repeat (``frame0..frame9`` then ``frame11`` is a missing frame 10).
-
-    Raises:
-        DatasetError: the folder is unreadable as :func:`list_frames` says, a number is missing between the
-            first and the last, or two files carry the same number (``frame7.png``, ``frame007.png``).
-    """
-    numbers = [int(_FRAME_RE.match(p.name).group(1)) for p in list_frames(folder)]
-    for a, b in zip(numbers, numbers[1:], strict=False):
-        if a == b:
-            same = sorted(p.name for p in folder.iterdir() if (m := _FRAME_RE.match(p.name)) and int(m.group(1)) == a)
-            raise DatasetError(f"{folder}: frame number {a} is used more than once ({', '.join(same)})")
-    present = set(numbers)
-    missing = [n for n in range(numbers[0], numbers[-1] + 1) if n not in present]
-    if missing:
-        shown = ", ".join(str(n) for n in missing[:5]) + (f", ... ({len(missing)} in all)" if len(missing) > 5 else "")
-        which = f"frame{missing[0]}.png is" if len(missing) == 1 else f"frames {shown} are"
-        raise DatasetError(f"{folder}: frame numbering has a gap: {which} missing (the frames run from "
-                           f"frame{numbers[0]}.png to frame{numbers[-1]}.png)")
-
-
-def check_layout(root: str | os.PathLike) -> None:
-    """Check the numbering (:func:`check_numbering`) of every frame folder of the layout that exists:
-    ``train/train_img``, ``train/train_label``, ``val/...``, ``test/test_img/<i>``, ``test/test_label/<i>``,
-    ``test/test_gt/<i>``. Missing folders are left to :func:`load_split` and :func:`load_test` to report.
-
-    Raises:
-        DatasetError: a gap or a repeated number, naming the folder and the frames.
-    """
-    for folder in frame_folders(root):
-        if folder.is_dir():
-            check_numbering(folder)
-
-
-def frame_folders(root: str | os.PathLike) -> list[Path]:
-    """The layout's frame folders: ``train/train_img``, ``train/train_label``, ``val/...`` (whether they exist
-    or not), then the test sequences' ``test/test_img/<i>``, ``test_label/<i>``, ``test_gt/<i>`` that exist."""
-    root = Path(root)
-    folders = [root / split / f"{split}_{kind}" for split in ("train", "val") for kind in ("img", "label")]
-    for kind in ("test_img", "test_label", "test_gt"):
-        base = root / "test" / kind
-        if base.is_dir():
-            folders += sorted((p for p in base.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name))
-    return folders
-
-
-def paired_frames(img_dir: Path, label_dir: Path) -> tuple[list[Path], list[Path]]:
-    images = list_frames(img_dir)
-    if not label_dir.is_dir():
-        raise DatasetError(f"{label_dir}: folder not found")
-    labels = [label_dir / p.name for p in images]
-    for image, label in zip(images, labels, strict=True):
-        if not label.is_file():
-            raise DatasetError(f"{image}: frame has no pose image {label}")
-    return images, labels
 
 
 def size_problems(paths: list[Path], size: tuple[int, int]) -> list[str]:

@@ -332,7 +332,7 @@ def _check_data(spec) -> None:
     Raises:
         DatasetError: naming the folder or file that is missing.
     """
-    from cvae.core.data import paired_frames
+    from cvae.core.layout import paired_frames
     from cvae.sweeps.space import representative_params
 
     roots = {p.get("DR", spec.data_root) for p in representative_params(spec) or [{}]}

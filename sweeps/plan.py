@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from cvae.core import epoch_seconds
 from cvae.core.config import ScheduleConfig
-from cvae.core.data import list_frames
+from cvae.core.layout import list_frames
 from cvae.core.schedules import settled_epoch
 from cvae.sweeps.report import fmt_duration
 from cvae.sweeps.space import first_pruning_step, representative_params

@@ -159,3 +159,24 @@ def test_cvae_core_public_api_resolves_on_first_use_without_importing_torch_befo
             "assert set(__all__) <= set(dir(cvae.core)); print(fit.__module__)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.strip() == "cvae.core.trainer", done.stderr[-2000:]
+
+
+def test_the_process_that_supervises_a_sweep_imports_no_torch(tiny_dataset, tmp_path) -> None:
+    """`cvae sweep run` checks the dataset, opens the study and writes the closing report without torch: only
+    its workers train, so it starts in under a second and holds no torch in memory while it watches them."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    spec = {"name": "t", "method": "grid", "parameters": {"N_dim": {"values": [4]}}, "workers": 1,
+            "base": {"DR": str(tiny_dataset)}, "output_dir": str(tmp_path / "out"),
+            "storage": f"sqlite:///{tmp_path / 's.db'}", "wandb": {"mode": "disabled"}}
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
+    (tmp_path / "out").mkdir()
+    code = ("import sys; from cvae.sweeps.spec import load_spec; from cvae.sweeps.launcher import final_report, prepare\n"
+            f"spec = load_spec({str(tmp_path / 'spec.yaml')!r}); final_report(spec, prepare(spec))\n"
+            "assert 'torch' not in sys.modules, [m for m in sys.modules if m.startswith('torch')][:5]")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "sweep t: trials" in done.stdout, done.stdout  # the closing report was written
