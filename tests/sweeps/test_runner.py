@@ -27,9 +27,11 @@ from cvae.wandb_offline import read_offline_runs_merged
 BASE = {
     "num_epoch": 2, "train_vi_len": 4, "batch_size": 4, "val_vi_len": 24, "F_dim": 16, "L_dim": 8, "N_dim": 4,
     "D_out_dim": 16, "tfr_sde": 1, "num_workers": 1, "kl_anneal_cycle": 1, "val_samples": 1, "val_diagnostics": False,
+    "partial": 0.5,
 }
-"""The tiny trials of the sweep tests, validated by the lab's one rollout (a third less time an epoch than the full
-evaluation, which the tests of the evaluation's records ask for with :data:`FULL_EVALUATION`)."""
+"""The tiny trials of the sweep tests: half the tiny dataset's training clips an epoch (the lab's ``partial``: 3
+steps of 4 clips), validated by the lab's one rollout (a third less time an epoch than the full evaluation, which
+the tests of the evaluation's records ask for with :data:`FULL_EVALUATION`)."""
 FULL_EVALUATION = {"val_samples": 5, "val_diagnostics": True}
 """``cvae train``'s default evaluation: K = 5 samples of z, SSIM, and the input-use and latent diagnostics."""
 
@@ -205,7 +207,7 @@ def test_plan_times_short_clips_and_extrapolates_to_the_trials_lengths(tiny_data
     monkeypatch.setattr(estimate.time, "perf_counter", lambda: clock[0])
     spec = load_spec(write_spec(tmp_path, tiny_dataset, parameters={"N_dim": {"values": [4]}},
                                 base={"DR": str(tiny_dataset), **BASE, "train_vi_len": 16, "batch_size": 2,
-                                      "val_vi_len": 24, "val_samples": 1, "val_diagnostics": False}))
+                                      "val_vi_len": 24, "val_samples": 1, "val_diagnostics": False, "partial": 1.0}))
     train_s, val_s = plan.time_one_epoch(spec, {"N_dim": 4}, threads=1)
     assert max(lengths) <= 3
     batches = 96 // 16 // 2  # the tiny dataset's 96 training frames in clips of 16, 2 a batch
