@@ -1,8 +1,8 @@
 """Fixtures: one real sweep, recorded the way `cvae sweep run` records it.
 
 - ``sweep_records`` (session): a grid sweep on the tiny dataset, run in-process by the real worker loop with
-  W&B offline: named teacher-forcing choices TF1/TF3 x KL annealing cyclical/none x 2 replicates, 3 epochs,
-  a 24-frame validation rollout. Returns a ``SweepRecords`` with the output folder, the SQLite storage URL,
+  W&B offline: named teacher-forcing choices TF1/TF3 x KL annealing cyclical/none x 2 replicates, 3 epochs
+  of half the training clips (the lab's ``partial``), a 24-frame validation rollout. Returns a ``SweepRecords`` with the output folder, the SQLite storage URL,
   the study name and the W&B folder. Read-only: copy it before changing anything. Made once per test run:
   under pytest-xdist the first worker that needs it runs the sweep and the others wait for it (a file lock in
   the run's shared temp folder) instead of running the same sweep again.
@@ -43,7 +43,8 @@ SPEC = {
     },
     "replicates": 2,
     "base": {"num_epoch": 3, "train_vi_len": 4, "batch_size": 4, "val_vi_len": 24, "F_dim": 16, "L_dim": 8,
-             "N_dim": 4, "D_out_dim": 16, "num_workers": 1, "kl_anneal_cycle": 2, "kl_anneal_ratio": 0.5},
+             "N_dim": 4, "D_out_dim": 16, "num_workers": 1, "kl_anneal_cycle": 2, "kl_anneal_ratio": 0.5,
+             "partial": 0.5},
     "workers": 1,
     "wandb": {"project": "fixture", "mode": "offline"},
 }
