@@ -19,7 +19,8 @@ pytestmark = pytest.mark.slow  # sweeps and agent runs end to end
 
 # W&B's structure (program, command, a top-level project, metric with a target, parameters with `value`,
 # `values` and a distribution, early_terminate, run_cap); every fixed training key is a `value` parameter,
-# as a W&B file says it. Only the dataset path is this test's.
+# as a W&B file says it. Only the dataset path is this test's. The tiny model trains on half the clips and
+# validates with the lab's one rollout (the evaluation's K samples and diagnostics are other tests' subject).
 SMALL_MODEL = """\
   train_vi_len: {{value: 4}}
   batch_size: {{value: 4}}
@@ -29,6 +30,9 @@ SMALL_MODEL = """\
   N_dim: {{value: 4}}
   D_out_dim: {{value: 16}}
   num_workers: {{value: 1}}
+  partial: {{value: 0.5}}
+  val_samples: {{value: 1}}
+  val_diagnostics: {{value: false}}
 """
 WANDB_FILE = """\
 program: train.py
