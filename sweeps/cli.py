@@ -47,7 +47,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     worker = ssub.add_parser("worker", help="join a study from another shell or machine and run trials")
     common(worker)
-    worker.add_argument("--threads", type=int, default=int(os.environ.get("CVAE_THREADS") or 0) or None,
+    worker.add_argument("--threads", type=int,
                         help="torch CPU threads for this worker's trials (default $CVAE_THREADS, else all cores); "
                         "with N workers on one machine give cores/N: oversubscribed OpenMP threads are ~10x slower")
     worker.add_argument("--max-trials", type=int, help="stop after this many trials")
@@ -138,10 +138,11 @@ def _one_line(name: str):
 @_one_line("run")
 def _cmd_run(args: argparse.Namespace) -> int:
     from cvae.sweeps import slurm
-    from cvae.sweeps.launcher import LaunchError, launch, prepare
+    from cvae.sweeps.launcher import LaunchError, launch, prepare, threads_from_env
 
     setup_logging()
     spec = _load(args, args.workers, warn="run")
+    threads_from_env()  # a bad $CVAE_THREADS is said before anything is created
     try:
         on_slurm = slurm.resolve(spec, launcher=args.launcher, detach=args.detach, **slurm.options_of(args))
         study = prepare(spec)
@@ -155,14 +156,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 @_one_line("worker")
 def _cmd_worker(args: argparse.Namespace) -> int:
+    from cvae.sweeps.launcher import threads_from_env
     from cvae.sweeps.runner import install_stop_handlers, run_worker
 
+    threads = args.threads or threads_from_env()
     worker = os.environ.get("CVAE_WORKER")
     setup_logging(f"[worker {worker}] " if worker else "")
     # Ctrl-C and a scheduler's SIGTERM (docker stop, Slurm preemption) stop the same way: the trial is re-queued.
     install_stop_handlers()
     try:
-        stats = run_worker(_load(args), storage_url=args.storage, num_threads=args.threads, max_trials=args.max_trials)
+        stats = run_worker(_load(args), storage_url=args.storage, num_threads=threads, max_trials=args.max_trials)
     except KeyboardInterrupt:
         print("worker interrupted: its running trial was re-queued", file=sys.stderr)
         return 130

@@ -95,7 +95,7 @@ def _supervise(spec: SweepSpec, spec_path: Path, study, *, live: bool) -> int:
     logs = spec.output_dir / "logs"
     logs.mkdir(exist_ok=True)
     lock, others = _run_lock(spec)
-    threads = max(1, (os.cpu_count() or 1) // (spec.workers + others.get("workers", 0)))
+    threads = worker_threads(spec.workers + others.get("workers", 0))
     suffix = "" if not others else f".{os.getpid()}"
     if others:
         print(f"cvae sweep run: warning: another `cvae sweep run` of this sweep runs on this machine (pid "
@@ -198,6 +198,37 @@ def _stop_workers(procs: list[subprocess.Popen], sig: int = signal.SIGINT, grace
         for p in procs:
             if p.poll() is None:
                 p.kill()
+
+
+def threads_from_env() -> int | None:
+    """``$CVAE_THREADS``, the torch CPU threads of each worker; None when it is unset or empty (compose passes it
+    through empty).
+
+    Raises:
+        ValueError: it is set to something other than a positive integer.
+    """
+    value = os.environ.get("CVAE_THREADS", "").strip()
+    if value and (not value.isdigit() or int(value) < 1):
+        raise ValueError(f"CVAE_THREADS={value!r}: the torch threads of each worker must be a positive integer")
+    return int(value) if value else None
+
+
+def worker_threads(workers: int) -> int:
+    """torch CPU threads for each of ``workers`` workers on this machine: ``$CVAE_THREADS`` when set; else the
+    cores this process may use (its CPU affinity: a Slurm allocation, a container's cpuset, ``taskset``; not
+    every core of the machine) shared out, at most ``$OMP_NUM_THREADS`` when that is set. Oversubscribed OpenMP
+    threads are far slower than the same work on fewer threads (docs/benchmarks.md#sweep-efficiency).
+
+    Raises:
+        ValueError: ``$CVAE_THREADS`` is set to something other than a positive integer.
+    """
+    explicit = threads_from_env()
+    if explicit:
+        return explicit
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    threads = max(1, cores // max(1, workers))
+    omp = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
+    return min(threads, int(omp)) if omp.isdigit() and int(omp) > 0 else threads
 
 
 def _die_with_parent() -> None:

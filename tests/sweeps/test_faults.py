@@ -800,6 +800,8 @@ def test_a_second_sweep_run_on_this_machine_shares_the_cores_and_logs_apart(tiny
     holder.write(json.dumps({"pid": 4242, "workers": 1, "host": socket.gethostname()}))
     holder.flush()
     fcntl.flock(holder, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    # Without the suite's OMP_NUM_THREADS cap, so that the split shows: this machine's cores over 2 workers.
+    env = {k: v for k, v in env.items() if k not in ("OMP_NUM_THREADS", "CVAE_THREADS")}
     try:
         done = cvae("sweep", "run", str(spec_path), "--no-live", env=env)
     finally:
@@ -808,5 +810,34 @@ def test_a_second_sweep_run_on_this_machine_shares_the_cores_and_logs_apart(tiny
     assert "another `cvae sweep run` of this sweep runs on this machine (pid 4242" in done.stderr
     logs = sorted(p.name for p in (out / "logs").iterdir())
     assert logs == [f"worker-0.{n}.log" for n in [logs[0].split(".")[1]]] and "worker-0.log" not in logs
-    threads = max(1, (os.cpu_count() or 1) // 2)
+    threads = max(1, len(os.sched_getaffinity(0)) // 2)
     assert f"1 worker(s) x {threads} thread(s)" in done.stdout
+
+
+@pytest.mark.parametrize("environ, threads", [
+    ({}, 4),  # the 8 cores this process may use, over 2 workers
+    ({"OMP_NUM_THREADS": "2"}, 2),  # a cap the user (or the site) set
+    ({"OMP_NUM_THREADS": "16"}, 4),  # a cap above the share changes nothing
+    ({"CVAE_THREADS": "3", "OMP_NUM_THREADS": "1"}, 3),  # the workers' own setting wins
+    ({"CVAE_THREADS": ""}, 4),  # set but empty (compose passes it through) is unset
+])
+def test_workers_share_the_cores_this_process_may_use(monkeypatch, environ, threads):
+    from cvae.sweeps.launcher import worker_threads
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)))  # e.g. a Slurm allocation of 8 of 64
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    for name in ("OMP_NUM_THREADS", "CVAE_THREADS"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    assert worker_threads(2) == threads
+
+
+def test_a_bad_cvae_threads_is_one_line_naming_it(tiny_dataset, tmp_path, env):
+    spec_path = write_spec(tmp_path, tiny_dataset, parameters={"N_dim": {"values": [4]}}, wandb={"mode": "disabled"})
+    for command in ("run", "worker"):
+        done = cvae("sweep", command, str(spec_path), env={**env, "CVAE_THREADS": "four"})
+        assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-2000:]
+        assert done.stderr.strip().splitlines()[-1] == (f"cvae sweep {command}: error: CVAE_THREADS='four': the torch "
+                                                        "threads of each worker must be a positive integer")
+    assert not (tmp_path / "out").exists()  # said before any folder or study was created
