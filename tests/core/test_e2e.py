@@ -16,22 +16,25 @@ from cvae.cli import main
 pytestmark = pytest.mark.slow
 
 
+def _synth(tmp_path_factory, name: str, *, val_frames: int, test_sequences: int, test_frames: int):
+    """`cvae data synth` at the lab's frame size (32x64) with little to train on (64 frames)."""
+    data = tmp_path_factory.mktemp(name) / "data"
+    assert main(["data", "synth", "--out", str(data), "--train-frames", "64", "--train-video-len", "32",
+                 "--val-frames", str(val_frames), "--test-sequences", str(test_sequences), "--test-frames",
+                 str(test_frames), "--size", "32x64"]) == 0
+    return data
+
+
 @pytest.fixture(scope="module")
 def lab_sized(tmp_path_factory):
-    """A generated dataset with the lab's validation and test lengths (630 frames), little training data."""
-    data = tmp_path_factory.mktemp("lab-sized") / "data"
-    assert main(["data", "synth", "--out", str(data), "--train-frames", "64", "--train-video-len", "32",
-                 "--val-frames", "630", "--test-sequences", "2", "--test-frames", "630", "--size", "32x64"]) == 0
-    return data
+    """A generated dataset with the lab's validation and test lengths (630 frames)."""
+    return _synth(tmp_path_factory, "lab-sized", val_frames=630, test_sequences=2, test_frames=630)
 
 
 @pytest.fixture(scope="module")
 def short_validation(tmp_path_factory):
-    """A generated dataset of the lab's frame size with little to train on and a 24-frame validation video."""
-    data = tmp_path_factory.mktemp("short-validation") / "data"
-    assert main(["data", "synth", "--out", str(data), "--train-frames", "64", "--train-video-len", "32",
-                 "--val-frames", "24", "--test-sequences", "1", "--test-frames", "8", "--size", "32x64"]) == 0
-    return data
+    """A generated dataset with a 24-frame validation video."""
+    return _synth(tmp_path_factory, "short-validation", val_frames=24, test_sequences=1, test_frames=8)
 
 
 def test_the_labs_own_one_epoch_command_line_trains(short_validation, tmp_path, capsys):
