@@ -88,6 +88,11 @@ def frame_folders(root: str | os.PathLike) -> list[Path]:
 
 
 def paired_frames(img_dir: Path, label_dir: Path) -> tuple[list[Path], list[Path]]:
+    """The frames of ``img_dir`` in numeric order, and the pose image of the same name in ``label_dir`` for each.
+
+    Raises:
+        DatasetError: a folder is missing or unreadable as :func:`list_frames` says, or a frame has no pose image.
+    """
     images = list_frames(img_dir)
     if not label_dir.is_dir():
         raise DatasetError(f"{label_dir}: folder not found")
