@@ -26,13 +26,15 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 """Addresses that only this machine can reach."""
 
 
-def bind_warning(host: str) -> str | None:
-    """The warning for a dashboard listening on ``host``, or None for a loopback address."""
+def bind_warning(host: str, server: str = "the dashboard", lacks: str = "no authentication",
+                 can: str = "read, rename and delete the studies in this storage") -> str | None:
+    """The warning for ``server`` (which has ``lacks``) listening on ``host``, or None for a loopback address
+    (the dashboard's, and the storage proxy's: :mod:`cvae.sweeps.proxy`)."""
     if host in LOOPBACK:
         return None
-    return (f"warning: the dashboard listens on {host}: it has no authentication, and anyone who can reach "
-            f"that address can read, rename and delete the studies in this storage. Unless it is behind a "
-            f"firewall or inside a container network, use the default 127.0.0.1 and an SSH tunnel.")
+    return (f"warning: {server} listens on {host}: it has {lacks}, and anyone who can reach that address can "
+            f"{can}. Unless it is behind a firewall or inside a private network, use the default 127.0.0.1 and an "
+            f"SSH tunnel.")
 
 
 def dashboard_url(host: str, port: int) -> str:

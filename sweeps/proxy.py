@@ -30,24 +30,14 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TextIO
 
 from cvae.sweeps import experimental_ok
+from cvae.sweeps.dashboard import bind_warning
 from cvae.sweeps.storage import StorageError, import_grpc, mask_url, open_database, with_password
 
 DEFAULT_PORT = 13000
 """Optuna's default port for the proxy."""
 DEFAULT_THREADS = 10
 """Optuna's default thread pool: requests served at once (and so the most database connections)."""
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
-
 _DATABASE = re.compile(r"^(sqlite|postgresql(\+\w+)?|mysql(\+\w+)?):")
-
-
-def bind_warning(host: str) -> str | None:
-    """The warning for a proxy listening on ``host``, or None for a loopback address."""
-    if host in LOOPBACK:
-        return None
-    return (f"warning: the storage proxy listens on {host}: it has no authentication and no encryption, and "
-            "anyone who can reach that address can read, change and delete the studies in this database. "
-            "Use it only inside a private network or behind a firewall (or keep 127.0.0.1 and an SSH tunnel).")
 
 
 def check_database_url(url: str) -> None:
@@ -129,7 +119,8 @@ def serve_proxy(url: str, *, host: str = "127.0.0.1", port: int = DEFAULT_PORT, 
     # Masked from the full URL: one whose password came from the environment shows `user:***@` too.
     print(f"storage proxy for {mask_url(with_password(url))} on {host}:{port} ({threads} thread(s), at most {connections} "
           f"database connections): start workers with --storage {proxy_url(host, port)}", file=out, flush=True)
-    warning = bind_warning(host)
+    warning = bind_warning(host, "the storage proxy", "no authentication and no encryption",
+                           "read, change and delete the studies in this database")
     if warning:
         print(warning, file=sys.stderr, flush=True)
     with experimental_ok():

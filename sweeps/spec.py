@@ -378,6 +378,13 @@ GRPC_URL = re.compile(r"grpc://(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+):(?P<
 """A gRPC storage proxy's URL (``cvae sweep proxy``), whole: ``grpc://HOST:PORT``, an IPv6 host in brackets."""
 
 
+def grpc_address(url: str) -> tuple[str, int] | None:
+    """(host, port) of a ``grpc://HOST:PORT`` URL with a port in 1..65535 (an IPv6 host keeps its brackets, as
+    gRPC wants it), else None."""
+    match = GRPC_URL.fullmatch(url)
+    return (match["host"], int(match["port"])) if match and 0 < int(match["port"]) < 65536 else None
+
+
 def _runs_folder(parameters: Any) -> tuple[Any, str | None]:
     """A constant ``save_root`` parameter, which a W&B file gives for ``wandb agent`` (each agent run makes its
     folder in it), read as ``output_dir``: (the parameters without it, its folder), else (them, None)."""
@@ -406,7 +413,7 @@ def _parse_storage(file: SpecFile, name: str, runs_in: str | None, storage: str 
     if not re.match(r"^(sqlite|postgresql(\+\w+)?|mysql(\+\w+)?|journal|grpc):", url):
         errors.append(f"storage={url!r} must be sqlite:///PATH, postgresql+psycopg2://..., journal:PATH or "
                       "grpc://HOST:PORT")
-    elif url.startswith("grpc:") and not ((m := GRPC_URL.fullmatch(url)) and 0 < int(m["port"]) < 65536):
+    elif url.startswith("grpc:") and grpc_address(url) is None:
         errors.append(f"storage={url!r}: a gRPC storage proxy's URL is grpc://HOST:PORT with a port in 1..65535 "
                       "(the address `cvae sweep proxy` listens on)")
     return output_dir, url

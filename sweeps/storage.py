@@ -21,7 +21,7 @@ import optuna
 import sqlalchemy.exc
 from cvae.sweeps import experimental_ok
 from cvae.sweeps.optuna_private import BaseHeartbeat, cached_rdb_storage
-from cvae.sweeps.spec import GRPC_URL, SweepSpec
+from cvae.sweeps.spec import SweepSpec, grpc_address
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 
@@ -30,7 +30,7 @@ from cvae.secrets import mask_url, split_password
 
 log = logging.getLogger("cvae")
 
-__all__ = ["StorageError", "grpc_address", "import_grpc", "mask_url", "open_database", "open_storage", "split_password",
+__all__ = ["StorageError", "import_grpc", "mask_url", "open_database", "open_storage", "split_password",
            "with_password"]
 
 
@@ -123,27 +123,18 @@ GRPC_CONNECT_TIMEOUT_S = 5.0
 """How long opening a ``grpc://`` storage waits for the proxy to answer."""
 
 
-def grpc_address(url: str) -> tuple[str, int]:
-    """(host, port) of a ``grpc://HOST:PORT`` URL (an IPv6 host keeps its brackets, as gRPC wants it).
-
-    Raises:
-        StorageError: the URL is not ``grpc://HOST:PORT`` with a port in 1..65535.
-    """
-    match = GRPC_URL.fullmatch(url)
-    if match is None or not 0 < int(match["port"]) < 65536:
-        raise StorageError(f"bad study storage {mask_url(url)}: a gRPC storage proxy's URL is grpc://HOST:PORT "
-                           "(the address `cvae sweep proxy` listens on)")
-    return match["host"], int(match["port"])
-
-
 def open_grpc(url: str, timeout: float = GRPC_CONNECT_TIMEOUT_S) -> optuna.storages.BaseStorage:
     """A client of Optuna's gRPC storage proxy (``cvae sweep proxy``) at ``grpc://HOST:PORT``, wrapped in
     :class:`ResilientStorage` (a proxy that goes away is retried for :data:`RETRY_BUDGET_S` seconds).
 
     Raises:
-        StorageError: a bad URL, or no proxy answered within ``timeout`` seconds.
+        StorageError: not ``grpc://HOST:PORT`` with a port in 1..65535, or no proxy answered within ``timeout`` seconds.
     """
-    host, port = grpc_address(url)
+    address = grpc_address(url)
+    if address is None:
+        raise StorageError(f"bad study storage {mask_url(url)}: a gRPC storage proxy's URL is grpc://HOST:PORT "
+                           "(the address `cvae sweep proxy` listens on)")
+    host, port = address
     import_grpc()
     from optuna.storages import GrpcStorageProxy
 
