@@ -364,8 +364,8 @@ def _outcome(spec: SweepSpec, study, array_id: str, states: list[TaskState]) -> 
     trials = study.get_trials(deepcopy=False)
     if spec.until_stopped or spec.metric.reached_by(trials) is not None:
         return 0
-    left = [t for t in trials if t.state in (TrialState.WAITING, TrialState.RUNNING)]
-    left = [t for t in left if t.number not in {o.number for o in orphaned(study, spec)}]
+    stale = {o.number for o in orphaned(study, spec)}
+    left = [t for t in trials if t.state in (TrialState.WAITING, TrialState.RUNNING) and t.number not in stale]
     if left:
         ended = ", ".join(f"{s.task} {s.state}" for s in states) or "no state known"
         raise LaunchError(f"Slurm job {array_id} ended ({ended}) with {len(left)} trial(s) not finished: run "
