@@ -7,9 +7,17 @@ import logging
 import math
 import os
 import sys
-from typing import Any, get_args, get_origin
+from typing import Any, Literal, get_args, get_origin
 
-from cvae.core.config import FIELD_TYPES, FLAT_KEYS, ConfigError, ModelConfig, field_docs, resolve_config
+from cvae.core.config import (
+    FIELD_TYPES,
+    FLAT_KEYS,
+    ConfigError,
+    ModelConfig,
+    RunConfig,
+    field_docs,
+    resolve_config,
+)
 
 from cvae.console import fail
 from cvae.tracking import WandbCallback
@@ -54,8 +62,11 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
         elif get_origin(hint) is tuple:
             group.add_argument(f"--{key}", nargs="+", default=argparse.SUPPRESS, metavar="V", help=help_text)
         else:
-            choices = get_args(hint) if get_origin(hint) is not None and "Literal" in str(hint) else None
-            metavar = "{" + ",".join(choices) + "}" if choices else key.upper()
+            words = [w for a in (hint, *get_args(hint)) if get_origin(a) is Literal for w in get_args(a)]
+            if get_origin(hint) is Literal:
+                metavar = "{" + ",".join(words) + "}"
+            else:  # int | Literal["auto"]: N or a word
+                metavar = "|".join([key.upper(), *words]) if words else key.upper()
             group.add_argument(f"--{key}", default=argparse.SUPPRESS, metavar=metavar, help=help_text)
 
 
@@ -113,10 +124,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     test.add_argument("--seed", type=int, default=0, help="seed of z (default 0)")
     test.add_argument("--test_vi_len", type=int, default=630, help="poses per test sequence (default 630)")
     test.add_argument("--val_vi_len", type=int, default=630, help="validation rollout length (default 630)")
-    test.add_argument("--samples", type=int, default=5,
-                      help="K: rollouts with z from the prior per video with ground truth (default 5; 1: the lab's)")
-    test.add_argument("--diagnostics", action=argparse.BooleanOptionalAction, default=True,
-                      help="also measure what the model uses: z = 0, its previous frame replaced, active units")
+    test.add_argument("--full", action="store_true",
+                      help="the full evaluation of every video with ground truth: 5 samples of z and the diagnostics "
+                      "(the default on a GPU; on a CPU it costs several rollouts per video, docs/evaluation.md)")
+    test.add_argument("--samples", type=int, default=None,
+                      help="K: rollouts with z from the prior per video with ground truth (default: 5 with --full or "
+                      "on a GPU, else 1, the lab's one rollout)")
+    test.add_argument("--diagnostics", action=argparse.BooleanOptionalAction, default=None,
+                      help="also measure what the model uses: z = 0, its previous frame replaced, active units "
+                      "(default: with --full or on a GPU)")
+    test.add_argument("--val_frame_stride", type=int, default=RunConfig.val_frame_stride,
+                      help="the frame replacements on every this many frames (default %(default)s; 1: every frame)")
     test.add_argument("--num_workers", type=int, default=4)
     test.add_argument("--no-val", dest="do_val", action="store_false", help="skip the validation video")
     test.add_argument("--no-test", dest="do_test", action="store_false", help="skip the test set")
@@ -250,17 +268,22 @@ def _cmd_train(args: argparse.Namespace) -> int:
                 raise ConfigError("--test needs --ckpt_path")
             from cvae.core.baselines import summary_line
             from cvae.core.tester import evaluation_line, run_test
+            from cvae.core.trainer import eval_every, resolve_device
 
+            # The lab's --test validates once: its one rollout, unless the full evaluation is asked for
+            # (val_eval_every N) or is free enough (auto on a GPU).
+            full = eval_every(cfg, resolve_device(cfg.run.device)) > 0
+            samples = cfg.run.val_samples if full else 1
             result = run_test(
                 cfg.data.DR, cfg.run.save_root or ".", cfg.run.ckpt_path, frame_H=cfg.data.frame_H,
                 frame_W=cfg.data.frame_W, dims=cfg.model,
                 device=cfg.run.device, seed=cfg.run.val_seed, val_vi_len=cfg.data.val_vi_len,
                 num_workers=cfg.data.num_workers, cache_dir=cfg.data.cache_dir, progress=cfg.run.progress,
-                do_test=False, channels_last=cfg.run.channels_last, samples=cfg.run.val_samples,
-                diagnostics=cfg.run.val_diagnostics,
+                do_test=False, channels_last=cfg.run.channels_last, samples=samples,
+                diagnostics=full and cfg.run.val_diagnostics, frame_stride=cfg.run.val_frame_stride,
             )
             print(f"validation: {summary_line(result.val_psnr, result.val_baselines)}")
-            print(f"  {evaluation_line(result.evaluations['val'], cfg.run.val_samples)}")
+            print(f"  {evaluation_line(result.evaluations['val'], samples)}")
             return 0
         from tqdm.contrib.logging import logging_redirect_tqdm
 
@@ -335,8 +358,10 @@ def _cmd_test(args: argparse.Namespace) -> int:
     from cvae.core.tester import evaluation_line, run_test
 
     _configure_logging(args.log_level)
-    if args.samples < 1:
+    if args.samples is not None and args.samples < 1:
         return fail("test", f"--samples must be >= 1 (got {args.samples})")
+    if args.val_frame_stride < 1:
+        return fail("test", f"--val_frame_stride must be >= 1 (got {args.val_frame_stride})")
     given = [getattr(args, k) for k in ("F_dim", "L_dim", "N_dim", "D_out_dim")]
     dims = None
     if any(v is not None for v in given):
@@ -344,11 +369,19 @@ def _cmd_test(args: argparse.Namespace) -> int:
             return fail("test", "give all of --F_dim --L_dim --N_dim --D_out_dim, or none (inferred)")
         dims = ModelConfig(*given)
     try:
+        from cvae.core.trainer import resolve_device
+
+        # The lab's Tester rolls out the test set: by default so do we, plus the validation video's one rollout
+        # (with SSIM and the baselines). The full evaluation is asked for, or free enough on a GPU.
+        full = args.full or resolve_device(args.device).type == "cuda"
+        samples = args.samples if args.samples is not None else (5 if full else 1)
+        diagnostics = args.diagnostics if args.diagnostics is not None else full
         result = run_test(
             args.DR, args.save_root, args.ckpt_path, frame_H=args.frame_H, frame_W=args.frame_W, dims=dims,
             device=args.device, seed=args.seed, test_vi_len=args.test_vi_len, val_vi_len=args.val_vi_len,
             num_workers=args.num_workers, progress=args.progress, do_test=args.do_test, do_val=args.do_val,
-            channels_last=args.channels_last, samples=args.samples, diagnostics=args.diagnostics,
+            channels_last=args.channels_last, samples=samples, diagnostics=diagnostics,
+            frame_stride=args.val_frame_stride,
         )
     except (ConfigError, DatasetError, CheckpointError) as err:
         return fail("test", str(err))
@@ -360,10 +393,10 @@ def _cmd_test(args: argparse.Namespace) -> int:
         print(f"wrote {result.submission} and {len(result.gifs)} GIF(s) in {args.save_root}")
     for index, (value, baselines) in sorted(result.test_scores.items()):
         print(f"test sequence {index}: {summary_line(value, baselines)}")
-        print(f"  {evaluation_line(result.evaluations[f'test{index}'], args.samples)}")
+        print(f"  {evaluation_line(result.evaluations[f'test{index}'], samples)}")
     if result.val_csv:
         print(f"validation: {summary_line(result.val_psnr, result.val_baselines)} ({result.val_csv})")
-        print(f"  {evaluation_line(result.evaluations['val'], args.samples)}")
+        print(f"  {evaluation_line(result.evaluations['val'], samples)}")
     if result.evaluation_csv:
         print(f"every evaluated video: {result.evaluation_csv}")
     return 0

@@ -152,8 +152,16 @@ class RunConfig:
     """K: validation rollouts with z drawn from the prior, one batch (the first is the lab's): their mean, best, spread."""
     val_diagnostics: bool = True
     """Also measure what the model uses: z = 0, its previous frame replaced, posterior collapse (active units)."""
-    val_eval_every: int = 1
-    """The K samples, z = 0 and the frame replacements every this many epochs and at the last (CPU budgets)."""
+    val_eval_every: int | Literal["auto"] = "auto"
+    """The full evaluation (the K samples, z = 0, the frame replacements) every this many epochs and at the last;
+    0: never by the epoch count. auto: every epoch on a GPU, 0 on a CPU, where an epoch's validation then costs
+    what the lab's does (its one rollout, with SSIM and the posterior's statistics)."""
+    val_eval_at: Literal["none", "last", "best"] = "none"
+    """Also the full evaluation at the epoch a run is judged by: its last, or each new best ``val_psnr`` (which
+    then shares its rollout). A sweep sets it from its metric's ``summary``."""
+    val_frame_stride: int = 4
+    """The frame replacements (``val_psnr_no_prev``, ``val_psnr_swapped_frame``) measured on every this many
+    predicted frames, and their drop estimated against the rollout on the same frames (1: every frame)."""
     num_threads: int | None = None
     """torch CPU threads (default: torch's choice)."""
     time_chunk: int | None = None
@@ -306,7 +314,9 @@ class ExperimentConfig:
         need(r.num_epoch >= 1, f"num_epoch must be >= 1 (got {r.num_epoch})")
         need(r.per_save >= 1, f"per_save must be >= 1 (got {r.per_save})")
         need(r.val_samples >= 1, f"val_samples must be >= 1 (got {r.val_samples})")
-        need(r.val_eval_every >= 1, f"val_eval_every must be >= 1 (got {r.val_eval_every})")
+        need(r.val_eval_every == "auto" or r.val_eval_every >= 0,
+             f"val_eval_every must be >= 0 or auto (got {r.val_eval_every})")
+        need(r.val_frame_stride >= 1, f"val_frame_stride must be >= 1 (got {r.val_frame_stride})")
         need(r.num_threads is None or r.num_threads >= 1, f"num_threads must be >= 1 (got {r.num_threads})")
         need(r.time_chunk is None or r.time_chunk >= 1, f"time_chunk must be >= 1 (got {r.time_chunk})")
         need(
@@ -372,14 +382,16 @@ def _coerce(key: str, raw: Any, hint: Any) -> Any:
     if type(None) in args:  # Optional[X]
         (inner,) = [a for a in args if a is not type(None)]
         return _coerce(key, raw, inner)
-    if bool in args:  # bool | Literal[...]: a boolean, or one of the words
+    if origin is not tuple and (bool in args or int in args):  # bool | Literal[...], int | Literal[...]: a value or a word
         words = [w for a in args if get_origin(a) is Literal for w in get_args(a)]
         if isinstance(raw, str) and raw.lower() in words:
             return raw.lower()
+        kind = bool if bool in args else int
         try:
-            return _coerce(key, raw, bool)
+            return _coerce(key, raw, kind)
         except ConfigError:
-            raise ConfigError(f"{key}={raw!r} is not a boolean or {' or '.join(words)}") from None
+            what = "a boolean" if kind is bool else "an integer"
+            raise ConfigError(f"{key}={raw!r} is not {what} or {' or '.join(words)}") from None
     if origin is tuple:
         items = raw
         if isinstance(raw, str):

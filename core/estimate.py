@@ -67,5 +67,7 @@ def _epoch_seconds(cfg: ExperimentConfig, train_frames: int | None, val_frames: 
             evaluate(model, frames, val_poses, **kw)
             seconds[full] = (time.perf_counter() - t0) / 2 * (cfg.data.val_vi_len - 1)
         epochs = range(cfg.run.num_epoch)
-        val = sum(seconds[full_evaluation(cfg, e)] for e in epochs) / len(epochs)
+        # val_eval_at best: every epoch counted as a new best (an upper bound; early epochs mostly are).
+        val = sum(seconds[full_evaluation(cfg, e, device) or cfg.run.val_eval_at == "best"] for e in epochs) \
+            / len(epochs)
     return step * batches, val

@@ -14,13 +14,16 @@ as stochastic video prediction is evaluated since SVG (Denton & Fergus 2018):
 - **what the model takes from its previous frame**: the rollout with the frame input replaced at every step
   by the clip's first frame (``no_prev``: what it takes from the recent past) and by a frame of another video
   (``swapped_frame``: what it takes of the video's look), both with sample 0's z, against the normal rollout;
+  on every ``frame_stride``-th frame, their drop from the rollout on the same frames estimating the whole's;
 - **posterior collapse**: the posterior q(z | x_t, P_t) on every ground-truth frame: its KL from the prior per
   latent channel, and the active units of Burda et al. (2016): a channel is active when the variance over the
   data of its posterior mean (per position, averaged over the channel's H x W positions) exceeds 0.01.
 
 The K samples and the z = 0 rollout are rows of one batch through the model (autoregressive over time); the
 two frame-input diagnostics and the posterior have no recurrence and run batched over time steps. Memory is
-bounded: time is processed in chunks of :data:`core.rollout.POSE_CHUNK` steps.
+bounded: time is processed in chunks of :data:`core.rollout.POSE_CHUNK` steps. An evaluation can be completed
+later (``first=``): an epoch's validation runs the lab's rollout alone, and once that epoch turns out to be
+the one a run is judged by, the other samples and diagnostics are added without rolling sample 0 out again.
 """
 
 from __future__ import annotations
@@ -64,6 +67,9 @@ class Evaluation:
     video: torch.Tensor | None = field(default=None, repr=False)
     """The lab's rollout (sample 0), (B, T, 3, H, W) float, frame 0 given."""
     samples: int = 1
+    first: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
+    """Sample 0's scores per (video, frame), ``psnr`` and ``ssim`` (B, T-1), and its summed squared error
+    ``sq_err``: what a later :func:`evaluate` with ``first=`` this evaluation reuses instead of rolling it out again."""
 
 
 def _float(x: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -83,6 +89,13 @@ def other_video_frames(pool: torch.Tensor, firsts: torch.Tensor) -> torch.Tensor
         diff = torch.cat([(part.float() - ref).pow_(2).mean(dim=1) for part in flat.split(4096)])
         picks.append(pool[int(diff.argmax())])
     return torch.stack(picks)
+
+
+def stride_frames(start: int, stop: int, stride: int) -> list[int]:
+    """The offsets in ``[start, stop)`` of the predicted frames (numbered from 1) that a frame stride measures:
+    frames 1, 1 + stride, 1 + 2 stride, ..."""
+    first = start + (-(start - 1)) % stride
+    return [t - start for t in range(first, stop, stride)]
 
 
 def _decode_constant_frame(model: CVAE, frame_feat: torch.Tensor, pose_feat: torch.Tensor, z: torch.Tensor,
@@ -159,8 +172,9 @@ def _std(avg: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def evaluate(model: CVAE, frames: torch.Tensor, poses: torch.Tensor, *, seed: int, samples: int = 5,
              diagnostics: bool = True, z0: bool | None = None, frame_inputs: bool | None = None,
-             posterior: bool | None = None, other: torch.Tensor | None = None,
-             autocast: torch.autocast | None = None, progress: bool = False, desc: str = "validation") -> Evaluation:
+             posterior: bool | None = None, other: torch.Tensor | None = None, frame_stride: int = 1,
+             first: Evaluation | None = None, autocast: torch.autocast | None = None, progress: bool = False,
+             desc: str = "validation") -> Evaluation:
     """Evaluate ``model`` on videos with ground truth (see the module docstring).
 
     Args:
@@ -174,34 +188,43 @@ def evaluate(model: CVAE, frames: torch.Tensor, poses: torch.Tensor, *, seed: in
             can be set apart with ``z0``, ``frame_inputs`` and ``posterior`` (None: as ``diagnostics``).
         other: (B, 3, H, W) a frame of another video per clip (:func:`other_video_frames`), for the
             swapped-frame diagnostic; None leaves it out.
+        frame_stride: the frame replacements decode every this many predicted frames (:func:`stride_frames`);
+            their score is the lab's rollout's average plus their mean difference from it on those frames (a
+            paired estimate: the rollout's frame-to-frame changes cancel out). 1: every frame, a plain average.
+        first: an earlier evaluation of the same model, videos and ``seed`` (the lab's rollout of an epoch's
+            validation): its sample 0 is reused, not rolled out again, and so are its posterior statistics.
         autocast: an optional autocast context (bf16 on CUDA).
         progress: a progress bar over time steps.
     """
     if samples < 1:
         raise ValueError(f"samples must be >= 1 (got {samples})")
+    if frame_stride < 1:
+        raise ValueError(f"frame_stride must be >= 1 (got {frame_stride})")
     z0 = diagnostics if z0 is None else z0
     frame_inputs = diagnostics if frame_inputs is None else frame_inputs
-    posterior_on = diagnostics if posterior is None else posterior
+    posterior_on = (diagnostics if posterior is None else posterior) and not (first is not None and first.latents)
     device = next(model.parameters()).device
     amp = (lambda: autocast) if autocast is not None else contextlib.nullcontext
     batch, steps = frames.shape[:2]
     size = frames.shape[-2:]
     n_dim = model.dims.N_dim
-    reps = samples + int(z0)  # sample rows, then the z = 0 row
+    lead = 0 if first is not None else 1  # sample 0 rolled out here, or reused from ``first``
+    reps = lead + samples - 1 + int(z0)  # rows of the batch: [sample 0], samples 1..K-1, [z = 0]
     gen0 = torch.Generator(device=device).manual_seed(seed)
     gen_k = torch.Generator(device=device).manual_seed(seed + EXTRA_SAMPLES_SEED)
     was_training = model.training
     model.eval()
     try:
-        first = _float(frames[:, 0], device)
-        video = torch.empty((batch, steps, 3, *size), dtype=torch.float32, device=device)
-        video[:, 0] = first
-        prev = first.repeat(reps, 1, 1, 1)
+        first_frame = _float(frames[:, 0], device)
+        video = first.video if first is not None else torch.empty((batch, steps, 3, *size), dtype=torch.float32,
+                                                                  device=device)
+        video[:, 0] = first_frame
+        prev = first_frame.repeat(reps, 1, 1, 1)
         scores = {name: torch.full((reps * batch, steps - 1), math.nan, device=device) for name in ("psnr", "ssim")}
         frame_input = {}
         if frame_inputs:
             with amp():
-                frame_input["psnr_no_prev"] = model.frame_transformation(first)
+                frame_input["psnr_no_prev"] = model.frame_transformation(first_frame)
                 if other is not None:
                     frame_input["psnr_swapped_frame"] = model.frame_transformation(_float(other, device))
         constant = {name: torch.full((batch, steps - 1), math.nan, device=device) for name in frame_input}
@@ -211,6 +234,10 @@ def evaluate(model: CVAE, frames: torch.Tensor, poses: torch.Tensor, *, seed: in
         for start in range(1, steps, POSE_CHUNK):
             stop = min(start + POSE_CHUNK, steps)
             n = stop - start
+            measured = stride_frames(start, stop, frame_stride) if frame_input else []
+            if not reps and not measured and not posterior_on:
+                bar.update(n)
+                continue
             target = _float(frames[:, start:stop], device)
             with amp():
                 # The pose encoder in eval mode is per-image: batching it over time is the same math.
@@ -218,38 +245,50 @@ def evaluate(model: CVAE, frames: torch.Tensor, poses: torch.Tensor, *, seed: in
             preds = torch.empty((reps * batch, n, 3, *size), dtype=torch.float32, device=device)
             z_first = torch.empty((batch, n, n_dim, *size), dtype=torch.float32, device=device)
             for k in range(n):
-                z = [torch.randn((batch, n_dim, *size), generator=gen0, device=device)]
+                z = [torch.randn((batch, n_dim, *size), generator=gen0, device=device)]  # sample 0's, always drawn
+                z_first[:, k] = z[0]
+                if not lead:
+                    z = []
                 if samples > 1:
                     z.append(torch.randn(((samples - 1) * batch, n_dim, *size), generator=gen_k, device=device))
                 if z0:
                     z.append(torch.zeros((batch, n_dim, *size), device=device))
-                z = torch.cat(z) if len(z) > 1 else z[0]
-                z_first[:, k] = z[:batch]
-                pose_k = pose_feat[:, k].repeat(reps, 1, 1, 1) if reps > 1 else pose_feat[:, k]
-                with amp():
-                    pred = model.decode(model.frame_transformation(prev), pose_k, z)
-                preds[:, k] = pred.float()
-                prev = pred
+                if reps:
+                    z = torch.cat(z) if len(z) > 1 else z[0]
+                    pose_k = pose_feat[:, k].repeat(reps, 1, 1, 1) if reps > 1 else pose_feat[:, k]
+                    with amp():
+                        pred = model.decode(model.frame_transformation(prev), pose_k, z)
+                    preds[:, k] = pred.float()
+                    prev = pred
                 bar.update()
-            video[:, start:stop] = preds[:batch]
-            truth = target.repeat(reps, 1, 1, 1, 1)
-            scores["psnr"][:, start - 1:stop - 1] = psnr(preds, truth)
-            scores["ssim"][:, start - 1:stop - 1] = ssim(preds, truth)
-            sq_err += float((preds[:batch] - target).double().pow(2).sum())
+            if reps:
+                truth = target.repeat(reps, 1, 1, 1, 1)
+                scores["psnr"][:, start - 1:stop - 1] = psnr(preds, truth)
+                scores["ssim"][:, start - 1:stop - 1] = ssim(preds, truth)
+            if lead:
+                video[:, start:stop] = preds[:batch]
+                sq_err += float((preds[:batch] - target).double().pow(2).sum())
             for name, feat in frame_input.items():
-                constant[name][:, start - 1:stop - 1] = psnr(
-                    _decode_constant_frame(model, feat, pose_feat, z_first, amp), target)
+                if measured:
+                    cols = [start - 1 + k for k in measured]
+                    constant[name][:, cols] = psnr(_decode_constant_frame(
+                        model, feat, pose_feat[:, measured], z_first[:, measured], amp), target[:, measured])
             if posterior_on:
                 posterior.add(model, target, pose_feat, amp)
         bar.close()
     finally:
         model.train(was_training)
-    return _reduce(scores, constant, posterior, video, samples=samples, z0=z0,
+    if first is not None:
+        scores = {name: torch.cat([first.first[name].to(device), scores[name]]) for name in scores}
+        sq_err = float(first.first["sq_err"])
+    return _reduce(scores, constant, posterior if first is None or not first.latents else first.latents, video,
+                   samples=samples, z0=z0, frame_stride=frame_stride, sq_err=sq_err,
                    mse=sq_err / max(1, batch * (steps - 1) * 3 * size[0] * size[1]))
 
 
-def _reduce(scores: dict[str, torch.Tensor], constant: dict[str, torch.Tensor], posterior: _Posterior,
-            video: torch.Tensor, *, samples: int, z0: bool, mse: float) -> Evaluation:
+def _reduce(scores: dict[str, torch.Tensor], constant: dict[str, torch.Tensor],
+            posterior: _Posterior | list[dict[str, float]], video: torch.Tensor, *, samples: int, z0: bool,
+            frame_stride: int, sq_err: float, mse: float) -> Evaluation:
     batch = video.shape[0]
     metrics: dict[str, float] = {"loss": mse}
     curves: dict[str, list[float]] = {}
@@ -274,12 +313,20 @@ def _reduce(scores: dict[str, torch.Tensor], constant: dict[str, torch.Tensor], 
         metrics[f"{metric}_std_of_k"] = float(spread.mean())
         if z0:
             put(f"{metric}_z0", scores[metric][samples * batch:])
+    lab = scores["psnr"][:batch]
     for name, values in constant.items():
-        put(name, values)
-    latents = posterior.channels()
+        if frame_stride == 1:
+            put(name, values)
+        else:
+            # Measured on every frame_stride-th frame: the rollout's average plus the mean change on those frames.
+            cols = torch.arange(0, values.shape[1], frame_stride, device=values.device)  # frames 1, 1 + stride, ...
+            put(name, values, lab.mean(dim=1) + (values[:, cols] - lab[:, cols]).mean(dim=1))
+    latents = posterior.channels() if isinstance(posterior, _Posterior) else posterior
     metrics["kl"] = sum(c["kl"] for c in latents) if latents else math.nan
     metrics["active_units"] = float(sum(c["active"] for c in latents)) if latents else math.nan
     for name in ("psnr_z0", "ssim_z0", "psnr_no_prev", "psnr_swapped_frame"):
         metrics.setdefault(name, math.nan)
+    first = {"psnr": scores["psnr"][:batch].cpu(), "ssim": scores["ssim"][:batch].cpu(),
+             "sq_err": torch.tensor(sq_err, dtype=torch.float64)}
     return Evaluation(metrics=metrics, curves=curves, per_video=per_video, latents=latents, video=video,
-                      samples=samples)
+                      samples=samples, first=first)

@@ -120,16 +120,16 @@ def run_test(DR: str, save_root: str, ckpt_path: str, *, frame_H: int | None = N
              dims: ModelConfig | None = None, device: str = "auto", seed: int = 0, test_vi_len: int = 630,
              val_vi_len: int = 630, num_workers: int = 4, cache_dir: str | None = None, progress: bool = True,
              do_test: bool = True, do_val: bool = True, channels_last: bool = True, samples: int = 5,
-             diagnostics: bool = True) -> TestResult:
+             diagnostics: bool = True, frame_stride: int = 1) -> TestResult:
     """Roll out every test sequence (all in one batch) and evaluate the validation video.
 
     Writes ``pred_seq{i}.gif`` and ``submission.csv`` for the test set, and for the validation video the PSNR
     and SSIM per frame with the evaluation's other curves (``val_psnr_per_frame.csv``, a plot) and its posterior
     per latent channel (``latents.csv``), into ``save_root``. Every video with ground truth (the validation
     video, test sequences with ``test_gt``) is evaluated as in training (:func:`core.evaluate.evaluate`:
-    ``samples`` samples of z and, with ``diagnostics``, what the model uses), one row each in
-    ``evaluation.csv``. The frame size comes from the flags, else from our checkpoint's config, else the lab's
-    32x64.
+    ``samples`` samples of z and, with ``diagnostics``, what the model uses, its frame replacements on every
+    ``frame_stride``-th frame), one row each in ``evaluation.csv``. The frame size comes from the flags, else
+    from our checkpoint's config, else the lab's 32x64.
     """
     dev = resolve_device(device)
     model, ckpt = load_model(ckpt_path, dims, dev, channels_last=channels_last)
@@ -162,7 +162,7 @@ def run_test(DR: str, save_root: str, ckpt_path: str, *, frame_H: int | None = N
             # Every sequence has ground truth: the evaluation's sample 0 is the submission's rollout (same z).
             frames = torch.stack([truth_of[s.index] for s in sequences])
             ev = evaluate(model, frames, poses, seed=seed, samples=samples, diagnostics=diagnostics,
-                          other=other(first), progress=progress, desc=desc)
+                          frame_stride=frame_stride, other=other(first), progress=progress, desc=desc)
             videos = ev.video.cpu()
             scored = {s.index: (i, ev) for i, s in enumerate(sequences)}
         else:
@@ -173,7 +173,8 @@ def run_test(DR: str, save_root: str, ckpt_path: str, *, frame_H: int | None = N
             if with_gt:
                 ev = evaluate(model, torch.stack([truth_of[s.index] for s in with_gt]),
                               torch.stack([s.poses for s in with_gt]), seed=seed, samples=samples,
-                              diagnostics=diagnostics, other=other(torch.stack([s.first_frame for s in with_gt])),
+                              diagnostics=diagnostics, frame_stride=frame_stride,
+                              other=other(torch.stack([s.first_frame for s in with_gt])),
                               progress=progress, desc="test (ground truth)")
                 scored = {s.index: (i, ev) for i, s in enumerate(with_gt)}
         out.mkdir(parents=True, exist_ok=True)
@@ -195,7 +196,8 @@ def run_test(DR: str, save_root: str, ckpt_path: str, *, frame_H: int | None = N
             raise ConfigError(f"{DR}/val/val_img: {len(val)} frames, fewer than val_vi_len={val_vi_len}")
         frames = val.frames[:val_vi_len][None]
         ev = evaluate(model, frames, val.poses[:val_vi_len][None], seed=seed, samples=samples,
-                      diagnostics=diagnostics, other=other(frames[:, 0]), progress=progress, desc="validation")
+                      diagnostics=diagnostics, frame_stride=frame_stride, other=other(frames[:, 0]),
+                      progress=progress, desc="validation")
         val_baselines = score_baselines(to_float(frames, dev))
         val_psnr = ev.metrics["psnr"]
         evaluations["val"] = _per_video(ev, 0)

@@ -334,30 +334,71 @@ def train_step(model: CVAE, optimizer: torch.optim.Optimizer, frames: torch.Tens
     return StepStats(loss.item(), mse.item(), kl.item(), frame_psnr.item())
 
 
-def full_evaluation(cfg: ExperimentConfig, epoch: int) -> bool:
-    """Whether ``epoch``'s validation runs the K samples, z = 0 and the frame replacements (every
-    ``val_eval_every`` epochs and at the last); the lab's rollout, SSIM and the posterior run every epoch."""
-    return (epoch + 1) % cfg.run.val_eval_every == 0 or epoch == cfg.run.num_epoch - 1
+def eval_every(cfg: ExperimentConfig, device: torch.device) -> int:
+    """``val_eval_every`` resolved: ``auto`` is every epoch on a GPU, where a batch of K rollouts costs about
+    one, and 0 (never by the epoch count) on a CPU, where it costs about K (docs/evaluation.md)."""
+    every = cfg.run.val_eval_every
+    return (1 if device.type == "cuda" else 0) if every == "auto" else int(every)
+
+
+def full_evaluation(cfg: ExperimentConfig, epoch: int, device: torch.device) -> bool:
+    """Whether ``epoch``'s validation runs the full evaluation (the K samples, z = 0, the frame replacements)
+    from the start: every ``val_eval_every`` epochs and at the last, or at the last with ``val_eval_at: last``.
+    The lab's rollout, SSIM and the posterior run every epoch; ``val_eval_at: best`` completes an epoch's
+    evaluation once it is a new best (:meth:`Trainer.fit`)."""
+    last = epoch == cfg.run.num_epoch - 1
+    every = eval_every(cfg, device)
+    return bool(every) and ((epoch + 1) % every == 0 or last) or (last and cfg.run.val_eval_at == "last")
 
 
 def validate(model: CVAE, video: FrameSequence, cfg: ExperimentConfig, *, full: bool = True,
-             other: torch.Tensor | None = None, autocast: torch.autocast | None = None,
-             progress: bool = False) -> Evaluation:
+             other: torch.Tensor | None = None, first: Evaluation | None = None,
+             autocast: torch.autocast | None = None, progress: bool = False) -> Evaluation:
     """Evaluate the model on every ``val_vi_len``-frame clip of the validation video (:func:`evaluate`): the
     lab's rollout from each clip's first frame with z under ``val_seed`` (``val_psnr``) and its SSIM; with
     ``full``, ``val_samples`` samples of z; with ``val_diagnostics``, what the model uses (z = 0 and the frame
-    replacements only when ``full``; ``other``: a frame of another video per clip)."""
+    replacements only when ``full``; ``other``: a frame of another video per clip). ``first``: this epoch's
+    validation without ``full``, completed rather than run again."""
     frames, poses = clips_of(video, cfg.data.val_vi_len)
-    return evaluate(model, frames, poses, seed=cfg.run.val_seed, other=other, autocast=autocast, progress=progress,
-                    **evaluation_options(cfg, full))
+    return evaluate(model, frames, poses, seed=cfg.run.val_seed, other=other, first=first, autocast=autocast,
+                    progress=progress, **evaluation_options(cfg, full))
 
 
 def evaluation_options(cfg: ExperimentConfig, full: bool) -> dict[str, Any]:
-    """:func:`evaluate`'s ``samples``, ``z0``, ``frame_inputs`` and ``posterior`` of a validation: the K samples,
-    z = 0 and the frame replacements on full epochs (:func:`full_evaluation`), the posterior on every epoch."""
+    """:func:`evaluate`'s ``samples``, ``z0``, ``frame_inputs``, ``posterior`` and ``frame_stride`` of a validation:
+    the K samples, z = 0 and the frame replacements on full epochs (:func:`full_evaluation`), the posterior on
+    every epoch."""
     diag = cfg.run.val_diagnostics
     return {"samples": cfg.run.val_samples if full else 1, "z0": diag and full, "frame_inputs": diag and full,
-            "posterior": diag}
+            "posterior": diag, "frame_stride": cfg.run.val_frame_stride}
+
+
+def evaluation_plan(cfg: ExperimentConfig, device: torch.device) -> str:
+    """What an epoch's validation runs and when the full evaluation does, in one line (``cvae train`` logs it
+    at its start: a default's cost is said before it is paid)."""
+    r = cfg.run
+    light = "the lab's rollout with SSIM" + (" and the posterior's statistics" if r.val_diagnostics else "")
+    extra = [f"{r.val_samples} samples of z"] if r.val_samples > 1 else []
+    extra += ["z = 0 and the frame replacements"] if r.val_diagnostics else []
+    if not extra:
+        return f"validation: {light} every epoch (val_samples 1, no diagnostics: nothing more to evaluate)"
+    every, at = eval_every(cfg, device), r.val_eval_at
+    when = []
+    if every:
+        when.append("every epoch" if every == 1 else f"every {every} epochs and at the last")
+    if at != "none" and not (at == "last" and every):
+        when.append("at the last epoch" if at == "last" else "at each new best epoch")
+    rows = r.val_samples + (1 if r.val_diagnostics else 0)
+    # One thread, benchmarks/evaluation_cost.py (docs/evaluation.md): a batch row costs about 0.7 of a rollout,
+    # the frame replacements and the posterior together about 0.5 at the default stride.
+    cost = f"about {1 + 0.7 * (rows - 1) + (0.5 if r.val_diagnostics else 0):.0f} lab rollouts" \
+        if device.type == "cpu" else "a batch of rollouts"
+    full = f"the full evaluation ({', '.join(extra)}: {cost})"
+    if not when:
+        how = ("val_eval_at last|best for the epoch a run is judged by, val_eval_every N, or cvae test --full on a "
+               "checkpoint")
+        return f"validation: {light} every epoch, the lab's cost; {full} never ({how})"
+    return f"validation: {light} every epoch; {full} {' and '.join(when)}"
 
 
 def _finite_or_nan(value: float) -> float:
@@ -439,12 +480,7 @@ class Trainer:
                 # The swapped-frame diagnostic's "another video": the training frame least like each clip's first.
                 firsts = clips_of(self.val_data, cfg.data.val_vi_len)[0][:, 0]
                 self.other_frames = other_video_frames(self.train_data.frames, firsts)
-            if self.device.type == "cpu" and (cfg.run.val_samples > 1 or cfg.run.val_diagnostics):
-                log.info("validation: %d sample(s) of z%s; on a CPU a full evaluation costs about %d lab rollouts "
-                         "(val_samples 1, val_diagnostics false: the lab's cost; val_eval_every N: every N epochs)",
-                         cfg.run.val_samples, " and the diagnostics" if cfg.run.val_diagnostics else "",
-                         # measured with benchmarks/evaluation_cost.py (docs/evaluation.md), one thread
-                         max(1, round(0.8 * cfg.run.val_samples + (2.3 if cfg.run.val_diagnostics else 0))))
+            log.info("%s", evaluation_plan(cfg, self.device))
 
         if self.device.type == "cuda":
             # Decoded once, kept on the GPU: batches are gathered there, with no host copy per step.
@@ -655,9 +691,15 @@ class Trainer:
             val_video, val_seconds = None, 0.0
             if self.val_data is not None:
                 t1 = time.perf_counter()
-                full = full_evaluation(cfg, epoch)
+                full = full_evaluation(cfg, epoch, self.device)
                 ev = validate(self.model, self.val_data, cfg, full=full, other=self.other_frames,
                               autocast=self.autocast, progress=cfg.run.progress)
+                if not full and cfg.run.val_eval_at == "best" and ev.metrics["psnr"] > self.best_val_psnr:
+                    # A new best: the epoch a run judged by its best is judged by gets the full evaluation, its
+                    # lab's rollout reused. (NaN is never a new best, as below.)
+                    full = True
+                    ev = validate(self.model, self.val_data, cfg, full=True, other=self.other_frames, first=ev,
+                                  autocast=self.autocast, progress=cfg.run.progress)
                 val_seconds = time.perf_counter() - t1
                 val_video = ev.video[0].cpu()
                 val_fields = evaluation_fields(ev, self.baselines, full=full)

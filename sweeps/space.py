@@ -209,6 +209,9 @@ def trial_config(spec: SweepSpec, params: Mapping[str, Any], *, save_root: Any, 
         else:
             flat[name] = value
     flat.update(save_root=str(save_root), resume=True, progress=False)
+    # The epoch a trial is judged by gets the full evaluation (K samples, z = 0, the frame replacements) wherever
+    # it runs; on a CPU no other epoch does unless the spec says so (val_eval_every).
+    flat.setdefault("val_eval_at", "last" if spec.metric.summary == "last" else "best")
     if num_threads:
         flat["num_threads"] = num_threads
     cfg = ExperimentConfig.from_flat(flat, source=f"{spec.source}: trial config")

@@ -91,6 +91,11 @@ def test_string_values_are_coerced_to_field_types() -> None:
     assert (cfg.optim.lr_milestones, cfg.schedule.tfr) == ((3, 6), 0.0)
 
 
+@pytest.mark.parametrize(("raw", "value"), [("auto", "auto"), ("AUTO", "auto"), ("3", 3), (0, 0), (2.0, 2)])
+def test_val_eval_every_is_a_count_or_auto(raw: object, value: object) -> None:
+    assert ExperimentConfig.from_flat({"val_eval_every": raw}).run.val_eval_every == value
+
+
 def test_replace_changes_one_key_and_validates() -> None:
     cfg = ExperimentConfig().replace(batch_size=8)
     assert cfg.optim.batch_size == 8 and cfg.run.num_epoch == 70
@@ -114,6 +119,8 @@ def test_unknown_key_is_rejected_listing_valid_keys() -> None:
         ("tfr", 1.5), ("tfr", -0.1), ("num_epoch", -1), ("num_epoch", 0), ("batch_size", 0),
         ("kl_anneal_type", "sigmoid"), ("partial", 0), ("batch_size", "abc"), ("num_epoch", 2.5),
         ("fast_train", "maybe"), ("augment", 2), ("lr", "fast"), ("optim", "SGD"), ("lr", float("nan")),
+        ("val_eval_every", -1), ("val_eval_every", "sometimes"), ("val_eval_every", 1.5), ("val_eval_at", "first"),
+        ("val_frame_stride", 0),
     ],
 )  # fmt: skip
 def test_invalid_value_names_key_and_value(key: str, value: object) -> None:

@@ -213,7 +213,7 @@ def test_a_training_writes_every_evaluation_column(tiny_dataset, tmp_path):
     cfg = ExperimentConfig.from_flat({
         "DR": str(tiny_dataset), "save_root": str(tmp_path / "run"), "F_dim": 16, "L_dim": 8, "N_dim": 4,
         "D_out_dim": 16, "train_vi_len": 4, "val_vi_len": 24, "batch_size": 4, "num_epoch": 2, "progress": False,
-        "num_workers": 1, "device": "cpu", "val_samples": 3})
+        "num_workers": 1, "device": "cpu", "val_samples": 3, "val_eval_every": 1, "val_frame_stride": 1})
     run = fit(cfg)
     rows = read_csv(tmp_path / "run" / "metrics.csv")
     assert len(rows) == 2
@@ -235,7 +235,16 @@ def test_a_training_writes_every_evaluation_column(tiny_dataset, tmp_path):
         sum(float(r["ssim_copy_first"]) for r in baselines) / len(baselines), rel=1e-6)
 
 
-def test_val_eval_every_runs_the_samples_every_nth_and_last_epoch(tiny_dataset, tmp_path):
+SAMPLED = ("val_psnr_best_of_k", "val_psnr_mean_of_k", "val_psnr_z0", "val_psnr_no_prev", "val_psnr_swapped_frame")
+
+
+@pytest.mark.parametrize(("options", "full_epochs"), [
+    ({}, [False, False, False]),  # a CPU's default: the lab's cost every epoch, nothing more
+    ({"val_eval_every": 2}, [False, True, True]),  # epoch 1 (the 2nd) and the last
+    ({"val_eval_at": "last"}, [False, False, True]),
+    ({"val_eval_every": 0, "val_eval_at": "none"}, [False, False, False]),
+], ids=["default", "every-2", "at-last", "never"])
+def test_the_full_evaluation_runs_at_the_epochs_its_options_say(tiny_dataset, tmp_path, options, full_epochs):
     from cvae.core.config import ExperimentConfig
     from cvae.core.records import read_csv
     from cvae.core.trainer import fit
@@ -243,11 +252,111 @@ def test_val_eval_every_runs_the_samples_every_nth_and_last_epoch(tiny_dataset, 
     cfg = ExperimentConfig.from_flat({
         "DR": str(tiny_dataset), "save_root": str(tmp_path / "run"), "F_dim": 16, "L_dim": 8, "N_dim": 4,
         "D_out_dim": 16, "train_vi_len": 4, "val_vi_len": 24, "batch_size": 4, "num_epoch": 3, "progress": False,
-        "num_workers": 1, "device": "cpu", "val_samples": 2, "val_eval_every": 2, "partial": 0.5})
+        "num_workers": 1, "device": "cpu", "val_samples": 2, "partial": 0.5, **options})
     fit(cfg)
     rows = read_csv(tmp_path / "run" / "metrics.csv")
-    sampled = ("val_psnr_best_of_k", "val_psnr_mean_of_k", "val_psnr_z0", "val_psnr_no_prev", "val_psnr_swapped_frame")
-    assert [all(r[c] != "" for c in sampled) for r in rows] == [False, True, True]  # epoch 1 (2nd) and the last
-    assert all(r[c] == "" for c in sampled for r in rows[:1])
+    assert [all(r[c] != "" for c in SAMPLED) for r in rows] == full_epochs
+    assert [any(r[c] != "" for c in SAMPLED) for r in rows] == full_epochs  # all of it, or none
     for r in rows:  # every epoch: the lab's rollout, its SSIM and the posterior
         assert all(math.isfinite(float(r[c])) for c in ("val_psnr", "val_ssim", "val_kl", "val_active_units"))
+
+
+def test_val_eval_at_best_completes_the_evaluation_of_each_new_best_epoch(tiny_dataset, tmp_path):
+    from cvae.core.config import ExperimentConfig
+    from cvae.core.records import read_csv
+    from cvae.core.trainer import fit
+
+    flat = {"DR": str(tiny_dataset), "save_root": str(tmp_path / "run"), "F_dim": 16, "L_dim": 8, "N_dim": 4,
+            "D_out_dim": 16, "train_vi_len": 4, "val_vi_len": 24, "batch_size": 4, "num_epoch": 2, "progress": False,
+            "num_workers": 1, "device": "cpu", "val_samples": 2, "partial": 0.5, "val_eval_at": "best", "resume": True}
+    first = fit(ExperimentConfig.from_flat(flat))
+    # A best no later epoch can beat (as after a lucky epoch): those epochs keep the lab's cost.
+    last = tmp_path / "run" / "last.ckpt"
+    state = torch.load(last, weights_only=False)
+    torch.save({**state, "best_val_psnr": 1e9}, last)
+    second = fit(ExperimentConfig.from_flat({**flat, "num_epoch": 4}))
+    rows = read_csv(tmp_path / "run" / "metrics.csv")
+    is_best = [r.is_best for r in [*first.history, *second.history]]
+    assert is_best[0] and is_best[2:] == [False, False]
+    assert [all(r[c] != "" for c in SAMPLED) for r in rows] == is_best
+    assert [any(r[c] != "" for c in SAMPLED) for r in rows] == is_best
+    for r in rows[:1]:  # sample 0, reused, is one of the K: the best of K is never below it
+        assert float(r["val_psnr_best_of_k"]) >= float(r["val_psnr"]) - 1e-9
+
+
+def test_completing_an_evaluation_gives_what_running_it_whole_does(clip, tiny_dataset):
+    frames, poses = clip
+    other = other_video_frames(load_split(tiny_dataset, "train", (32, 64), workers=1).frames, frames[:, 0])
+    model = _model()
+    whole = evaluate(model, frames, poses, seed=5, samples=4, other=other, frame_stride=3)
+    lab = evaluate(model, frames, poses, seed=5, samples=1, diagnostics=False, posterior=True, frame_stride=3)
+    done = evaluate(model, frames, poses, seed=5, samples=4, other=other, frame_stride=3, first=lab)
+    assert done.video is lab.video and done.latents == lab.latents  # reused, not computed again
+    assert set(done.metrics) == set(whole.metrics)
+    for name, value in whole.metrics.items():  # a batch's composition may move a convolution's last bits
+        assert done.metrics[name] == pytest.approx(value, rel=1e-4, abs=1e-5), name
+    for name, curve in whole.curves.items():
+        assert done.curves[name] == pytest.approx(curve, rel=1e-4, abs=1e-5, nan_ok=True), name
+
+
+def test_the_frame_replacements_on_every_nth_frame_estimate_the_whole(clip, tiny_dataset):
+    frames, poses = clip
+    other = other_video_frames(load_split(tiny_dataset, "train", (32, 64), workers=1).frames, frames[:, 0])
+    model = _model()
+    every = evaluate(model, frames, poses, seed=0, samples=1, other=other)
+    strided = evaluate(model, frames, poses, seed=0, samples=1, other=other, frame_stride=5)
+    lab = torch.tensor(every.curves["psnr"])
+    for name in ("psnr_no_prev", "psnr_swapped_frame"):
+        full, part = torch.tensor(every.curves[name]), torch.tensor(strided.curves[name])
+        measured = torch.arange(0, 23, 5)  # frames 1, 6, 11, 16, 21
+        assert torch.allclose(part[measured], full[measured], atol=1e-4)  # the same decodes on those frames
+        assert part.isnan().sum() == 23 - 5  # and none on the others
+        # the rollout's average plus the mean change on the measured frames (a paired estimate)
+        expected = float(lab.mean() + (full[measured] - lab[measured]).mean())
+        assert strided.metrics[name] == pytest.approx(expected, abs=1e-4)
+        assert every.metrics[name] == pytest.approx(float(full.mean()), abs=1e-4)  # stride 1: a plain average
+    assert strided.metrics["psnr"] == every.metrics["psnr"]
+
+
+@pytest.mark.parametrize(("start", "stop", "stride", "offsets"), [
+    (1, 65, 4, list(range(0, 64, 4))), (65, 129, 4, list(range(0, 64, 4))), (65, 75, 3, [2, 5, 8]),
+    (1, 5, 1, [0, 1, 2, 3]), (2, 4, 5, []),
+])
+def test_stride_frames_counts_the_predicted_frames_from_one(start, stop, stride, offsets):
+    from cvae.core.evaluate import stride_frames
+
+    assert stride_frames(start, stop, stride) == offsets
+
+
+@pytest.mark.parametrize(("options", "device", "epochs"), [
+    ({}, "cpu", []),
+    ({}, "cuda", [0, 1, 2, 3, 4]),  # auto: every epoch on a GPU
+    ({"val_eval_every": 2}, "cpu", [1, 3, 4]),
+    ({"val_eval_every": 2}, "cuda", [1, 3, 4]),  # a number is a number everywhere
+    ({"val_eval_at": "last"}, "cpu", [4]),
+    ({"val_eval_at": "best"}, "cpu", []),  # completed by fit once an epoch turns out a new best
+    ({"val_eval_every": 0}, "cuda", []),
+])
+def test_full_evaluation_by_epoch_device_and_options(options, device, epochs):
+    from cvae.core.config import ExperimentConfig
+    from cvae.core.trainer import full_evaluation
+
+    cfg = ExperimentConfig.from_flat({"num_epoch": 5, **options})
+    assert [e for e in range(5) if full_evaluation(cfg, e, torch.device(device))] == epochs
+
+
+@pytest.mark.parametrize(("options", "device", "says"), [
+    ({}, "cpu", ["every epoch, the lab's cost", "never", "val_eval_at last|best", "cvae test --full"]),
+    ({"val_eval_at": "last"}, "cpu", ["the full evaluation (5 samples of z, z = 0 and the frame replacements: about",
+                                      "lab rollouts) at the last epoch"]),
+    ({"val_eval_at": "best"}, "cpu", ["at each new best epoch"]),
+    ({"val_eval_every": 3}, "cpu", ["every 3 epochs and at the last"]),
+    ({}, "cuda", ["a batch of rollouts) every epoch"]),
+    ({"val_samples": 1, "val_diagnostics": False}, "cpu", ["the lab's rollout with SSIM every epoch", "nothing more"]),
+])
+def test_a_training_says_what_its_validation_will_cost(options, device, says):
+    from cvae.core.config import ExperimentConfig
+    from cvae.core.trainer import evaluation_plan
+
+    line = evaluation_plan(ExperimentConfig.from_flat(options), torch.device(device))
+    assert line.startswith("validation: ") and all(part in line for part in says), line

@@ -120,6 +120,27 @@ def test_forward_equals_the_specification():
     torch.testing.assert_close(got, want)
 
 
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_without_autograd_the_blocks_compute_in_place_with_the_same_bits(channels_last):
+    """Validation and rollouts run without autograd, where the residual sums and ConvFFN's gate go into the
+    blocks' own fresh tensors: the same arithmetic, so the same bits as the autograd path."""
+    torch.manual_seed(0)
+    model = CVAE(ModelConfig(F_dim=32, L_dim=16, N_dim=8, D_out_dim=32)).eval()
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    model = model.to(memory_format=fmt)
+    prev, pose = (t.contiguous(memory_format=fmt) for t in torch.rand(2, 3, 3, 16, 32).unbind(0))
+    z = torch.randn(3, 8, 16, 32)
+    inputs = [prev.clone(), pose.clone(), z.clone()]
+    step = lambda: model.decode(model.frame_transformation(prev), model.encode_poses(pose), z)  # noqa: E731
+    with torch.enable_grad():
+        tracked = step()
+    with torch.no_grad():
+        untracked = step()
+    assert tracked.requires_grad and not untracked.requires_grad
+    assert torch.equal(tracked.detach(), untracked)
+    assert all(torch.equal(a, b) for a, b in zip(inputs, (prev, pose, z), strict=True))  # inputs left as they were
+
+
 # --- the optimized clip forward against the lab's plain step loop (benchmarks/reference.py) -------------
 @pytest.mark.parametrize("teacher_forcing", [True, False])
 @pytest.mark.parametrize(("time_chunk", "channels_last"), [(None, False), (1, False), (3, False), (1, True),

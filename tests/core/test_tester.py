@@ -37,7 +37,7 @@ def _test(dr: Path, out: Path, ckpt: Path, *extra: str) -> int:
 
 def test_every_video_with_ground_truth_is_evaluated(tiny_dataset, checkpoint, tmp_path, capsys):
     out = tmp_path / "out"
-    assert _test(tiny_dataset, out, checkpoint, "--samples", "3") == 0
+    assert _test(tiny_dataset, out, checkpoint, "--full", "--samples", "3") == 0
     printed = capsys.readouterr().out
     rows = read_csv(out / "evaluation.csv")
     assert [r["video"] for r in rows] == ["test0", "test1", "val"] and {r["samples"] for r in rows} == {"3"}
@@ -66,9 +66,11 @@ def test_every_video_with_ground_truth_is_evaluated(tiny_dataset, checkpoint, tm
     assert [float(r["psnr"]) for r in rows[:2]] == pytest.approx(ev.per_video["psnr"], abs=1e-3)
 
 
-def test_the_labs_cost_without_samples_and_diagnostics(tiny_dataset, checkpoint, tmp_path, capsys):
+@pytest.mark.parametrize("flags", [(), ("--samples", "1", "--no-diagnostics")], ids=["default", "by-flags"])
+def test_on_a_cpu_the_default_costs_the_labs_tester_and_one_validation_rollout(tiny_dataset, checkpoint, tmp_path,
+                                                                                 capsys, flags):
     out = tmp_path / "out"
-    assert _test(tiny_dataset, out, checkpoint, "--samples", "1", "--no-diagnostics", "--no-test") == 0
+    assert _test(tiny_dataset, out, checkpoint, *flags, "--no-test") == 0
     (row,) = read_csv(out / "evaluation.csv")
     assert row["psnr_best_of_k"] == row["psnr_mean_of_k"] == row["psnr"] and row["psnr_std_of_k"] == ""
     assert all(row[k] == "" for k in ("psnr_z0", "psnr_no_prev", "psnr_swapped_frame", "kl", "active_units"))

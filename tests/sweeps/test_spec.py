@@ -581,6 +581,20 @@ def test_trial_config(tmp_path: Path, base_seed: int | None, replicate: int, see
     assert cfg.run.num_threads is None
 
 
+@pytest.mark.parametrize(("metric", "base", "params", "at"), [
+    ({"name": "val/psnr", "summary": "last"}, {}, {}, "last"),
+    ({"name": "val/psnr"}, {}, {}, "best"),  # summary best, the default
+    ({"name": "val/psnr", "summary": "last"}, {"val_eval_at": "none"}, {}, "none"),  # the spec's own choice wins
+    ({"name": "val/psnr"}, {}, {"val_eval_at": {"values": ["last"]}}, "last"),
+])
+def test_a_trial_is_evaluated_in_full_at_the_epoch_its_metric_judges(tmp_path: Path, metric: dict, base: dict,
+                                                                     params: dict, at: str) -> None:
+    spec = load(tmp_path, metric=metric, base={**BASE, **base}, parameters={"N_dim": {"values": [4]}, **params})
+    chosen = {"N_dim": 4, **{k: v["values"][0] for k, v in params.items()}}
+    cfg = spec.trial_config(chosen, save_root="x")
+    assert cfg.run.val_eval_at == at and cfg.run.val_eval_every == "auto"
+
+
 def test_trial_config_num_threads(tmp_path: Path) -> None:
     cfg = load(tmp_path).trial_config({"N_dim": 4}, save_root="x", num_threads=2)
     assert cfg.run.num_threads == 2
