@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import math
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
+from bench_loader import load_benchmark
 from cvae.core.schedules import kl_beta, teacher_forcing_ratio
 from cvae.sweeps.spec import load_spec, parse_spec
 
@@ -20,15 +19,7 @@ ROOT = Path(__file__).resolve().parents[2]
 SPECS = ROOT / "benchmarks" / "configs" / "reports"
 
 
-def _load():
-    spec = importlib.util.spec_from_file_location("bench_reports", ROOT / "benchmarks" / "reports.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
-
-
-reports = _load()
+reports = load_benchmark("reports")
 
 
 # -- statistics ----------------------------------------------------------------------------------------------------

@@ -4,25 +4,16 @@ CSV's columns, every trial completed once, errors counted rather than hidden."""
 from __future__ import annotations
 
 import csv
-import importlib.util
 import os
-import sys
 from pathlib import Path
 
 import pytest
+from bench_loader import load_benchmark
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _load():
-    spec = importlib.util.spec_from_file_location("bench_storage_ceiling", ROOT / "benchmarks" / "storage_ceiling.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-ceiling = _load()
+ceiling = load_benchmark("storage_ceiling")
 
 
 @pytest.fixture(autouse=True)
