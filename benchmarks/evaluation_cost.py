@@ -13,9 +13,14 @@ every variant alike, ``--repeats`` times each:
 
 - ``lab``: :func:`cvae.core.rollout.rollout`, the lab's validation (one rollout, one draw of z);
 - ``k1``: :func:`cvae.core.evaluate.evaluate` with K = 1 and no diagnostics (the lab's rollout + SSIM);
+- ``light``: K = 1 with the posterior's statistics: what an epoch's validation costs by default on a CPU;
 - ``k5``: K = 5 samples of z in one batch, no diagnostics;
-- ``k5_diag``: K = 5 with every diagnostic (z = 0, the frame input replaced twice, the posterior): what a
-  validation costs by default;
+- ``k5_diag``: K = 5 with every diagnostic (z = 0, the frame input replaced twice on every
+  ``val_frame_stride``-th frame, the posterior): the full evaluation, as a judged epoch runs it;
+- ``k5_diag_all``: the same with the frame replacements on every frame (stride 1, the full evaluation before
+  the stride);
+- ``complete``: ``light``, then completed into ``k5_diag`` (``first=``): a new best epoch under
+  ``val_eval_at: best``;
 - ``k5_loop``: five separate K = 1 evaluations, what batching replaces.
 
 Each row of the CSV is one timed call; the summary prints medians and their ratios to ``lab``.
@@ -32,7 +37,7 @@ import time
 from pathlib import Path
 
 import torch
-from cvae.core.config import ModelConfig
+from cvae.core.config import ModelConfig, RunConfig
 from cvae.core.data import load_split
 from cvae.core.evaluate import evaluate, other_video_frames
 from cvae.core.model import CVAE
@@ -48,14 +53,22 @@ def variants(model, frames, poses, other):
     def lab():
         rollout(model, first, poses, generator=torch.Generator().manual_seed(0))
 
-    def k(samples, diagnostics):
-        return lambda: evaluate(model, frames, poses, seed=0, samples=samples, diagnostics=diagnostics, other=other)
+    stride = RunConfig.val_frame_stride
+
+    def k(samples, diagnostics, frame_stride=stride, **kw):
+        return lambda: evaluate(model, frames, poses, seed=0, samples=samples, diagnostics=diagnostics, other=other,
+                                frame_stride=frame_stride, **kw)
+
+    def complete():
+        first = evaluate(model, frames, poses, seed=0, samples=1, diagnostics=False, posterior=True)
+        evaluate(model, frames, poses, seed=0, samples=5, other=other, frame_stride=stride, first=first)
 
     def loop():
         for s in range(5):
             evaluate(model, frames, poses, seed=s, samples=1, diagnostics=False)
 
-    return {"lab": lab, "k1": k(1, False), "k5": k(5, False), "k5_diag": k(5, True), "k5_loop": loop}
+    return {"lab": lab, "k1": k(1, False), "light": k(1, False, posterior=True), "k5": k(5, False),
+            "k5_diag": k(5, True), "k5_diag_all": k(5, True, frame_stride=1), "complete": complete, "k5_loop": loop}
 
 
 def summarize(rows: list[dict], threads_list: list[int], names: list[str]) -> None:
