@@ -72,7 +72,7 @@ def at_value_epoch(data: SweepData, columns: Sequence[str] = EVAL_COLUMNS) -> pd
     from, all from one epoch.
 
     That epoch is, among the epochs that measured every one of ``columns`` the run's epochs record (the K samples
-    and the frame replacements may skip epochs: ``val_eval_every``), the run's best by the sweep metric, or its
+    and the frame replacements may skip epochs: ``val_eval_every``, ``val_eval_at``), the run's best by the sweep metric, or its
     last with ``metric.summary: last`` (:func:`value_summary`). Columns its epochs never record come from the
     run's own record (``runs``: the trial's columns at the epoch of its value), else NaN.
     """

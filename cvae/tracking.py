@@ -441,8 +441,9 @@ class WandbRun:
                   and len(v) == len(per_frame)}
         refs = {name: v for name, v in self._baselines.items() if len(v) == len(per_frame)}
         columns = ["frame", "psnr", *others, *(name if name.startswith("ssim_") else f"psnr_{name}" for name in refs)]
-        rows = [[i, float(v), *(float(c[i - 1]) for c in others.values()), *(float(r[i - 1]) for r in refs.values())]
-                for i, v in enumerate(per_frame, start=1)]
+        # A curve measured on every val_frame_stride-th frame (the frame replacements) is empty (None) in between.
+        rows = [[i, float(v), *(None if math.isnan(float(c[i - 1])) else float(c[i - 1]) for c in others.values()),
+                 *(float(r[i - 1]) for r in refs.values())] for i, v in enumerate(per_frame, start=1)]
         return wandb.Table(columns=columns, data=rows)
 
     @staticmethod

@@ -44,7 +44,7 @@ SPEC = {
     "replicates": 2,
     "base": {"num_epoch": 3, "train_vi_len": 4, "batch_size": 4, "val_vi_len": 24, "F_dim": 16, "L_dim": 8,
              "N_dim": 4, "D_out_dim": 16, "num_workers": 1, "kl_anneal_cycle": 2, "kl_anneal_ratio": 0.5,
-             "partial": 0.5},
+             "partial": 0.5, "val_eval_every": 1},  # every epoch evaluated in full: every source carries it
     "workers": 1,
     "wandb": {"project": "fixture", "mode": "offline"},
 }

@@ -79,7 +79,7 @@ def test_synth_train_test_end_to_end(lab_sized, tmp_path, capsys):
     model.load_state_dict(ckpt["state_dict"], strict=True)
 
     assert main(["test", "--DR", str(data), "--save_root", str(out), "--ckpt_path", str(run / "best.ckpt"),
-                 "--no-progress", "--samples", "2"]) == 0
+                 "--no-progress", "--full", "--samples", "2"]) == 0
     for i in range(2):
         with Image.open(out / f"pred_seq{i}.gif") as gif:
             assert gif.n_frames == 630

@@ -33,7 +33,8 @@ BASE = {
 steps of 4 clips), validated by the lab's one rollout (a third less time an epoch than the full evaluation, which
 the tests of the evaluation's records ask for with :data:`FULL_EVALUATION`)."""
 FULL_EVALUATION = {"val_samples": 5, "val_diagnostics": True}
-"""``cvae train``'s default evaluation: K = 5 samples of z, SSIM, and the input-use and latent diagnostics."""
+"""The full evaluation's defaults: K = 5 samples of z, SSIM, and the input-use and latent diagnostics, which a
+sweep runs at the epoch its metric judges (``val_eval_at``)."""
 
 
 def write_spec(tmp_path: Path, dataset: Path, **overrides) -> Path:
