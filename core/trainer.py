@@ -389,9 +389,9 @@ def evaluation_plan(cfg: ExperimentConfig, device: torch.device) -> str:
     if at != "none" and not (at == "last" and every):
         when.append("at the last epoch" if at == "last" else "at each new best epoch")
     rows = r.val_samples + (1 if r.val_diagnostics else 0)
-    # One thread, benchmarks/evaluation_cost.py (docs/evaluation.md): a batch row costs about 0.7 of a rollout,
-    # the frame replacements and the posterior together about 0.5 at the default stride.
-    cost = f"about {1 + 0.7 * (rows - 1) + (0.5 if r.val_diagnostics else 0):.0f} lab rollouts" \
+    # One thread, benchmarks/evaluation_cost.py (docs/evaluation.md): a batch row costs about 0.78 of a rollout,
+    # the frame replacements and the posterior together about 0.45 at the default stride (5.36 for K = 5 in all).
+    cost = f"about {1 + 0.78 * (rows - 1) + (0.45 if r.val_diagnostics else 0):.0f} lab rollouts" \
         if device.type == "cpu" else "a batch of rollouts"
     full = f"the full evaluation ({', '.join(extra)}: {cost})"
     if not when:
