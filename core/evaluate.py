@@ -235,7 +235,7 @@ def evaluate(model: CVAE, frames: torch.Tensor, poses: torch.Tensor, *, seed: in
             stop = min(start + POSE_CHUNK, steps)
             n = stop - start
             measured = stride_frames(start, stop, frame_stride) if frame_input else []
-            if not reps and not measured and not posterior_on:
+            if not reps and not frame_input and not posterior_on:  # nothing of this chunk to compute (nor to draw)
                 bar.update(n)
                 continue
             target = _float(frames[:, start:stop], device)
@@ -245,10 +245,9 @@ def evaluate(model: CVAE, frames: torch.Tensor, poses: torch.Tensor, *, seed: in
             preds = torch.empty((reps * batch, n, 3, *size), dtype=torch.float32, device=device)
             z_first = torch.empty((batch, n, n_dim, *size), dtype=torch.float32, device=device)
             for k in range(n):
-                z = [torch.randn((batch, n_dim, *size), generator=gen0, device=device)]  # sample 0's, always drawn
-                z_first[:, k] = z[0]
-                if not lead:
-                    z = []
+                # Sample 0's z is drawn even when ``first`` rolled it out: the frame replacements use it.
+                z_first[:, k] = torch.randn((batch, n_dim, *size), generator=gen0, device=device)
+                z = [z_first[:, k]] if lead else []
                 if samples > 1:
                     z.append(torch.randn(((samples - 1) * batch, n_dim, *size), generator=gen_k, device=device))
                 if z0:
